@@ -1,0 +1,288 @@
+"""The public entry points the CLI composes: :func:`run`, :func:`label`, :func:`dry_run`,
+:func:`evaluate`. Each takes a :class:`~llmkd.config.RunConfig` (or a run directory).
+
+A run directory is named after ``cfg.name`` under ``cfg.output_dir``; running the same config
+again continues it: finished methods are loaded, teacher calls come from the cache, and training
+resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import RunConfig, dump_config, parse_config
+from .data import GoldVault, Splits, full_train, make_splits
+from .errors import ConfigError
+from .methods import METHODS, LabelSettings, RunContext, TrainSettings
+from .report import manifest, read_jsonl, render_report, write_json, write_jsonl
+from .tasks import build_task
+from .teachers import CachedTeacher, TeacherCache, build_teacher
+from .types import Example, TeacherLabel
+
+log = logging.getLogger(__name__)
+
+TEACHER_METHODS = {"teacher", "vanilla"}
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    results: dict[str, dict[str, Any]]
+    report: str
+
+
+def default_cache_path(cfg: RunConfig) -> Path:
+    from .zoo import home
+
+    return Path(cfg.cache) if cfg.cache else home() / "teacher.sqlite"
+
+
+def choose_shots(labeled: tuple[Example, ...], cfg: RunConfig) -> tuple[Example, ...]:
+    """The demonstrations of every prompt: a seeded sample of the labeled set, fixed for the run
+    (so all prompts share one prefix), ``task.shots`` of them (default: all, up to max_shots)."""
+    n = cfg.task.shots if cfg.task.shots is not None else min(len(labeled), cfg.task.max_shots)
+    shots = random.Random(cfg.seed + 17).sample(list(labeled), min(n, len(labeled)))
+    return tuple(shots)
+
+
+def run_dir_for(cfg: RunConfig) -> Path:
+    return Path(cfg.output_dir) / cfg.name
+
+
+def _check_same_config(run_dir: Path, cfg: RunConfig) -> None:
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        return
+    import yaml
+
+    old = yaml.safe_load(path.read_text())
+    new = cfg.model_dump(mode="json")
+    for d in (old, new):
+        d.pop("progress", None)
+        d.pop("methods", None)
+    if old != new:
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise ConfigError(
+            f"{run_dir} holds a run made with a different config (differs in: {', '.join(diff)}). "
+            f"Give this run another name (--set name=...) or delete {run_dir} to start over."
+        )
+
+
+class _Session:
+    """Lazily built pieces shared by the methods of one run."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        self.splits, self._vault = make_splits(cfg.data, cfg.seed)
+        self.task = build_task(cfg.task, self.splits.labels)
+        self.shots = choose_shots(self.splits.labeled, cfg)
+        self._teacher: CachedTeacher | None = None
+        self._students: Any = None
+
+    @property
+    def teacher(self) -> CachedTeacher:
+        if self._teacher is None:
+            self._teacher = CachedTeacher(build_teacher(self.cfg.teacher), TeacherCache(default_cache_path(self.cfg)))
+        return self._teacher
+
+    @property
+    def students(self) -> Any:
+        if self._students is None:
+            from .students import make_student_factory
+
+            self._students = make_student_factory(self.cfg.student, self.splits.labels)
+        return self._students
+
+    def context(self, method: str, workdir: Path) -> RunContext:
+        cfg = self.cfg
+        labeled = self.splits.labeled
+        if method == "supervised_full":
+            labeled = full_train(cfg.data, self.splits, self._vault)
+        factory, loader = self.students
+        return RunContext(
+            task=self.task, teacher=self.teacher if method in TEACHER_METHODS else None,
+            student_factory=factory, student_loader=loader, labeled=labeled, pool=self.splits.pool,
+            dev=self.splits.dev, test=self.splits.test, shots=self.shots, workdir=workdir, seed=cfg.seed,
+            train=TrainSettings(epochs=cfg.student.epochs, patience=cfg.student.patience,
+                                min_steps=cfg.student.min_steps, batch_size=cfg.student.batch_size),
+            labeling=LabelSettings(mode=cfg.teacher.labeling, confidence=cfg.teacher.confidence,
+                                   max_tokens=cfg.teacher.max_tokens, temperature=cfg.teacher.temperature),
+            progress=cfg.progress,
+        )
+
+    def pool_stats(self, labels: list[TeacherLabel]) -> dict[str, Any]:
+        """Pseudo-label quality against the pool's gold: reporting only, after the methods ran."""
+        return pool_quality(labels, self._vault)
+
+
+def pool_quality(labels: list[TeacherLabel], vault: GoldVault) -> dict[str, Any]:
+    if not labels:
+        return {}
+    answered = [lab for lab in labels if not lab.abstained]
+    right = sum(lab.label == vault.label_of(lab.example_id) for lab in answered)
+    return {
+        "pool size": len(labels),
+        "abstentions": len(labels) - len(answered),
+        "pseudo-label accuracy (answered)": right / len(answered) if answered else 0.0,
+        "pseudo-label accuracy (all, abstention = wrong)": right / len(labels),
+    }
+
+
+def _teacher_counters(t: CachedTeacher | None) -> tuple[float, int, int]:
+    if t is None:
+        return 0.0, 0, 0
+    return t.seconds + t.cached_seconds, t.misses, t.hits
+
+
+def run(cfg: RunConfig) -> RunSummary:
+    """Run every method in ``cfg.methods`` and write the run directory (resumable)."""
+    run_dir = run_dir_for(cfg)
+    _check_same_config(run_dir, cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump_config(cfg))
+    sess = _Session(cfg)
+    hashes: dict[str, str] = {}
+    results: dict[str, dict[str, Any]] = {}
+    for name in cfg.methods:
+        wd = run_dir / name
+        wd.mkdir(exist_ok=True)
+        done = wd / "result.json"
+        if done.exists():
+            log.info("%s: finished in an earlier run; loading its result", name)
+            import json
+
+            results[name] = json.loads(done.read_text())
+            continue
+        ctx = sess.context(name, wd)
+        before = _teacher_counters(sess._teacher)
+        log.info("running %s", name)
+        res = METHODS[name]().run(ctx)
+        after = _teacher_counters(sess._teacher)
+        timings = dict(res.timings)
+        if name in TEACHER_METHODS:
+            timings["teacher_seconds"] = after[0] - before[0]
+            timings["teacher_calls"] = after[1] - before[1]
+            timings["cache_hits"] = after[2] - before[2]
+        write_jsonl(wd / "predictions.jsonl", (
+            {"id": ex.id, "gold": ex.label, "pred": None if p is None else p.label, "probs": None if p is None else p.probs}
+            for ex, p in zip(ctx.test, res.predictions)))
+        if res.labels:
+            write_jsonl(wd / "labels.jsonl", (lab.to_dict() for lab in res.labels))
+        results[name] = {"method": name, "metrics": res.metrics, "timings": timings, "stop_reason": res.stop_reason,
+                         "extra": res.extra}
+        write_json(done, results[name])
+    if sess._teacher is not None:
+        hashes["teacher"] = sess._teacher.fingerprint
+    write_json(run_dir / "manifest.json", manifest(cfg, hashes))
+    pool_labels = []
+    if (run_dir / "vanilla" / "labels.jsonl").exists():
+        pool_labels = [TeacherLabel.from_dict(d) for d in read_jsonl(run_dir / "vanilla" / "labels.jsonl")]
+    texts = {u.id: u.text for u in sess.splits.pool}
+    rows = [{"id": e.id, "text": e.text, "label": e.label, "confidence": 1.0, "abstained": False, "source": "gold",
+             "prompt_id": "", "raw": "", "stage": "gold"} for e in sess.splits.labeled]
+    rows += [{**lab.to_dict(), "text": texts.get(lab.example_id, "")} for lab in pool_labels]
+    write_jsonl(run_dir / "labels.jsonl", rows)
+    stats = sess.pool_stats(pool_labels)
+    write_json(run_dir / "metrics.json", {"results": results, "pool": stats})
+    report = render_report(cfg, results, stats, run_dir)
+    (run_dir / "report.md").write_text(report)
+    return RunSummary(run_dir, results, report)
+
+
+def label(cfg: RunConfig) -> tuple[Path, list[TeacherLabel]]:
+    """Label the unlabeled pool only (no training); writes RUN_DIR/labels.jsonl."""
+    run_dir = run_dir_for(cfg)
+    _check_same_config(run_dir, cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump_config(cfg))
+    sess = _Session(cfg)
+    ctx = sess.context("vanilla", run_dir)
+    labels = ctx.label(sess.splits.pool, stage="teacher-pool", desc="teacher on pool")
+    (run_dir / "vanilla").mkdir(exist_ok=True)
+    write_jsonl(run_dir / "vanilla" / "labels.jsonl", (lab.to_dict() for lab in labels))
+    return run_dir, labels
+
+
+def dry_run(cfg: RunConfig, *, calibrate: bool = True) -> dict[str, Any]:
+    """What labeling would cost: prompts, prompt tokens, and for local teachers a time estimate
+    from a short measured calibration on this machine (3 prompts)."""
+    sess = _Session(cfg)
+    items = list(sess.splits.pool)
+    if "teacher" in cfg.methods:
+        items += list(sess.splits.test)
+    prompts = [sess.task.render(x.text, sess.shots) for x in items]
+    teacher = build_teacher(cfg.teacher)
+    sample = prompts[:: max(1, len(prompts) // 50)][:50]
+    tok = [teacher.count_tokens(p) for p in sample]
+    mean_tok = sum(tok) / len(tok)
+    shared = _shared_prefix_tokens(teacher, prompts[:2])
+    out: dict[str, Any] = {
+        "prompts": len(prompts), "prompt_tokens": int(mean_tok * len(prompts)),
+        "prompt_tokens_after_prefix_reuse": int((mean_tok - shared) * len(prompts) + shared) if cfg.teacher.backend != "openai" else None,
+        "max_new_tokens_per_prompt": cfg.teacher.max_tokens, "shots": len(sess.shots),
+        "labeling": cfg.teacher.labeling, "confidence_scoring": cfg.teacher.confidence,
+    }
+    if calibrate and cfg.teacher.backend != "openai":
+        probe = prompts[:3]
+        t0 = time.perf_counter()
+        teacher.generate(probe[:1], max_tokens=cfg.teacher.max_tokens)  # load + shared prefix
+        t1 = time.perf_counter()
+        for p in probe[1:]:
+            teacher.generate([p], max_tokens=cfg.teacher.max_tokens)
+            if cfg.teacher.confidence:
+                teacher.score_options([p], sess.task.options())
+        per = (time.perf_counter() - t1) / max(1, len(probe) - 1)
+        out["seconds_per_prompt_measured"] = round(per, 3)
+        out["estimated_seconds"] = round((t1 - t0) + per * len(prompts), 1)
+    return out
+
+
+def _shared_prefix_tokens(teacher: Any, prompts: list[str]) -> int:
+    if len(prompts) < 2:
+        return 0
+    a, b = prompts
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return teacher.count_tokens(a[:n]) if n else 0
+
+
+def evaluate(run_dir: str | Path) -> RunSummary:
+    """Re-score every finished method's saved test predictions with the current scorer and
+    rewrite metrics.json and report.md (no teacher calls, no training)."""
+    import json
+
+    import yaml
+
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.exists():
+        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml); give the folder `llmkd run` printed")
+    cfg = parse_config(yaml.safe_load(cfg_path.read_text()), source=str(cfg_path))
+    splits, vault = make_splits(cfg.data, cfg.seed)
+    task = build_task(cfg.task, splits.labels)
+    results: dict[str, dict[str, Any]] = {}
+    for name in cfg.methods:
+        res_path = run_dir / name / "result.json"
+        if not res_path.exists():
+            continue
+        res = json.loads(res_path.read_text())
+        preds = read_jsonl(run_dir / name / "predictions.jsonl")
+        res["metrics"] = task.score([p["gold"] for p in preds], [p["pred"] for p in preds])
+        results[name] = res
+        write_json(res_path, res)
+    pool_labels = []
+    if (run_dir / "vanilla" / "labels.jsonl").exists():
+        pool_labels = [TeacherLabel.from_dict(d) for d in read_jsonl(run_dir / "vanilla" / "labels.jsonl")]
+    stats = pool_quality(pool_labels, vault)
+    write_json(run_dir / "metrics.json", {"results": results, "pool": stats})
+    report = render_report(cfg, results, stats, run_dir)
+    (run_dir / "report.md").write_text(report)
+    return RunSummary(run_dir, results, report)

@@ -1,0 +1,191 @@
+"""Command-line interface: thin wrappers over :mod:`llmkd.api`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from .errors import LlmkdError
+
+app = typer.Typer(
+    help="Distil a large language model into a small, fast task model.\n\n"
+    "Examples:\n\n"
+    "  llmkd demo                                   # embedded SST-2 demo, offline\n\n"
+    "  llmkd run examples/sst2.yaml --set student.epochs=3\n\n"
+    "  llmkd label examples/sst2.yaml --dry-run\n\n"
+    "  llmkd eval runs/sst2\n\n"
+    "  llmkd models list",
+    no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+)
+models_app = typer.Typer(help="The offline model zoo (packaged GGUF teachers and encoder students).", no_args_is_help=True)
+cache_app = typer.Typer(help="The teacher cache (SQLite).", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(cache_app, name="cache")
+console = Console(stderr=True)
+out = Console()
+
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field: --set student.epochs=3 (repeatable)")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars")]
+
+
+def _setup(verbose: bool = False, quiet: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _load(config: Path, overrides: list[str] | None, quiet: bool):
+    from .config import load_config
+
+    ov = list(overrides or [])
+    if quiet:
+        ov.append("progress=false")
+    return load_config(config, ov)
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    raise typer.Exit(2)
+
+
+@app.command()
+def run(config: Annotated[Path, typer.Argument(help="YAML run config")], set_: SetOpt = None, quiet: QuietOpt = False,
+        verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Run the methods of CONFIG (teacher, supervised, vanilla, supervised_full) and write a run
+    directory with labels, metrics and a report. Rerunning the same command resumes it.
+
+    Example: llmkd run examples/sst2.yaml --set teacher.model=qwen2.5-coder-1.5b-instruct
+    """
+    _setup(verbose, quiet)
+    try:
+        from . import api
+
+        summary = api.run(_load(config, set_, quiet))
+    except LlmkdError as exc:
+        _fail(exc)
+        return
+    typer.echo(summary.report)
+    console.print(f"run directory: {summary.run_dir}", highlight=False)
+
+
+@app.command()
+def label(config: Annotated[Path, typer.Argument(help="YAML run config")], set_: SetOpt = None, quiet: QuietOpt = False,
+          dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count prompts and tokens and estimate the time")] = False) -> None:
+    """Pseudo-label the unlabeled pool with the teacher (cached), without training.
+
+    Example: llmkd label examples/sst2.yaml --dry-run
+    """
+    _setup(False, quiet)
+    try:
+        from . import api
+
+        cfg = _load(config, set_, quiet)
+        if dry_run:
+            est = api.dry_run(cfg)
+            for k, v in est.items():
+                out.print(f"{k:>34}: {v}", highlight=False)
+            return
+        run_dir, labels = api.label(cfg)
+    except LlmkdError as exc:
+        _fail(exc)
+        return
+    n_abs = sum(lab.abstained for lab in labels)
+    out.print(f"labeled {len(labels)} examples ({n_abs} abstentions) -> {run_dir / 'vanilla' / 'labels.jsonl'}", highlight=False)
+
+
+@app.command("eval")
+def eval_(run_dir: Annotated[Path, typer.Argument(help="a run directory written by `llmkd run`")]) -> None:
+    """Re-score a run's saved test predictions and print its comparison table.
+
+    Example: llmkd eval runs/sst2-demo
+    """
+    _setup()
+    try:
+        from . import api
+
+        summary = api.evaluate(run_dir)
+    except LlmkdError as exc:
+        _fail(exc)
+        return
+    typer.echo(summary.report)
+
+
+@app.command()
+def demo(quiet: QuietOpt = False, set_: SetOpt = None,
+         output_dir: Annotated[Path, typer.Option(help="where the run directory goes")] = Path("runs")) -> None:
+    """Run the embedded demo: SST-2 (shipped with llmkd, MIT), Qwen2.5-0.5B teacher (pulled from
+    PyPI on first use), MiniLM student. About 10-15 minutes on 2 CPU cores."""
+    from .demo import demo_config_path
+
+    overrides = [f"output_dir={output_dir}", *(set_ or [])]
+    run(demo_config_path(), overrides, quiet)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List zoo models, their packages, size and whether they are installed."""
+    from . import zoo
+
+    for m in zoo.ZOO.values():
+        mark = "installed" if zoo.is_installed(m) else "not installed"
+        out.print(f"{m.name:<30} {m.kind:<8} {m.size_mb:>5} MB  {mark:<13} {m.description}", highlight=False)
+
+
+@models_app.command("pull")
+def models_pull(name: Annotated[str, typer.Argument(help="a zoo name from `llmkd models list`")]) -> None:
+    """Install a zoo model from PyPI, assemble it and verify its sha256."""
+    _setup()
+    from . import zoo
+
+    try:
+        path = zoo.pull(name)
+    except LlmkdError as exc:
+        _fail(exc)
+        return
+    out.print(f"{name}: {path}", highlight=False)
+
+
+@cache_app.command("stats")
+def cache_stats(path: Annotated[Optional[Path], typer.Option(help="cache file (default: ~/.cache/llmkd/teacher.sqlite)")] = None) -> None:
+    """Entries, teacher calls, hits and repeated calls (always 0 unless entries were re-asked)."""
+    from .teachers.cache import TeacherCache
+    from .zoo import home
+
+    out.print(json.dumps(TeacherCache(path or home() / "teacher.sqlite").stats(), indent=1), highlight=False)
+
+
+@cache_app.command("clear")
+def cache_clear(path: Annotated[Optional[Path], typer.Option(help="cache file")] = None,
+                fingerprint: Annotated[Optional[str], typer.Option(help="only this teacher's entries (prefix)")] = None,
+                yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False) -> None:
+    """Delete cached teacher answers (all, or one teacher's)."""
+    from .teachers.cache import TeacherCache
+    from .zoo import home
+
+    cache = TeacherCache(path or home() / "teacher.sqlite")
+    if not yes and sys.stdin.isatty():
+        typer.confirm(f"delete {'all' if not fingerprint else fingerprint} entries of {cache.path}?", abort=True)
+    out.print(f"deleted {cache.clear(fingerprint)} entries", highlight=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

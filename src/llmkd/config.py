@@ -1,0 +1,203 @@
+"""Run configuration: pydantic models, YAML loading and ``--set a.b=c`` overrides.
+
+Every validation error is re-raised as :class:`ConfigError` naming the field path, the allowed
+values and the value given, e.g.::
+
+    student.epochs: Input should be greater than or equal to 1 (got 0)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+METHOD_NAMES = ("teacher", "supervised", "vanilla", "supervised_full")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitConfig(_Strict):
+    """How the train file is split into labeled / unlabeled pool / dev."""
+
+    labeled_per_class: int | None = Field(8, ge=1, description="k gold examples per class")
+    labeled_n: int | None = Field(None, ge=1, description="or n gold examples in total")
+    pool_size: int | None = Field(1000, ge=1, description="unlabeled pool size; null = the rest")
+    dev_per_class: int | None = Field(8, ge=1, description="small labeled dev set, per class")
+    test_size: int | None = Field(None, ge=1, description="subsample the test set; null = all")
+
+    @model_validator(mode="after")
+    def _one_labeled_size(self) -> SplitConfig:
+        if self.labeled_per_class is not None and self.labeled_n is not None:
+            raise ValueError("set either labeled_per_class or labeled_n, not both")
+        if self.labeled_per_class is None and self.labeled_n is None:
+            raise ValueError("set labeled_per_class (k per class) or labeled_n (n in total)")
+        return self
+
+
+class DataConfig(_Strict):
+    train: str = Field(..., description="path of the training file (jsonl, csv, tsv or label_text)")
+    test: str = Field(..., description="path of the test file")
+    dev: str | None = Field(None, description="optional dev file; else dev is drawn from train")
+    format: Literal["auto", "jsonl", "csv", "tsv", "label_text"] = "auto"
+    text_field: str = "text"
+    label_field: str = "label"
+    separator: str = Field(" ", description="label_text format: what separates label and text")
+    label_regex: str | None = Field(None, description="regex whose first group is the label")
+    label_map: dict[str, str] = Field(default_factory=dict, description="raw label -> class name")
+    labels: list[str] | None = Field(None, description="the label set, in order; default: from data")
+    split: SplitConfig = Field(default_factory=SplitConfig)
+
+
+class TaskConfig(_Strict):
+    kind: Literal["classification"] = "classification"
+    template: str = "classify.v1"
+    instruction: str = "Classify the text into one of the labels."
+    label_descriptions: dict[str, str] = Field(default_factory=dict)
+    aliases: dict[str, str] = Field(default_factory=dict, description="reply word -> label")
+    shots: int | None = Field(None, ge=0, description="demonstrations per prompt; null = all labeled, capped by max_shots")
+    max_shots: int = Field(32, ge=0)
+
+
+class OpenAIConfig(_Strict):
+    base_url: str | list[str] = "http://127.0.0.1:8000/v1"
+    api_key_env: str | None = Field("OPENAI_API_KEY", description="name of the env var holding the key")
+    concurrency: int = Field(4, ge=1)
+    max_retries: int = Field(5, ge=0)
+    timeout: float = Field(60.0, gt=0)
+    backoff: float = Field(0.5, ge=0, description="first retry delay in seconds, doubled each try")
+
+
+class TeacherConfig(_Strict):
+    backend: Literal["llamacpp", "hf", "openai"] = "llamacpp"
+    model: str = "qwen2.5-coder-0.5b-instruct"
+    gguf_file: str | None = Field(None, description="hf backend: GGUF file inside the model dir")
+    labeling: Literal["generate", "score"] = Field(
+        "generate",
+        description="generate: free reply, parsed (may abstain); score: argmax of label log-likelihoods",
+    )
+    confidence: bool = Field(True, description="also score the label set to get a confidence")
+    chat: bool = Field(True, description="wrap prompts in the model's chat template")
+    max_tokens: int = Field(8, ge=1)
+    temperature: float = Field(0.0, ge=0)
+    n_ctx: int = Field(4096, ge=256)
+    n_threads: int | None = None
+    seed: int = 0
+    openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
+
+
+class StudentConfig(_Strict):
+    model: str = "all-minilm-l6-v2"
+    max_length: int = Field(128, ge=8)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(10, ge=0)
+    epochs: int = Field(8, ge=1)
+    patience: int = Field(3, ge=1, description="stop after this many epochs without dev gain")
+    min_steps: int = Field(60, ge=0, description="train at least this many optimizer steps (tiny sets)")
+    device: str = "auto"
+    threads: int | None = None
+
+
+class RunConfig(_Strict):
+    name: str = "run"
+    seed: int = 0
+    data: DataConfig
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    methods: list[Literal["teacher", "supervised", "vanilla", "supervised_full"]] = Field(
+        default_factory=lambda: ["teacher", "supervised", "vanilla", "supervised_full"]
+    )
+    output_dir: str = "runs"
+    cache: str | None = Field(None, description="teacher cache path; default ~/.cache/llmkd/teacher.sqlite")
+    progress: bool = True
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid config{f' {source}' if source else ''}:"]
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        ctx = err.get("ctx") or {}
+        if "expected" in ctx:
+            msg = f"allowed values are {ctx['expected']}"
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; see `llmkd run --help` for the config fields)"
+        if err["type"] == "missing":
+            msg = "field required"
+        given = err.get("input")
+        given_s = "" if err["type"] == "missing" or isinstance(given, dict) else f" (got {given!r})"
+        lines.append(f"  {path}: {msg}{given_s}")
+    return "\n".join(lines)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=c`` overrides (values parsed as YAML) to a raw config dict."""
+    out = dict(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set student.epochs=3")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = out
+        for p in parts[:-1]:
+            child = node.get(p)
+            child = dict(child) if isinstance(child, dict) else {}
+            node[p] = child
+            node = child
+        node[parts[-1]] = _parse_value(value)
+    return out
+
+
+def parse_config(raw: dict[str, Any], source: str = "", base_dir: Path | None = None) -> RunConfig:
+    """Validate a raw dict; relative data paths are resolved against ``base_dir``."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid config {source}: the top level must be a mapping, got {type(raw).__name__}")
+    try:
+        cfg = RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None
+    if base_dir is not None:
+        def fix(p: str | None) -> str | None:
+            if p is None or Path(p).is_absolute():
+                return p
+            return str((base_dir / p).resolve())
+
+        data = cfg.data.model_copy(update={"train": fix(cfg.data.train), "test": fix(cfg.data.test), "dev": fix(cfg.data.dev)})
+        cfg = cfg.model_copy(update={"data": data})
+    return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML config file, apply overrides, validate."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: invalid YAML: {problem}. Check indentation and quoting there.") from None
+    raw = apply_overrides(raw or {}, overrides or [])
+    return parse_config(raw, source=str(path), base_dir=path.parent)
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,222 @@
+"""Read labeled text files and split them into labeled / unlabeled pool / dev / test.
+
+Formats: ``jsonl`` (one object per line), ``csv`` / ``tsv`` (header row), and ``label_text``
+(``<label><separator><text>`` per line, e.g. SST-2's ``stsa.binary.*`` or TREC). A field mapping
+names the text and label fields; ``label_regex`` and ``label_map`` turn raw labels into class names.
+
+The gold labels of the unlabeled pool are kept in a :class:`GoldVault`, which is *not* part of
+:class:`Splits` and is never given to method code: it exists only for after-the-fact reporting.
+
+Not handled here: CoNLL and bracketed trees (other task families add their readers).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from .config import DataConfig
+from .errors import DataError
+from .types import Example, Unlabeled
+
+
+def _detect_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        return "jsonl"
+    if suffix == ".csv":
+        return "csv"
+    if suffix == ".tsv":
+        return "tsv"
+    raise DataError(
+        f"{path}: cannot tell the format from the extension {suffix!r}; "
+        "set data.format to one of jsonl, csv, tsv, label_text"
+    )
+
+
+def _iter_records(path: Path, fmt: str, cfg: DataConfig) -> Iterable[tuple[int, dict[str, Any]]]:
+    """Yield (line number, record) pairs."""
+    if fmt == "jsonl":
+        with path.open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(
+                        f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno}). "
+                        "Each line must be one JSON object, e.g. {\"text\": \"...\", \"label\": \"...\"}"
+                    ) from None
+                if not isinstance(rec, dict):
+                    raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+                yield lineno, rec
+    elif fmt in ("csv", "tsv"):
+        with path.open(encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh, delimiter="," if fmt == "csv" else "\t")
+            for row in reader:
+                if None in row:
+                    raise DataError(
+                        f"{path}:{reader.line_num}: more fields than the header has; "
+                        f"quote fields that contain the delimiter"
+                    )
+                yield reader.line_num, row
+    elif fmt == "label_text":
+        with path.open(encoding="utf-8", errors="strict") as fh:
+            for lineno, line in enumerate(fh, 1):
+                line = line.rstrip("\n").rstrip("\r")
+                if not line.strip():
+                    continue
+                if cfg.separator not in line:
+                    raise DataError(
+                        f"{path}:{lineno}: no separator {cfg.separator!r} between label and text; "
+                        "each line must be <label><separator><text> (set data.separator)"
+                    )
+                label, text = line.split(cfg.separator, 1)
+                yield lineno, {cfg.label_field: label, cfg.text_field: text}
+    else:  # pragma: no cover - guarded by the config Literal
+        raise DataError(f"unknown format {fmt!r}")
+
+
+def read_examples(path: str | Path, cfg: DataConfig, *, prefix: str = "") -> list[Example]:
+    """Read one file into gold :class:`Example` objects with class-name labels."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data file {path} does not exist; check data.train / data.test / data.dev")
+    fmt = cfg.format if cfg.format != "auto" else _detect_format(path)
+    regex = re.compile(cfg.label_regex) if cfg.label_regex else None
+    out: list[Example] = []
+    for lineno, rec in _iter_records(path, fmt, cfg):
+        for field_name in (cfg.text_field, cfg.label_field):
+            if field_name not in rec:
+                which = "text_field" if field_name == cfg.text_field else "label_field"
+                raise DataError(
+                    f"{path}:{lineno}: field {field_name!r} not found; fields are {sorted(rec)}; "
+                    f"set data.{which}"
+                )
+        text = rec[cfg.text_field]
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{path}:{lineno}: field {cfg.text_field!r} must be a non-empty string, got {text!r}")
+        raw_label = str(rec[cfg.label_field]).strip()
+        if regex is not None:
+            m = regex.search(raw_label)
+            if not m:
+                raise DataError(f"{path}:{lineno}: label {raw_label!r} does not match data.label_regex {cfg.label_regex!r}")
+            raw_label = m.group(1)
+        label = cfg.label_map.get(raw_label, raw_label)
+        ex_id = str(rec["id"]) if "id" in rec else f"{prefix}{lineno}"
+        out.append(Example(id=ex_id, text=text.strip(), label=label))
+    if not out:
+        raise DataError(f"{path}: no examples found (the file is empty)")
+    return out
+
+
+def check_labels(examples: list[Example], labels: list[str], path: str) -> None:
+    allowed = set(labels)
+    for ex in examples:
+        if ex.label not in allowed:
+            raise DataError(
+                f"{path}: example {ex.id} has label {ex.label!r}, which is not in the label set "
+                f"{labels}. Add it to data.labels, map it with data.label_map, or remove the example."
+            )
+
+
+@dataclass(frozen=True)
+class GoldVault:
+    """Gold labels of the unlabeled pool, for after-the-fact reporting only. Method code never
+    receives this object (it is not a field of :class:`Splits` nor of the method's context)."""
+
+    _labels: dict[str, Any]
+
+    def label_of(self, example_id: str) -> Any:
+        return self._labels[example_id]
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+
+@dataclass(frozen=True)
+class Splits:
+    labels: tuple[str, ...]
+    labeled: tuple[Example, ...]
+    pool: tuple[Unlabeled, ...]
+    dev: tuple[Example, ...]
+    test: tuple[Example, ...]
+
+
+def _take_per_class(items: list[Example], k: int, labels: list[str], rng: random.Random, what: str) -> tuple[list[Example], list[Example]]:
+    by_class: dict[str, list[Example]] = defaultdict(list)
+    for ex in items:
+        by_class[ex.label].append(ex)
+    chosen: list[Example] = []
+    for lab in labels:
+        group = by_class.get(lab, [])
+        if len(group) < k:
+            raise DataError(
+                f"{what}: class {lab!r} has only {len(group)} examples, {k} per class were asked for; "
+                f"lower data.split.{'labeled_per_class' if what == 'labeled' else 'dev_per_class'}"
+            )
+        chosen.extend(rng.sample(group, k))
+    chosen_ids = {e.id for e in chosen}
+    rng.shuffle(chosen)
+    return chosen, [e for e in items if e.id not in chosen_ids]
+
+
+def make_splits(cfg: DataConfig, seed: int) -> tuple[Splits, GoldVault]:
+    """Read the files and make seeded splits. Returns the splits and the pool's gold vault."""
+    train = read_examples(cfg.train, cfg, prefix="train:")
+    test = read_examples(cfg.test, cfg, prefix="test:")
+    dev_file = read_examples(cfg.dev, cfg, prefix="dev:") if cfg.dev else None
+    labels = list(cfg.labels) if cfg.labels else sorted({e.label for e in train})
+    check_labels(train, labels, cfg.train)
+    check_labels(test, labels, cfg.test)
+    if dev_file is not None:
+        check_labels(dev_file, labels, cfg.dev or "")
+    if len({e.id for e in train}) != len(train):
+        raise DataError(f"{cfg.train}: example ids are not unique; remove duplicate 'id' values")
+
+    rng = random.Random(seed)
+    sp = cfg.split
+    if sp.labeled_per_class is not None:
+        labeled, rest = _take_per_class(train, sp.labeled_per_class, labels, rng, "labeled")
+    else:
+        assert sp.labeled_n is not None
+        if sp.labeled_n >= len(train):
+            raise DataError(f"{cfg.train}: data.split.labeled_n={sp.labeled_n} leaves no unlabeled pool ({len(train)} examples)")
+        shuffled = train[:]
+        rng.shuffle(shuffled)
+        labeled, rest = shuffled[: sp.labeled_n], shuffled[sp.labeled_n :]
+
+    if sp.dev_per_class is not None:
+        dev_source = dev_file if dev_file is not None else rest
+        dev, remaining = _take_per_class(dev_source, sp.dev_per_class, labels, rng, "dev")
+        if dev_file is None:
+            rest = remaining
+    else:
+        dev = []
+
+    rest = rest[:]
+    rng.shuffle(rest)
+    pool_ex = rest[: sp.pool_size] if sp.pool_size is not None else rest
+    if not pool_ex:
+        raise DataError(
+            f"{cfg.train}: the unlabeled pool is empty after taking the labeled and dev examples; "
+            "use a larger train file or smaller data.split sizes"
+        )
+    if sp.test_size is not None and sp.test_size < len(test):
+        test = random.Random(seed + 1).sample(test, sp.test_size)
+    pool = tuple(Unlabeled(id=e.id, text=e.text) for e in pool_ex)
+    vault = GoldVault({e.id: e.label for e in pool_ex})
+    return Splits(tuple(labels), tuple(labeled), pool, tuple(dev), tuple(test)), vault
+
+
+def full_train(cfg: DataConfig, splits: Splits, vault: GoldVault) -> tuple[Example, ...]:
+    """The gold labeled set plus the gold labels of the pool: the supervised-full upper bound.
+    Only the runner calls this, for the ``supervised_full`` baseline."""
+    return splits.labeled + tuple(Example(u.id, u.text, vault.label_of(u.id)) for u in splits.pool)

@@ -1,0 +1,146 @@
+"""What every method gets (:class:`RunContext`) and the shared, resumable training loop.
+
+Methods depend on protocols only: the context carries a task, a (cached) teacher, a student
+factory, the labeled set, the unlabeled pool (no gold labels: see :class:`llmkd.data.GoldVault`),
+a small labeled dev set for model selection, and the test set, which only the final evaluation
+reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+from ..labeling import label_examples
+from ..students.base import Student
+from ..types import Example, Prediction, RunResult, TeacherLabel, Unlabeled
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainSettings:
+    epochs: int = 8
+    patience: int = 3
+    min_steps: int = 60
+    batch_size: int = 16
+
+
+@dataclass
+class LabelSettings:
+    mode: str = "generate"
+    confidence: bool = True
+    max_tokens: int = 8
+    temperature: float = 0.0
+
+
+@dataclass
+class RunContext:
+    task: Any
+    teacher: Any
+    student_factory: Callable[[int], Student]
+    student_loader: Callable[[Path], Student]
+    labeled: tuple[Example, ...]
+    pool: tuple[Unlabeled, ...]
+    dev: tuple[Example, ...]
+    test: tuple[Example, ...]
+    shots: tuple[Example, ...]
+    workdir: Path
+    seed: int = 0
+    train: TrainSettings = field(default_factory=TrainSettings)
+    labeling: LabelSettings = field(default_factory=LabelSettings)
+    progress: bool = True
+
+    def label(self, items: Sequence[Any], *, stage: str = "teacher", desc: str = "labeling") -> list[TeacherLabel]:
+        """Pseudo-label ``items`` with the few-shot teacher (through the cache)."""
+        s = self.labeling
+        return label_examples(self.task, self.teacher, items, self.shots, mode=s.mode, confidence=s.confidence,
+                              max_tokens=s.max_tokens, temperature=s.temperature, stage=stage,
+                              progress=self.progress, desc=desc)
+
+    def evaluate(self, predictions: Sequence[Prediction | None], split: Sequence[Example]) -> dict[str, float]:
+        return self.task.score([e.label for e in split], [None if p is None else p.label for p in predictions])
+
+
+class Method(Protocol):
+    name: str
+
+    def run(self, ctx: RunContext) -> RunResult: ...
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def fit_student(ctx: RunContext, examples: Sequence[Example], *, tag: str, seed: int | None = None,
+                weights: Sequence[float] | None = None) -> tuple[Student, dict[str, Any]]:
+    """Train a fresh student on ``examples`` with early stopping on the dev set (macro-F1 or the
+    task's first metric). Checkpoints after every evaluation into ``workdir/tag``; a rerun resumes
+    from the last checkpoint and a finished run just loads the best student.
+
+    Tiny training sets get more epochs so that at least ``min_steps`` optimizer steps happen;
+    the dev set is then evaluated every ``eval_every`` epochs and patience counts evaluations.
+    Returns the best student and a record (history, best epoch, stop reason).
+    """
+    from tqdm.auto import tqdm
+
+    if not examples:
+        raise ValueError(f"{tag}: no training examples (every teacher label abstained?)")
+    s = ctx.train
+    d = ctx.workdir / tag
+    d.mkdir(parents=True, exist_ok=True)
+    state_path = d / "progress.json"
+    steps = max(1, math.ceil(len(examples) / s.batch_size))
+    total_epochs = max(s.epochs, math.ceil(s.min_steps / steps))
+    eval_every = max(1, round(total_epochs / s.epochs))
+    state: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "best_score": -1.0, "history": [], "done": False,
+                             "n_train": len(examples), "total_epochs": total_epochs, "eval_every": eval_every}
+    if state_path.exists():
+        saved = json.loads(state_path.read_text())
+        if saved.get("n_train") == len(examples) and (d / "last").exists():
+            state = saved
+    if state["done"]:
+        log.info("%s: already trained (best epoch %d); loading it", tag, state["best_epoch"])
+        return ctx.student_loader(d / "best"), state
+    student = ctx.student_loader(d / "last") if state["epoch"] > 0 else ctx.student_factory(ctx.seed if seed is None else seed)
+    metric = None
+    bad = sum(1 for h in state["history"] if h["epoch"] > state["best_epoch"])  # evaluations since the best
+    bar = tqdm(total=total_epochs, initial=state["epoch"], desc=f"training {tag}", disable=not ctx.progress, unit="ep")
+    reason = "max_epochs"
+    t0 = time.perf_counter()
+    while state["epoch"] < total_epochs:
+        loss = student.fit_epoch(examples, weights)
+        state["epoch"] += 1
+        bar.update(1)
+        if state["epoch"] % eval_every and state["epoch"] < total_epochs:
+            continue
+        scores = ctx.evaluate(student.predict(ctx.dev), ctx.dev) if ctx.dev else {"loss": -loss}
+        metric = metric or ("macro_f1" if "macro_f1" in scores else next(iter(scores)))
+        score = float(scores[metric])
+        state["history"].append({"epoch": state["epoch"], "loss": loss, "score": score, "seconds": time.perf_counter() - t0})
+        bar.set_postfix(loss=f"{loss:.3f}", dev=f"{score:.3f}")
+        if score > state["best_score"]:
+            state["best_score"], state["best_epoch"], bad = score, state["epoch"], 0
+            student.save(d / "best")
+        else:
+            bad += 1
+        student.save(d / "last")
+        _write_json(state_path, state)
+        if bad >= s.patience:
+            reason = f"no dev gain in {s.patience} evaluations"
+            break
+    bar.close()
+    state["done"], state["stop_reason"], state["dev_metric"] = True, reason, metric
+    _write_json(state_path, state)
+    shutil.rmtree(d / "last", ignore_errors=True)
+    (d / "last").mkdir()  # keeps the "resumable" marker small once finished
+    return ctx.student_loader(d / "best"), state

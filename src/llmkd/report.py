@@ -1,0 +1,133 @@
+"""Run directory writer: resolved config, manifest, labels with provenance, metrics, report.
+
+Layout::
+
+    RUN_DIR/config.yaml        the effective config
+    RUN_DIR/manifest.json      package versions, seeds, model hashes, git sha, machine
+    RUN_DIR/labels.jsonl       gold labeled examples + teacher labels of the pool (provenance)
+    RUN_DIR/metrics.json       every method's test metrics, timings and training record
+    RUN_DIR/report.md          the comparison table
+    RUN_DIR/<method>/          predictions.jsonl, result.json, student checkpoints
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False, default=str))
+    os.replace(tmp, path)
+
+
+def _git_sha() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def manifest(cfg: Any, model_hashes: dict[str, str]) -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    pkgs = {}
+    for name in ("llmkd", "torch", "transformers", "tokenizers", "llama-cpp-python", "scikit-learn", "numpy", "seqeval", "httpx"):
+        try:
+            pkgs[name] = version(name)
+        except PackageNotFoundError:
+            pkgs[name] = None
+    return {
+        "seed": cfg.seed,
+        "packages": pkgs,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "git_sha": _git_sha(),
+        "models": model_hashes,
+    }
+
+
+COLUMNS = [
+    ("macro_f1", "macro-F1", "{:.4f}"),
+    ("accuracy", "accuracy", "{:.4f}"),
+    ("abstention_rate", "abstention", "{:.3f}"),
+    ("teacher_seconds", "labeling s", "{:.1f}"),
+    ("train_seconds", "training s", "{:.1f}"),
+    ("n_train", "train size", "{:d}"),
+]
+
+
+def _fmt(fmt: str, v: Any) -> str:
+    if v is None:
+        return "–"
+    try:
+        return fmt.format(v)
+    except (ValueError, TypeError):
+        return str(v)
+
+
+def table(rows: dict[str, dict[str, Any]]) -> str:
+    head = "| method | " + " | ".join(c[1] for c in COLUMNS) + " |"
+    sep = "|---|" + "---:|" * len(COLUMNS)
+    lines = [head, sep]
+    for method, r in rows.items():
+        lines.append(f"| {method} | " + " | ".join(_fmt(f, r.get(k)) for k, _, f in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def flat_row(result: dict[str, Any]) -> dict[str, Any]:
+    row = dict(result["metrics"])
+    row.update(result.get("timings", {}))
+    row["n_train"] = result.get("extra", {}).get("n_train")
+    return row
+
+
+def render_report(cfg: Any, results: dict[str, dict[str, Any]], pool_stats: dict[str, Any], run_dir: Path) -> str:
+    lines = [
+        f"# llmkd run `{cfg.name}`",
+        "",
+        f"Teacher `{cfg.teacher.model}` ({cfg.teacher.backend}), student `{cfg.student.model}`, seed {cfg.seed}.",
+        f"Data: {cfg.data.train} (labeled, pool, dev drawn by seed), test {cfg.data.test}.",
+        "",
+        "## Test results",
+        "",
+        table({m: flat_row(r) for m, r in results.items()}),
+        "",
+        "Abstentions (unparseable teacher replies) count as errors in accuracy and F1 and are",
+        "reported separately; they are never mapped to a class. \"labeling s\" is the teacher time",
+        "the labels took when first computed (cached answers keep their original cost).",
+        "",
+    ]
+    if pool_stats:
+        lines += ["## Pseudo-labels of the pool (scored after the fact against the pool's gold)", ""]
+        lines += [f"- {k}: {v:.4f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in pool_stats.items()]
+        lines.append("")
+    for m, r in results.items():
+        tr = r.get("extra", {}).get("training")
+        if tr:
+            lines.append(f"- {m}: best dev {tr.get('dev_metric')} {tr['best_score']:.4f} at epoch {tr['best_epoch']} "
+                         f"of {tr['epoch']} ({r.get('stop_reason')})")
+    lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,222 @@
+"""Sequence-classifier student on any Hugging Face encoder (default: the packaged MiniLM).
+
+``save`` writes safetensors weights, the tokenizer, ``student.json`` (labels, hyperparameters,
+epochs done) and ``optimizer.safetensors`` (AdamW moments), so training resumes exactly where it
+stopped. No pickle is written or read.
+Not handled: multi-label targets, gradient accumulation, multi-GPU (use Accelerate around it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..types import Example, Prediction
+from .base import HasText
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+class ClassifierStudent:
+    def __init__(self, *, model: str, labels: Sequence[str], max_length: int = 128, batch_size: int = 16,
+                 lr: float = 1e-4, weight_decay: float = 0.01, warmup_steps: int = 10, seed: int = 0,
+                 device: str = "auto", threads: int | None = None, progress: bool = False) -> None:
+        self.model_name = model
+        self.labels = tuple(labels)
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.warmup_steps = warmup_steps
+        self.seed = seed
+        self.device = device
+        self.threads = threads
+        self.progress = progress
+        self.epochs_done_ = 0
+        self.steps_done_ = 0
+        self._built = False
+
+    # -- construction -------------------------------------------------------------------------
+    def _build(self, source: str | None = None) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        torch.manual_seed(self.seed)
+        src = source or self.model_name
+        self.tokenizer_ = AutoTokenizer.from_pretrained(src)
+        self.model_ = AutoModelForSequenceClassification.from_pretrained(
+            src,
+            num_labels=len(self.labels),
+            id2label=dict(enumerate(self.labels)),
+            label2id={lab: i for i, lab in enumerate(self.labels)},
+            ignore_mismatched_sizes=source is None,
+        )
+        self.device_ = pick_device(self.device)
+        self.model_.to(self.device_)
+        self.optimizer_ = torch.optim.AdamW(self.model_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        self._built = True
+
+    def _ensure(self) -> None:
+        if not self._built:
+            self._build()
+
+    # -- training -----------------------------------------------------------------------------
+    def _encode(self, texts: Sequence[str]) -> Any:
+        return self.tokenizer_(list(texts), truncation=True, max_length=self.max_length, padding=True,
+                               return_tensors="pt").to(self.device_)
+
+    def _lr_at(self, step: int) -> float:
+        if self.warmup_steps and step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        return self.lr
+
+    def fit_epoch(self, examples: Sequence[Example], weights: Sequence[float] | None = None) -> float:
+        import torch
+        import torch.nn.functional as F
+
+        self._ensure()
+        if weights is not None and len(weights) != len(examples):
+            raise ValueError(f"fit_epoch: {len(examples)} examples but {len(weights)} weights")
+        index = {lab: i for i, lab in enumerate(self.labels)}
+        order = list(range(len(examples)))
+        random.Random(self.seed * 1000 + self.epochs_done_).shuffle(order)
+        self.model_.train()
+        total, count = 0.0, 0
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            batch = self._encode([examples[i].text for i in idx])
+            y = torch.tensor([index[examples[i].label] for i in idx], device=self.device_)
+            w = torch.tensor([1.0 if weights is None else float(weights[i]) for i in idx], device=self.device_)
+            for group in self.optimizer_.param_groups:
+                group["lr"] = self._lr_at(self.steps_done_)
+            logits = self.model_(**batch).logits
+            loss = (F.cross_entropy(logits, y, reduction="none") * w).sum() / len(idx)
+            self.optimizer_.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model_.parameters(), 1.0)
+            self.optimizer_.step()
+            self.steps_done_ += 1
+            total += loss.item() * len(idx)
+            count += len(idx)
+        self.epochs_done_ += 1
+        return total / max(count, 1)
+
+    # -- inference ----------------------------------------------------------------------------
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> Any:
+        import numpy as np
+        import torch
+
+        self._ensure()
+        self.model_.eval()
+        if not texts:
+            return np.zeros((0, len(self.labels)))
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float64)
+        with torch.no_grad():
+            for s in range(0, len(order), batch_size):
+                idx = order[s : s + batch_size]
+                logits = self.model_(**self._encode([texts[i] for i in idx])).logits.float()
+                out[idx] = torch.softmax(logits, -1).cpu().numpy()
+        return out
+
+    def predict(self, examples: Sequence[HasText]) -> list[Prediction]:
+        probs = self.predict_proba([e.text for e in examples])
+        return [
+            Prediction(label=self.labels[int(row.argmax())], probs={lab: float(p) for lab, p in zip(self.labels, row)})
+            for row in probs
+        ]
+
+    # -- persistence --------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        self._ensure()
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.model_.save_pretrained(tmp, safe_serialization=True)
+        self.tokenizer_.save_pretrained(tmp)
+        tensors, meta = _optimizer_tensors(self.model_, self.optimizer_)
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        (tmp / "student.json").write_text(json.dumps({
+            "kind": "classifier", "base_model": self.model_name, "labels": list(self.labels),
+            "max_length": self.max_length, "batch_size": self.batch_size, "lr": self.lr,
+            "weight_decay": self.weight_decay, "warmup_steps": self.warmup_steps, "seed": self.seed,
+            "epochs_done": self.epochs_done_, "steps_done": self.steps_done_, "optimizer": meta,
+        }, indent=1))
+        if path.exists():
+            import shutil
+
+            old = path.with_name(path.name + ".old")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str = "auto", threads: int | None = None) -> ClassifierStudent:
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        meta = json.loads((path / "student.json").read_text())
+        st = cls(model=meta["base_model"], labels=meta["labels"], max_length=meta["max_length"],
+                 batch_size=meta["batch_size"], lr=meta["lr"], weight_decay=meta["weight_decay"],
+                 warmup_steps=meta["warmup_steps"], seed=meta["seed"], device=device, threads=threads)
+        st._build(source=str(path))
+        st.epochs_done_ = meta["epochs_done"]
+        st.steps_done_ = meta["steps_done"]
+        opt_file = path / "optimizer.safetensors"
+        if opt_file.exists():
+            _load_optimizer(st.model_, st.optimizer_, load_file(str(opt_file), device=st.device_), meta["optimizer"])
+        return st
+
+
+def _optimizer_tensors(model: Any, optimizer: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """AdamW state as named tensors (safetensors cannot hold the pickled state_dict)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    tensors: dict[str, Any] = {}
+    steps: dict[str, float] = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p)
+            if not state:
+                continue
+            n = names[id(p)]
+            tensors[f"{n}.exp_avg"] = state["exp_avg"].detach().contiguous()
+            tensors[f"{n}.exp_avg_sq"] = state["exp_avg_sq"].detach().contiguous()
+            steps[n] = float(state["step"])
+    return tensors, {"steps": steps}
+
+
+def _load_optimizer(model: Any, optimizer: Any, tensors: dict[str, Any], meta: dict[str, Any]) -> None:
+    import torch
+
+    for n, p in model.named_parameters():
+        if f"{n}.exp_avg" in tensors:
+            optimizer.state[p] = {
+                "step": torch.tensor(meta["steps"][n]),
+                "exp_avg": tensors[f"{n}.exp_avg"],
+                "exp_avg_sq": tensors[f"{n}.exp_avg_sq"],
+            }
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return max(1, math.ceil(n / batch_size))

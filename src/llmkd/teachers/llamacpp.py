@@ -1,0 +1,189 @@
+"""Teacher on a GGUF model through llama-cpp-python (``llmkd[llamacpp]``).
+
+Generation is a plain loop over llama.cpp's logits: greedy (argmax) at ``temperature == 0``,
+else seeded sampling. The log-probability of every generated token is recorded without
+``logits_all`` (only the last position's logits are read), so prompt processing keeps full speed.
+
+KV reuse: each prompt's tokens are compared with the tokens already in the context, and only the
+differing suffix is evaluated. Consecutive few-shot prompts share the instruction and
+demonstrations, so only the example itself is processed. ``score_options`` evaluates a prompt
+once and scores every option from that state, one token eval per option token after the first.
+
+Not handled: grammars / constrained decoding and multi-sequence batching (see the throughput
+issue); prompts longer than ``n_ctx - max_tokens`` raise a TeacherError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any, Sequence
+
+from ..errors import TeacherError, require
+from ..types import Reply
+from .base import continuation, log_softmax_at, make_fingerprint, render_chat
+
+log = logging.getLogger(__name__)
+
+
+class LlamaCppTeacher:
+    name = "llamacpp"
+
+    def __init__(self, *, model_path: str, weights_sha256: str, chat: bool = True, n_ctx: int = 4096,
+                 n_threads: int | None = None, n_batch: int = 512, seed: int = 0) -> None:
+        self.model_path = model_path
+        self.weights_sha256 = weights_sha256
+        self.chat = chat
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.n_batch = n_batch
+        self.seed = seed
+        self._llm: Any = None
+
+    @property
+    def fingerprint(self) -> str:
+        return make_fingerprint(backend="llamacpp", weights=self.weights_sha256, chat=self.chat, v=1)
+
+    # -- model state --------------------------------------------------------------------------
+    def _load(self) -> Any:
+        if self._llm is None:
+            llama_cpp = require("llama_cpp", "llamacpp", "the llamacpp teacher backend")
+            import os
+
+            threads = self.n_threads or max(1, os.cpu_count() or 1)
+            self._llm = llama_cpp.Llama(model_path=self.model_path, n_ctx=self.n_ctx, n_threads=threads,
+                                        n_threads_batch=threads, n_batch=self.n_batch, logits_all=False,
+                                        verbose=False, seed=self.seed)
+            self._lib = llama_cpp
+            meta = self._llm.metadata
+            self._template = meta.get("tokenizer.chat_template") if self.chat else None
+            if self.chat and not self._template:
+                log.warning("%s has no chat template; prompts are sent as plain text", self.model_path)
+            eos_id = self._llm.token_eos()
+            self._eos_text = self._llm.detokenize([eos_id], special=True).decode("utf-8", "ignore") if eos_id >= 0 else ""
+        return self._llm
+
+    def format(self, prompt: str) -> str:
+        self._load()
+        if self._template:
+            return render_chat(self._template, prompt, bos_token="", eos_token=self._eos_text)
+        return prompt
+
+    def _tokenize(self, text: str) -> list[int]:
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+
+    def count_tokens(self, text: str) -> int:
+        self._load()
+        return len(self._tokenize(self.format(text)))
+
+    def _last_logits(self) -> Any:
+        import numpy as np
+
+        n_vocab = self._llm.n_vocab()
+        return np.ctypeslib.as_array(self._llm._ctx.get_logits_ith(-1), shape=(n_vocab,)).copy()
+
+    def _prefill(self, tokens: list[int]) -> Any:
+        """Bring the context to ``tokens``, evaluating only what differs from what is there."""
+        llm = self._llm
+        lcp = 0
+        for a, b in zip(llm._input_ids.tolist(), tokens):
+            if a != b:
+                break
+            lcp += 1
+        lcp = min(lcp, len(tokens) - 1)  # always evaluate >= 1 token to get fresh logits
+        llm.n_tokens = lcp
+        llm.eval(tokens[lcp:])
+        return self._last_logits()
+
+    def _step(self, token: int) -> Any:
+        self._llm.eval([token])
+        return self._last_logits()
+
+    def _check_len(self, n: int, extra: int) -> None:
+        if n + extra > self.n_ctx:
+            raise TeacherError(
+                f"prompt of {n} tokens plus {extra} more does not fit teacher.n_ctx={self.n_ctx}; "
+                "raise teacher.n_ctx or lower task.shots"
+            )
+
+    # -- the protocol -------------------------------------------------------------------------
+    def generate(self, prompts: Sequence[str], *, max_tokens: int, temperature: float = 0.0,
+                 stop: Sequence[str] = (), seed: int = 0) -> list[Reply]:
+        import numpy as np
+
+        llm = self._load()
+        vocab = llm._model.vocab
+        out = []
+        for prompt in prompts:
+            toks = self._tokenize(self.format(prompt))
+            self._check_len(len(toks), max_tokens)
+            logits = self._prefill(toks)
+            rng = np.random.default_rng(
+                int.from_bytes(hashlib.sha256(f"{seed}|{prompt}".encode()).digest()[:8], "little"))
+            ids: list[int] = []
+            lps: list[float] = []
+            raw = b""
+            reason = "length"
+            text = ""
+            for _ in range(max_tokens):
+                if temperature > 0:
+                    z = logits.astype(np.float64) / temperature
+                    p = np.exp(z - z.max())
+                    tok = int(rng.choice(len(p), p=p / p.sum()))
+                else:
+                    tok = int(np.argmax(logits))
+                if self._lib.llama_vocab_is_eog(vocab, tok):
+                    reason = "stop"
+                    break
+                ids.append(tok)
+                lps.append(log_softmax_at(logits, tok))
+                raw += llm.detokenize([tok])
+                text = raw.decode("utf-8", "ignore")
+                hit = min((k for k in (text.find(s) for s in stop if s) if k >= 0), default=-1)
+                if hit >= 0:
+                    text, reason = text[:hit], "stop"
+                    break
+                if len(ids) < max_tokens:
+                    logits = self._step(tok)
+            text = raw.decode("utf-8", "ignore") if reason == "length" else text
+            out.append(Reply(
+                text=text, tokens=tuple(llm.detokenize([t]).decode("utf-8", "replace") for t in ids),
+                token_logprobs=tuple(lps), prompt_tokens=len(toks), completion_tokens=len(ids),
+                finish_reason=reason,
+            ))
+        return out
+
+    def score_options(self, prompts: Sequence[str], options: Sequence[str]) -> list[list[float]]:
+        self._load()
+        result = []
+        for prompt in prompts:
+            ctx_text = self.format(prompt)
+            ctx = self._tokenize(ctx_text)
+            self._check_len(len(ctx), 16)
+            base_logits = self._prefill(ctx)
+            row = []
+            for option in options:
+                full = self._tokenize(ctx_text + continuation(ctx_text, option, bool(self._template)))
+                k = 0
+                for a, b in zip(ctx, full):
+                    if a != b:
+                        break
+                    k += 1
+                if k == len(ctx):
+                    llm = self._llm
+                    if llm.n_tokens >= len(ctx) and llm.input_ids[: len(ctx)].tolist() == ctx:
+                        llm.n_tokens = len(ctx)  # drop the previous option's tokens, keep the prompt
+                    else:
+                        base_logits = self._prefill(ctx)
+                    logits = base_logits
+                else:  # the option merged with the prompt's last token(s): start before them
+                    logits = self._prefill(full[:k])
+                total = 0.0
+                rest = full[k:]
+                for j, tok in enumerate(rest):
+                    total += log_softmax_at(logits, tok)
+                    if j < len(rest) - 1:
+                        logits = self._step(tok)
+                row.append(total)
+            result.append(row)
+        return result

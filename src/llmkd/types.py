@@ -1,0 +1,129 @@
+"""Records that flow through llmkd. All frozen: methods build new ones instead of mutating."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Source = Literal["gold", "teacher", "student"]
+
+
+@dataclass(frozen=True)
+class Example:
+    """A labeled example (gold, or pseudo-labeled for training). ``label`` is a class name for
+    classification; other task families store their own label type here."""
+
+    id: str
+    text: str
+    label: Any
+
+
+@dataclass(frozen=True)
+class Unlabeled:
+    """An example of the unlabeled pool. It has *no* label field on purpose: gold labels of the
+    pool live in a separate :class:`llmkd.data.GoldVault` that method code never receives."""
+
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A teacher's raw reply. ``token_logprobs`` holds the log-probability of each generated
+    token where the backend gives them, else ``None``."""
+
+    text: str
+    tokens: tuple[str, ...] = ()
+    token_logprobs: tuple[float, ...] | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "stop"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "tokens": list(self.tokens),
+            "token_logprobs": None if self.token_logprobs is None else list(self.token_logprobs),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "finish_reason": self.finish_reason,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Reply:
+        lp = d.get("token_logprobs")
+        return cls(
+            text=d["text"],
+            tokens=tuple(d.get("tokens") or ()),
+            token_logprobs=None if lp is None else tuple(lp),
+            prompt_tokens=int(d.get("prompt_tokens", 0)),
+            completion_tokens=int(d.get("completion_tokens", 0)),
+            finish_reason=d.get("finish_reason", "stop"),
+        )
+
+
+@dataclass(frozen=True)
+class TeacherLabel:
+    """A pseudo-label with its provenance. ``abstained`` labels have ``label=None`` and must never
+    be trained on or mapped to a default class."""
+
+    example_id: str
+    label: Any
+    confidence: float | None
+    abstained: bool
+    source: Source = "teacher"
+    prompt_id: str = ""
+    raw: str = ""
+    stage: str = ""
+    probs: dict[str, float] | None = None
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.example_id,
+            "label": self.label,
+            "confidence": self.confidence,
+            "abstained": self.abstained,
+            "source": self.source,
+            "prompt_id": self.prompt_id,
+            "raw": self.raw,
+            "stage": self.stage,
+            "probs": self.probs,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TeacherLabel:
+        return cls(
+            example_id=d["id"],
+            label=d["label"],
+            confidence=d.get("confidence"),
+            abstained=bool(d["abstained"]),
+            source=d.get("source", "teacher"),
+            prompt_id=d.get("prompt_id", ""),
+            raw=d.get("raw", ""),
+            stage=d.get("stage", ""),
+            probs=d.get("probs"),
+            error=d.get("error", ""),
+        )
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A student's (or teacher's) prediction: the label and the probability of every class."""
+
+    label: Any
+    probs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a method returns: test predictions, test metrics and why it stopped."""
+
+    method: str
+    metrics: dict[str, float]
+    predictions: tuple[Prediction | None, ...]
+    labels: tuple[TeacherLabel, ...] = ()
+    stop_reason: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)

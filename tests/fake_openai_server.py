@@ -1,0 +1,295 @@
+"""A loopback OpenAI-protocol server for tests: deterministic replies and scripted faults.
+
+    with FakeOpenAIServer(script=lambda prompt: "positive", faults=["429"]) as server:
+        teacher = OpenAITeacher(model="fake", base_url=server.base_url, ...)
+
+Tokens are the whitespace-delimited words with their leading whitespace (``"a  b"`` ->
+``"a"``, ``"  b"``); a token's logprob is ``-0.1 * len(token.strip())``, unless the token is a
+key of ``top_logprobs`` (then that value). A reply is ``script(prompt)`` cut at the first stop
+string and at ``max_tokens`` tokens.
+
+Faults are consumed one per request, in order, whatever the endpoint: ``"429"``, ``"500"``,
+``"400"``, ``"timeout"`` (sleep ``hang`` seconds, then answer normally), ``"garbage"`` (200 with a
+body that is not JSON) and ``"no_choices"`` (200 JSON without ``choices``).
+
+Listens on 127.0.0.1 only, on an ephemeral port; stops when the ``with`` block ends, which also
+cuts every sleep short. Not handled: streaming, ``n > 1``, a list of prompts in one request.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections import deque
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Iterable, Iterator
+
+FAULTS = ("429", "500", "400", "timeout", "garbage", "no_choices")
+_TOKEN = re.compile(r"\s*\S+")
+
+
+def tokenize(text: str) -> list[tuple[str, int]]:
+    """(token, character offset) pairs, the fake server's tokenizer."""
+    return [(m.group(), m.start()) for m in _TOKEN.finditer(text)]
+
+
+def token_logprob(token: str) -> float:
+    """The fake server's logprob of a token (when ``top_logprobs`` does not set it)."""
+    return -0.1 * len(token.strip())
+
+
+class FakeOpenAIServer:
+    """OpenAI-protocol test server on 127.0.0.1; use as a context manager.
+
+    ``requests`` holds every request received: ``{"path", "body", "headers"}`` (header names
+    lower-cased; ``body`` is None when it was not JSON). ``max_in_flight`` is the most requests
+    handled at once.
+    """
+
+    def __init__(
+        self,
+        script: Callable[[str], str] | None = None,
+        delay: float = 0.0,
+        *,
+        faults: Iterable[str] = (),
+        supports_echo: bool = True,
+        zero_max_tokens: bool = True,
+        top_logprobs: dict[str, float] | None = None,
+        retry_after: str | None = None,
+        hang: float = 2.0,
+    ) -> None:
+        self.script = script or (lambda prompt: "positive")
+        self.delay = delay
+        self.supports_echo = supports_echo
+        self.zero_max_tokens = zero_max_tokens
+        self.top_logprobs = dict(top_logprobs or {})
+        self.retry_after = retry_after
+        self.hang = hang
+        self.requests: list[dict[str, Any]] = []
+        self.max_in_flight = 0
+        self._faults: deque[str] = deque()
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.add_faults(*faults)
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def __enter__(self) -> FakeOpenAIServer:
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd.daemon_threads = True
+        self._httpd.fake = self  # type: ignore[attr-defined]
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+
+    @property
+    def base_url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("FakeOpenAIServer: enter the context (with ...) before using base_url")
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def add_faults(self, *faults: str) -> None:
+        """Queue faults; each is used up by one request."""
+        for fault in faults:
+            if fault not in FAULTS:
+                raise ValueError(f"unknown fault {fault!r}; allowed: {', '.join(FAULTS)}")
+        with self._lock:
+            self._faults.extend(faults)
+
+    # ---- called by the handler threads ---------------------------------------------------
+
+    def _record(self, path: str, body: Any, headers: dict[str, str]) -> None:
+        with self._lock:
+            self.requests.append({"path": path, "body": body, "headers": headers})
+
+    @contextmanager
+    def _tracked(self) -> Iterator[None]:
+        with self._lock:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _next_fault(self) -> str | None:
+        with self._lock:
+            return self._faults.popleft() if self._faults else None
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self._stop.wait(seconds)
+
+    def handle(self, path: str, body: Any) -> tuple[int, bytes, dict[str, str]]:
+        """(status, body bytes, extra headers) for one request."""
+        self._sleep(self.delay)
+        fault = self._next_fault()
+        if fault == "timeout":
+            self._sleep(self.hang)
+        elif fault == "429":
+            headers = {"Retry-After": self.retry_after} if self.retry_after is not None else {}
+            return _error(429, "rate limited (scripted fault)", headers)
+        elif fault == "500":
+            return _error(500, "internal error (scripted fault)")
+        elif fault == "400":
+            return _error(400, "bad request (scripted fault)")
+        elif fault == "garbage":
+            return 200, b"<html>this is not json", {}
+        elif fault == "no_choices":
+            return _json(200, {"id": "x", "object": "text_completion"})
+        if not isinstance(body, dict):
+            return _error(400, "the body must be a JSON object")
+        route = path.split("?", 1)[0]
+        route = route[3:] if route.startswith("/v1") else route
+        if route == "/chat/completions":
+            return self._chat(body)
+        if route == "/completions":
+            return self._completions(body)
+        return _error(404, f"no route {path}")
+
+    # ---- replies -------------------------------------------------------------------------
+
+    def _logprob(self, token: str) -> float:
+        return self.top_logprobs.get(token, token_logprob(token))
+
+    def _alternatives(self, token: str, n: int) -> list[tuple[str, float]]:
+        """The top-n (token, logprob) for a generated position: the token itself, plus the
+        ``top_logprobs`` entries for the first position."""
+        pool = {token: self._logprob(token), **self.top_logprobs}
+        return sorted(pool.items(), key=lambda kv: -kv[1])[:n]
+
+    def _reply_tokens(self, prompt: str, body: dict[str, Any]) -> tuple[list[str], str]:
+        text = str(self.script(prompt))
+        for stop in body.get("stop") or []:
+            if stop and stop in text:
+                text = text[: text.index(stop)]
+        tokens = [t for t, _ in tokenize(text)]
+        max_tokens = body.get("max_tokens")
+        if isinstance(max_tokens, int) and len(tokens) > max_tokens:
+            return tokens[:max_tokens], "length"
+        return tokens, "stop"
+
+    def _chat(self, body: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+            return _error(400, "messages must be a non-empty list")
+        prompt = str(messages[-1].get("content", ""))
+        tokens, finish = self._reply_tokens(prompt, body)
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": "".join(tokens)},
+            "finish_reason": finish,
+            "logprobs": None,
+        }
+        if body.get("logprobs"):
+            n_top = int(body.get("top_logprobs") or 0)
+            choice["logprobs"] = {"content": [
+                {
+                    "token": t,
+                    "logprob": self._logprob(t),
+                    "bytes": list(t.encode()),
+                    "top_logprobs": [
+                        {"token": a, "logprob": lp, "bytes": list(a.encode())}
+                        for a, lp in (self._alternatives(t, n_top) if k == 0 else [(t, self._logprob(t))][:n_top])
+                    ],
+                }
+                for k, t in enumerate(tokens)
+            ]}
+        usage = {"prompt_tokens": len(tokenize(prompt)), "completion_tokens": len(tokens)}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        return _json(200, {"id": "chatcmpl-fake", "object": "chat.completion", "model": body.get("model"),
+                           "choices": [choice], "usage": usage})
+
+    def _completions(self, body: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str):
+            return _error(400, "prompt must be a string")
+        echo = bool(body.get("echo"))
+        if echo and not self.supports_echo:
+            return _error(400, "echo is not supported by this server")
+        if body.get("max_tokens") == 0 and not self.zero_max_tokens:
+            return _error(400, "max_tokens must be at least 1")
+        generated, finish = self._reply_tokens(prompt, body)
+        gen_text = "".join(generated)
+        prompt_tokens = tokenize(prompt)
+        choice: dict[str, Any] = {"index": 0, "text": prompt + gen_text if echo else gen_text,
+                                  "finish_reason": finish, "logprobs": None}
+        n_top = body.get("logprobs")
+        if n_top is not None and n_top is not False:
+            n_top = int(n_top)
+            tokens: list[str] = []
+            values: list[float | None] = []
+            offsets: list[int] = []
+            tops: list[dict[str, float] | None] = []
+            if echo:
+                for k, (t, offset) in enumerate(prompt_tokens):
+                    tokens.append(t)
+                    values.append(None if k == 0 else self._logprob(t))
+                    offsets.append(offset)
+                    tops.append(None if k == 0 else dict([(t, self._logprob(t))][:n_top]))
+            offset = len(prompt)
+            for k, t in enumerate(generated):
+                tokens.append(t)
+                values.append(self._logprob(t))
+                offsets.append(offset)
+                offset += len(t)
+                tops.append(dict(self._alternatives(t, n_top) if k == 0 else [(t, self._logprob(t))][:n_top]))
+            choice["logprobs"] = {"tokens": tokens, "token_logprobs": values,
+                                  "top_logprobs": tops, "text_offset": offsets}
+        usage = {"prompt_tokens": len(prompt_tokens), "completion_tokens": len(generated)}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        return _json(200, {"id": "cmpl-fake", "object": "text_completion", "model": body.get("model"),
+                           "choices": [choice], "usage": usage})
+
+
+def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
+    return status, json.dumps(payload).encode(), {"Content-Type": "application/json", **(headers or {})}
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
+    return _json(status, {"error": {"message": message, "type": "fake_error", "code": status}}, headers)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    timeout = 5.0  # a stuck connection is dropped after this many seconds
+
+    def do_POST(self) -> None:  # noqa: N802 - the http.server naming
+        fake: FakeOpenAIServer = self.server.fake  # type: ignore[attr-defined]
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        fake._record(self.path, body, {k.lower(): v for k, v in self.headers.items()})
+        with fake._tracked():
+            status, payload, headers = fake.handle(self.path, body)
+        try:
+            self.send_response(status)
+            headers.setdefault("Content-Type", "text/plain")
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except OSError:  # the client gave up (a "timeout" fault): nothing to answer
+            pass
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
+        pass

@@ -1,0 +1,293 @@
+"""OpenAITeacher against the loopback fake server: replies, concurrency, retries, auth, scoring."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import socket
+import time
+from typing import Any
+
+import pytest
+
+from llmkd.errors import ConfigError, TeacherError
+from llmkd.teachers.base import Teacher
+from llmkd.teachers.openai import OpenAITeacher
+from tests.fake_openai_server import FakeOpenAIServer
+
+SECRET = "sk-test-SECRET-0123456789"
+
+
+def make(base_url: str | list[str], **kw: Any) -> OpenAITeacher:
+    args: dict[str, Any] = dict(model="fake-model", base_url=base_url, api_key_env=None, timeout=0.5,
+                                backoff=0.01, max_retries=3)
+    args.update(kw)
+    return OpenAITeacher(**args)
+
+
+def lp(token: str) -> float:
+    return -0.1 * len(token.strip())
+
+
+# ---- generate ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_generate_returns_replies_in_order_with_logprobs(chat: bool) -> None:
+    with FakeOpenAIServer(script=lambda p: f"label for {p}") as server:
+        teacher = make(server.base_url, chat=chat)
+        replies = teacher.generate(["aa", "b", "cccc dd"], max_tokens=8, stop=["\n"], seed=7)
+
+    assert [r.text for r in replies] == ["label for aa", "label for b", "label for cccc dd"]
+    assert replies[2].tokens == ("label", " for", " cccc", " dd")
+    assert replies[2].token_logprobs == pytest.approx((-0.5, -0.3, -0.4, -0.2))
+    assert (replies[2].prompt_tokens, replies[2].completion_tokens, replies[2].finish_reason) == (2, 4, "stop")
+    path = "/v1/chat/completions" if chat else "/v1/completions"
+    assert {r["path"] for r in server.requests} == {path}
+    body = next(r["body"] for r in server.requests if "aa" in str(r["body"]))
+    assert body["model"] == "fake-model" and body["max_tokens"] == 8 and body["stop"] == ["\n"]
+    assert body["seed"] == 7 and body["temperature"] == 0.0
+    if chat:
+        assert body["messages"] == [{"role": "user", "content": "aa"}] and body["logprobs"] is True
+    else:
+        assert body["prompt"] == "aa" and body["logprobs"] == 1
+
+
+def test_generate_reports_truncation_and_missing_logprobs() -> None:
+    with FakeOpenAIServer(script=lambda p: "one two three") as server:
+        (reply,) = make(server.base_url).generate(["x"], max_tokens=2)
+    assert reply.text == "one two" and reply.finish_reason == "length"
+
+    # a server that ignores the logprobs request: token_logprobs is None, not an empty tuple
+    class NoLogprobs(FakeOpenAIServer):
+        def _chat(self, body: dict[str, Any]) -> Any:
+            return super()._chat({k: v for k, v in body.items() if k != "logprobs"})
+
+    with NoLogprobs() as server:
+        (reply,) = make(server.base_url).generate(["x"], max_tokens=2)
+    assert reply.text == "positive" and reply.token_logprobs is None and reply.tokens == ()
+
+
+def test_generate_nothing_sends_nothing() -> None:
+    with FakeOpenAIServer() as server:
+        assert make(server.base_url).generate([], max_tokens=4) == []
+    assert server.requests == []
+
+
+def test_concurrency_limit_is_respected() -> None:
+    with FakeOpenAIServer(delay=0.1) as server:
+        replies = make(server.base_url, concurrency=2).generate([f"p{i}" for i in range(8)], max_tokens=4)
+    assert len(replies) == 8
+    assert server.max_in_flight == 2
+
+
+def test_generate_works_inside_a_running_event_loop() -> None:
+    async def main(teacher: OpenAITeacher) -> list[str]:
+        return [r.text for r in teacher.generate(["x"], max_tokens=4)]
+
+    with FakeOpenAIServer() as server:
+        assert asyncio.run(main(make(server.base_url))) == ["positive"]
+
+
+def test_teacher_protocol_and_count_tokens() -> None:
+    teacher = make("http://127.0.0.1:1/v1")
+    assert isinstance(teacher, Teacher)
+    assert teacher.name == "openai"
+    assert teacher.count_tokens("") == 1
+    assert teacher.count_tokens("x" * 40) == 10
+
+
+def test_fingerprint_ignores_base_urls() -> None:
+    a = make("http://127.0.0.1:1/v1")
+    b = make(["http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1"], concurrency=9)
+    assert a.fingerprint == b.fingerprint
+    assert a.fingerprint != make("http://127.0.0.1:1/v1", chat=False).fingerprint
+    assert a.fingerprint != make("http://127.0.0.1:1/v1", model="other").fingerprint
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"concurrency": 0}, "concurrency (teacher.openai.concurrency) must be an int >= 1; got 0"),
+        ({"max_retries": -1}, "max_retries (teacher.openai.max_retries) must be an int >= 0; got -1"),
+        ({"timeout": 0}, "timeout (teacher.openai.timeout) must be > 0 seconds; got 0"),
+        ({"base_url": []}, "base_url (teacher.openai.base_url) must be a URL or a non-empty list"),
+    ],
+)
+def test_bad_arguments_name_the_field(kw: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        make(**{"base_url": "http://127.0.0.1:1/v1", **kw})
+
+
+# ---- retries -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["429", "500", "timeout", "garbage", "no_choices"])
+def test_transient_fault_is_retried(fault: str) -> None:
+    with FakeOpenAIServer(faults=[fault], hang=1.0) as server:
+        (reply,) = make(server.base_url).generate(["x"], max_tokens=4)
+    assert reply.text == "positive"
+    assert len(server.requests) == 2
+
+
+def test_retry_after_header_is_honoured() -> None:
+    with FakeOpenAIServer(faults=["429"], retry_after="0.3") as server:
+        start = time.monotonic()
+        make(server.base_url, backoff=0.0).generate(["x"], max_tokens=4)
+        assert time.monotonic() - start >= 0.3
+    assert len(server.requests) == 2
+
+
+def test_gives_up_after_max_retries_with_a_helpful_message() -> None:
+    with FakeOpenAIServer(faults=["500"] * 10) as server:
+        with pytest.raises(TeacherError) as info:
+            make(server.base_url, max_retries=2).generate(["x"], max_tokens=4)
+        url = server.base_url + "/chat/completions"
+    message = str(info.value)
+    assert f"POST {url} failed after 3 attempts" in message
+    assert "HTTP 500: internal error (scripted fault)" in message
+    assert "teacher.openai.max_retries (now 2)" in message and "teacher.openai.timeout (now 0.5s)" in message
+    assert len(server.requests) == 3
+
+
+def test_connection_error_is_retried_then_reported() -> None:
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(TeacherError, match=r"failed after 2 attempts; last error: connection error"):
+        make(f"http://127.0.0.1:{port}/v1", max_retries=1).generate(["x"], max_tokens=4)
+
+
+def test_client_error_is_not_retried() -> None:
+    with FakeOpenAIServer(faults=["400"]) as server:
+        with pytest.raises(TeacherError, match=r"refused with HTTP 400: bad request \(scripted fault\)"):
+            make(server.base_url).generate(["x"], max_tokens=4)
+    assert len(server.requests) == 1
+
+
+# ---- API key -------------------------------------------------------------------------------
+
+
+def test_api_key_is_sent_from_the_named_env_var_and_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMKD_TEST_KEY", SECRET)
+    with FakeOpenAIServer(faults=["500", "500", "400"]) as server:
+        teacher = make(server.base_url, api_key_env="LLMKD_TEST_KEY", max_retries=0)
+        with pytest.raises(TeacherError) as retried:
+            teacher.generate(["x"], max_tokens=4)
+        with pytest.raises(TeacherError) as again:
+            teacher.generate(["x"], max_tokens=4)
+        with pytest.raises(TeacherError) as refused:
+            teacher.generate(["x"], max_tokens=4)
+        teacher.generate(["x"], max_tokens=4)
+    assert {r["headers"].get("authorization") for r in server.requests} == {f"Bearer {SECRET}"}
+    for shown in (teacher.fingerprint, repr(teacher), str(retried.value), str(again.value), str(refused.value)):
+        assert SECRET not in shown
+
+
+def test_no_auth_header_when_the_env_var_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LLMKD_TEST_KEY", raising=False)
+    with FakeOpenAIServer() as server:
+        make(server.base_url, api_key_env="LLMKD_TEST_KEY").generate(["x"], max_tokens=4)
+    assert "authorization" not in server.requests[0]["headers"]
+
+
+def test_key_echoed_by_a_server_is_scrubbed_from_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMKD_TEST_KEY", SECRET)
+
+    class Leaky(FakeOpenAIServer):
+        def handle(self, path: str, body: Any) -> Any:
+            auth = self.requests[-1]["headers"].get("authorization", "")
+            return 401, f'{{"error": {{"message": "bad key {auth}"}}}}'.encode(), {}
+
+    with Leaky() as server:
+        with pytest.raises(TeacherError) as info:
+            make(server.base_url, api_key_env="LLMKD_TEST_KEY").generate(["x"], max_tokens=4)
+    assert SECRET not in str(info.value)
+    assert "HTTP 401: bad key Bearer ***" in str(info.value) and "'LLMKD_TEST_KEY'" in str(info.value)
+
+
+def test_repr_hides_url_credentials() -> None:
+    teacher = make("http://user:pw@127.0.0.1:1/v1")
+    assert "pw" not in repr(teacher) and "127.0.0.1:1/v1" in repr(teacher)
+
+
+# ---- score_options -------------------------------------------------------------------------
+
+
+def echo_requests(server: FakeOpenAIServer) -> list[dict[str, Any]]:
+    return [r["body"] for r in server.requests if r["body"].get("echo")]
+
+
+def test_score_options_by_echo() -> None:
+    prompts = ["Review: fine. Label:", "Label: "]  # the second prompt's last token straddles the option
+    options = [" good", " terrible"]
+    with FakeOpenAIServer() as server:
+        teacher = make(server.base_url, chat=False)
+        scores = teacher.score_options(prompts, options)
+        assert teacher.score_options(prompts[1:], ["good"]) == [[pytest.approx(lp("good"))]]
+    assert scores == [[pytest.approx(lp(" good")), pytest.approx(lp(" terrible"))],
+                      [pytest.approx(lp(" good")), pytest.approx(lp(" terrible"))]]
+    bodies = echo_requests(server)
+    assert len(bodies) == 1 + 4 + 1  # the probe, then every (prompt, option) pair
+    assert {(b["max_tokens"], b["logprobs"]) for b in bodies} == {(0, 0)}
+    assert {b["prompt"] for b in bodies[1:5]} == {p + o for p in prompts for o in options}
+
+
+def test_score_options_multi_token_option_sums_its_tokens() -> None:
+    with FakeOpenAIServer() as server:
+        (scores,) = make(server.base_url, chat=False).score_options(["Q:"], [" very good", ""])
+    assert scores == [pytest.approx(lp(" very") + lp(" good")), 0.0]
+
+
+def test_score_options_uses_max_tokens_1_where_0_is_refused() -> None:
+    with FakeOpenAIServer(zero_max_tokens=False) as server:
+        teacher = make(server.base_url, chat=False)
+        first = teacher.score_options(["Label:"], [" good", " bad"])
+        second = teacher.score_options(["Label:"], [" good", " bad"])
+    assert first == second == [[pytest.approx(lp(" good")), pytest.approx(lp(" bad"))]]
+    # one refused probe with 0, then 1 everywhere (the generated token is not counted)
+    assert [b["max_tokens"] for b in echo_requests(server)] == [0, 1, 1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_score_options_falls_back_to_first_token_top_logprobs(chat: bool) -> None:
+    top = {" Positive": -0.2, " negative": -1.9, "neg": -2.5, "NEUTRAL": -3.0}
+    with FakeOpenAIServer(script=lambda p: " Positive", supports_echo=False, top_logprobs=top) as server:
+        teacher = make(server.base_url, chat=chat)
+        scores = teacher.score_options(["a", "b"], ["positive", " negative", "neutral", "mixed"])
+        again = teacher.score_options(["c"], ["positive"])
+    assert scores == [[-0.2, -1.9, -3.0, -math.inf]] * 2
+    assert again == [[-0.2]]
+    # echo is tried once (chat=False only) and then remembered; chat=True never tries it
+    assert len(echo_requests(server)) == (0 if chat else 2)
+    fallback = [r["body"] for r in server.requests if not r["body"].get("echo")]
+    assert len(fallback) == 3 and all(b["max_tokens"] == 1 for b in fallback)
+    if chat:
+        assert all(b["logprobs"] is True and b["top_logprobs"] == 20 for b in fallback)
+    else:
+        assert all(b["logprobs"] == 20 for b in fallback)
+
+
+def test_fallback_sums_tokens_that_match_after_normalising() -> None:
+    top = {" Yes": -1.0, "yes": -1.0, " no": -2.0}
+    with FakeOpenAIServer(script=lambda p: "maybe", top_logprobs=top) as server:
+        (scores,) = make(server.base_url).score_options(["q"], ["yes", "no"])
+    assert scores == [pytest.approx(math.log(2 * math.exp(-1.0))), -2.0]
+
+
+# ---- pools ---------------------------------------------------------------------------------
+
+
+def test_pool_of_servers_shares_the_requests() -> None:
+    with FakeOpenAIServer(delay=0.05) as a, FakeOpenAIServer(delay=0.05) as b:
+        replies = make([a.base_url, b.base_url], concurrency=4).generate([f"p{i}" for i in range(8)], max_tokens=4)
+    assert len(replies) == 8
+    assert len(a.requests) > 0 and len(b.requests) > 0
+    assert len(a.requests) + len(b.requests) == 8
+
+
+def test_pool_sends_more_to_the_less_busy_server() -> None:
+    with FakeOpenAIServer(delay=0.5) as slow, FakeOpenAIServer() as fast:
+        make([slow.base_url, fast.base_url], concurrency=2).generate([f"p{i}" for i in range(6)], max_tokens=4)
+    assert len(slow.requests) == 1 and len(fast.requests) == 5

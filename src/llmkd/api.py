@@ -133,10 +133,10 @@ def pool_quality(labels: list[TeacherLabel], vault: GoldVault) -> dict[str, Any]
     }
 
 
-def _teacher_counters(t: CachedTeacher | None) -> tuple[float, int, int]:
+def _teacher_counters(t: CachedTeacher | None) -> tuple[float, int, int, int, int]:
     if t is None:
-        return 0.0, 0, 0
-    return t.seconds + t.cached_seconds, t.misses, t.hits
+        return 0.0, 0, 0, 0, 0
+    return t.seconds + t.cached_seconds, t.misses, t.hits, t.prompt_tokens, t.completion_tokens
 
 
 def run(cfg: RunConfig) -> RunSummary:
@@ -168,6 +168,8 @@ def run(cfg: RunConfig) -> RunSummary:
             timings["teacher_seconds"] = after[0] - before[0]
             timings["teacher_calls"] = after[1] - before[1]
             timings["cache_hits"] = after[2] - before[2]
+            timings["prompt_tokens"] = after[3] - before[3]
+            timings["completion_tokens"] = after[4] - before[4]
         write_jsonl(wd / "predictions.jsonl", (
             {"id": ex.id, "gold": ex.label, "pred": None if p is None else p.label, "probs": None if p is None else p.probs}
             for ex, p in zip(ctx.test, res.predictions)))

@@ -46,6 +46,7 @@ class DataConfig(_Strict):
     test: str = Field(..., description="path of the test file")
     dev: str | None = Field(None, description="optional dev file; else dev is drawn from train")
     format: Literal["auto", "jsonl", "csv", "tsv", "label_text"] = "auto"
+    encoding: str = Field("utf-8", description="text encoding of the files, e.g. latin-1")
     text_field: str = "text"
     label_field: str = "label"
     separator: str = Field(" ", description="label_text format: what separates label and text")

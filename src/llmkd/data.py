@@ -43,7 +43,7 @@ def _detect_format(path: Path) -> str:
 def _iter_records(path: Path, fmt: str, cfg: DataConfig) -> Iterable[tuple[int, dict[str, Any]]]:
     """Yield (line number, record) pairs."""
     if fmt == "jsonl":
-        with path.open(encoding="utf-8") as fh:
+        with path.open(encoding=cfg.encoding) as fh:
             for lineno, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
@@ -58,7 +58,7 @@ def _iter_records(path: Path, fmt: str, cfg: DataConfig) -> Iterable[tuple[int, 
                     raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
                 yield lineno, rec
     elif fmt in ("csv", "tsv"):
-        with path.open(encoding="utf-8", newline="") as fh:
+        with path.open(encoding=cfg.encoding, newline="") as fh:
             reader = csv.DictReader(fh, delimiter="," if fmt == "csv" else "\t")
             for row in reader:
                 if None in row:
@@ -68,7 +68,7 @@ def _iter_records(path: Path, fmt: str, cfg: DataConfig) -> Iterable[tuple[int, 
                     )
                 yield reader.line_num, row
     elif fmt == "label_text":
-        with path.open(encoding="utf-8", errors="strict") as fh:
+        with path.open(encoding=cfg.encoding, errors="strict") as fh:
             for lineno, line in enumerate(fh, 1):
                 line = line.rstrip("\n").rstrip("\r")
                 if not line.strip():
@@ -84,6 +84,20 @@ def _iter_records(path: Path, fmt: str, cfg: DataConfig) -> Iterable[tuple[int, 
         raise DataError(f"unknown format {fmt!r}")
 
 
+def _check_encoding(path: Path, encoding: str) -> None:
+    with path.open("rb") as fh:
+        for lineno, line in enumerate(fh, 1):
+            try:
+                line.decode(encoding)
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"{path}:{lineno}: not valid {encoding} ({exc.reason} at byte {exc.start}); "
+                    "set data.encoding to the file's encoding, e.g. latin-1"
+                ) from None
+            except LookupError:
+                raise DataError(f"data.encoding: unknown encoding {encoding!r}") from None
+
+
 def read_examples(path: str | Path, cfg: DataConfig, *, prefix: str = "") -> list[Example]:
     """Read one file into gold :class:`Example` objects with class-name labels."""
     path = Path(path)
@@ -92,6 +106,7 @@ def read_examples(path: str | Path, cfg: DataConfig, *, prefix: str = "") -> lis
     fmt = cfg.format if cfg.format != "auto" else _detect_format(path)
     regex = re.compile(cfg.label_regex) if cfg.label_regex else None
     out: list[Example] = []
+    _check_encoding(path, cfg.encoding)
     for lineno, rec in _iter_records(path, fmt, cfg):
         for field_name in (cfg.text_field, cfg.label_field):
             if field_name not in rec:

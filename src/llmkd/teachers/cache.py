@@ -118,6 +118,8 @@ class CachedTeacher:
         self.hits = 0
         self.seconds = 0.0  # teacher time spent in this process (misses)
         self.cached_seconds = 0.0  # teacher time the cached answers originally took
+        self.prompt_tokens = 0  # over generate requests, cached or not
+        self.completion_tokens = 0
 
     @property
     def name(self) -> str:
@@ -162,7 +164,10 @@ class CachedTeacher:
             "generate", prompts, params,
             lambda ps: [r.to_dict() for r in self.teacher.generate(ps, max_tokens=max_tokens, temperature=temperature, stop=stop, seed=seed)],
         )
-        return [Reply.from_dict(v) for v in values]
+        replies = [Reply.from_dict(v) for v in values]
+        self.prompt_tokens += sum(r.prompt_tokens for r in replies)
+        self.completion_tokens += sum(r.completion_tokens for r in replies)
+        return replies
 
     def score_options(self, prompts: Sequence[str], options: Sequence[str]) -> list[list[float]]:
         return self._cached(

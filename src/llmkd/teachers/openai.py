@@ -100,6 +100,11 @@ class OpenAITeacher:
 
     name = "openai"
 
+    @property
+    def batch_size(self) -> int:
+        """How many prompts the labeler hands over at once: enough to keep every slot busy."""
+        return self.concurrency * 4
+
     def __init__(
         self,
         *,

@@ -110,7 +110,7 @@ def write(args: argparse.Namespace, rows: dict, command: str, started: float) ->
                 acc = [r["metrics"]["accuracy"] for r in results]
                 ab = [r["metrics"]["abstention_rate"] for r in results]
                 ts = [r["timings"].get("teacher_seconds") for r in results if r["timings"].get("teacher_seconds")]
-                calls = [r["timings"].get("teacher_calls", 0) + r["timings"].get("cache_hits", 0) for r in results]
+                calls = [r["timings"].get("n_prompts", 0) for r in results]
                 ptok = [r["timings"].get("prompt_tokens", 0) for r in results]
                 pps = [c / t for c, t in zip(calls, ts)] if ts else []
                 tps = [p / t for p, t in zip(ptok, ts)] if ts else []

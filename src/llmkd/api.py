@@ -167,6 +167,7 @@ def run(cfg: RunConfig) -> RunSummary:
         if name in TEACHER_METHODS:
             timings["teacher_seconds"] = after[0] - before[0]
             timings["teacher_calls"] = after[1] - before[1]
+            timings["n_prompts"] = len(res.labels)
             timings["cache_hits"] = after[2] - before[2]
             timings["prompt_tokens"] = after[3] - before[3]
             timings["completion_tokens"] = after[4] - before[4]

@@ -35,7 +35,11 @@ class SplitConfig(_Strict):
     @model_validator(mode="after")
     def _one_labeled_size(self) -> SplitConfig:
         if self.labeled_per_class is not None and self.labeled_n is not None:
-            raise ValueError("set either labeled_per_class or labeled_n, not both")
+            raise ValueError(
+                "set either labeled_per_class or labeled_n, not both "
+                f"(got labeled_per_class={self.labeled_per_class}, labeled_n={self.labeled_n}); "
+                "set the other one to null"
+            )
         if self.labeled_per_class is None and self.labeled_n is None:
             raise ValueError("set labeled_per_class (k per class) or labeled_n (n in total)")
         return self
@@ -122,6 +126,17 @@ class RunConfig(_Strict):
     progress: bool = True
 
 
+def _fields_at(loc: tuple[Any, ...]) -> list[str] | None:
+    """The field names of the config section at ``loc`` (e.g. ``("teacher",)``), if it is one."""
+    model: type[BaseModel] = RunConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return list(model.model_fields)
+
+
 def _format_errors(exc: ValidationError, source: str) -> str:
     lines = [f"invalid config{f' {source}' if source else ''}:"]
     for err in exc.errors():
@@ -130,8 +145,11 @@ def _format_errors(exc: ValidationError, source: str) -> str:
         ctx = err.get("ctx") or {}
         if "expected" in ctx:
             msg = f"allowed values are {ctx['expected']}"
+        if err["type"] == "value_error" and "error" in ctx:
+            msg = str(ctx["error"])  # our own validator's message, without pydantic's "Value error, "
         if err["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling; see `llmkd run --help` for the config fields)"
+            known = _fields_at(err["loc"][:-1])
+            msg = "unknown field (check the spelling" + (f"; the fields here are {known})" if known else ")")
         if err["type"] == "missing":
             msg = "field required"
         given = err.get("input")
@@ -141,10 +159,15 @@ def _format_errors(exc: ValidationError, source: str) -> str:
 
 
 def _parse_value(text: str) -> Any:
+    """A YAML scalar or flow collection (``3``, ``null``, ``[a, b]``, ``{a: b}``); anything else,
+    e.g. prose with a colon (``Is it: good?``), stays text."""
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, (dict, list)) and not text.strip().startswith(("{", "[")):
+        return text  # a block mapping or list on one line is prose, not structure
+    return value
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -155,6 +178,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set student.epochs=3")
         key, value = item.split("=", 1)
         parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"--set {item!r}: empty field name in {key.strip()!r}; expected e.g. --set student.epochs=3")
         node = out
         for p in parts[:-1]:
             child = node.get(p)
@@ -168,7 +193,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 def parse_config(raw: dict[str, Any], source: str = "", base_dir: Path | None = None) -> RunConfig:
     """Validate a raw dict; relative data paths are resolved against ``base_dir``."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"invalid config {source}: the top level must be a mapping, got {type(raw).__name__}")
+        raise ConfigError(
+            f"invalid config{f' {source}' if source else ''}: the top level must be a mapping of fields "
+            f"(data:, teacher:, ...), got a {type(raw).__name__}"
+        )
     try:
         cfg = RunConfig.model_validate(raw)
     except ValidationError as exc:
@@ -196,7 +224,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{where}: invalid YAML: {problem}. Check indentation and quoting there.") from None
-    raw = apply_overrides(raw or {}, overrides or [])
+    if raw is None:
+        raw = {}
+    if isinstance(raw, dict):  # else parse_config reports the top level
+        raw = apply_overrides(raw, overrides or [])
     return parse_config(raw, source=str(path), base_dir=path.parent)
 
 

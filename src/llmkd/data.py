@@ -12,6 +12,7 @@ Not handled here: CoNLL and bracketed trees (other task families add their reade
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import random
@@ -66,6 +67,11 @@ def _iter_records(path: Path, fmt: str, cfg: DataConfig) -> Iterable[tuple[int, 
                         f"{path}:{reader.line_num}: more fields than the header has; "
                         f"quote fields that contain the delimiter"
                     )
+                if None in row.values():
+                    missing = [k for k, v in row.items() if v is None]
+                    raise DataError(
+                        f"{path}:{reader.line_num}: fewer fields than the header has (no value for {missing})"
+                    )
                 yield reader.line_num, row
     elif fmt == "label_text":
         with path.open(encoding=cfg.encoding, errors="strict") as fh:
@@ -85,17 +91,31 @@ def _iter_records(path: Path, fmt: str, cfg: DataConfig) -> Iterable[tuple[int, 
 
 
 def _check_encoding(path: Path, encoding: str) -> None:
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise DataError(f"data.encoding: unknown encoding {encoding!r}; use e.g. utf-8 or latin-1") from None
     with path.open("rb") as fh:
         for lineno, line in enumerate(fh, 1):
             try:
                 line.decode(encoding)
             except UnicodeDecodeError as exc:
                 raise DataError(
-                    f"{path}:{lineno}: not valid {encoding} ({exc.reason} at byte {exc.start}); "
+                    f"{path}:{lineno}: not valid {encoding} ({exc.reason} at byte {exc.start} of the line); "
                     "set data.encoding to the file's encoding, e.g. latin-1"
                 ) from None
-            except LookupError:
-                raise DataError(f"data.encoding: unknown encoding {encoding!r}") from None
+
+
+def _compile_label_regex(pattern: str) -> re.Pattern[str]:
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise DataError(f"data.label_regex {pattern!r} is not a valid regular expression ({exc})") from None
+    if regex.groups < 1:
+        raise DataError(
+            f"data.label_regex {pattern!r} has no group; put the label in the first group, e.g. '__label__(\\w+)'"
+        )
+    return regex
 
 
 def read_examples(path: str | Path, cfg: DataConfig, *, prefix: str = "") -> list[Example]:
@@ -104,7 +124,7 @@ def read_examples(path: str | Path, cfg: DataConfig, *, prefix: str = "") -> lis
     if not path.exists():
         raise DataError(f"data file {path} does not exist; check data.train / data.test / data.dev")
     fmt = cfg.format if cfg.format != "auto" else _detect_format(path)
-    regex = re.compile(cfg.label_regex) if cfg.label_regex else None
+    regex = _compile_label_regex(cfg.label_regex) if cfg.label_regex else None
     out: list[Example] = []
     _check_encoding(path, cfg.encoding)
     for lineno, rec in _iter_records(path, fmt, cfg):
@@ -118,6 +138,8 @@ def read_examples(path: str | Path, cfg: DataConfig, *, prefix: str = "") -> lis
         text = rec[cfg.text_field]
         if not isinstance(text, str) or not text.strip():
             raise DataError(f"{path}:{lineno}: field {cfg.text_field!r} must be a non-empty string, got {text!r}")
+        if rec[cfg.label_field] is None or not str(rec[cfg.label_field]).strip():
+            raise DataError(f"{path}:{lineno}: field {cfg.label_field!r} is empty; every example needs a label")
         raw_label = str(rec[cfg.label_field]).strip()
         if regex is not None:
             m = regex.search(raw_label)
@@ -128,7 +150,8 @@ def read_examples(path: str | Path, cfg: DataConfig, *, prefix: str = "") -> lis
         ex_id = str(rec["id"]) if "id" in rec else f"{prefix}{lineno}"
         out.append(Example(id=ex_id, text=text.strip(), label=label))
     if not out:
-        raise DataError(f"{path}: no examples found (the file is empty)")
+        what = "rows below the header" if fmt in ("csv", "tsv") else "non-blank lines"
+        raise DataError(f"{path}: no examples found (the file is empty: it has no {what})")
     return out
 
 
@@ -165,7 +188,8 @@ class Splits:
     test: tuple[Example, ...]
 
 
-def _take_per_class(items: list[Example], k: int, labels: list[str], rng: random.Random, what: str) -> tuple[list[Example], list[Example]]:
+def _take_per_class(items: list[Example], k: int, labels: list[str], rng: random.Random, what: str,
+                    source: str) -> tuple[list[Example], list[Example]]:
     by_class: dict[str, list[Example]] = defaultdict(list)
     for ex in items:
         by_class[ex.label].append(ex)
@@ -173,9 +197,11 @@ def _take_per_class(items: list[Example], k: int, labels: list[str], rng: random
     for lab in labels:
         group = by_class.get(lab, [])
         if len(group) < k:
+            setting = "labeled_per_class" if what == "labeled" else "dev_per_class"
             raise DataError(
-                f"{what}: class {lab!r} has only {len(group)} examples, {k} per class were asked for; "
-                f"lower data.split.{'labeled_per_class' if what == 'labeled' else 'dev_per_class'}"
+                f"{source}: class {lab!r} has only {len(group)} example{'' if len(group) == 1 else 's'} left "
+                f"for the {what} set, but "
+                f"data.split.{setting}={k}; lower data.split.{setting} or add examples of {lab!r}"
             )
         chosen.extend(rng.sample(group, k))
     chosen_ids = {e.id for e in chosen}
@@ -199,7 +225,7 @@ def make_splits(cfg: DataConfig, seed: int) -> tuple[Splits, GoldVault]:
     rng = random.Random(seed)
     sp = cfg.split
     if sp.labeled_per_class is not None:
-        labeled, rest = _take_per_class(train, sp.labeled_per_class, labels, rng, "labeled")
+        labeled, rest = _take_per_class(train, sp.labeled_per_class, labels, rng, "labeled", cfg.train)
     else:
         assert sp.labeled_n is not None
         if sp.labeled_n >= len(train):
@@ -210,11 +236,12 @@ def make_splits(cfg: DataConfig, seed: int) -> tuple[Splits, GoldVault]:
 
     if sp.dev_per_class is not None:
         dev_source = dev_file if dev_file is not None else rest
-        dev, remaining = _take_per_class(dev_source, sp.dev_per_class, labels, rng, "dev")
+        dev, remaining = _take_per_class(dev_source, sp.dev_per_class, labels, rng, "dev",
+                                         cfg.dev if dev_file is not None and cfg.dev else cfg.train)
         if dev_file is None:
             rest = remaining
     else:
-        dev = []
+        dev = list(dev_file) if dev_file is not None else []
 
     rest = rest[:]
     rng.shuffle(rest)

@@ -34,6 +34,8 @@ def label_examples(task: Any, teacher: Any, items: Sequence[Any], shots: Sequenc
     """Label ``items`` (objects with ``id`` and ``text``) with the teacher. Order is preserved."""
     from tqdm.auto import tqdm
 
+    if mode not in ("generate", "score"):
+        raise ValueError(f"mode must be 'generate' or 'score' (got {mode!r})")
     options = task.options() if hasattr(task, "options") else None
     if mode == "score" and not options:
         raise ValueError(f"mode='score' needs a task with a label set; {task.kind} has none")

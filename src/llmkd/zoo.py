@@ -239,7 +239,10 @@ def resolve(name: str, *, auto_pull: bool = True) -> tuple[str, str | None]:
     if p.exists():
         return str(p.resolve()), None
     if name.startswith((".", "/", "~")) or name.endswith(".gguf"):
-        raise ModelNotFoundError(f"model path {name!r} does not exist")
+        raise ModelNotFoundError(
+            f"model path {name!r} does not exist (looked at {p.resolve()}); give an existing file or folder, "
+            "or a zoo name (llmkd models list)"
+        )
     if "/" in name:
         return name, None  # a Hugging Face id; the backend reports if it cannot be loaded
     raise ModelNotFoundError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+from ..errors import TeacherError
 from ..labeling import abstention_rate
 from ..types import Example, RunResult
 from .base import RunContext, fit_student
@@ -27,6 +28,13 @@ class VanillaKD:
         label_s = time.perf_counter() - t0
         texts = {u.id: u.text for u in ctx.pool}
         train = [Example(lab.example_id, texts[lab.example_id], lab.label) for lab in labels if not lab.abstained]
+        if not train:
+            example = labels[0].raw if labels else ""
+            raise TeacherError(
+                f"the teacher abstained on all {len(labels)} pool examples (no reply could be parsed, "
+                f"e.g. {example[:80]!r}), so there is nothing to train on. Try teacher.labeling=score "
+                "(argmax over the label set never abstains), a stronger teacher, or another task.instruction."
+            )
         if self.mix_gold:
             train += list(ctx.labeled)
         t1 = time.perf_counter()

@@ -1,9 +1,11 @@
 """Text classification: few-shot prompt, tolerant label parser, accuracy / macro-F1.
 
-Parsing rules (in order): strip whitespace, quotes and trailing punctuation; exact match; case-
-insensitive match; configured aliases; a label that is the first word of the reply; a reply that
-contains exactly one label as a whole word. Anything else is an abstention (ParseError) -- never a
-default class. Not handled: multi-label classification.
+Parsing rules (in order), on the reply's first line: strip whitespace, quotes and trailing
+punctuation; exact match; case-insensitive match; configured aliases; otherwise the line must name
+exactly one label (or alias) as a whole word, not negated ("not positive" names none). A line
+that names two labels ("positive or negative") is ambiguous. Anything else is an abstention
+(ParseError) -- never a default class. Not handled: multi-label classification, labels that
+contain other labels as words ("positive" and "very positive").
 """
 
 from __future__ import annotations
@@ -66,15 +68,12 @@ class ClassificationTask:
             return self._lower[low]
         if low in self.aliases:
             return self.aliases[low]
-        first_word = re.split(r"[\s,.;:!]+", low, maxsplit=1)[0]
-        if first_word in self._lower:
-            return self._lower[first_word]
-        if first_word in self.aliases:
-            return self.aliases[first_word]
-        found = {lab for lw, lab in self._lower.items() if re.search(rf"(?<![\w-]){re.escape(lw)}(?![\w-])", low)}
-        found |= {lab for a, lab in self.aliases.items() if re.search(rf"(?<![\w-]){re.escape(a)}(?![\w-])", low)}
+        words = {**self._lower, **self.aliases}  # reply word -> label
+        found = {lab for w, lab in words.items() if re.search(rf"(?<![\w-])(?<!not )(?<!n't ){re.escape(w)}(?![\w-])", low)}
         if len(found) == 1:
             return found.pop()
+        if len(found) > 1:
+            raise ParseError(raw, f"exactly one of {list(self.labels)}, got {sorted(found)}")
         raise ParseError(raw, f"one of {list(self.labels)}")
 
     def label_logprob(self, reply: Reply) -> float | None:

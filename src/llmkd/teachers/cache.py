@@ -97,7 +97,9 @@ class TeacherCache:
     def clear(self, fingerprint: str | None = None) -> int:
         with self._lock:
             if fingerprint:
-                cur = self._db.execute("DELETE FROM entries WHERE fingerprint LIKE ?", (fingerprint + "%",))
+                # a literal prefix: LIKE would treat '_' and '%' in it as wildcards
+                cur = self._db.execute("DELETE FROM entries WHERE substr(fingerprint, 1, ?) = ?",
+                                       (len(fingerprint), fingerprint))
             else:
                 cur = self._db.execute("DELETE FROM entries")
             self._db.commit()
@@ -143,7 +145,11 @@ class CachedTeacher:
         self.hits += len(hit)
         self.cached_seconds += sum(sec for _, sec in hit.values())
         found = {k: v for k, (v, _) in hit.items()}
-        miss_idx = [i for i, k in enumerate(keys) if k not in found]
+        first: dict[str, int] = {}  # each missing key once: a prompt repeated in one call is asked once
+        for i, k in enumerate(keys):
+            if k not in found:
+                first.setdefault(k, i)
+        miss_idx = list(first.values())
         if miss_idx:
             self.misses += len(miss_idx)
             t0 = time.perf_counter()

@@ -25,6 +25,8 @@ from .base import continuation, log_softmax_at, make_fingerprint, render_chat
 
 log = logging.getLogger(__name__)
 
+ALIGN = 32  # evaluation chunk; see LlamaCppTeacher._prefill
+
 
 class LlamaCppTeacher:
     name = "llamacpp"
@@ -39,6 +41,7 @@ class LlamaCppTeacher:
         self.n_batch = n_batch
         self.seed = seed
         self._llm: Any = None
+        self._memo: tuple[list[int], Any] | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -83,19 +86,34 @@ class LlamaCppTeacher:
         return np.ctypeslib.as_array(self._llm._ctx.get_logits_ith(-1), shape=(n_vocab,)).copy()
 
     def _prefill(self, tokens: list[int]) -> Any:
-        """Bring the context to ``tokens``, evaluating only what differs from what is there."""
+        """Bring the context to ``tokens``, evaluating only what differs from what is there.
+
+        Evaluation is made independent of what the context held before: the reused prefix is cut
+        back to a multiple of ``ALIGN`` tokens and the rest is evaluated in chunks that start at
+        multiples of ``ALIGN``, so every position is always computed in the same batch shape (llama.cpp's
+        kernels give slightly different numbers for different batch sizes). The logits of the
+        last prefill are memoised, so scoring right after generating reuses them exactly."""
         llm = self._llm
+        if self._memo is not None and self._memo[0] == tokens and llm.n_tokens >= len(tokens) \
+                and llm.input_ids[: len(tokens)].tolist() == tokens:
+            llm.n_tokens = len(tokens)
+            return self._memo[1]
         lcp = 0
         for a, b in zip(llm._input_ids.tolist(), tokens):
             if a != b:
                 break
             lcp += 1
-        lcp = min(lcp, len(tokens) - 1)  # always evaluate >= 1 token to get fresh logits
+        lcp = min(lcp, len(tokens) - 1)
+        lcp -= lcp % ALIGN
         llm.n_tokens = lcp
-        llm.eval(tokens[lcp:])
-        return self._last_logits()
+        for start in range(lcp, len(tokens), ALIGN):
+            llm.eval(tokens[start : start + ALIGN])
+        logits = self._last_logits()
+        self._memo = (list(tokens), logits)
+        return logits
 
     def _step(self, token: int) -> Any:
+        self._memo = None
         self._llm.eval([token])
         return self._last_logits()
 

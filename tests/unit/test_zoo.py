@@ -1,0 +1,174 @@
+"""The model zoo without any model: name resolution errors, sha256 verification against a fake
+ZooModel, and the sha256 memo. LLMKD_HOME points into tmp_path, so nothing touches the real home."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from llmkd import zoo
+from llmkd.errors import ChecksumError, ModelNotFoundError
+
+ZOO_NAMES = ("['all-minilm-l6-v2', 'gemma-3-270m', 'qwen2.5-coder-0.5b-instruct', "
+             "'qwen2.5-coder-1.5b-instruct', 'smollm2-135m-instruct']")
+
+
+@pytest.fixture(autouse=True)
+def llmkd_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("LLMKD_HOME", str(home))
+    return home
+
+
+def model_file(tmp_path: Path, content: bytes = b"GGUF fake weights") -> Path:
+    path = tmp_path / "models" / "tiny.gguf"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+def fake_model(path: Path, sha: str | None) -> zoo.ZooModel:
+    return zoo.ZooModel("tiny-test", "teacher", "a fake entry", ("no-such-package==0",), 1, sha,
+                        lambda: path, "none")
+
+
+def test_home_is_llmkd_home(llmkd_home: Path) -> None:
+    assert zoo.home() == llmkd_home and llmkd_home.is_dir()
+
+
+def test_zoo_names() -> None:
+    assert str(sorted(zoo.ZOO)) == ZOO_NAMES
+    assert all(m.sha256 is not None for m in zoo.ZOO.values() if m.kind == "teacher")
+
+
+# ---- resolving names ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "lookup, message",
+    [
+        (zoo.resolve, f"unknown model name 'qwen-9000': not a zoo name ({ZOO_NAMES}), not an existing path, "
+                      "and not a Hugging Face id of the form org/name. Run `llmkd models list`."),
+        (zoo.get, f"unknown model name 'qwen-9000'. Zoo names are {ZOO_NAMES}; you can also give a local path, "
+                  "a Hugging Face id, or (teacher.backend=openai) a served model name."),
+    ],
+    ids=["resolve", "get"],
+)
+def test_unknown_model_name_lists_the_zoo(lookup, message: str) -> None:
+    with pytest.raises(ModelNotFoundError) as exc:
+        lookup("qwen-9000")
+    assert str(exc.value) == message
+
+
+@pytest.mark.parametrize("name", ["missing.gguf", "./models/x", "/no/such/model.gguf"])
+def test_nonexistent_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelNotFoundError) as exc:
+        zoo.resolve(name)
+    assert str(exc.value) == (
+        f"model path {name!r} does not exist (looked at {Path(name).resolve()}); give an existing file or folder, "
+        "or a zoo name (llmkd models list)"
+    )
+
+
+def test_existing_path_and_hub_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = model_file(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert zoo.resolve("models/tiny.gguf") == (str(path.resolve()), None)
+    assert zoo.resolve("org/some-model") == ("org/some-model", None)
+
+
+# ---- verify ---------------------------------------------------------------------------------
+
+
+def test_verify_wrong_sha_raises_checksum_error(tmp_path: Path) -> None:
+    path = model_file(tmp_path)
+    got = hashlib.sha256(path.read_bytes()).hexdigest()
+    wrong = "0" * 64
+    with pytest.raises(ChecksumError) as exc:
+        zoo.verify(fake_model(path, wrong), path)
+    assert str(exc.value) == (
+        f"tiny-test: {path} has sha256 {got}, expected {wrong}. The download or assembly "
+        "is corrupt: delete the file and run `llmkd models pull tiny-test` again."
+    )
+    assert not (path.parent / "tiny.gguf.sha256").exists()  # a failed check leaves no marker
+
+
+def test_verify_right_sha_writes_a_marker_then_trusts_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = model_file(tmp_path)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    zoo.verify(fake_model(path, sha), path)
+    marker = path.parent / "tiny.gguf.sha256"
+    st = path.stat()
+    assert json.loads(marker.read_text()) == {"sha256": sha, "size": st.st_size, "mtime": st.st_mtime}
+
+    def no_hashing(p: Path) -> str:
+        raise AssertionError("verified files are not hashed again")
+
+    monkeypatch.setattr(zoo, "sha256_file", no_hashing)
+    zoo.verify(fake_model(path, sha), path)
+
+
+def test_verify_notices_a_changed_file(tmp_path: Path) -> None:
+    path = model_file(tmp_path)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    zoo.verify(fake_model(path, sha), path)
+    path.write_bytes(b"GGUF other weights, longer")
+    with pytest.raises(ChecksumError) as exc:
+        zoo.verify(fake_model(path, sha), path)
+    assert f"expected {sha}" in str(exc.value) and "llmkd models pull tiny-test" in str(exc.value)
+
+
+def test_verify_skips_models_without_a_pin(tmp_path: Path) -> None:
+    zoo.verify(fake_model(tmp_path / "not-even-there", None), tmp_path / "not-even-there")
+
+
+# ---- sha256_file / weights_fingerprint -------------------------------------------------------
+
+
+def test_sha256_file_memoises(tmp_path: Path, llmkd_home: Path) -> None:
+    path = model_file(tmp_path)
+    real = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert zoo.sha256_file(path) == real
+    memo_path = llmkd_home / "sha256.json"
+    memo = json.loads(memo_path.read_text())
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime}"
+    assert memo == {key: real}
+
+    memo[key] = "from-the-memo"  # prove that the second call reads the memo instead of the file
+    memo_path.write_text(json.dumps(memo))
+    assert zoo.sha256_file(path) == "from-the-memo"
+
+
+def test_sha256_file_recomputes_when_the_file_changes(tmp_path: Path, llmkd_home: Path) -> None:
+    path = model_file(tmp_path)
+    zoo.sha256_file(path)
+    path.write_bytes(b"new content")
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    assert zoo.sha256_file(path) == hashlib.sha256(b"new content").hexdigest()
+    assert len(json.loads((llmkd_home / "sha256.json").read_text())) == 2
+
+
+def test_sha256_file_survives_a_broken_memo(tmp_path: Path, llmkd_home: Path) -> None:
+    path = model_file(tmp_path)
+    (zoo.home() / "sha256.json").write_text("{not json")
+    assert zoo.sha256_file(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_weights_fingerprint(tmp_path: Path) -> None:
+    path = model_file(tmp_path)
+    assert zoo.weights_fingerprint(str(path), "pinned") == "pinned"
+    assert zoo.weights_fingerprint(str(path), None) == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert zoo.weights_fingerprint("org/model", None) == "hub:org/model"
+    folder = tmp_path / "models"
+    (folder / "notes.txt").write_text("ignored")
+    before = zoo.weights_fingerprint(str(folder), None)
+    (folder / "notes.txt").write_text("still ignored")
+    assert zoo.weights_fingerprint(str(folder), None) == before  # only weight files count
+    (folder / "extra.safetensors").write_bytes(b"w")
+    assert zoo.weights_fingerprint(str(folder), None) != before

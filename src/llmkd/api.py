@@ -26,9 +26,6 @@ from .types import Example, TeacherLabel
 
 log = logging.getLogger(__name__)
 
-TEACHER_METHODS = {"teacher", "vanilla"}
-
-
 @dataclass
 class RunSummary:
     run_dir: Path
@@ -105,7 +102,7 @@ class _Session:
             labeled = full_train(cfg.data, self.splits, self._vault)
         factory, loader = self.students
         return RunContext(
-            task=self.task, teacher=self.teacher if method in TEACHER_METHODS else None,
+            task=self.task, teacher=self.teacher if METHODS[method].uses_teacher else None,
             student_factory=factory, student_loader=loader, labeled=labeled, pool=self.splits.pool,
             dev=self.splits.dev, test=self.splits.test, shots=self.shots, workdir=workdir, seed=cfg.seed,
             train=TrainSettings(epochs=cfg.student.epochs, patience=cfg.student.patience,
@@ -161,10 +158,10 @@ def run(cfg: RunConfig) -> RunSummary:
         ctx = sess.context(name, wd)
         before = _teacher_counters(sess._teacher)
         log.info("running %s", name)
-        res = METHODS[name]().run(ctx)
+        res = METHODS[name].build(cfg.method_options.get(name)).run(ctx)
         after = _teacher_counters(sess._teacher)
         timings = dict(res.timings)
-        if name in TEACHER_METHODS:
+        if METHODS[name].uses_teacher:
             timings["teacher_seconds"] = after[0] - before[0]
             timings["teacher_calls"] = after[1] - before[1]
             timings["n_prompts"] = len(res.labels)

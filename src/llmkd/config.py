@@ -16,9 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import ConfigError
 
-METHOD_NAMES = ("teacher", "supervised", "vanilla", "supervised_full")
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -118,12 +115,29 @@ class RunConfig(_Strict):
     task: TaskConfig = Field(default_factory=TaskConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     student: StudentConfig = Field(default_factory=StudentConfig)
-    methods: list[Literal["teacher", "supervised", "vanilla", "supervised_full"]] = Field(
-        default_factory=lambda: ["teacher", "supervised", "vanilla", "supervised_full"]
+    methods: list[str] = Field(
+        default_factory=lambda: ["teacher", "supervised", "vanilla", "supervised_full"],
+        description="methods to run, in order (see llmkd.methods.METHODS)",
     )
+    method_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-method options, e.g. {mckd: {stages: 3}}")
     output_dir: str = "runs"
     cache: str | None = Field(None, description="teacher cache path; default ~/.cache/llmkd/teacher.sqlite")
     progress: bool = True
+
+    @model_validator(mode="after")
+    def _known_methods(self) -> RunConfig:
+        from .methods import METHODS
+
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; allowed values are {sorted(METHODS)}")
+        stray = [m for m in self.method_options if m not in METHODS]
+        if stray:
+            raise ValueError(f"method_options for unknown method(s) {stray}; allowed values are {sorted(METHODS)}")
+        for name, options in self.method_options.items():
+            METHODS[name].build(options)  # raises ConfigError naming method_options.<name>.<field>
+        return self
 
 
 def _fields_at(loc: tuple[Any, ...]) -> list[str] | None:

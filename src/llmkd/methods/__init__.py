@@ -1,17 +1,61 @@
-"""Methods: one algorithm per file, composed from protocols only."""
+"""Methods: one algorithm per file, composed from protocols only.
+
+Every method is registered here by name with :func:`register`: a factory that takes the method's
+options as keyword arguments, an optional pydantic model validating those options (given in a
+run config under ``method_options.<name>``), and whether the method needs the teacher.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from pydantic import BaseModel, ValidationError
+
+from ..errors import ConfigError
 from .base import LabelSettings, Method, RunContext, TrainSettings, fit_student
 from .baselines import Supervised, TeacherFewShot
 from .vanilla import VanillaKD
 
-METHODS = {
-    "teacher": lambda: TeacherFewShot(),
-    "supervised": lambda: Supervised(name="supervised"),
-    "vanilla": lambda: VanillaKD(),
-    "supervised_full": lambda: Supervised(name="supervised_full"),
-}
 
-__all__ = ["METHODS", "Method", "RunContext", "TrainSettings", "LabelSettings", "fit_student",
-           "TeacherFewShot", "Supervised", "VanillaKD"]
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    factory: Callable[..., Method]
+    options: type[BaseModel] | None = None
+    uses_teacher: bool = False
+    summary: str = ""
+
+    def build(self, options: dict[str, Any] | None = None) -> Method:
+        """Validate ``options`` (ConfigError naming ``method_options.<name>.<field>``) and build."""
+        options = dict(options or {})
+        if self.options is None:
+            if options:
+                raise ConfigError(f"method_options.{self.name}: {self.name} takes no options (got {sorted(options)})")
+            return self.factory()
+        try:
+            parsed = self.options.model_validate(options)
+        except ValidationError as exc:
+            from ..config import _format_errors
+
+            text = _format_errors(exc, "").replace("\n  ", f"\n  method_options.{self.name}.")
+            raise ConfigError(text) from None
+        return self.factory(**parsed.model_dump())
+
+
+METHODS: dict[str, MethodSpec] = {}
+
+
+def register(spec: MethodSpec) -> MethodSpec:
+    METHODS[spec.name] = spec
+    return spec
+
+
+register(MethodSpec("teacher", TeacherFewShot, uses_teacher=True, summary="few-shot teacher on the test set"))
+register(MethodSpec("supervised", lambda: Supervised(name="supervised"), summary="student on the k gold examples"))
+register(MethodSpec("vanilla", VanillaKD, uses_teacher=True, summary="teacher labels the pool; one student"))
+register(MethodSpec("supervised_full", lambda: Supervised(name="supervised_full"),
+                    summary="student on the full gold train set (upper bound)"))
+
+__all__ = ["METHODS", "MethodSpec", "register", "Method", "RunContext", "TrainSettings", "LabelSettings",
+           "fit_student", "TeacherFewShot", "Supervised", "VanillaKD"]

@@ -82,7 +82,8 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def fit_student(ctx: RunContext, examples: Sequence[Example], *, tag: str, seed: int | None = None,
-                weights: Sequence[float] | None = None) -> tuple[Student, dict[str, Any]]:
+                weights: Sequence[float] | None = None, select_on: Sequence[Example] | None = None,
+                plateau: float | None = None) -> tuple[Student, dict[str, Any]]:
     """Train a fresh student on ``examples`` with early stopping on the dev set (macro-F1 or the
     task's first metric). Checkpoints after every evaluation into ``workdir/tag``; a rerun resumes
     from the last checkpoint and a finished run just loads the best student.
@@ -90,6 +91,11 @@ def fit_student(ctx: RunContext, examples: Sequence[Example], *, tag: str, seed:
     Tiny training sets get more epochs so that at least ``min_steps`` optimizer steps happen;
     the dev set is then evaluated every ``eval_every`` epochs and patience counts evaluations.
     Returns the best student and a record (history, best epoch, stop reason).
+
+    ``select_on`` scores these examples instead of the dev set (e.g. the training examples
+    themselves: MCKD's label-free "training fidelity"). With ``plateau`` set, the rule becomes:
+    stop once the score changed by at most ``plateau`` over the last ``patience`` evaluations,
+    and keep the latest checkpoint (MCKD, Zhao et al. 2024, Sec. 3), instead of keeping the best.
     """
     from tqdm.auto import tqdm
 
@@ -123,12 +129,19 @@ def fit_student(ctx: RunContext, examples: Sequence[Example], *, tag: str, seed:
         bar.update(1)
         if state["epoch"] % eval_every and state["epoch"] < total_epochs:
             continue
-        scores = ctx.evaluate(student.predict(ctx.dev), ctx.dev) if ctx.dev else {"loss": -loss}
+        scored = ctx.dev if select_on is None else select_on
+        scores = ctx.evaluate(student.predict(scored), scored) if scored else {"loss": -loss}
         metric = metric or ("macro_f1" if "macro_f1" in scores else next(iter(scores)))
         score = float(scores[metric])
         state["history"].append({"epoch": state["epoch"], "loss": loss, "score": score, "seconds": time.perf_counter() - t0})
         bar.set_postfix(loss=f"{loss:.3f}", dev=f"{score:.3f}")
-        if score > state["best_score"]:
+        if plateau is not None:  # keep the latest; stop when the score has flattened out
+            state["best_score"], state["best_epoch"] = score, state["epoch"]
+            student.save(d / "best")
+            hist = state["history"]
+            if len(hist) > s.patience and abs(score - hist[-1 - s.patience]["score"]) <= plateau:
+                bad = s.patience
+        elif score > state["best_score"]:
             state["best_score"], state["best_epoch"], bad = score, state["epoch"], 0
             student.save(d / "best")
         else:
@@ -136,7 +149,8 @@ def fit_student(ctx: RunContext, examples: Sequence[Example], *, tag: str, seed:
         student.save(d / "last")
         _write_json(state_path, state)
         if bad >= s.patience:
-            reason = f"no dev gain in {s.patience} evaluations"
+            reason = (f"{metric} changed by <= {plateau} over {s.patience} evaluations" if plateau is not None
+                      else f"no dev gain in {s.patience} evaluations")
             break
     bar.close()
     state["done"], state["stop_reason"], state["dev_metric"] = True, reason, metric

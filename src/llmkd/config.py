@@ -9,10 +9,10 @@ values and the value given, e.g.::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
 
@@ -108,6 +108,14 @@ class StudentConfig(_Strict):
     threads: int | None = None
 
 
+def _known_method(name: str) -> str:
+    from .methods import METHODS
+
+    if name not in METHODS:
+        raise ValueError(f"unknown method; allowed values are {', '.join(sorted(METHODS))}")
+    return name
+
+
 class RunConfig(_Strict):
     name: str = "run"
     seed: int = 0
@@ -115,7 +123,7 @@ class RunConfig(_Strict):
     task: TaskConfig = Field(default_factory=TaskConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     student: StudentConfig = Field(default_factory=StudentConfig)
-    methods: list[str] = Field(
+    methods: list[Annotated[str, AfterValidator(_known_method)]] = Field(
         default_factory=lambda: ["teacher", "supervised", "vanilla", "supervised_full"],
         description="methods to run, in order (see llmkd.methods.METHODS)",
     )
@@ -126,12 +134,9 @@ class RunConfig(_Strict):
     progress: bool = True
 
     @model_validator(mode="after")
-    def _known_methods(self) -> RunConfig:
+    def _method_options(self) -> RunConfig:
         from .methods import METHODS
 
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown:
-            raise ValueError(f"unknown method(s) {unknown}; allowed values are {sorted(METHODS)}")
         stray = [m for m in self.method_options if m not in METHODS]
         if stray:
             raise ValueError(f"method_options for unknown method(s) {stray}; allowed values are {sorted(METHODS)}")

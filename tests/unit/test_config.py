@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from llmkd.methods import METHODS
 from llmkd.config import RunConfig, apply_overrides, dump_config, load_config, parse_config
 from llmkd.errors import ConfigError
 
@@ -82,7 +83,7 @@ def test_empty_file_reports_the_missing_data_section(tmp_path: Path) -> None:
 
 # ---- validation messages -------------------------------------------------------------------
 
-RUN_FIELDS = "['name', 'seed', 'data', 'task', 'teacher', 'student', 'methods', 'output_dir', 'cache', 'progress']"
+RUN_FIELDS = "['name', 'seed', 'data', 'task', 'teacher', 'student', 'methods', 'method_options', 'output_dir', 'cache', 'progress']"
 TEACHER_FIELDS = ("['backend', 'model', 'gguf_file', 'labeling', 'confidence', 'chat', 'max_tokens', "
                   "'temperature', 'n_ctx', 'n_threads', 'seed', 'openai']")
 
@@ -97,8 +98,8 @@ TEACHER_FIELDS = ("['backend', 'model', 'gguf_file', 'labeling', 'confidence', '
         ({"teacher": {"backend": "foo"}},
          "teacher.backend: allowed values are 'llamacpp', 'hf' or 'openai' (got 'foo')"),
         ({"teacher": {"labeling": "vote"}}, "teacher.labeling: allowed values are 'generate' or 'score' (got 'vote')"),
-        ({"methods": ["vanilla", "mckd"]},
-         "methods.1: allowed values are 'teacher', 'supervised', 'vanilla' or 'supervised_full' (got 'mckd')"),
+        ({"methods": ["vanilla", "nosuch"]},
+         "methods.1: unknown method; allowed values are " + ", ".join(sorted(METHODS)) + " (got 'nosuch')"),
         ({"studnet": {"epochs": 3}}, f"studnet: unknown field (check the spelling; the fields here are {RUN_FIELDS})"),
         ({"teacher": {"modle": "x"}},
          f"teacher.modle: unknown field (check the spelling; the fields here are {TEACHER_FIELDS}) (got 'x')"),

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from ..errors import ConfigError
 from .base import LabelSettings, Method, RunContext, TrainSettings, fit_student
 from .baselines import Supervised, TeacherFewShot
+from .mckd import MCKD, MCKDOptions, SelfDistill, SelfDistillOptions
 from .vanilla import VanillaKD
 
 
@@ -56,6 +57,10 @@ register(MethodSpec("supervised", lambda: Supervised(name="supervised"), summary
 register(MethodSpec("vanilla", VanillaKD, uses_teacher=True, summary="teacher labels the pool; one student"))
 register(MethodSpec("supervised_full", lambda: Supervised(name="supervised_full"),
                     summary="student on the full gold train set (upper bound)"))
+register(MethodSpec("mckd", MCKD, options=MCKDOptions, uses_teacher=True,
+                    summary="multistage collaborative KD: students cross-relabel pool parts, then a final student"))
+register(MethodSpec("self_distill", SelfDistill, options=SelfDistillOptions, uses_teacher=True,
+                    summary="KD + self-distillation with filter: KD student relabels the pool, top half kept"))
 
 __all__ = ["METHODS", "MethodSpec", "register", "Method", "RunContext", "TrainSettings", "LabelSettings",
-           "fit_student", "TeacherFewShot", "Supervised", "VanillaKD"]
+           "fit_student", "TeacherFewShot", "Supervised", "VanillaKD", "MCKD", "SelfDistill"]

@@ -1,0 +1,442 @@
+"""MCKD: multistage collaborative knowledge distillation (Zhao et al., ACL 2024; arXiv 2311.08640).
+
+The algorithm (paper Sec. 3, "Multistage collaborative KD"; Fig. 1), step by step in :meth:`MCKD.run`:
+
+1. the few-shot teacher pseudo-labels the unlabeled pool D_U (Sec. 3.1; cached, abstentions kept
+   as abstentions, never as labels);
+2. D_U is split at random into ``parts`` disjoint parts of (near) equal size; the paper uses two
+   halves A and B (Sec. 3.2);
+3. every intermediate stage k = 1 .. K-1 trains a *fresh* student on each part's latest labels and
+   lets it relabel every *other* part (cross-partition labeling, Sec. 3.2); a student never
+   relabels its own training data;
+4. the final stage K trains one fresh student on all parts with their latest labels; it is the
+   output. "K-stage MCKD" = K-1 pair stages + the final stage; K = 1 is vanilla KD (Sec. 3.3).
+
+Students learn from hard pseudo-labels (sequence-level KD, Kim & Rush 2016; paper Sec. 3.1).
+The module also holds the paper's extra baseline, :class:`SelfDistill` ("KD + SD w/ filter",
+Sec. 4.2): after vanilla KD the student relabels the pool, the most confident half is kept and a
+new student is trained on it.
+
+Choices the paper leaves open (documented in docs/methods/mckd.md):
+
+- Checkpoint selection. Default ``selection="fidelity"``: the paper's label-free rule (Sec. 4.1,
+  "Model selection"): stop once the student's fit to its *own training pseudo-labels* (the task's
+  first metric, on a 0-1 scale) changed by <= ``fidelity_tol`` = 0.001 ("0.1%") over
+  ``fidelity_window`` = 3 evaluations, and keep that checkpoint. ``selection="dev"`` uses the small
+  labeled dev set (early stopping on the best dev score). The gold labels of the pool are never
+  read (the reference code peeks at them).
+- Teacher abstentions: the partition covers the whole pool, abstained items included; they are
+  left out of the first training sets and get their first label from the other part's student
+  ("filled in"). If a student abstains on an item (e.g. unparseable seq2seq output), the item
+  keeps its previous label. With K = 1 abstained items are simply dropped, as in vanilla KD.
+- n > 2 parts (our extension): an item of part j gets n-1 predictions (from the students of the
+  other parts); they are combined by majority vote over identical labels, ties broken by the
+  larger summed confidence, then by the lower part index.
+- Gold examples are not mixed into students' data (``mix_gold=True`` adds the labeled set to
+  every student's training data, an option the paper does not use).
+- Student seeds: the part students of stage k get ``seed + 100 k + i + 1``, every final student
+  gets ``seed``, so MCKD-1/2/3 finals differ only in their labels.
+
+Not handled: soft labels / logit distillation (the paper uses hard labels only); re-querying the
+teacher after stage 1 (the paper queries it once).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..errors import TeacherError
+from ..labeling import abstention_rate
+from ..types import Example, Prediction, RunResult, TeacherLabel, Unlabeled
+from .base import RunContext, fit_student
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------
+# options
+# --------------------------------------------------------------------------------------------
+class _SelectionOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    selection: Literal["fidelity", "dev"] = Field(
+        "fidelity", description="fidelity: label-free training-fidelity rule (paper); dev: small labeled dev set")
+    fidelity_tol: float = Field(0.001, ge=0, le=1, description="stop when fidelity moves by <= this (0-1 scale)")
+    fidelity_window: int = Field(3, ge=1, description="... over this many evaluations")
+    mix_gold: bool = Field(False, description="add the labeled gold examples to every student's data")
+    relabel_decoding: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments for student.predict when relabeling (e.g. num_beams)")
+
+
+class MCKDOptions(_SelectionOptions):
+    """``method_options.mckd`` in a run config."""
+
+    stages: int = Field(3, ge=1, description="K: K-1 cross-labeling stages + the final stage; 1 = vanilla KD")
+    parts: int = Field(2, ge=2, description="disjoint parts of the pool (the paper: 2 halves)")
+    stage_epochs: list[int] | None = Field(
+        None, description="epochs per stage (K entries, the last for the final student); default student.epochs")
+    final_every_stage: bool = Field(
+        False, description="also train a final student after every stage: reports MCKD-1..K from one run")
+
+    @model_validator(mode="after")
+    def _epochs_per_stage(self) -> MCKDOptions:
+        if self.stage_epochs is not None:
+            if len(self.stage_epochs) != self.stages:
+                raise ValueError(f"stage_epochs needs one entry per stage ({self.stages}, the last for the final "
+                                 f"student); got {len(self.stage_epochs)}: {self.stage_epochs}")
+            if any(e < 1 for e in self.stage_epochs):
+                raise ValueError(f"stage_epochs entries must be >= 1; got {self.stage_epochs}")
+        return self
+
+
+class SelfDistillOptions(_SelectionOptions):
+    """``method_options.self_distill`` in a run config."""
+
+    keep_fraction: float = Field(0.5, gt=0, le=1, description="share of the pool kept, most confident first")
+
+
+# --------------------------------------------------------------------------------------------
+# helpers shared by MCKD and SelfDistill
+# --------------------------------------------------------------------------------------------
+def label_key(label: Any) -> str:
+    """A hashable, order-stable key for any label (class name, tag list, string, tree): two labels
+    are the same iff their keys are equal. Lists and tuples compare equal (JSON round trips)."""
+    return json.dumps(label, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def partition(ids: Sequence[str], parts: int, seed: int) -> list[list[str]]:
+    """Shuffle ``ids`` with ``seed`` and deal them into ``parts`` disjoint parts whose sizes differ
+    by at most one (the paper's two equal halves, Sec. 3.2)."""
+    if parts < 2:
+        raise ValueError(f"The 'parts' parameter of MCKD must be an int >= 2. Got {parts}.")
+    if len(ids) < parts:
+        raise ValueError(f"MCKD needs at least one pool example per part: the pool has {len(ids)} examples "
+                         f"for parts={parts}. Use a larger data.split.pool_size or fewer parts.")
+    order = list(ids)
+    random.Random(seed).shuffle(order)
+    return [order[i::parts] for i in range(parts)]
+
+
+def prediction_confidence(pred: Prediction) -> float | None:
+    """The student's probability of its own label where it gives one (classification: the class
+    probability; students of other task families may put their label's score under the key
+    ``"confidence"`` in ``probs``), else ``None``."""
+    probs = pred.probs or {}
+    try:
+        if pred.label in probs:
+            return float(probs[pred.label])
+    except TypeError:  # unhashable label (tag list)
+        pass
+    value = probs.get("confidence")
+    return None if value is None else float(value)
+
+
+def combine_votes(votes: Sequence[tuple[int, Prediction]]) -> tuple[Prediction, list[int]]:
+    """Combine the predictions of several students for one item: majority vote over identical
+    labels, ties broken by the larger summed confidence, then by the lower part index. Returns the
+    winning prediction (of the first winning voter) and the parts whose students voted for it."""
+    groups: dict[str, list[tuple[int, Prediction]]] = {}
+    for part, pred in votes:
+        if pred.label is not None:
+            groups.setdefault(label_key(pred.label), []).append((part, pred))
+    if not groups:
+        return Prediction(None, {}), []
+
+    def rank(key: str) -> tuple[int, float, int]:
+        g = groups[key]
+        return (len(g), sum(prediction_confidence(p) or 0.0 for _, p in g), -min(i for i, _ in g))
+
+    best = max(groups, key=rank)
+    return groups[best][0][1], sorted(i for i, _ in groups[best])
+
+
+def _selection_fit(ctx: RunContext, opts: _SelectionOptions, examples: list[Example], *, tag: str, seed: int,
+                   epochs: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """fit_student with the configured checkpoint selection (fidelity to the training labels, or the
+    dev set) and optional per-stage epochs."""
+    train = ctx.train if epochs is None else dataclasses.replace(ctx.train, epochs=epochs)
+    if opts.selection == "fidelity":
+        train = dataclasses.replace(train, patience=opts.fidelity_window)
+        c = dataclasses.replace(ctx, train=train)
+        return fit_student(c, examples, tag=tag, seed=seed, select_on=examples, plateau=opts.fidelity_tol)
+    return fit_student(dataclasses.replace(ctx, train=train), examples, tag=tag, seed=seed)
+
+
+def _predict(student: Any, items: Sequence[Any], decoding: dict[str, Any]) -> list[Prediction]:
+    if not items:
+        return []
+    if not decoding:
+        return list(student.predict(items))
+    try:
+        return list(student.predict(items, **decoding))
+    except TypeError as exc:
+        raise TypeError(f"relabel_decoding={decoding} was given, but {type(student).__name__}.predict does not "
+                        f"accept these arguments ({exc}). Remove relabel_decoding or use keys the student accepts."
+                        ) from None
+
+
+def _teacher_labels(ctx: RunContext) -> list[TeacherLabel]:
+    labels = ctx.label(ctx.pool, stage="teacher-pool", desc="teacher on pool")
+    if labels and all(lab.abstained for lab in labels):
+        raise TeacherError(
+            f"the teacher abstained on all {len(labels)} pool examples (no reply could be parsed, e.g. "
+            f"{labels[0].raw[:80]!r}), so no student has anything to train on. Try teacher.labeling=score, "
+            "a stronger teacher, or another task.instruction.")
+    return labels
+
+
+def _examples(items: Sequence[Unlabeled], labels: dict[str, TeacherLabel]) -> list[Example]:
+    """Training examples: each item with its latest label; abstained items are left out."""
+    return [Example(u.id, u.text, labels[u.id].label) for u in items if not labels[u.id].abstained]
+
+
+def _read_labels(path: Path) -> dict[str, TeacherLabel]:
+    from ..report import read_jsonl
+
+    return {d["id"]: TeacherLabel.from_dict(d) for d in read_jsonl(path)}
+
+
+def _student_report(ctx: RunContext, student: Any, record: dict[str, Any]) -> tuple[dict[str, Any], list[Prediction]]:
+    """Dev and test metrics of one student (reporting only: selection never reads the test set),
+    and its test predictions."""
+    out: dict[str, Any] = {"n_train": record.get("n_train"), "best_epoch": record.get("best_epoch"),
+                           "epochs": record.get("epoch"), "stop_reason": record.get("stop_reason"),
+                           "selection_metric": record.get("dev_metric"), "selection_score": record.get("best_score")}
+    if ctx.dev:
+        out["dev"] = ctx.evaluate(student.predict(ctx.dev), ctx.dev)
+    preds = list(student.predict(ctx.test)) if ctx.test else []
+    if ctx.test:
+        out["test"] = ctx.evaluate(preds, ctx.test)
+    return out, preds
+
+
+# --------------------------------------------------------------------------------------------
+# MCKD
+# --------------------------------------------------------------------------------------------
+class MCKD:
+    """Multistage collaborative KD (Zhao et al. 2024). Keyword arguments as in :class:`MCKDOptions`.
+
+    After :meth:`run`: ``stages_`` holds the per-stage report (every student's dev/test metrics,
+    label churn, agreement with the teacher, abstentions filled in), ``provenance_`` every item's
+    part and its label and labeler at each stage. Both are also written to the work directory
+    (``stages.json``, ``provenance.jsonl``, ``labels-stage<k>.jsonl``).
+    """
+
+    name = "mckd"
+
+    def __init__(self, *, stages: int = 3, parts: int = 2, mix_gold: bool = False, selection: str = "fidelity",
+                 fidelity_tol: float = 0.001, fidelity_window: int = 3, stage_epochs: list[int] | None = None,
+                 relabel_decoding: dict[str, Any] | None = None, final_every_stage: bool = False) -> None:
+        self.stages = stages
+        self.parts = parts
+        self.mix_gold = mix_gold
+        self.selection = selection
+        self.fidelity_tol = fidelity_tol
+        self.fidelity_window = fidelity_window
+        self.stage_epochs = stage_epochs
+        self.relabel_decoding = relabel_decoding
+        self.final_every_stage = final_every_stage
+
+    def _options(self) -> MCKDOptions:
+        if not isinstance(self.stages, int) or self.stages < 1:
+            raise ValueError(f"The 'stages' parameter of MCKD must be an int >= 1. Got {self.stages!r}.")
+        if not isinstance(self.parts, int) or self.parts < 2:
+            raise ValueError(f"The 'parts' parameter of MCKD must be an int >= 2. Got {self.parts!r}.")
+        return MCKDOptions(stages=self.stages, parts=self.parts, mix_gold=self.mix_gold, selection=self.selection,
+                           fidelity_tol=self.fidelity_tol, fidelity_window=self.fidelity_window,
+                           stage_epochs=self.stage_epochs, relabel_decoding=self.relabel_decoding or {},
+                           final_every_stage=self.final_every_stage)
+
+    def _epochs(self, opts: MCKDOptions, stage: int) -> int | None:
+        return None if opts.stage_epochs is None else opts.stage_epochs[stage - 1]
+
+    def run(self, ctx: RunContext) -> RunResult:
+        opts = self._options()
+        wd = ctx.workdir
+        t0 = time.perf_counter()
+        teacher = _teacher_labels(ctx)                                                        # 1 teacher labels D_U
+        label_s = time.perf_counter() - t0
+        parts = self._partition(ctx, opts)                                                    # 2 random disjoint parts
+        items = {u.id: u for u in ctx.pool}
+        latest = {lab.example_id: lab for lab in teacher}
+        history: list[dict[str, TeacherLabel]] = [latest]
+        stage_reports: list[dict[str, Any]] = []
+        finals: dict[int, dict[str, Any]] = {}
+        t1 = time.perf_counter()
+        for k in range(1, opts.stages):                                                       # 3 stages 1..K-1
+            if opts.final_every_stage:                                                        #   (optional) K'=k final
+                finals[k] = self._final(ctx, opts, items, latest, after=k - 1)[1]
+            latest, report = self._cross_stage(ctx, opts, k, parts, items, latest, teacher)
+            history.append(latest)
+            stage_reports.append(report)
+        record, final_report, preds = self._final(ctx, opts, items, latest, after=opts.stages - 1)  # 4 final student
+        finals[opts.stages] = final_report
+        self.stages_ = stage_reports
+        self.provenance_ = self._provenance(parts, history)
+        from ..report import write_json, write_jsonl
+
+        write_json(wd / "stages.json", {"stages": stage_reports, "finals": finals})
+        write_jsonl(wd / "provenance.jsonl", self.provenance_)
+        final_labels = [latest[u.id] for u in ctx.pool]
+        return RunResult(
+            self.name, ctx.evaluate(preds, ctx.test), tuple(preds), tuple(final_labels),
+            stop_reason=f"{opts.stages}-stage MCKD finished ({record['stop_reason']})",
+            timings={"label_seconds": label_s, "train_seconds": time.perf_counter() - t1},
+            extra={"training": record, "n_train": record.get("n_train"), "stages": stage_reports,
+                   "finals": {str(k): v for k, v in finals.items()}, "options": opts.model_dump(),
+                   "pool_abstention_rate": abstention_rate(teacher), "part_sizes": [len(p) for p in parts]},
+        )
+
+    # -- step 2 --------------------------------------------------------------------------------
+    def _partition(self, ctx: RunContext, opts: MCKDOptions) -> list[list[str]]:
+        """The random parts, saved to ``partition.json`` so a rerun uses the very same split."""
+        from ..report import write_json
+
+        path = ctx.workdir / "partition.json"
+        ids = [u.id for u in ctx.pool]
+        if path.exists():
+            saved = json.loads(path.read_text())
+            if sorted(i for p in saved["parts"] for i in p) == sorted(ids) and len(saved["parts"]) == opts.parts:
+                return saved["parts"]
+            log.warning("%s does not match this pool / parts=%d; drawing a new partition", path, opts.parts)
+        parts = partition(ids, opts.parts, seed=ctx.seed + 7)
+        write_json(path, {"seed": ctx.seed + 7, "parts": parts})
+        return parts
+
+    # -- step 3 --------------------------------------------------------------------------------
+    def _cross_stage(self, ctx: RunContext, opts: MCKDOptions, k: int, parts: list[list[str]],
+                     items: dict[str, Unlabeled], latest: dict[str, TeacherLabel],
+                     teacher: list[TeacherLabel]) -> tuple[dict[str, TeacherLabel], dict[str, Any]]:
+        """Stage k: a fresh student per part, trained on that part's latest labels, relabels every
+        other part. Labels are saved to ``labels-stage<k>.jsonl`` (a rerun loads them)."""
+        from ..report import read_jsonl, write_json, write_jsonl
+
+        path, rep_path = ctx.workdir / f"labels-stage{k}.jsonl", ctx.workdir / f"stage{k}.json"
+        if path.exists() and rep_path.exists():
+            log.info("stage %d: labels found in %s; skipping its students", k, path)
+            return _read_labels(path), json.loads(rep_path.read_text())
+        votes: dict[str, list[tuple[int, Prediction]]] = {i: [] for i in items}
+        students: list[dict[str, Any]] = []
+        for i, part in enumerate(parts):
+            train = _examples([items[x] for x in part], latest) + (list(ctx.labeled) if opts.mix_gold else [])
+            student, record = _selection_fit(ctx, opts, train, tag=f"stage{k}-part{i}",      # 3a fresh student on part i
+                                             seed=ctx.seed + 100 * k + i + 1, epochs=self._epochs(opts, k))
+            others = [items[x] for j, p in enumerate(parts) if j != i for x in p]            # 3b it relabels the others
+            for u, pred in zip(others, _predict(student, others, opts.relabel_decoding)):
+                votes[u.id].append((i, pred))
+            students.append({"part": i, **_student_report(ctx, student, record)[0]})
+        new: dict[str, TeacherLabel] = {}
+        kept = 0
+        for x, vs in votes.items():                                                           # 3c combine the n-1 votes
+            pred, voters = combine_votes(vs)
+            if pred.label is None:  # every student abstained: keep the previous label
+                new[x], kept = latest[x], kept + 1
+                continue
+            probs = pred.probs if all(isinstance(v, (int, float)) for v in (pred.probs or {}).values()) else None
+            new[x] = TeacherLabel(x, pred.label, prediction_confidence(pred), False, "student", "",
+                                  stage=f"stage{k}:student-of-part{'+'.join(map(str, voters))}", probs=probs or None)
+        report = {"stage": k, "students": students, **stage_stats(teacher, latest, new), "kept_previous": kept}
+        write_jsonl(path, (new[u].to_dict() for u in items))
+        write_json(rep_path, report)
+        return new, report
+
+    # -- step 4 --------------------------------------------------------------------------------
+    def _final(self, ctx: RunContext, opts: MCKDOptions, items: dict[str, Unlabeled],
+               latest: dict[str, TeacherLabel], *, after: int) -> tuple[dict[str, Any], dict[str, Any], list[Prediction]]:
+        """One fresh student on every part with the latest labels (after stage ``after``): the
+        output of (after+1)-stage MCKD. Returns its training record, report and test predictions."""
+        train = _examples(list(items.values()), latest) + (list(ctx.labeled) if opts.mix_gold else [])
+        student, record = _selection_fit(ctx, opts, train, tag=f"final-after-stage{after}", seed=ctx.seed,
+                                         epochs=self._epochs(opts, opts.stages))
+        report, preds = _student_report(ctx, student, record)
+        return record, {"stages": after + 1, **report}, preds
+
+    @staticmethod
+    def _provenance(parts: list[list[str]], history: list[dict[str, TeacherLabel]]) -> list[dict[str, Any]]:
+        part_of = {x: i for i, p in enumerate(parts) for x in p}
+        rows = []
+        for x in sorted(part_of, key=lambda x: (part_of[x], x)):
+            rows.append({"id": x, "part": part_of[x], "labels": [
+                {"stage": k, "label": h[x].label, "abstained": h[x].abstained, "source": h[x].source,
+                 "by": h[x].stage, "confidence": h[x].confidence} for k, h in enumerate(history)]})
+        return rows
+
+
+def stage_stats(teacher: Sequence[TeacherLabel], before: dict[str, TeacherLabel],
+                after: dict[str, TeacherLabel]) -> dict[str, Any]:
+    """Label churn between two stages, agreement with the teacher, abstentions filled in."""
+    both = [x for x in after if not after[x].abstained and not before[x].abstained]
+    changed = sum(label_key(after[x].label) != label_key(before[x].label) for x in both)
+    answered = [t for t in teacher if not t.abstained]
+    agree = sum(not after[t.example_id].abstained and label_key(after[t.example_id].label) == label_key(t.label)
+                for t in answered)
+    abst = [t.example_id for t in teacher if t.abstained]
+    filled = sum(not after[x].abstained for x in abst)
+    return {"churn": changed / len(both) if both else 0.0, "changed": changed,
+            "agreement_with_teacher": agree / len(answered) if answered else 0.0,
+            "teacher_abstentions": len(abst), "abstentions_filled": filled,
+            "abstained": sum(lab.abstained for lab in after.values())}
+
+
+# --------------------------------------------------------------------------------------------
+# KD + self-distillation with filter (the paper's extra baseline)
+# --------------------------------------------------------------------------------------------
+class SelfDistill:
+    """KD + self-distillation with filter (Zhao et al. 2024, Sec. 4.2 baselines): vanilla KD, then
+    that student relabels the whole pool (including its own training data), the ``keep_fraction``
+    most confident of its labels are kept, and a fresh student is trained on them.
+
+    Confidence is the student's probability of its label (the paper: the mean token log-prob of a
+    generated sequence; a seq2seq student exposes it as ``probs["confidence"]``). Items without a
+    confidence rank last."""
+
+    name = "self_distill"
+
+    def __init__(self, *, keep_fraction: float = 0.5, mix_gold: bool = False, selection: str = "fidelity",
+                 fidelity_tol: float = 0.001, fidelity_window: int = 3,
+                 relabel_decoding: dict[str, Any] | None = None) -> None:
+        self.keep_fraction = keep_fraction
+        self.mix_gold = mix_gold
+        self.selection = selection
+        self.fidelity_tol = fidelity_tol
+        self.fidelity_window = fidelity_window
+        self.relabel_decoding = relabel_decoding
+
+    def run(self, ctx: RunContext) -> RunResult:
+        opts = SelfDistillOptions(keep_fraction=self.keep_fraction, mix_gold=self.mix_gold, selection=self.selection,
+                                  fidelity_tol=self.fidelity_tol, fidelity_window=self.fidelity_window,
+                                  relabel_decoding=self.relabel_decoding or {})
+        gold = list(ctx.labeled) if opts.mix_gold else []
+        t0 = time.perf_counter()
+        teacher = {lab.example_id: lab for lab in _teacher_labels(ctx)}                      # 1 teacher labels D_U
+        label_s = time.perf_counter() - t0
+        kd, kd_record = _selection_fit(ctx, opts, _examples(ctx.pool, teacher) + gold,        # 2 vanilla KD student
+                                       tag="kd", seed=ctx.seed)
+        preds = _predict(kd, ctx.pool, opts.relabel_decoding)                                 # 3 it relabels D_U
+        scored = [(prediction_confidence(p), u, p) for u, p in zip(ctx.pool, preds) if p.label is not None]
+        scored.sort(key=lambda t: -1.0 if t[0] is None else t[0], reverse=True)
+        keep = scored[: max(1, round(opts.keep_fraction * len(ctx.pool)))]                   # 4 keep the most confident
+        train = [Example(u.id, u.text, p.label) for _, u, p in keep] + gold
+        student, record = _selection_fit(ctx, opts, train, tag="sd", seed=ctx.seed + 1)      # 5 fresh student on them
+        test_preds = student.predict(ctx.test)
+        kept = {u.id for _, u, _ in keep}
+        labels = [TeacherLabel(u.id, p.label, prediction_confidence(p), p.label is None, "student", "",
+                               stage="self-distill:kept" if u.id in kept else "self-distill:dropped")
+                  for u, p in zip(ctx.pool, preds)]
+        new = {lab.example_id: lab for lab in labels}
+        return RunResult(
+            self.name, ctx.evaluate(test_preds, ctx.test), tuple(test_preds), tuple(labels),
+            stop_reason=record["stop_reason"],
+            timings={"label_seconds": label_s, "train_seconds": time.perf_counter() - t0 - label_s},
+            extra={"training": record, "n_train": len(train), "kd_student": _student_report(ctx, kd, kd_record)[0],
+                   "kept": len(keep), "relabel": stage_stats(list(teacher.values()), teacher, new),
+                   "options": opts.model_dump()},
+        )

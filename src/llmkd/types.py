@@ -19,6 +19,18 @@ class Example:
 
 
 @dataclass(frozen=True)
+class Span:
+    """An entity mention over the whitespace tokens ``[start, end)`` of an example's text (NER).
+    ``confidence`` is the teacher's probability of the mention where logprobs exist."""
+
+    start: int
+    end: int
+    type: str
+    text: str = ""
+    confidence: float | None = None
+
+
+@dataclass(frozen=True)
 class Unlabeled:
     """An example of the unlabeled pool. It has *no* label field on purpose: gold labels of the
     pool live in a separate :class:`llmkd.data.GoldVault` that method code never receives."""
@@ -77,6 +89,7 @@ class TeacherLabel:
     stage: str = ""
     probs: dict[str, float] | None = None
     error: str = ""
+    meta: dict[str, Any] | None = None  # task-specific parse details (NER: kept / dropped mentions)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,13 +103,14 @@ class TeacherLabel:
             "stage": self.stage,
             "probs": self.probs,
             "error": self.error,
+            **({"meta": self.meta} if self.meta is not None else {}),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TeacherLabel:
         return cls(
             example_id=d["id"],
-            label=d["label"],
+            label=tuple(d["label"]) if isinstance(d["label"], list) else d["label"],  # JSON gives NER tags as a list
             confidence=d.get("confidence"),
             abstained=bool(d["abstained"]),
             source=d.get("source", "teacher"),
@@ -105,6 +119,7 @@ class TeacherLabel:
             stage=d.get("stage", ""),
             probs=d.get("probs"),
             error=d.get("error", ""),
+            meta=d.get("meta"),
         )
 
 
@@ -114,6 +129,17 @@ class Prediction:
 
     label: Any
     probs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TagPrediction(Prediction):
+    """A token classifier's prediction: ``label`` is the IOB2 tag tuple, ``token_probs`` the tag
+    distribution of every word, ``spans`` the decoded entities and ``confidence`` the smallest
+    per-word top probability (``probs`` stays empty: a sentence has no single class)."""
+
+    spans: tuple[Span, ...] = ()
+    token_probs: tuple[dict[str, float], ...] = ()
+    confidence: float | None = None
 
 
 @dataclass(frozen=True)

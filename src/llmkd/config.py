@@ -27,6 +27,7 @@ class SplitConfig(_Strict):
     labeled_n: int | None = Field(None, ge=1, description="or n gold examples in total")
     pool_size: int | None = Field(1000, ge=1, description="unlabeled pool size; null = the rest")
     dev_per_class: int | None = Field(8, ge=1, description="small labeled dev set, per class")
+    dev_n: int | None = Field(None, ge=1, description="seq2seq data (no classes): dev set size in total")
     test_size: int | None = Field(None, ge=1, description="subsample the test set; null = all")
 
     @model_validator(mode="after")
@@ -46,7 +47,7 @@ class DataConfig(_Strict):
     train: str = Field(..., description="path of the training file (jsonl, csv, tsv or label_text)")
     test: str = Field(..., description="path of the test file")
     dev: str | None = Field(None, description="optional dev file; else dev is drawn from train")
-    format: Literal["auto", "jsonl", "csv", "tsv", "label_text"] = "auto"
+    format: Literal["auto", "jsonl", "csv", "tsv", "label_text", "brackets", "slots"] = "auto"
     encoding: str = Field("utf-8", description="text encoding of the files, e.g. latin-1")
     text_field: str = "text"
     label_field: str = "label"
@@ -55,10 +56,16 @@ class DataConfig(_Strict):
     label_map: dict[str, str] = Field(default_factory=dict, description="raw label -> class name")
     labels: list[str] | None = Field(None, description="the label set, in order; default: from data")
     split: SplitConfig = Field(default_factory=SplitConfig)
+    members: dict[Literal["train", "dev", "test"], str | list[str]] = Field(
+        default_factory=dict, description="brackets: which files of a folder / .tar.gz each split reads: glob "
+        "patterns over file names, or the path of a file of document ids (relative to the data file's folder)")
+    tree_labels: bool = Field(False, description="brackets: keep constituent labels in the target (labeled F1)")
+    with_intent: bool = Field(False, description="slots: prefix the target with the intent ('label' file)")
 
 
 class TaskConfig(_Strict):
-    kind: Literal["classification"] = "classification"
+    kind: Literal["classification", "seq2seq"] = "classification"
+    target: Literal["tree", "slots"] | None = Field(None, description="seq2seq: what is generated")
     template: str = "classify.v1"
     instruction: str = "Classify the text into one of the labels."
     label_descriptions: dict[str, str] = Field(default_factory=dict)
@@ -106,6 +113,8 @@ class StudentConfig(_Strict):
     min_steps: int = Field(60, ge=0, description="train at least this many optimizer steps (tiny sets)")
     device: str = "auto"
     threads: int | None = None
+    num_beams: int = Field(1, ge=1, description="seq2seq students: beam size at prediction (1 = greedy)")
+    max_target_length: int = Field(160, ge=8, description="seq2seq students: longest generated output in tokens")
 
 
 def _known_method(name: str) -> str:

@@ -51,7 +51,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ..errors import TeacherError
 from ..labeling import abstention_rate
@@ -86,15 +86,17 @@ class MCKDOptions(_SelectionOptions):
     final_every_stage: bool = Field(
         False, description="also train a final student after every stage: reports MCKD-1..K from one run")
 
-    @model_validator(mode="after")
-    def _epochs_per_stage(self) -> MCKDOptions:
-        if self.stage_epochs is not None:
-            if len(self.stage_epochs) != self.stages:
-                raise ValueError(f"stage_epochs needs one entry per stage ({self.stages}, the last for the final "
-                                 f"student); got {len(self.stage_epochs)}: {self.stage_epochs}")
-            if any(e < 1 for e in self.stage_epochs):
-                raise ValueError(f"stage_epochs entries must be >= 1; got {self.stage_epochs}")
-        return self
+    @field_validator("stage_epochs")
+    @classmethod
+    def _epochs_per_stage(cls, value: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        stages = info.data.get("stages")
+        if value is not None and stages is not None:
+            if len(value) != stages:
+                raise ValueError(f"needs one entry per stage (stages={stages}, the last for the final student); "
+                                 f"got {len(value)} entries")
+            if any(e < 1 for e in value):
+                raise ValueError("every entry must be an int >= 1")
+        return value
 
 
 class SelfDistillOptions(_SelectionOptions):
@@ -261,6 +263,7 @@ class MCKD:
     def run(self, ctx: RunContext) -> RunResult:
         opts = self._options()
         wd = ctx.workdir
+        wd.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         teacher = _teacher_labels(ctx)                                                        # 1 teacher labels D_U
         label_s = time.perf_counter() - t0

@@ -118,6 +118,24 @@ def _compile_label_regex(pattern: str) -> re.Pattern[str]:
     return regex
 
 
+def _record_items(rec: dict[str, Any], cfg: DataConfig, path: Path, lineno: int,
+                  prefix: str) -> list[tuple[str, Any, Any]]:
+    """(id, text, raw label) of a record. A record whose text and label fields are parallel lists
+    (e.g. CSAbstruct: one abstract per line, ``sentences`` / ``labels``) gives one example per
+    element, with id ``<record id>.<index>``."""
+    text, raw = rec[cfg.text_field], rec[cfg.label_field]
+    base = str(rec["id"]) if "id" in rec else f"{prefix}{lineno}"
+    if not isinstance(text, list):
+        return [(base, text, raw)]
+    if not isinstance(raw, list) or len(raw) != len(text):
+        got = f"a list of {len(raw)}" if isinstance(raw, list) else type(raw).__name__
+        raise DataError(
+            f"{path}:{lineno}: field {cfg.text_field!r} is a list of {len(text)} texts, so field "
+            f"{cfg.label_field!r} must be a list of as many labels (got {got})"
+        )
+    return [(f"{base}.{j}", t, r) for j, (t, r) in enumerate(zip(text, raw))]
+
+
 def read_examples(path: str | Path, cfg: DataConfig, *, prefix: str = "") -> list[Example]:
     """Read one file into gold :class:`Example` objects with class-name labels."""
     path = Path(path)
@@ -135,20 +153,19 @@ def read_examples(path: str | Path, cfg: DataConfig, *, prefix: str = "") -> lis
                     f"{path}:{lineno}: field {field_name!r} not found; fields are {sorted(rec)}; "
                     f"set data.{which}"
                 )
-        text = rec[cfg.text_field]
-        if not isinstance(text, str) or not text.strip():
-            raise DataError(f"{path}:{lineno}: field {cfg.text_field!r} must be a non-empty string, got {text!r}")
-        if rec[cfg.label_field] is None or not str(rec[cfg.label_field]).strip():
-            raise DataError(f"{path}:{lineno}: field {cfg.label_field!r} is empty; every example needs a label")
-        raw_label = str(rec[cfg.label_field]).strip()
-        if regex is not None:
-            m = regex.search(raw_label)
-            if not m:
-                raise DataError(f"{path}:{lineno}: label {raw_label!r} does not match data.label_regex {cfg.label_regex!r}")
-            raw_label = m.group(1)
-        label = cfg.label_map.get(raw_label, raw_label)
-        ex_id = str(rec["id"]) if "id" in rec else f"{prefix}{lineno}"
-        out.append(Example(id=ex_id, text=text.strip(), label=label))
+        for ex_id, text, raw in _record_items(rec, cfg, path, lineno, prefix):
+            if not isinstance(text, str) or not text.strip():
+                raise DataError(f"{path}:{lineno}: field {cfg.text_field!r} must be a non-empty string, got {text!r}")
+            if raw is None or not str(raw).strip():
+                raise DataError(f"{path}:{lineno}: field {cfg.label_field!r} is empty; every example needs a label")
+            raw_label = str(raw).strip()
+            if regex is not None:
+                m = regex.search(raw_label)
+                if not m:
+                    raise DataError(f"{path}:{lineno}: label {raw_label!r} does not match data.label_regex {cfg.label_regex!r}")
+                raw_label = m.group(1)
+            label = cfg.label_map.get(raw_label, raw_label)
+            out.append(Example(id=ex_id, text=text.strip(), label=label))
     if not out:
         what = "rows below the header" if fmt in ("csv", "tsv") else "non-blank lines"
         raise DataError(f"{path}: no examples found (the file is empty: it has no {what})")

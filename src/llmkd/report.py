@@ -130,4 +130,12 @@ def render_report(cfg: Any, results: dict[str, dict[str, Any]], pool_stats: dict
             lines.append(f"- {m}: best dev {tr.get('dev_metric')} {tr['best_score']:.4f} at epoch {tr['best_epoch']} "
                          f"of {tr['epoch']} ({r.get('stop_reason')})")
     lines.append("")
+    for m, r in results.items():  # a method lists its figures in extra["plots"], relative to its folder
+        extra = r.get("extra", {})
+        if "data_fraction" in extra:
+            lines.append(f"- {m}: trained on {extra['n_train']} of {extra.get('pool_answered', '?')} pseudo-labels "
+                         f"ever selected ({extra['data_fraction']:.1%} of the data)")
+        for plot in extra.get("plots", []):
+            lines.append(f"- {m}: ![{m} {Path(plot).stem}]({m}/{plot})")
+    lines.append("")
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from ..errors import ConfigError
 from .base import LabelSettings, Method, RunContext, TrainSettings, fit_student
 from .baselines import Supervised, TeacherFewShot
+from .llkd import LLKD, LLKDOptions
 from .mckd import MCKD, MCKDOptions, SelfDistill, SelfDistillOptions
 from .vanilla import VanillaKD
 
@@ -55,6 +56,8 @@ def register(spec: MethodSpec) -> MethodSpec:
 register(MethodSpec("teacher", TeacherFewShot, uses_teacher=True, summary="few-shot teacher on the test set"))
 register(MethodSpec("supervised", lambda: Supervised(name="supervised"), summary="student on the k gold examples"))
 register(MethodSpec("vanilla", VanillaKD, uses_teacher=True, summary="teacher labels the pool; one student"))
+register(MethodSpec("llkd", LLKD, options=LLKDOptions, uses_teacher=True,
+                    summary="LLKD: keep confident teacher labels the student still needs, per-class adaptive thresholds"))
 register(MethodSpec("supervised_full", lambda: Supervised(name="supervised_full"),
                     summary="student on the full gold train set (upper bound)"))
 register(MethodSpec("mckd", MCKD, options=MCKDOptions, uses_teacher=True,

@@ -1,0 +1,292 @@
+"""Selection strategies (llmkd.selection) and the LLKD loop (methods/llkd.py) with a scripted fake
+student and fake teacher labels: threshold updates on hand-made distributions, selection
+invariants, the per-epoch record, and resumption after a crash."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llmkd.config import TaskConfig
+from llmkd.errors import ConfigError
+from llmkd.methods import METHODS, RunContext, TrainSettings
+from llmkd.methods.llkd import LLKD
+from llmkd.selection import (FixedThreshold, KeepAll, LLKDSelector, RandomSubset, SelectionInput, TopConfidence,
+                             build_selector, entropy, loss_weights, normalized_entropy)
+from llmkd.tasks import build_task
+from llmkd.types import Example, TeacherLabel, Unlabeled
+
+AB = ("a", "b")
+
+
+def probs_with_entropy(h: float) -> list[float]:
+    """A 2-class distribution whose normalised entropy is ``h`` (bisection on p)."""
+    lo, hi = 0.5, 1.0
+    for _ in range(60):
+        p = (lo + hi) / 2
+        val = -(p * math.log(p) + (1 - p) * math.log(1 - p)) / math.log(2) if p < 1 else 0.0
+        lo, hi = (p, hi) if val > h else (lo, p)
+    return [p, 1 - p]
+
+
+def inp(labels, conf, needs) -> SelectionInput:
+    return SelectionInput(list(labels), np.array(conf, dtype=float), AB,
+                          np.array([probs_with_entropy(h) for h in needs]))
+
+
+# -- entropy --------------------------------------------------------------------------------------
+def test_normalized_entropy_is_zero_for_one_hot_and_one_for_uniform() -> None:
+    p = np.array([[1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3], [0.5, 0.5, 0.0]])
+    assert normalized_entropy(p) == pytest.approx([0.0, 1.0, math.log(2) / math.log(3)], abs=1e-9)
+    assert entropy(p)[1] == pytest.approx(math.log(3))
+
+
+# -- LLKD threshold updates on hand-made distributions ----------------------------------------------
+def test_one_update_matches_the_documented_formulas() -> None:
+    sel = LLKDSelector(classes=AB, momentum=0.5)
+    assert sel.tau_teacher_ == 0.5 and sel.tau_student_ == 0.5  # τ^T_0 = 1/C, τ^S_0 = 0.5
+    out = sel.select(inp("aabb", [0.9, 0.9, 0.5, 0.5], [0.2, 0.2, 0.8, 0.8]))
+    # τ_t = λ τ_{t-1} + (1-λ) mean s ; m_t(y) = λ m_{t-1}(y) + (1-λ) mean_{ŷ=y} s ; τ_t(y) = m_t(y)/max m_t · τ_t
+    assert sel.tau_teacher_ == pytest.approx(0.5 * 0.5 + 0.5 * 0.7)
+    assert sel.m_teacher_ == pytest.approx([0.7, 0.5])
+    assert out.record["teacher_thresholds"] == pytest.approx({"a": 0.6, "b": 0.5 / 0.7 * 0.6})
+    assert sel.tau_student_ == pytest.approx(0.5)
+    assert sel.m_student_ == pytest.approx([0.35, 0.65])
+    assert out.record["student_thresholds"] == pytest.approx({"a": 0.35 / 0.65 * 0.5, "b": 0.5})
+    # keep ⇔ c ≥ τ^T(ŷ) and u ≥ τ^S(ŷ): a: 0.9 ≥ 0.6 and 0.2 ≥ 0.269 -> no; b: 0.5 ≥ 0.43 and 0.8 ≥ 0.5 -> yes
+    assert out.keep.tolist() == [False, False, True, True]
+    assert out.weights == pytest.approx([0, 0, 0.5 * 0.8, 0.5 * 0.8], abs=1e-6)  # w = c · u
+
+
+def test_thresholds_converge_to_the_signal_means_geometrically() -> None:
+    sel = LLKDSelector(classes=AB, momentum=0.9, class_norm="none")
+    for _ in range(200):
+        sel.select(inp("ab", [0.8, 0.8], [0.3, 0.3]))
+    assert sel.tau_teacher_ == pytest.approx(0.8, abs=1e-6)
+    assert sel.tau_student_ == pytest.approx(0.3, abs=1e-6)
+    tt, ts = sel.thresholds()
+    assert tt == pytest.approx([0.8, 0.8]) and ts == pytest.approx([0.3, 0.3])  # no class adjustment
+
+
+def test_per_class_thresholds_move_in_the_documented_direction() -> None:
+    """A class whose signal mean rises gets a higher bar; the class with the highest mean sits at
+    the global level τ_t and every other class below it, in proportion to its mean (MaxNorm)."""
+    sel = LLKDSelector(classes=AB, momentum=0.8)
+    before_t, before_s = sel.thresholds()
+    for _ in range(30):  # the teacher is surer of a, the student less sure of b
+        sel.select(inp("aabb", [0.95, 0.95, 0.55, 0.55], [0.1, 0.1, 0.9, 0.9]))
+    tt, ts = sel.thresholds()
+    assert tt[0] > before_t[0] and tt[0] > tt[1]
+    assert tt[0] == pytest.approx(sel.tau_teacher_)
+    assert tt[1] / tt[0] == pytest.approx(sel.m_teacher_[1] / sel.m_teacher_[0])
+    assert ts[1] == pytest.approx(sel.tau_student_) and ts[0] < ts[1] and ts[0] < before_s[0]
+    # now the student grows unsure of a too: a's student threshold rises towards b's
+    for _ in range(30):
+        sel.select(inp("aabb", [0.95, 0.95, 0.55, 0.55], [0.9, 0.9, 0.9, 0.9]))
+    assert sel.thresholds()[1][0] == pytest.approx(sel.thresholds()[1][1], rel=0.01)
+
+
+def test_a_class_absent_from_the_batch_keeps_its_level() -> None:
+    sel = LLKDSelector(classes=AB, momentum=0.5)
+    sel.select(inp("aa", [0.9, 0.9], [0.5, 0.5]))
+    assert sel.m_teacher_[1] == pytest.approx(0.5) and sel.m_teacher_[0] == pytest.approx(0.7)
+
+
+def test_raw_and_normalised_entropy_differ_only_by_the_initial_student_threshold() -> None:
+    rng = np.random.default_rng(0)
+    a = LLKDSelector(classes=AB, momentum=0.9)
+    b = LLKDSelector(classes=AB, momentum=0.9, entropy="raw", student_init=0.5 * math.log(2))
+    c = LLKDSelector(classes=AB, momentum=0.9, entropy="raw")  # τ^S_0 = 0.5 nats: a different start
+    differs = False
+    for _ in range(20):
+        x = SelectionInput(list(rng.choice(AB, 16)), rng.uniform(0.3, 1, 16), AB, rng.dirichlet([1, 1], 16))
+        sa, sb, sc = a.select(x), b.select(x), c.select(x)
+        assert sa.keep.tolist() == sb.keep.tolist()
+        assert sa.weights == pytest.approx(sb.weights)
+        differs |= sa.keep.tolist() != sc.keep.tolist()
+    assert differs
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_selection_invariants_hold_on_random_inputs(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    classes = ("x", "y", "z")
+    sel = LLKDSelector(classes=classes, momentum=0.7)
+    for _ in range(10):
+        n = int(rng.integers(1, 20))
+        x = SelectionInput(list(rng.choice(classes, n)), rng.uniform(0, 1, n), classes, rng.dirichlet([0.5] * 3, n))
+        out = sel.select(x)
+        assert out.weights.min() >= 0 and out.weights.max() <= 1
+        assert (out.weights[~out.keep] == 0).all()
+        tt, ts = sel.thresholds()
+        u = normalized_entropy(x.student_probs)
+        y = x.class_index
+        assert out.keep.tolist() == ((x.confidence >= tt[y]) & (u >= ts[y])).tolist()
+        assert (tt <= sel.tau_teacher_ + 1e-12).all() and (ts <= sel.tau_student_ + 1e-12).all()
+        assert sum(out.kept_per_class(x).values()) == out.n_kept
+        w = loss_weights(out)
+        assert len(w) == out.n_kept and (not w or sum(w) == pytest.approx(len(w)))
+
+
+def test_state_round_trips_through_json() -> None:
+    sel = LLKDSelector(classes=AB, momentum=0.6)
+    for _ in range(3):
+        sel.select(inp("ab", [0.9, 0.6], [0.3, 0.7]))
+    again = LLKDSelector(classes=AB, momentum=0.6)
+    again.load_state_dict(json.loads(json.dumps(sel.state_dict())))
+    x = inp("abab", [0.9, 0.6, 0.4, 0.99], [0.3, 0.7, 0.9, 0.1])
+    assert sel.select(x).keep.tolist() == again.select(x).keep.tolist()
+    assert sel.state_dict() == again.state_dict()
+    with pytest.raises(ValueError, match="classes"):
+        LLKDSelector(classes=("a", "c")).load_state_dict(sel.state_dict())
+
+
+# -- the static strategies ----------------------------------------------------------------------
+def test_static_strategies() -> None:
+    x = SelectionInput(list("abababab"), np.array([0.1, 0.9, 0.5, 0.95, 0.3, 0.8, 0.2, 0.7]), AB)
+    assert KeepAll().select(x).keep.all()
+    assert FixedThreshold(teacher=0.75).select(x).keep.tolist() == [False, True, False, True, False, True, False, False]
+    top = TopConfidence(fraction=0.25).select(x)
+    assert np.flatnonzero(top.keep).tolist() == [1, 3] and top.record["confidence_cut"] == 0.9
+    assert TopConfidence(size=3).select(x).n_kept == 3
+    r1, r2, r3 = (RandomSubset(fraction=0.5, seed=s).select(x) for s in (0, 0, 1))
+    assert r1.n_kept == 4 and r1.keep.tolist() == r2.keep.tolist()
+    assert r1.keep.tolist() != r3.keep.tolist()
+    for s in (KeepAll(), TopConfidence(size=2), RandomSubset(size=2)):
+        w = s.select(x).weights
+        assert set(w.tolist()) <= {0.0, 1.0}
+
+
+def test_errors_name_the_parameter_and_allowed_values() -> None:
+    with pytest.raises(ValueError, match=r"unknown selection strategy 'best'; allowed values are \['keep_all'"):
+        build_selector("best", classes=AB)
+    with pytest.raises(ValueError, match=r"'topk' takes \['fraction', 'size'\]; got also \['momentum'\]"):
+        build_selector("topk", classes=AB, fraction=0.5, momentum=0.9)
+    with pytest.raises(ValueError, match=r"The 'fraction' parameter of TopConfidence must lie in \(0, 1\]. Got 2"):
+        TopConfidence(fraction=2)
+    with pytest.raises(ValueError, match="exactly one of 'fraction' or 'size'"):
+        RandomSubset()
+    with pytest.raises(ValueError, match=r"The 'momentum' parameter of LLKDSelector must lie in \[0, 1\). Got 1"):
+        LLKDSelector(classes=AB, momentum=1.0)
+    with pytest.raises(ValueError, match="confidence must lie in"):
+        SelectionInput(["a"], np.array([1.5]), AB)
+    with pytest.raises(ValueError, match=r"labels \['c'\] are not in the classes"):
+        SelectionInput(["c"], np.array([0.5]), AB)
+
+
+def test_method_options_are_validated_at_config_time() -> None:
+    with pytest.raises(ConfigError, match="method_options.llkd.*selection=topk needs fraction"):
+        METHODS["llkd"].build({"selection": "topk"})
+    with pytest.raises(ConfigError, match="method_options.llkd.granularity"):
+        METHODS["llkd"].build({"granularity": "batch"})
+    with pytest.raises(ConfigError, match="fraction applies to selection=topk or random"):
+        METHODS["llkd"].build({"fraction": 0.2})
+    assert METHODS["llkd"].build({"selection": "random", "fraction": 0.2}).options.fraction == 0.2
+
+
+# -- the LLKD loop with a scripted student ------------------------------------------------------------
+class FakeStudent:
+    """Predicts each text's stored distribution, sharpened towards the last label it was trained on.
+    Records every fit call; saves / loads its state as JSON."""
+
+    labels = AB
+
+    def __init__(self, seed: int = 0, fail_at_call: int | None = None) -> None:
+        self.seen: dict[str, str] = {}
+        self.calls: list[tuple[list[str], list[float] | None]] = []
+        self.fail_at_call = fail_at_call
+
+    def fit_epoch(self, examples, weights=None) -> float:
+        if self.fail_at_call is not None and len(self.calls) >= self.fail_at_call:
+            raise KeyboardInterrupt("simulated kill")
+        self.calls.append(([e.id for e in examples], None if weights is None else list(weights)))
+        for e in examples:
+            self.seen[e.text] = e.label
+        return 1.0 / (1 + len(self.calls))
+
+    def predict_proba(self, texts):
+        return np.array([[0.9, 0.1] if self.seen.get(t) == "a" else [0.1, 0.9] if self.seen.get(t) == "b"
+                         else [0.5 + 0.01 * (len(t) % 7), 0.5 - 0.01 * (len(t) % 7)] for t in texts])
+
+    def predict(self, examples):
+        from llmkd.types import Prediction
+
+        return [Prediction(AB[int(np.argmax(p))], dict(zip(AB, p))) for p in self.predict_proba([e.text for e in examples])]
+
+    def save(self, path) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "fake.json").write_text(json.dumps({"seen": self.seen, "n_calls": len(self.calls)}))
+
+    @classmethod
+    def load(cls, path) -> FakeStudent:
+        st = cls()
+        data = json.loads((Path(path) / "fake.json").read_text())
+        st.seen = data["seen"]
+        st.calls = [([], None)] * data["n_calls"]
+        return st
+
+
+def make_ctx(tmp_path: Path, factory, *, epochs: int = 3, n: int = 40) -> RunContext:
+    rng = np.random.default_rng(0)
+    pool = tuple(Unlabeled(f"p{i}", f"text number {i} " + "x" * int(rng.integers(0, 9))) for i in range(n))
+    labels = [TeacherLabel(u.id, AB[i % 2], float(rng.uniform(0.5, 1.0)), False, probs=None)
+              for i, u in enumerate(pool)]
+    labels[3] = TeacherLabel("p3", None, None, True)  # an abstention is never trained on
+    dev = tuple(Example(f"d{i}", f"dev {i}", AB[i % 2]) for i in range(4))
+    ctx = RunContext(task=build_task(TaskConfig(), AB), teacher=None, student_factory=factory,
+                     student_loader=FakeStudent.load, labeled=(), pool=pool, dev=dev, test=dev, shots=(),
+                     workdir=tmp_path, seed=0, train=TrainSettings(epochs=epochs, patience=10, min_steps=0, batch_size=8),
+                     progress=False)
+    ctx.label = lambda items, **kw: labels  # type: ignore[method-assign]  # scripted teacher
+    return ctx
+
+
+def test_llkd_loop_records_thresholds_and_counts_per_epoch(tmp_path: Path) -> None:
+    students: list[FakeStudent] = []
+    ctx = make_ctx(tmp_path, lambda seed: students.append(FakeStudent(seed)) or students[-1])
+    res = LLKD(momentum=0.5, plot=False).run(ctx)
+    epochs = res.extra["epochs"]
+    assert [r["epoch"] for r in epochs] == [1, 2, 3]
+    for r in epochs:
+        assert set(r["teacher_thresholds"]) == set(AB) and set(r["student_thresholds"]) == set(AB)
+        assert sum(r["selected_per_class"].values()) == r["selected"] <= 39
+    assert res.extra["n_train"] == epochs[-1]["ever_selected"] and res.extra["pool_answered"] == 39
+    assert 0 < res.extra["data_fraction"] <= 1
+    trained_ids = {i for ids, _ in students[0].calls for i in ids}
+    assert "p3" not in trained_ids and len(trained_ids) == res.extra["n_train"]
+    for ids, w in students[0].calls:  # one call per mini-batch with a kept example, weights of mean 1
+        assert 0 < len(ids) <= 8 and sum(w) == pytest.approx(len(ids))
+    rows = [json.loads(x) for x in (tmp_path / "selection.jsonl").read_text().splitlines()]
+    assert sum(r["first_selected_epoch"] is not None for r in rows) == res.extra["n_train"]
+    assert "macro_f1" in res.metrics
+
+
+def test_topk_baseline_keeps_the_same_subset_every_epoch(tmp_path: Path) -> None:
+    student = FakeStudent()
+    res = LLKD(selection="topk", fraction=0.25, plot=False).run(make_ctx(tmp_path, lambda seed: student))
+    assert len(student.calls) == 3 and all(ids == student.calls[0][0] for ids, _ in student.calls)
+    assert res.extra["n_train"] == round(0.25 * 39) and "teacher_thresholds" not in res.extra["epochs"][0]
+
+
+def test_epoch_granularity_updates_once_per_epoch(tmp_path: Path) -> None:
+    student = FakeStudent()
+    res = LLKD(granularity="epoch", plot=False).run(make_ctx(tmp_path, lambda seed: student))
+    assert len(student.calls) <= 3
+    state = json.loads((tmp_path / "llkd" / "state.json").read_text())
+    assert state["selector"]["updates"] == 3 and len(res.extra["epochs"]) == 3
+
+
+def test_a_killed_run_resumes_from_the_last_finished_epoch(tmp_path: Path) -> None:
+    ref = LLKD(momentum=0.5, plot=False).run(make_ctx(tmp_path / "ref", lambda seed: FakeStudent(seed)))
+    first = FakeStudent(fail_at_call=6)  # dies inside epoch 2 (about 5 mini-batches per epoch)
+    with pytest.raises(KeyboardInterrupt):
+        LLKD(momentum=0.5, plot=False).run(make_ctx(tmp_path / "run", lambda seed: first))
+    state = json.loads((tmp_path / "run" / "llkd" / "state.json").read_text())
+    assert state["epoch"] == 1 and not state["done"]
+    res = LLKD(momentum=0.5, plot=False).run(make_ctx(tmp_path / "run", lambda seed: FakeStudent(seed)))
+    assert res.extra["epochs"] == ref.extra["epochs"]
+    assert res.metrics == ref.metrics

@@ -142,6 +142,10 @@ def read_examples(path: str | Path, cfg: DataConfig, *, prefix: str = "") -> lis
     if not path.exists():
         raise DataError(f"data file {path} does not exist; check data.train / data.test / data.dev")
     fmt = cfg.format if cfg.format != "auto" else _detect_format(path)
+    if fmt in ("brackets", "slots"):  # seq2seq: target strings, see llmkd.seqdata
+        from .seqdata import read_split
+
+        return read_split(path, cfg, prefix.rstrip(":") or "train")
     regex = _compile_label_regex(cfg.label_regex) if cfg.label_regex else None
     out: list[Example] = []
     _check_encoding(path, cfg.encoding)
@@ -228,6 +232,10 @@ def _take_per_class(items: list[Example], k: int, labels: list[str], rng: random
 
 def make_splits(cfg: DataConfig, seed: int) -> tuple[Splits, GoldVault]:
     """Read the files and make seeded splits. Returns the splits and the pool's gold vault."""
+    if cfg.format in ("brackets", "slots"):  # no classes: split by count (llmkd.seqdata)
+        from .seqdata import make_seq2seq_splits
+
+        return make_seq2seq_splits(cfg, seed)
     train = read_examples(cfg.train, cfg, prefix="train:")
     test = read_examples(cfg.test, cfg, prefix="test:")
     dev_file = read_examples(cfg.dev, cfg, prefix="dev:") if cfg.dev else None

@@ -40,7 +40,8 @@ import difflib
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence, Union
+from pathlib import Path
+from typing import Callable, Iterable, Sequence, Union
 
 from .errors import DataError, ParseError
 
@@ -209,12 +210,15 @@ def _reply_line(raw: str) -> str:
     return ""
 
 
-def _align(pred: list[str], words: Sequence[str]) -> tuple[list[list[str]], list[str], Counter]:
+def align_words(pred: Sequence[str], words: Sequence[str]
+                ) -> tuple[list[list[str]], list[list[str]], list[str], Counter]:
     """Map each predicted word to the input words that replace it (possibly none) so that the
-    concatenation is ``words`` exactly. Returns (per-pred replacement, words before the first
-    pred word, action counts)."""
+    concatenation is ``words`` exactly. Returns (per-pred replacement, per-pred restored words
+    that follow it, restored words before the first pred word, action counts). Shared by tree
+    and slot repair."""
     acts: Counter = Counter()
     repl: list[list[str]] = [[] for _ in pred]
+    after: list[list[str]] = [[] for _ in pred]
     head: list[str] = []
     sm = difflib.SequenceMatcher(None, [w.lower() for w in pred], [w.lower() for w in words], autojunk=False)
     for op, i1, i2, j1, j2 in sm.get_opcodes():
@@ -240,9 +244,9 @@ def _align(pred: list[str], words: Sequence[str]) -> tuple[list[list[str]], list
             if i1 == 0:
                 head.extend(words[j1:j2])
             else:
-                repl[i1 - 1] = repl[i1 - 1] + list(words[j1:j2])
+                after[i1 - 1].extend(words[j1:j2])
             acts["restored"] += j2 - j1
-    return repl, head, acts
+    return repl, after, head, acts
 
 
 def repair(raw: str, words: Sequence[str], *, labels: Iterable[str] | None = None,
@@ -285,7 +289,7 @@ def repair(raw: str, words: Sequence[str], *, labels: Iterable[str] | None = Non
     pred_words = [t for k, t in toks if k == "word"]
     if not pred_words:
         raise ParseError(raw, f"a tree over the words {' '.join(words)!r}, got no words")
-    repl, head, acts = _align(pred_words, words)
+    repl, after, head, acts = align_words(pred_words, words)
     edits = acts["dropped"] + acts["restored"] + acts["substituted"]
     if edits > max_edit * max(1, len(words)):
         raise ParseError(raw, f"a tree whose leaves are the input words {' '.join(words)!r} "
@@ -297,7 +301,7 @@ def repair(raw: str, words: Sequence[str], *, labels: Iterable[str] | None = Non
         if kind == "word":
             if wi == 0 and head:
                 out.extend(("word", w) for w in head)
-            out.extend(("word", w) for w in repl[wi])
+            out.extend(("word", w) for w in repl[wi] + after[wi])
             wi += 1
         else:
             out.append((kind, val))
@@ -440,3 +444,60 @@ def tree_words(linearized: str) -> list[str]:
 def tree_labels(linearized: str) -> set[str]:
     """The constituent labels used in a labeled linearized tree."""
     return {m for m in re.findall(r"\(([^\s()]+)", linearized)}
+
+
+# -- treebank files -----------------------------------------------------------------------------
+def _member_filter(select: str | list[str] | None, base: Path) -> Callable[[str], bool]:
+    """A predicate on file names from ``data.members.<split>``: glob patterns (a list) or the path
+    of a file listing document ids, one per line (matched against the file name's stem)."""
+    import fnmatch
+    from pathlib import Path
+
+    if select is None:
+        return lambda name: True
+    if isinstance(select, str):
+        path = Path(select) if Path(select).is_absolute() else base / select
+        if not path.exists():
+            raise DataError(f"data.members: the document id file {path} does not exist "
+                            "(a relative path is read from the folder of the data file)")
+        ids = {x.strip() for x in path.read_text().split() if x.strip()}
+        return lambda name: Path(name).name.split(".")[0] in ids
+    return lambda name: any(fnmatch.fnmatch(Path(name).name, pat) for pat in select)
+
+
+def read_treebank(path: str | Path, *, members: str | list[str] | None = None,
+                  encoding: str = "utf-8") -> list[tuple[str, Node]]:
+    """(id, tree) for every tree in a bracket file, a folder of them (``*.mrg``, ``*.tree``,
+    ``*.txt``, ``*.trees``, read in name order) or a ``.tar.gz`` of them. ``members`` selects files
+    (see :func:`_member_filter`). Ids are ``<file stem>:<tree index>``."""
+    import tarfile
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data file {path} does not exist; check data.train / data.test / data.dev")
+    keep = _member_filter(members, path.parent if path.is_file() else path)
+    exts = (".mrg", ".tree", ".trees", ".txt", ".ptb")
+    files: list[tuple[str, str]] = []
+    if path.is_dir():
+        for f in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in exts):
+            if keep(f.name):
+                files.append((str(f), f.read_text(encoding=encoding)))
+    elif path.name.endswith((".tar.gz", ".tgz", ".tar")):
+        with tarfile.open(path) as tar:
+            for m in sorted(tar.getmembers(), key=lambda m: m.name):
+                if m.isfile() and Path(m.name).suffix in exts and keep(m.name):
+                    fh = tar.extractfile(m)
+                    assert fh is not None
+                    files.append((f"{path}!{m.name}", fh.read().decode(encoding)))
+    else:
+        files.append((str(path), path.read_text(encoding=encoding)))
+    if not files:
+        raise DataError(f"{path}: no tree files selected (looked for {', '.join(exts)}"
+                        f"{'' if members is None else f' matching data.members {members!r}'})")
+    out: list[tuple[str, Node]] = []
+    for name, text in files:
+        stem = Path(name.split("!")[-1]).name.split(".")[0]
+        for i, tree in enumerate(read_trees(text, source=name)):
+            out.append((f"{stem}:{i}", tree))
+    return out

@@ -27,11 +27,21 @@ class SplitConfig(_Strict):
     labeled_n: int | None = Field(None, ge=1, description="or n gold examples in total")
     pool_size: int | None = Field(1000, ge=1, description="unlabeled pool size; null = the rest")
     dev_per_class: int | None = Field(8, ge=1, description="small labeled dev set, per class")
-    dev_n: int | None = Field(None, ge=1, description="seq2seq data (no classes): dev set size in total")
+    dev_n: int | None = Field(None, ge=1, description="data without classes (NER, seq2seq): dev set size in total")
     test_size: int | None = Field(None, ge=1, description="subsample the test set; null = all")
 
     @model_validator(mode="after")
     def _one_labeled_size(self) -> SplitConfig:
+        # giving only the total (labeled_n / dev_n) replaces the per-class default of 8
+        unset = {per: None for per, total in (("labeled_per_class", "labeled_n"), ("dev_per_class", "dev_n"))
+                 if getattr(self, total) is not None and per not in self.model_fields_set}
+        if unset:
+            return self.model_copy(update=unset)._one_labeled_size()
+        if self.dev_per_class is not None and self.dev_n is not None:
+            raise ValueError(
+                f"set either dev_per_class or dev_n, not both (got dev_per_class={self.dev_per_class}, "
+                f"dev_n={self.dev_n}); set the other one to null"
+            )
         if self.labeled_per_class is not None and self.labeled_n is not None:
             raise ValueError(
                 "set either labeled_per_class or labeled_n, not both "
@@ -47,7 +57,8 @@ class DataConfig(_Strict):
     train: str = Field(..., description="path of the training file (jsonl, csv, tsv or label_text)")
     test: str = Field(..., description="path of the test file")
     dev: str | None = Field(None, description="optional dev file; else dev is drawn from train")
-    format: Literal["auto", "jsonl", "csv", "tsv", "label_text", "brackets", "slots"] = "auto"
+    format: Literal["auto", "jsonl", "csv", "tsv", "label_text", "brackets", "slots", "conll", "seq_in_out"] = Field(
+        "auto", description="conll / seq_in_out: token-tagged NER data (a CoNLL column file / a seq.in+seq.out folder)")
     encoding: str = Field("utf-8", description="text encoding of the files, e.g. latin-1")
     text_field: str = "text"
     label_field: str = "label"
@@ -64,7 +75,7 @@ class DataConfig(_Strict):
 
 
 class TaskConfig(_Strict):
-    kind: Literal["classification", "seq2seq"] = "classification"
+    kind: Literal["classification", "seq2seq", "ner"] = "classification"
     target: Literal["tree", "slots"] | None = Field(None, description="seq2seq: what is generated")
     template: str = "classify.v1"
     instruction: str = "Classify the text into one of the labels."
@@ -72,6 +83,17 @@ class TaskConfig(_Strict):
     aliases: dict[str, str] = Field(default_factory=dict, description="reply word -> label")
     shots: int | None = Field(None, ge=0, description="demonstrations per prompt; null = all labeled, capped by max_shots")
     max_shots: int = Field(32, ge=0)
+
+    @model_validator(mode="after")
+    def _kind_defaults(self) -> TaskConfig:
+        unset = {k: v for k, v in KIND_DEFAULTS.get(self.kind, {}).items() if k not in self.model_fields_set}
+        return self.model_copy(update=unset) if unset else self
+
+
+# task.kind -> defaults of the task fields a config leaves out (the field defaults are classification's)
+KIND_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ner": {"template": "ner.v1", "instruction": "Find the named entities in the sentence."},
+}
 
 
 class OpenAIConfig(_Strict):
@@ -151,6 +173,17 @@ class RunConfig(_Strict):
             raise ValueError(f"method_options for unknown method(s) {stray}; allowed values are {sorted(METHODS)}")
         for name, options in self.method_options.items():
             METHODS[name].build(options)  # raises ConfigError naming method_options.<name>.<field>
+        return self
+
+    @model_validator(mode="after")
+    def _ner_teacher(self) -> RunConfig:
+        if self.task.kind != "ner":
+            return self
+        if self.teacher.labeling == "score":
+            raise ValueError("teacher.labeling: 'score' ranks a fixed label set, which NER replies do not have; "
+                             "use teacher.labeling: generate")
+        if "max_tokens" not in self.teacher.model_fields_set:  # one line per entity needs room
+            return self.model_copy(update={"teacher": self.teacher.model_copy(update={"max_tokens": 64})})
         return self
 
 

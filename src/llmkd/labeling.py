@@ -1,6 +1,8 @@
 """Teacher labeling: render few-shot prompts, ask the (cached) teacher, parse, attach confidence.
 
-``mode="generate"``: the teacher writes a reply, the task parses it; an unparseable reply is an
+``mode="generate"``: the teacher writes a reply, the task parses it (tasks with
+``parse_detailed(raw, text) -> (label, meta)`` get the input text, e.g. to repair a seq2seq output
+against the input words, and their ``meta`` is kept on the label); an unparseable reply is an
 abstention (``label=None``), never a default class. With ``confidence=True`` the label set is
 also scored (``score_options``) and the confidence is the parsed label's probability normalised
 over the label set. ``mode="score"``: the label is the argmax of the label log-likelihoods.
@@ -59,8 +61,12 @@ def label_examples(task: Any, teacher: Any, items: Sequence[Any], shots: Sequenc
                                         raw="", stage=stage, probs=probs))
                 continue
             raw = replies[i].text
+            meta = None
             try:
-                label = task.parse(raw)
+                if hasattr(task, "parse_detailed"):  # tasks that need the input (seq2seq repair) and report details
+                    label, meta = task.parse_detailed(raw, x.text)
+                else:
+                    label = task.parse(raw)
             except ParseError as exc:
                 out.append(TeacherLabel(x.id, None, None, True, "teacher", prompt_id(prompt), raw=raw,
                                         stage=stage, probs=probs, error=exc.expected))
@@ -71,7 +77,7 @@ def label_examples(task: Any, teacher: Any, items: Sequence[Any], shots: Sequenc
                 lp = task.label_logprob(replies[i])
                 conf = None if lp is None else float(min(1.0, max(0.0, math.exp(lp))))
             out.append(TeacherLabel(x.id, label, conf, False, "teacher", prompt_id(prompt), raw=raw,
-                                    stage=stage, probs=probs))
+                                    stage=stage, probs=probs, meta=meta))
         bar.update(len(batch))
     bar.close()
     return out

@@ -18,6 +18,7 @@ from .baselines import Supervised, TeacherFewShot
 from .llkd import LLKD, LLKDOptions
 from .mckd import MCKD, MCKDOptions, SelfDistill, SelfDistillOptions
 from .vanilla import VanillaKD
+from .evokd import EvoKD, EvoKDOptions, synth_nofeedback
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,10 @@ register(MethodSpec("mckd", MCKD, options=MCKDOptions, uses_teacher=True,
                     summary="multistage collaborative KD: students cross-relabel pool parts, then a final student"))
 register(MethodSpec("self_distill", SelfDistill, options=SelfDistillOptions, uses_teacher=True,
                     summary="KD + self-distillation with filter: KD student relabels the pool, top half kept"))
+register(MethodSpec("evokd", EvoKD, options=EvoKDOptions, uses_teacher=True,
+                    summary="EvoKD: LLM analyses the student's errors, writes hard + easy inputs, labels them apart"))
+register(MethodSpec("synth_nofeedback", synth_nofeedback, options=EvoKDOptions, uses_teacher=True,
+                    summary="LLM writes new inputs without student feedback (ZeroGen/AugGPT-style), same loop as evokd"))
 
 __all__ = ["METHODS", "MethodSpec", "register", "Method", "RunContext", "TrainSettings", "LabelSettings",
            "fit_student", "TeacherFewShot", "Supervised", "VanillaKD", "MCKD", "SelfDistill"]

@@ -1,0 +1,583 @@
+"""EvoKD: evolving knowledge distillation with LLM-driven active synthesis.
+
+Liu, Kang, Zhao, Kuang, Jiang, Sun, Wu. "Evolving Knowledge Distillation with Large Language
+Models and Active Learning", LREC-COLING 2024 (arXiv 2403.06414). Only the abstract and
+third-party summaries could be read here (see ``shared/methods/evokd.md``), so section numbers
+refer to the loop as the abstract ("iterative feedback", "active learning") and the summaries
+describe it; every choice the paper leaves open is an option below, documented in
+``docs/methods/evokd.md``.
+
+The loop (one commented step per line in :meth:`EvoKD.run`)::
+
+    0. train a student on the k gold seeds                                   (fresh student)
+    repeat for ``rounds`` rounds, or until the dev score plateaus or a budget runs out:
+    1. evaluate the student on the feedback set: the gold seeds and the samples generated last
+       round (predicted before the student trained on them, ``feedback_from``); split it into
+       wrong and right samples ("wrong" = student label != LLM label, or != gold for seeds)
+    2. the LLM analyses the student's weaknesses in words, shown wrong AND right samples and its
+       own analyses of the last ``history`` rounds          (prompt evokd_analyze_<kind>.v1)
+    3. the LLM writes ``n_hard`` hard inputs aimed at the weaknesses and ``n_easy`` easy ones
+       that keep coverage                                   (prompt evokd_generate_<kind>.v1)
+       -- unparseable replies are re-asked with the error appended, ``max_reasks`` times
+    4. hygiene: validate, dedupe (exact + near-duplicate by embeddings) against everything kept
+       so far, drop texts too close to any dev / test text (the leak guard)
+    5. a *separate* LLM call labels each surviving input (the run's few-shot labeling prompt);
+       abstentions and labels outside the label set are dropped, never defaulted
+    6. train the same student further on the new batch + replay of earlier rounds (the paper's
+       "review") + the gold seeds, ``epochs_per_round`` epochs; evaluate on the dev set
+    7. keep the best-dev round's student; stop on plateau (``patience``) or budget
+
+The "generation without feedback" baseline (``synth_nofeedback``, ZeroGen / AugGPT-style) is
+this same loop with steps 1-2 removed and step 3 asking for ``n_hard + n_easy`` plain new texts:
+same number of LLM samples, same hygiene, labeling, training and stopping.
+
+Model selection uses only the small gold dev set; test texts are read by the leak guard (texts
+only, never labels) and by the final evaluation. Resumable: each finished round is checkpointed
+(``state.json`` + student slots); a rerun continues after the last finished round, and the teacher
+calls of an interrupted round come back from the cache.
+
+Not handled: the paper's "EvoKD + Init" variant (pre-training on AugGPT data), checking after
+the fact that "hard" samples are hard (we measure it instead: the student's accuracy on each
+batch's hard and easy samples before training is in the per-round record), tasks other than
+classification and NER.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import TeacherError
+from ..labeling import label_examples, prompt_id
+from ..synthesis import DROP_REASONS, Generated, HygieneCounts, SampleFilter, parse_generated, validate_label, validate_text
+from ..tasks.base import load_template
+from ..types import Example, RunResult, TeacherLabel, Unlabeled
+from .base import RunContext, fit_student
+
+log = logging.getLogger(__name__)
+
+
+class EvoKDOptions(BaseModel):
+    """Options of ``evokd`` and ``synth_nofeedback`` (``method_options.<name>`` in a run config)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rounds: int = Field(4, ge=1, description="synthesis rounds (after training on the gold seeds)")
+    n_hard: int = Field(6, ge=0, description="hard inputs asked for per round (no-feedback: n_hard + n_easy plain)")
+    n_easy: int = Field(6, ge=0, description="easy inputs asked for per round")
+    gen_calls_per_round: int = Field(2, ge=1, description="generation calls per round at most, until n_hard+n_easy are kept")
+    show_wrong: int = Field(6, ge=0, description="wrong samples shown to the analysis prompt (class-balanced)")
+    show_right: int = Field(4, ge=0, description="right samples shown to the analysis prompt (class-balanced)")
+    history: int = Field(2, ge=0, description="earlier analyses shown to the analysis prompt")
+    feedback_from: Literal["before_training", "after_training"] = Field(
+        "before_training", description="judge last round's samples with the student before or after it trained on them")
+    replay: float = Field(1.0, ge=0, le=1, description="fraction of earlier rounds' samples replayed each round (review)")
+    replay_gold: bool = Field(True, description="train on the gold seeds every round")
+    epochs_per_round: int = Field(3, ge=1)
+    patience: int = Field(2, ge=0, description="stop after this many rounds without dev gain; 0 = never")
+    temperature: float = Field(0.8, gt=0, description="sampling temperature of analysis and generation")
+    tokens_per_sample: int = Field(40, ge=8, description="generation max_tokens = this x samples asked for")
+    analysis_max_tokens: int = Field(160, ge=16)
+    max_reasks: int = Field(2, ge=0, description="re-asks with the error appended after an unusable reply")
+    max_teacher_calls: int | None = Field(None, ge=1, description="budget: prompts sent (generate + score), all steps")
+    max_teacher_tokens: int | None = Field(None, ge=1, description="budget: prompt + completion tokens of generate calls")
+    near_dup: float = Field(0.95, gt=0, le=1, description="cosine at or above which a sample is a near-duplicate")
+    leak: float = Field(0.9, gt=0, le=1, description="cosine to a dev/test text at or above which a sample is a leak")
+    leak_ngram: int = Field(8, ge=0, description="a shared run of this many words with a dev/test text is a leak; 0 = off")
+    embedder: str = Field("all-minilm-l6-v2", description="encoder for near-dup / leak checks (zoo name, dir, hub id) or 'ngram'")
+    min_words: int = Field(2, ge=1)
+    max_words: int = Field(60, ge=1)
+
+
+@dataclass
+class _Meter:
+    """Counts what reaches the teacher (cached answers included, so budgets are reproducible)."""
+
+    teacher: Any
+    calls: int = 0
+    tokens: int = 0
+
+    @property
+    def batch_size(self) -> int:
+        return getattr(self.teacher, "batch_size", 1)
+
+    def generate(self, prompts: Sequence[str], **kw: Any) -> list[Any]:
+        replies = self.teacher.generate(prompts, **kw)
+        self.calls += len(prompts)
+        self.tokens += sum(r.prompt_tokens + r.completion_tokens for r in replies)
+        return replies
+
+    def score_options(self, prompts: Sequence[str], options: Sequence[str]) -> list[list[float]]:
+        self.calls += len(prompts)
+        return self.teacher.score_options(prompts, options)
+
+
+class _Budget(Exception):
+    """Raised inside a round when a teacher budget is spent."""
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False))
+    os.replace(tmp, path)
+
+
+def _balanced(items: list[dict[str, Any]], n: int, rng: random.Random) -> list[dict[str, Any]]:
+    """Up to ``n`` items, round-robin over their (true) labels, so every class gets shown."""
+    by: dict[str, list[dict[str, Any]]] = {}
+    for it in rng.sample(items, len(items)):
+        by.setdefault(json.dumps(it["label"], sort_keys=True), []).append(it)
+    out: list[dict[str, Any]] = []
+    while len(out) < n and any(by.values()):
+        for key in sorted(by):
+            if by[key] and len(out) < n:
+                out.append(by[key].pop())
+    return out
+
+
+class EvoKD:
+    """LLM-driven active synthesis (``feedback=True``) or its no-feedback baseline."""
+
+    def __init__(self, *, name: str = "evokd", feedback: bool = True, **options: Any) -> None:
+        self.name = name
+        self.feedback = feedback
+        self.opts = EvoKDOptions.model_validate(options)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self, ctx: RunContext) -> RunResult:
+        o, t_start = self.opts, time.perf_counter()
+        kind = getattr(ctx.task, "kind", "classification")
+        if kind not in ("classification", "ner"):
+            raise ValueError(f"{self.name} supports classification and NER tasks; the task is {kind!r}")
+        meter = _Meter(ctx.teacher)
+        self._run_seed = ctx.seed
+        state = self._load_state(ctx)
+        hygiene = _make_filter(ctx, o, state)                                             # remembers kept texts
+        student = self._initial_student(ctx, state)                                      # 0. student on the seeds
+        seeds = [{"text": e.text, "label": e.label, "source": "gold", "kind": "gold"} for e in ctx.labeled]
+        while state["stop_reason"] is None:
+            r = len(state["rounds"]) + 1
+            rec: dict[str, Any] = {"round": r, "analysis": "", "counts": HygieneCounts()}
+            meter.calls, meter.tokens = state["teacher_calls"], state["teacher_tokens"]
+            try:
+                analysis = ""
+                if self.feedback:
+                    fb = self._feedback_set(student, seeds, state)                      # 1. wrong / right split
+                    rec["feedback"] = {"shown_wrong": len(fb[0]), "shown_right": len(fb[1]), **fb[2]}
+                    analysis = self._analyse(ctx, meter, fb[0], fb[1], state["analyses"], r)  # 2. weakness analysis
+                    rec["analysis"] = analysis
+                batch = self._synthesise(ctx, meter, analysis, hygiene, r, rec)          # 3-5. generate, clean, label
+            except _Budget as exc:
+                batch, state["stop_reason"] = rec.pop("partial", []), f"budget: {exc}"
+            rec["teacher_calls"], rec["teacher_tokens"] = meter.calls, meter.tokens
+            student, score = self._train_round(ctx, student, state, batch, rec)          # 6. train with replay
+            state["rounds"].append(_jsonable(rec))
+            if analysis:
+                state["analyses"].append({"round": r, "text": analysis})
+            state["teacher_calls"], state["teacher_tokens"] = meter.calls, meter.tokens
+            plateau = self._stop(state, score, r)                                        # 7. plateau / rounds
+            state["stop_reason"] = state["stop_reason"] or plateau
+            self._checkpoint(ctx, student, state, score)
+        return self._finish(ctx, state, time.perf_counter() - t_start)
+
+    # -- step 0 -------------------------------------------------------------------------------
+    def _initial_student(self, ctx: RunContext, state: dict[str, Any]) -> Any:
+        if state["last_slot"]:
+            return ctx.student_loader(ctx.workdir / state["last_slot"])
+        if not ctx.labeled:
+            raise ValueError(f"{self.name}: no gold seed examples; set data.split.labeled_per_class >= 1")
+        student, record = fit_student(ctx, list(ctx.labeled), tag="round00-seeds")
+        state["seed_training"] = {k: record[k] for k in ("best_score", "best_epoch", "stop_reason") if k in record}
+        score = ctx.evaluate(student.predict(ctx.dev), ctx.dev) if ctx.dev else {}
+        state["round0_dev"] = score
+        self._checkpoint(ctx, student, state, _main_metric(score))
+        shutil.rmtree(ctx.workdir / "round00-seeds", ignore_errors=True)
+        return student
+
+    # -- step 1 -------------------------------------------------------------------------------
+    def _feedback_set(self, student: Any, seeds: list[dict[str, Any]], state: dict[str, Any]
+                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:
+        """Seeds judged by the current student, plus last round's kept samples judged as
+        ``feedback_from`` says (their predictions were stored when that round ran)."""
+        seed_preds = student.predict([Example(f"seed{i}", s["text"], s["label"]) for i, s in enumerate(seeds)])
+        items = [{**s, "pred": p.label} for s, p in zip(seeds, seed_preds)]
+        key = "pred_before" if self.opts.feedback_from == "before_training" else "pred_after"
+        items += [{"text": s["text"], "label": s["label"], "pred": s[key], "source": "synthetic", "kind": s["kind"]}
+                  for s in state["last_batch"]]
+        wrong = [it for it in items if it["pred"] != it["label"]]
+        right = [it for it in items if it["pred"] == it["label"]]
+        rng = random.Random(self._seed(state, 1))
+        return (_balanced(wrong, self.opts.show_wrong, rng), _balanced(right, self.opts.show_right, rng),
+                {"evaluated": len(items), "wrong": len(wrong), "right": len(right)})
+
+    # -- step 2 -------------------------------------------------------------------------------
+    def _analyse(self, ctx: RunContext, meter: _Meter, wrong: list[dict[str, Any]], right: list[dict[str, Any]],
+                 history: list[dict[str, Any]], r: int) -> str:
+        task = ctx.task
+        prompt = load_template(f"evokd_analyze_{_short(task)}.v1").render(
+            instruction=getattr(task, "instruction", ""), labels=list(task.labels),
+            descriptions=getattr(task, "label_descriptions", {}) or {},
+            wrong=[_show(task, s, pred=True) for s in wrong], right=[_show(task, s) for s in right],
+            history=history[-self.opts.history:] if self.opts.history else [],
+        ).strip()
+        last = ""
+        for attempt in range(self.opts.max_reasks + 1):
+            text = self._ask(meter, prompt, self.opts.analysis_max_tokens, seed=r * 1009 + attempt)
+            last = text
+            cleaned = " ".join(text.split())
+            if len(cleaned.split()) >= 5:
+                return cleaned
+            prompt = (prompt + f"\n\n(Your previous reply {text.strip()[:200]!r} was too short to be an analysis. "
+                      "Answer in 2 to 4 full sentences.)\nAnalysis:")
+        raise TeacherError(
+            f"{self.name}, round {r}: the teacher gave no usable weakness analysis after {self.opts.max_reasks + 1} "
+            f"attempts (last reply {last[:300]!r}). Use a stronger teacher or raise method_options.{self.name}.max_reasks."
+        )
+
+    # -- steps 3-5 ----------------------------------------------------------------------------
+    def _synthesise(self, ctx: RunContext, meter: _Meter, analysis: str, filt: SampleFilter, r: int,
+                    rec: dict[str, Any]) -> list[dict[str, Any]]:
+        o, task = self.opts, ctx.task
+        want = {"hard": o.n_hard, "easy": o.n_easy} if self.feedback else {"plain": o.n_hard + o.n_easy}
+        counts: HygieneCounts = rec["counts"]
+        kept: list[dict[str, Any]] = []
+        rec["partial"] = kept
+        samples_log: list[dict[str, Any]] = []
+        rec["samples"] = samples_log
+        for call in range(o.gen_calls_per_round):
+            need = {k: n - sum(s["kind"] == k for s in kept) for k, n in want.items()}
+            if sum(max(0, v) for v in need.values()) <= 0:
+                break
+            need = {k: max(0, v) for k, v in need.items()}
+            gens = self._generate(ctx, meter, analysis, need, r, call, counts, samples_log)       # 3. write inputs
+            texts: list[tuple[str, str]] = []
+            for g in gens:                                                                           # 4. hygiene
+                bad = validate_text(g.text, min_words=o.min_words, max_words=o.max_words)
+                if bad:
+                    counts.dropped["invalid"] += 1
+                    samples_log.append({"text": g.text, "kind": g.kind, "status": bad})
+                else:
+                    texts.append((g.text, g.kind))
+            reasons = filt.check_batch([t for t, _ in texts])
+            fresh = []
+            for (text, k), why in zip(texts, reasons):
+                if why:
+                    counts.dropped[why] += 1
+                    samples_log.append({"text": text, "kind": k, "status": why})
+                else:
+                    fresh.append((text, k))
+            if not fresh:
+                continue
+            per = (ctx.labeling.mode == "generate") + _scores(ctx)  # teacher calls per labeled text
+            fresh, spent = self._affordable(meter, fresh, per)
+            ids = [f"{self.name}-r{r}-c{call}-{i}" for i in range(len(fresh))]
+            labels = label_examples(task, meter, [Unlabeled(i, t) for i, (t, _) in zip(ids, fresh)], ctx.shots,
+                                    mode=ctx.labeling.mode, confidence=ctx.labeling.confidence,
+                                    max_tokens=ctx.labeling.max_tokens, temperature=ctx.labeling.temperature,
+                                    stage=f"{self.name}-round{r}", progress=False)            # 5. separate labeling
+            good = []
+            for (text, k), lab in zip(fresh, labels):
+                why = "abstained" if lab.abstained else validate_label(lab.label, task.labels, text)
+                entry = {"id": lab.example_id, "text": text, "kind": k, "label": lab.label, "round": r,
+                         "confidence": lab.confidence, "label_raw": lab.raw, "prompt_id": lab.prompt_id}
+                if why:
+                    counts.dropped[why] += 1
+                    samples_log.append({**entry, "status": why})
+                else:
+                    good.append(entry)
+                    samples_log.append({**entry, "status": "kept"})
+            filt.accept([s["text"] for s in good])
+            kept.extend(good)
+            counts.kept += len(good)
+            if spent:
+                raise _Budget(spent)
+        rec.pop("partial", None)
+        return kept
+
+    def _generate(self, ctx: RunContext, meter: _Meter, analysis: str, need: dict[str, int], r: int, call: int,
+                  counts: HygieneCounts, samples_log: list[dict[str, Any]]) -> list[Any]:
+        o, task = self.opts, ctx.task
+        n = sum(need.values())
+        prompt = load_template(f"evokd_generate_{_short(task)}.v1").render(
+            instruction=getattr(task, "instruction", ""), labels=list(task.labels),
+            descriptions=getattr(task, "label_descriptions", {}) or {},
+            examples=[_show(task, {"text": e.text, "label": e.label}) for e in ctx.labeled[:16]],
+            analysis=analysis, n_hard=need.get("hard", 0), n_easy=need.get("easy", 0), n=n,
+        ).strip()
+        fmt = '"HARD: " or "EASY: "' if self.feedback else '"TEXT: "'
+        last = ""
+        for attempt in range(o.max_reasks + 1):
+            raw = self._ask(meter, prompt, o.tokens_per_sample * n, seed=r * 1009 + call * 101 + attempt)
+            last = raw
+            gens = parse_generated(raw, kinds=list(need), labels=task.labels)
+            if gens:
+                out, taken = [], {k: 0 for k in need}
+                for g in gens:
+                    k = g.kind if g.kind in need else _fill_kind(need, taken)
+                    if k is not None and taken[k] < need[k]:
+                        taken[k] += 1
+                        out.append(Generated(g.text, k))
+                counts.generated += len(out)
+                return out
+            counts.dropped["unparseable"] += 1
+            samples_log.append({"text": raw[:500], "kind": "", "status": "unparseable", "attempt": attempt})
+            prompt = (prompt + f"\n\n(Your previous reply {raw.strip()[:200]!r} had no line in the asked format. "
+                      f"Write one text per line, each line starting with {fmt}.)")
+        log.warning("%s round %d call %d: no parseable samples after %d attempts (last reply %r)",
+                    self.name, r, call, o.max_reasks + 1, last[:200])
+        return []
+
+    def _ask(self, meter: _Meter, prompt: str, max_tokens: int, *, seed: int) -> str:
+        """One sampled generation. ``temperature > 0`` puts the seed into the cache key, so a
+        re-ask or another round gets a new sample while a rerun gets the same one back."""
+        self._spend(meter, calls=1)
+        reply = meter.generate([prompt], max_tokens=max_tokens, temperature=self.opts.temperature,
+                               seed=self._run_seed * 100_003 + seed)
+        return reply[0].text
+
+    def _affordable(self, meter: _Meter, items: list[Any], per: int) -> tuple[list[Any], str]:
+        """The items whose labeling still fits the call budget, and the budget message if some
+        did not fit (the caller labels what fits, keeps it, then stops)."""
+        self._spend(meter, calls=per)
+        cap = self.opts.max_teacher_calls
+        if cap is None or per == 0 or meter.calls + per * len(items) <= cap:
+            return items, ""
+        n = (cap - meter.calls) // per
+        return items[:n], f"max_teacher_calls={cap} reached while labeling ({len(items) - n} samples left unlabeled)"
+
+    def _spend(self, meter: _Meter, *, calls: int) -> None:
+        o = self.opts
+        if o.max_teacher_calls is not None and meter.calls + calls > o.max_teacher_calls:
+            raise _Budget(f"max_teacher_calls={o.max_teacher_calls} reached ({meter.calls} used)")
+        if o.max_teacher_tokens is not None and meter.tokens >= o.max_teacher_tokens:
+            raise _Budget(f"max_teacher_tokens={o.max_teacher_tokens} reached ({meter.tokens} used)")
+
+    # -- step 6 -------------------------------------------------------------------------------
+    def _train_round(self, ctx: RunContext, student: Any, state: dict[str, Any], batch: list[dict[str, Any]],
+                     rec: dict[str, Any]) -> tuple[Any, float]:
+        o = self.opts
+        if batch:
+            before = student.predict([Example(s["id"], s["text"], s["label"]) for s in batch])
+            for s, p in zip(batch, before):
+                s["pred_before"] = p.label
+            rec["batch_accuracy_before_training"] = _acc_by_kind(batch, "pred_before")
+        history = [s for s in state["samples"]]
+        rng = random.Random(self._seed(state, 2))
+        replay = rng.sample(history, round(o.replay * len(history))) if history and o.replay > 0 else []
+        train = [Example(s["id"], s["text"], s["label"]) for s in batch + replay]
+        if o.replay_gold:
+            train += list(ctx.labeled)
+        rec.update(n_new=len(batch), n_replay=len(replay), n_train_round=len(train) if batch else 0)
+        if not batch:  # nothing new: no training, the round counts towards the plateau
+            rec["dev"] = state.get("last_dev") or state.get("round0_dev") or {}
+            return student, _main_metric(rec["dev"])
+        rng.shuffle(train)
+        losses = [student.fit_epoch(train) for _ in range(o.epochs_per_round)]
+        after = student.predict([Example(s["id"], s["text"], s["label"]) for s in batch])
+        for s, p in zip(batch, after):
+            s["pred_after"] = p.label
+        rec["train_loss"] = losses[-1]
+        rec["dev"] = ctx.evaluate(student.predict(ctx.dev), ctx.dev) if ctx.dev else {}
+        state["samples"].extend(batch)
+        state["last_batch"] = batch
+        state["last_dev"] = rec["dev"]
+        return student, _main_metric(rec["dev"])
+
+    # -- step 7 and checkpoints ---------------------------------------------------------------
+    def _stop(self, state: dict[str, Any], score: float, r: int) -> str | None:
+        if score > state["best_score"]:
+            state["best_score"], state["best_round"] = score, r
+        if r >= self.opts.rounds:
+            return f"all {self.opts.rounds} rounds done"
+        if self.opts.patience and r - state["best_round"] >= self.opts.patience:
+            return f"dev plateau: no gain in {self.opts.patience} rounds"
+        return None
+
+    def _checkpoint(self, ctx: RunContext, student: Any, state: dict[str, Any], score: float) -> None:
+        """Save the student into a slot that is neither the last nor the best one, then point the
+        state at it (atomic), so a kill at any moment leaves a consistent round to resume from."""
+        r = len(state["rounds"])
+        busy = {state["last_slot"], state["best_slot"]}
+        slot = next(s for s in ("slot-a", "slot-b", "slot-c") if s not in busy)
+        student.save(ctx.workdir / slot)
+        state["last_slot"] = slot
+        if r == 0 or state["best_round"] == r:
+            state["best_slot"], state["best_dev"] = slot, state.get("last_dev") or state.get("round0_dev", {})
+            if r == 0:
+                state["best_score"] = score
+        _write_json(ctx.workdir / "state.json", state)
+        for s in ("slot-a", "slot-b", "slot-c"):
+            if s not in (state["last_slot"], state["best_slot"]):
+                shutil.rmtree(ctx.workdir / s, ignore_errors=True)
+
+    def _load_state(self, ctx: RunContext) -> dict[str, Any]:
+        path = ctx.workdir / "state.json"
+        if path.exists():
+            state = json.loads(path.read_text())
+            if state.get("options") == self.opts.model_dump() and state.get("feedback") == self.feedback:
+                log.info("%s: resuming after round %d", self.name, len(state["rounds"]))
+                return state
+            log.warning("%s: %s holds a run with other options; starting over", self.name, path)
+        return {"options": self.opts.model_dump(), "feedback": self.feedback, "rounds": [], "analyses": [],
+                "samples": [], "last_batch": [], "best_score": -1.0, "best_round": 0, "best_slot": "",
+                "last_slot": "", "stop_reason": None, "teacher_calls": 0, "teacher_tokens": 0}
+
+    def _seed(self, state: dict[str, Any], salt: int) -> int:
+        return self._run_seed * 7919 + len(state["rounds"]) * 31 + salt
+
+    # -- result -------------------------------------------------------------------------------
+    def _finish(self, ctx: RunContext, state: dict[str, Any], seconds: float) -> RunResult:
+        best = ctx.student_loader(ctx.workdir / state["best_slot"])
+        preds = best.predict(ctx.test)
+        total = HygieneCounts()
+        for rec in state["rounds"]:
+            c = rec["counts"]
+            total.generated += c["generated"]
+            total.kept += c["kept"]
+            total.dropped.update({k: v for k, v in c["dropped"].items() if v})
+        rows = [s for rec in state["rounds"] for s in rec.get("samples", [])]
+        from ..report import write_jsonl
+
+        write_jsonl(ctx.workdir / "synthetic.jsonl", rows)
+        write_curve(ctx.workdir / "learning_curve.svg", state, title=f"{self.name}: dev score per round")
+        (ctx.workdir / "rounds.md").write_text(rounds_markdown(self.name, state))
+        labels = tuple(TeacherLabel(s["id"], s["label"], s.get("confidence"), False, "teacher", s.get("prompt_id", ""),
+                                    raw=s.get("label_raw", ""), stage=f"{self.name}-round{s['round']}")
+                       for s in state["samples"])
+        rounds = [{k: v for k, v in rec.items() if k != "samples"} for rec in state["rounds"]]
+        return RunResult(
+            self.name, ctx.evaluate(preds, ctx.test), tuple(preds), labels, stop_reason=state["stop_reason"] or "",
+            timings={"method_seconds": seconds},
+            extra={"n_train": len(state["samples"]) + len(ctx.labeled), "best_round": state["best_round"],
+                   "best_dev": state.get("best_dev"), "round0_dev": state.get("round0_dev"),
+                   "hygiene": total.to_dict(), "rounds": rounds, "teacher_calls_used": state["teacher_calls"],
+                   "teacher_tokens_used": state["teacher_tokens"], "feedback": self.feedback},
+        )
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+def _short(task: Any) -> str:
+    return "ner" if getattr(task, "kind", "") == "ner" else "cls"
+
+
+def _scores(ctx: RunContext) -> bool:
+    return bool(ctx.labeling.confidence or ctx.labeling.mode == "score") and hasattr(ctx.task, "options")
+
+
+def _show(task: Any, s: dict[str, Any], *, pred: bool = False) -> dict[str, Any]:
+    fmt = getattr(task, "format_label", None) or (lambda lab: lab)
+    out = {"text": s["text"], "label": fmt(s["label"])}
+    if pred:
+        out["pred"] = fmt(s["pred"])
+    return out
+
+
+def _fill_kind(need: dict[str, int], taken: dict[str, int]) -> str | None:
+    """The kind an untagged ("plain") line fills when hard/easy were asked: the emptiest one."""
+    open_kinds = [k for k in need if taken[k] < need[k]]
+    return min(open_kinds, key=lambda k: taken[k] / max(1, need[k])) if open_kinds else None
+
+
+def _main_metric(scores: dict[str, float]) -> float:
+    if not scores:
+        return -1.0
+    return float(scores.get("macro_f1", scores.get("f1", next(iter(scores.values())))))
+
+
+def _acc_by_kind(batch: list[dict[str, Any]], key: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for kind in sorted({s["kind"] for s in batch}):
+        group = [s for s in batch if s["kind"] == kind]
+        out[kind] = sum(s[key] == s["label"] for s in group) / len(group)
+    return out
+
+
+def _jsonable(rec: dict[str, Any]) -> dict[str, Any]:
+    out = dict(rec)
+    if isinstance(out.get("counts"), HygieneCounts):
+        out["counts"] = out["counts"].to_dict()
+    return out
+
+
+def rounds_markdown(name: str, state: dict[str, Any]) -> str:
+    """Per-round report: dev score, samples generated / kept / dropped by reason, the analysis."""
+    lines = [f"# {name}: rounds", "", f"Stopped: {state.get('stop_reason')}. Best round: {state.get('best_round')} "
+             f"(dev {state.get('best_score', -1):.4f}; round 0 = gold seeds only, dev "
+             f"{_main_metric(state.get('round0_dev') or {}):.4f}).", "",
+             "| round | dev | generated | kept | " + " | ".join(DROP_REASONS) + " | replayed | teacher calls | tokens |",
+             "|---:|---:|---:|---:|" + "---:|" * len(DROP_REASONS) + "---:|---:|---:|"]
+    for rec in state["rounds"]:
+        c = rec["counts"]
+        lines.append(f"| {rec['round']} | {_main_metric(rec.get('dev') or {}):.4f} | {c['generated']} | {c['kept']} | "
+                     + " | ".join(str(c["dropped"].get(k, 0)) for k in DROP_REASONS)
+                     + f" | {rec.get('n_replay', 0)} | {rec.get('teacher_calls', 0)} | {rec.get('teacher_tokens', 0)} |")
+    lines += ["", "Student accuracy on each new batch before training on it (by kind), and the LLM's analysis:", ""]
+    for rec in state["rounds"]:
+        acc = rec.get("batch_accuracy_before_training") or {}
+        acc_s = ", ".join(f"{k} {v:.2f}" for k, v in acc.items()) or "n/a"
+        fb = rec.get("feedback")
+        fb_s = f" Feedback set: {fb['evaluated']} evaluated, {fb['wrong']} wrong." if fb else ""
+        lines.append(f"- Round {rec['round']} (batch accuracy: {acc_s}).{fb_s}")
+        if rec.get("analysis"):
+            lines.append(f"  > {rec['analysis']}")
+    return "\n".join(lines) + "\n"
+
+
+def write_curve(path: Path, state: dict[str, Any], *, title: str) -> None:
+    """A dependency-free SVG learning curve: dev score (y) per round (x), round 0 = seeds only."""
+    pts = [(0, _main_metric(state.get("round0_dev") or {}))]
+    pts += [(rec["round"], _main_metric(rec.get("dev") or {})) for rec in state["rounds"]]
+    w, h, m = 480, 300, 45
+    xmax = max(1, max(x for x, _ in pts))
+    def sx(x: float) -> float: return m + (w - 2 * m) * x / xmax
+    def sy(y: float) -> float: return h - m - (h - 2 * m) * max(0.0, min(1.0, y))
+    poly = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">',
+             f'<rect width="{w}" height="{h}" fill="white"/>',
+             f'<text x="{w / 2}" y="18" text-anchor="middle" font-size="13">{title}</text>',
+             f'<line x1="{m}" y1="{h - m}" x2="{w - m}" y2="{h - m}" stroke="black"/>',
+             f'<line x1="{m}" y1="{m}" x2="{m}" y2="{h - m}" stroke="black"/>']
+    for v in (0.0, 0.25, 0.5, 0.75, 1.0):
+        parts.append(f'<text x="{m - 6}" y="{sy(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>')
+        parts.append(f'<line x1="{m}" y1="{sy(v):.1f}" x2="{w - m}" y2="{sy(v):.1f}" stroke="#ddd"/>')
+    for x, y in pts:
+        parts.append(f'<text x="{sx(x):.1f}" y="{h - m + 16}" text-anchor="middle">{x}</text>')
+        parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="#1f77b4"/>')
+    parts += [f'<polyline points="{poly}" fill="none" stroke="#1f77b4" stroke-width="2"/>',
+              f'<text x="{w / 2}" y="{h - 8}" text-anchor="middle">round</text>',
+              f'<text x="12" y="{h / 2}" transform="rotate(-90 12 {h / 2})" text-anchor="middle">dev score</text>',
+              "</svg>"]
+    path.write_text("\n".join(parts) + "\n")
+
+
+def _make_filter(ctx: RunContext, o: EvoKDOptions, state: dict[str, Any]) -> SampleFilter:
+    """The dedupe / leak filter, primed with the gold seeds and every sample kept so far."""
+    from ..synthesis import EncoderEmbedder, ngram_embed
+
+    if o.embedder == "ngram":
+        embed = ngram_embed
+    else:
+        from .. import zoo
+
+        path, _ = zoo.resolve(o.embedder)
+        embed = EncoderEmbedder(str(path))
+    known = [e.text for e in ctx.labeled] + [s["text"] for s in state["samples"]]
+    protected = [e.text for e in ctx.dev] + [e.text for e in ctx.test]
+    return SampleFilter(embed=embed, protected=protected, known=known, near_dup=o.near_dup, leak=o.leak,
+                        leak_ngram=o.leak_ngram)
+
+
+def synth_nofeedback(**options: Any) -> EvoKD:
+    """The generation-without-feedback baseline: EvoKD's loop without the student-error analysis."""
+    return EvoKD(name="synth_nofeedback", feedback=False, **options)

@@ -1,0 +1,307 @@
+"""EvoKD without model loading: parsing of generated samples, hygiene (validation, dedupe, leak
+guard), and the loop itself with a scripted teacher and a memorising fake student (budgets,
+re-asks, replay, stop reasons, resumption)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pytest
+
+from llmkd.config import ConfigError
+from llmkd.methods import METHODS, LabelSettings, RunContext, TrainSettings
+from llmkd.methods.evokd import EvoKD
+from llmkd.synthesis import Generated, HygieneCounts, SampleFilter, ngram_embed, parse_generated, validate_label, validate_text
+from llmkd.tasks.classification import ClassificationTask
+from llmkd.types import Example, Prediction, Reply
+
+LABELS = ["negative", "positive"]
+
+
+# -- parsing ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("raw, kinds, expected", [
+    ("HARD: The plot was thin but I loved it.\nEASY: A wonderful film.",
+     ("hard", "easy"), [("The plot was thin but I loved it.", "hard"), ("A wonderful film.", "easy")]),
+    ("Here are the texts:\n1. HARD: Not bad at all.\n2. [easy] Terrible acting.\n3) Easy - \"Great fun.\"",
+     ("hard", "easy"), [("Not bad at all.", "hard"), ("Terrible acting.", "easy"), ("Great fun.", "easy")]),
+    ("Hard examples:\n- I expected more, yet it works.\n\nEasy examples:\n- Boring.\n- A joy to watch.",
+     ("hard", "easy"), [("I expected more, yet it works.", "hard"), ("Boring.", "easy"), ("A joy to watch.", "easy")]),
+    ("EASY: A lovely story (positive)\nHARD: Dull, yet oddly moving - Label: positive",
+     ("hard", "easy"), [("A lovely story", "easy"), ("Dull, yet oddly moving", "hard")]),
+    ("TEXT: What is the capital of Peru?\nTEXT: Who wrote Hamlet?", ("plain",),
+     [("What is the capital of Peru?", "plain"), ("Who wrote Hamlet?", "plain")]),
+    ("HARD: mixed feelings here", ("plain",), [("mixed feelings here", "plain")]),
+    ("1. A great ride.\n2. Awful.", ("hard", "easy"), [("A great ride.", "plain"), ("Awful.", "plain")]),
+    ("I think the classifier is weak on sarcasm.", ("hard", "easy"), []),
+    ("", ("hard", "easy"), []),
+])
+def test_parse_generated(raw: str, kinds: tuple[str, ...], expected: list[tuple[str, str]]) -> None:
+    assert parse_generated(raw, kinds=kinds, labels=LABELS) == [Generated(t, k) for t, k in expected]
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("A fine film.", None), ("", "invalid: empty"), ("<text>", "invalid: placeholder"),
+    ("Good", "invalid: fewer than 2 words"), ("word " * 61, "invalid: more than 60 words"),
+])
+def test_validate_text(text: str, reason: str | None) -> None:
+    assert validate_text(text, min_words=2, max_words=60) == reason
+
+
+def test_validate_label_classification_and_ner_spans() -> None:
+    assert validate_label("positive", LABELS) is None
+    assert validate_label("neutral", LABELS) == "bad_label"
+    assert validate_label(None, LABELS) == "abstained"
+    text = "Angela Merkel visited Paris ."
+    assert validate_label([{"text": "Angela Merkel", "label": "PER"}, ("Paris", "LOC")], ["PER", "LOC"], text) is None
+    assert validate_label([{"text": "Berlin", "label": "LOC"}], ["PER", "LOC"], text) == "bad_span"
+    assert validate_label([{"text": "Paris", "label": "CITY"}], ["PER", "LOC"], text) == "bad_label"
+    assert validate_label([], ["PER", "LOC"], text) is None  # a sentence without entities is valid
+
+
+# -- dedupe and leak guard ----------------------------------------------------------------------
+
+def test_filter_exact_near_dup_and_leak() -> None:
+    filt = SampleFilter(embed=ngram_embed, protected=["The acting in this movie was absolutely superb and moving ."],
+                        known=["A gold seed sentence about a film ."], near_dup=0.9, leak=0.95, leak_ngram=5)
+    texts = [
+        "a gold seed sentence, about a film!",                   # exact dup of the seed (normalised)
+        "The acting in this movie was absolutely superb.",       # shares a 5-word run with a test text
+        "The acting in this movie was absolutely superb and moving",  # same normalised text as a test text
+        "An entirely new review of a bad sequel.",               # kept
+        "An entirely new review of a bad sequel!!",              # exact dup of the previous one in the batch
+        "An entirely new review of the bad sequel.",             # near-duplicate of it
+        "Completely different words here, about cooking pasta.",  # kept
+    ]
+    assert filt.check_batch(texts) == ["exact_dup", "leak", "leak", None, "exact_dup", "near_dup", None]
+    filt.accept([texts[3], texts[6]])
+    assert filt.check_batch(["An entirely new review of a bad sequel"]) == ["exact_dup"]
+
+
+def test_filter_embedding_leak_without_shared_ngrams() -> None:
+    def embed(texts: Sequence[str]) -> np.ndarray:  # every text about "cats" points the same way
+        return np.array([[1.0, 0.0] if "cat" in t else [0.0, 1.0] for t in texts])
+
+    filt = SampleFilter(embed=embed, protected=["my cat is cute"], near_dup=0.99, leak=0.9, leak_ngram=0)
+    assert filt.check_batch(["the cat sleeps", "a dog barks"]) == ["leak", None]
+
+
+def test_hygiene_counts_dict() -> None:
+    c = HygieneCounts(generated=5, kept=2)
+    c.dropped.update({"leak": 1, "near_dup": 2})
+    d = c.to_dict()
+    assert d["dropped"]["leak"] == 1 and d["dropped"]["near_dup"] == 2 and d["dropped_total"] == 3
+    assert set(d["dropped"]) == {"unparseable", "invalid", "abstained", "bad_label", "bad_span", "exact_dup",
+                                 "near_dup", "leak"}
+
+
+# -- the loop with scripted parts -----------------------------------------------------------------
+
+class ScriptedTeacher:
+    """Analysis prompts get a canned analysis; generation prompts get numbered HARD/EASY lines
+    (unique per seed) -- or garbage for the first ``garbage`` generation calls; labeling prompts
+    are answered by keyword ("good" -> positive)."""
+
+    name = "scripted"
+    fingerprint = "scripted"
+    batch_size = 1
+
+    def __init__(self, garbage: int = 0) -> None:
+        self.garbage = garbage
+        self.prompts: list[tuple[str, str, int]] = []
+
+    def generate(self, prompts: Sequence[str], *, max_tokens: int, temperature: float = 0.0,
+                 stop: Sequence[str] = (), seed: int = 0) -> list[Reply]:
+        out = []
+        for p in prompts:
+            if p.startswith("A small text classifier"):
+                kind, text = "analysis", "The classifier misses negated praise such as 'not good' and sarcasm."
+            elif p.startswith("We are collecting"):
+                kind = "generate"
+                if self.garbage > 0:
+                    self.garbage -= 1
+                    text = "Sure! I can help with that."
+                else:
+                    tag = "TEXT" if "TEXT: " in p else None
+                    lines = []
+                    for i in range(4):
+                        t = tag or ("HARD" if i % 2 == 0 else "EASY")
+                        word = "good" if i < 2 else "awful"
+                        lines.append(f"{t}: review {seed} number {i} was {word} in its own way")
+                    lines.append("EASY: <text>")  # a placeholder, dropped as invalid
+                    text = "\n".join(lines)
+            else:
+                kind = "label"
+                last = p.rsplit("Text:", 1)[-1]
+                text = "unsure" if "number 3" in last else ("positive" if "good" in last else "negative")
+            self.prompts.append((kind, p, seed))
+            out.append(Reply(text=text, prompt_tokens=len(p.split()), completion_tokens=len(text.split())))
+        return out
+
+    def score_options(self, prompts: Sequence[str], options: Sequence[str]) -> list[list[float]]:
+        return [[-1.0] * len(options) for _ in prompts]
+
+
+class MemoStudent:
+    """Remembers the labels of the texts it trained on; predicts 'negative' for anything else."""
+
+    labels = tuple(LABELS)
+
+    def __init__(self, memory: dict[str, str] | None = None, epochs: int = 0) -> None:
+        self.memory = dict(memory or {})
+        self.epochs = epochs
+
+    def fit_epoch(self, examples: Sequence[Example], weights: Sequence[float] | None = None) -> float:
+        self.memory.update({e.text: e.label for e in examples})
+        self.epochs += 1
+        return 0.1
+
+    def predict(self, examples: Sequence[Any]) -> list[Prediction]:
+        return [Prediction(self.memory.get(e.text, "negative"), {}) for e in examples]
+
+    def save(self, path: str | Path) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "memo.json").write_text(json.dumps({"memory": self.memory, "epochs": self.epochs}))
+
+    @classmethod
+    def load(cls, path: Path) -> MemoStudent:
+        d = json.loads((Path(path) / "memo.json").read_text())
+        return cls(d["memory"], d["epochs"])
+
+
+def make_ctx(tmp_path: Path, teacher: Any) -> RunContext:
+    labeled = (Example("g1", "a good film overall", "positive"), Example("g2", "an awful film overall", "negative"))
+    dev = (Example("d1", "good times at the cinema", "positive"), Example("d2", "dull and slow", "negative"))
+    test = (Example("t1", "review 99 number 0 was good in its own way", "positive"),
+            Example("t2", "bad", "negative"))
+    task = ClassificationTask(labels=LABELS, instruction="Classify the sentiment of the movie review.")
+    return RunContext(task=task, teacher=teacher, student_factory=lambda seed: MemoStudent(),
+                      student_loader=MemoStudent.load, labeled=labeled, pool=(), dev=dev, test=test, shots=labeled,
+                      workdir=tmp_path, seed=0, train=TrainSettings(epochs=1, patience=1, min_steps=1, batch_size=4),
+                      labeling=LabelSettings(mode="generate", confidence=False, max_tokens=4), progress=False)
+
+
+OPTS = dict(rounds=3, n_hard=2, n_easy=2, gen_calls_per_round=1, embedder="ngram", patience=0, leak_ngram=0, leak=0.99)
+
+
+def test_loop_runs_rounds_counts_samples_and_records_the_analysis(tmp_path: Path) -> None:
+    teacher = ScriptedTeacher()
+    res = EvoKD(**OPTS).run(make_ctx(tmp_path, teacher))
+    rounds = res.extra["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2, 3]
+    assert res.stop_reason == "all 3 rounds done"
+    for r in rounds:
+        c = r["counts"]
+        # 4 lines in the asked format (the placeholder line is beyond the 2 + 2 asked for)
+        assert c["generated"] == 4
+        assert c["dropped"]["abstained"] == 1  # "number 3" is answered "unsure": an abstention, never a label
+        assert c["kept"] == 3 and c["kept"] + sum(c["dropped"].values()) == c["generated"]
+        assert "negated praise" in r["analysis"]
+        assert r["n_new"] == 3
+    assert rounds[0]["n_replay"] == 0 and rounds[1]["n_replay"] == 3 and rounds[2]["n_replay"] == 6
+    # the test text "review 99 ..." is never generated here; labels are kept with provenance
+    assert {lab.stage for lab in res.labels} == {"evokd-round1", "evokd-round2", "evokd-round3"}
+    assert len(res.labels) == 9 and res.extra["n_train"] == 11
+    # a separate labeling call per kept sample, and the analysis saw wrong AND right samples
+    kinds = [k for k, _, _ in teacher.prompts]
+    assert kinds.count("analysis") == 3 and kinds.count("generate") == 3 and kinds.count("label") == 12
+    second_analysis = [p for k, p, _ in teacher.prompts if k == "analysis"][1]
+    assert "got WRONG" in second_analysis and "got RIGHT" in second_analysis
+    assert "Round 1:" in second_analysis  # the earlier analysis is shown (history)
+    assert (tmp_path / "synthetic.jsonl").exists() and (tmp_path / "learning_curve.svg").read_text().startswith("<svg")
+    md = (tmp_path / "rounds.md").read_text()
+    assert "| round | dev | generated | kept |" in md and "negated praise" in md
+    # distinct sampling seeds per round, so the cache returns new samples each round
+    seeds = [s for k, _, s in teacher.prompts if k == "generate"]
+    assert len(set(seeds)) == 3
+
+
+def test_nofeedback_baseline_asks_no_analysis_and_plain_texts(tmp_path: Path) -> None:
+    teacher = ScriptedTeacher()
+    res = METHODS["synth_nofeedback"].build(OPTS).run(make_ctx(tmp_path, teacher))
+    kinds = [k for k, _, _ in teacher.prompts]
+    assert "analysis" not in kinds and kinds.count("generate") == 3
+    gen = [p for k, p, _ in teacher.prompts if k == "generate"][0]
+    assert "Write 4 new, realistic" in gen and "weaknesses" not in gen
+    assert res.extra["hygiene"]["generated"] == 12 and res.method == "synth_nofeedback"
+
+
+def test_call_budget_is_respected_and_named(tmp_path: Path) -> None:
+    teacher = ScriptedTeacher()
+    res = EvoKD(**{**OPTS, "max_teacher_calls": 9}).run(make_ctx(tmp_path, teacher))
+    assert len(teacher.prompts) <= 9
+    assert res.extra["teacher_calls_used"] <= 9
+    assert res.stop_reason.startswith("budget: max_teacher_calls=9")
+    # round 1: analysis + generation + 4 labels = 6 calls; round 2 labels only 1 of its 4 texts
+    assert [r["n_new"] for r in res.extra["rounds"]] == [3, 1]
+
+
+def test_token_budget_stops_the_loop(tmp_path: Path) -> None:
+    res = EvoKD(**{**OPTS, "max_teacher_tokens": 50}).run(make_ctx(tmp_path, ScriptedTeacher()))
+    assert res.stop_reason.startswith("budget: max_teacher_tokens=50")
+    assert len(res.extra["rounds"]) == 1
+
+
+def test_unparseable_reply_is_reasked_with_the_error(tmp_path: Path) -> None:
+    teacher = ScriptedTeacher(garbage=1)
+    res = EvoKD(**{**OPTS, "rounds": 1}).run(make_ctx(tmp_path, teacher))
+    gens = [(p, s) for k, p, s in teacher.prompts if k == "generate"]
+    assert len(gens) == 2
+    assert "had no line in the asked format" in gens[1][0] and gens[0][1] != gens[1][1]
+    c = res.extra["rounds"][0]["counts"]
+    assert c["dropped"]["unparseable"] == 1 and c["kept"] == 3
+
+
+def test_reask_is_bounded(tmp_path: Path) -> None:
+    teacher = ScriptedTeacher(garbage=100)
+    res = EvoKD(**{**OPTS, "rounds": 1, "max_reasks": 2}).run(make_ctx(tmp_path, teacher))
+    assert [k for k, _, _ in teacher.prompts].count("generate") == 3
+    assert res.extra["rounds"][0]["counts"]["dropped"]["unparseable"] == 3
+    assert res.extra["rounds"][0]["n_new"] == 0
+
+
+def test_dedupe_across_rounds_and_leak_guard(tmp_path: Path) -> None:
+    class Repeating(ScriptedTeacher):  # writes the same texts every round, one of them a test text
+        def generate(self, prompts, *, max_tokens, temperature=0.0, stop=(), seed=0):
+            return super().generate(prompts, max_tokens=max_tokens, temperature=temperature, stop=stop, seed=99)
+
+    res = EvoKD(**{**OPTS, "rounds": 2}).run(make_ctx(tmp_path, Repeating()))
+    r1, r2 = (r["counts"] for r in res.extra["rounds"])
+    assert r1["dropped"]["leak"] == 1          # "review 99 number 0 ..." is a test text
+    assert r2["dropped"]["exact_dup"] == 2     # both texts kept in round 1 come again
+    assert r2["dropped"]["abstained"] == 1 and r2["kept"] == 0  # the abstained one was never kept
+    assert res.extra["hygiene"]["dropped"]["leak"] == 2
+
+
+def test_plateau_stops_early(tmp_path: Path) -> None:
+    # the dev score cannot move (the memorising student never sees dev texts): stop after `patience` rounds
+    res = EvoKD(**{**OPTS, "rounds": 5, "patience": 2}).run(make_ctx(tmp_path, ScriptedTeacher()))
+    assert res.stop_reason == "dev plateau: no gain in 2 rounds"
+    assert len(res.extra["rounds"]) == 2
+
+
+def test_resume_continues_after_the_last_finished_round(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, ScriptedTeacher())
+    EvoKD(**{**OPTS, "rounds": 1}).run(ctx)
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert len(state["rounds"]) == 1
+    # pretend the run was killed after round 1 of 3: same options, stop reason cleared
+    state["options"]["rounds"] = 3
+    state["stop_reason"] = None
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    teacher = ScriptedTeacher()
+    res = EvoKD(**OPTS).run(make_ctx(tmp_path, teacher))
+    assert [r["round"] for r in res.extra["rounds"]] == [1, 2, 3]
+    assert [k for k, _, _ in teacher.prompts].count("generate") == 2  # rounds 2 and 3 only
+
+
+def test_options_are_validated_with_the_field_path() -> None:
+    with pytest.raises(ConfigError, match=r"method_options\.evokd\.rounds"):
+        METHODS["evokd"].build({"rounds": 0})
+    with pytest.raises(ConfigError, match=r"method_options\.synth_nofeedback\.replay"):
+        METHODS["synth_nofeedback"].build({"replay": 1.5})
+    with pytest.raises(ConfigError, match="unknown field"):
+        METHODS["evokd"].build({"round": 3})

@@ -35,6 +35,8 @@ def _detect_format(path: Path) -> str:
         return "csv"
     if suffix == ".tsv":
         return "tsv"
+    if suffix == ".conll":
+        return "conll"
     raise DataError(
         f"{path}: cannot tell the format from the extension {suffix!r}; "
         "set data.format to one of jsonl, csv, tsv, label_text"
@@ -146,6 +148,10 @@ def read_examples(path: str | Path, cfg: DataConfig, *, prefix: str = "") -> lis
         from .seqdata import read_split
 
         return read_split(path, cfg, prefix.rstrip(":") or "train")
+    if fmt in ("conll", "seq_in_out"):  # NER: IOB2 tag tuples, see llmkd.conll
+        from .conll import read_tagged
+
+        return read_tagged(path, fmt, encoding=cfg.encoding, label_map=cfg.label_map, prefix=prefix, keep=cfg.labels)
     regex = _compile_label_regex(cfg.label_regex) if cfg.label_regex else None
     out: list[Example] = []
     _check_encoding(path, cfg.encoding)
@@ -239,11 +245,23 @@ def make_splits(cfg: DataConfig, seed: int) -> tuple[Splits, GoldVault]:
     train = read_examples(cfg.train, cfg, prefix="train:")
     test = read_examples(cfg.test, cfg, prefix="test:")
     dev_file = read_examples(cfg.dev, cfg, prefix="dev:") if cfg.dev else None
-    labels = list(cfg.labels) if cfg.labels else sorted({e.label for e in train})
-    check_labels(train, labels, cfg.train)
-    check_labels(test, labels, cfg.test)
+    from .conll import check_tag_types, entity_types, is_tagged
+
+    tagged = is_tagged(train)  # NER: labels are IOB2 tag tuples, data.labels the entity types
+    if tagged:
+        labels = list(cfg.labels) if cfg.labels else entity_types(train)
+        if cfg.split.labeled_per_class is not None or cfg.split.dev_per_class is not None:
+            raise DataError(
+                f"{cfg.train}: NER sentences have no single class, so data.split.labeled_per_class / dev_per_class "
+                "do not apply; set data.split.labeled_n and data.split.dev_n instead (e.g. {labeled_n: 50, dev_n: 50})"
+            )
+    else:
+        labels = list(cfg.labels) if cfg.labels else sorted({e.label for e in train})
+    check = check_tag_types if tagged else check_labels
+    check(train, labels, cfg.train)
+    check(test, labels, cfg.test)
     if dev_file is not None:
-        check_labels(dev_file, labels, cfg.dev or "")
+        check(dev_file, labels, cfg.dev or "")
     if len({e.id for e in train}) != len(train):
         raise DataError(f"{cfg.train}: example ids are not unique; remove duplicate 'id' values")
 
@@ -265,6 +283,14 @@ def make_splits(cfg: DataConfig, seed: int) -> tuple[Splits, GoldVault]:
                                          cfg.dev if dev_file is not None and cfg.dev else cfg.train)
         if dev_file is None:
             rest = remaining
+    elif sp.dev_n is not None:  # n in total: from the dev file if given, else from the rest of train
+        if dev_file is not None:
+            dev = random.Random(seed + 2).sample(dev_file, min(sp.dev_n, len(dev_file)))
+        else:
+            if sp.dev_n >= len(rest):
+                raise DataError(f"{cfg.train}: data.split.dev_n={sp.dev_n} leaves no unlabeled pool "
+                                f"({len(rest)} examples after the labeled set); lower it or give data.dev")
+            dev, rest = rest[: sp.dev_n], rest[sp.dev_n :]
     else:
         dev = list(dev_file) if dev_file is not None else []
 

@@ -2,7 +2,9 @@
 
 ``mode="generate"``: the teacher writes a reply, the task parses it (tasks with
 ``parse_detailed(raw, text) -> (label, meta)`` get the input text, e.g. to repair a seq2seq output
-against the input words, and their ``meta`` is kept on the label); an unparseable reply is an
+against the input words, and their ``meta`` is kept on the label; tasks with
+``parse_reply(reply, text) -> (label, confidence, meta)`` also get the whole reply, e.g. NER's
+per-mention token logprobs); an unparseable reply is an
 abstention (``label=None``), never a default class. With ``confidence=True`` the label set is
 also scored (``score_options``) and the confidence is the parsed label's probability normalised
 over the label set. ``mode="score"``: the label is the argmax of the label log-likelihoods.
@@ -23,6 +25,7 @@ from .teachers.base import normalize_options
 from .types import Example, TeacherLabel
 
 log = logging.getLogger(__name__)
+_UNSET: Any = object()
 
 
 def prompt_id(prompt: str) -> str:
@@ -61,9 +64,11 @@ def label_examples(task: Any, teacher: Any, items: Sequence[Any], shots: Sequenc
                                         raw="", stage=stage, probs=probs))
                 continue
             raw = replies[i].text
-            meta = None
+            meta, conf = None, _UNSET
             try:
-                if hasattr(task, "parse_detailed"):  # tasks that need the input (seq2seq repair) and report details
+                if hasattr(task, "parse_reply"):  # NER: needs the whole reply (per-mention logprobs) + the input
+                    label, conf, meta = task.parse_reply(replies[i], x.text)
+                elif hasattr(task, "parse_detailed"):  # tasks that need the input (seq2seq repair) and report details
                     label, meta = task.parse_detailed(raw, x.text)
                 else:
                     label = task.parse(raw)
@@ -71,7 +76,9 @@ def label_examples(task: Any, teacher: Any, items: Sequence[Any], shots: Sequenc
                 out.append(TeacherLabel(x.id, None, None, True, "teacher", prompt_id(prompt), raw=raw,
                                         stage=stage, probs=probs, error=exc.expected))
                 continue
-            if probs is not None and label in probs:
+            if conf is not _UNSET:
+                pass  # the task computed it
+            elif probs is not None and label in probs:
                 conf = probs[label]
             else:
                 lp = task.label_logprob(replies[i])

@@ -128,9 +128,13 @@ def partition(ids: Sequence[str], parts: int, seed: int) -> list[list[str]]:
 
 
 def prediction_confidence(pred: Prediction) -> float | None:
-    """The student's probability of its own label where it gives one (classification: the class
-    probability; students of other task families may put their label's score under the key
-    ``"confidence"`` in ``probs``), else ``None``."""
+    """The student's confidence in its own label, else ``None``: a ``confidence`` attribute where
+    the prediction has one (NER's TagPrediction: the smallest per-word top probability; seq2seq:
+    the sequence score), else the probability of the label in ``probs`` (classification), else
+    ``probs["confidence"]``."""
+    own = getattr(pred, "confidence", None)
+    if own is not None:
+        return float(own)
     probs = pred.probs or {}
     try:
         if pred.label in probs:

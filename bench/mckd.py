@@ -1,0 +1,269 @@
+"""MCKD benchmark: teacher few-shot, supervised-k, vanilla KD, KD + self-distillation with filter,
+MCKD-2, MCKD-3 and supervised on 10x the gold, per dataset, mean ± std over seeds.
+
+Writes docs/results/mckd.md. Every (dataset, seed, variant) is an ordinary `llmkd run` of
+examples/mckd_<dataset>.yaml with overrides, so a killed benchmark resumes where it stopped
+(teacher answers are cached, finished methods and finished students are kept). One mckd run with
+``stages=3, final_every_stage=true`` gives MCKD-1 (= vanilla KD with the same label-free model
+selection), MCKD-2 and MCKD-3 from shared stage-1 students.
+
+The per-stage table scores the pool's labels against the pool's gold *after the run*, for the
+report only (no method ever reads them).
+
+    python bench/mckd.py                                   # sst2, seeds 0 1 2
+    python bench/mckd.py --datasets sst2 --seeds 0 1 --ablations pool50 dev
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from llmkd import api  # noqa: E402
+from llmkd.config import load_config  # noqa: E402
+from llmkd.data import make_splits  # noqa: E402
+from llmkd.report import read_jsonl  # noqa: E402
+from llmkd.tasks import build_task  # noqa: E402
+
+PRIMARY = ("macro_f1", "span_f1", "f1", "bracket_f1", "exact_match", "accuracy")
+# v1 Table 1, 50 gold labels: (PTB, CRAFT) parsing F1 of each row, the paper's numbers.
+PAPER = {"teacher": (69.1, 60.0), "supervised": (0.0, 0.0), "vanilla": (71.6, 63.8), "self_distill": (72.4, 64.3),
+         "mckd2": (73.9, 66.9), "mckd3": (74.2, 67.5)}
+ROWS = [  # key, label
+    ("teacher", "teacher few-shot"),
+    ("supervised", "supervised-k (gold labeled set only)"),
+    ("vanilla", "vanilla KD (dev-set early stopping)"),
+    ("mckd1", "vanilla KD = MCKD-1 (fidelity selection)"),
+    ("self_distill", "KD + self-distillation w/ filter"),
+    ("mckd2", "MCKD-2"),
+    ("mckd3", "MCKD-3"),
+    ("supervised10", "supervised on 10x the gold"),
+]
+ABLATIONS = {  # name: (overrides, description)
+    "dev": (["method_options.mckd.selection=dev", "method_options.self_distill.selection=dev"],
+            "students selected on the small labeled dev set instead of training fidelity"),
+    "pool50": (["data.split.pool_size=50"], "half the pool (a prefix of the same shuffled pool)"),
+    "pool200": (["data.split.pool_size=200"], "twice the pool"),
+    "parts3": (["method_options.mckd.parts=3"], "three parts, majority vote of two students per item"),
+}
+
+
+def primary(metrics: dict[str, float]) -> str:
+    return next((m for m in PRIMARY if m in metrics), next(iter(metrics)))
+
+
+def run_one(ds: str, seed: int, extra: list[str], name: str, args: argparse.Namespace,
+            methods: list[str]) -> tuple[Any, api.RunSummary]:
+    cfg = load_config(ROOT / "examples" / f"mckd_{ds}.yaml", [
+        f"name={name}", f"seed={seed}", f"output_dir={args.runs}", "progress=false",
+        f"methods={json.dumps(methods)}", "method_options.mckd.stages=3", "method_options.mckd.final_every_stage=true",
+        *args.set, *extra])
+    t0 = time.time()
+    summary = api.run(cfg)
+    print(f"{name}: {time.time() - t0:.0f}s", flush=True)
+    return cfg, summary
+
+
+def stage_quality(cfg: Any, run_dir: Path) -> list[dict[str, Any]]:
+    """Pool label quality against the pool's gold at each stage (report only) + churn etc."""
+    splits, vault = make_splits(cfg.data, cfg.seed)
+    task = build_task(cfg.task, splits.labels)
+    wd = run_dir / "mckd"
+    prov = read_jsonl(wd / "provenance.jsonl")
+    res = json.loads((wd / "result.json").read_text())
+    stages = {s["stage"]: s for s in res["extra"]["stages"]}
+    out = []
+    for k in range(len(prov[0]["labels"])):
+        ids = [r["id"] for r in prov]
+        labs = [r["labels"][k] for r in prov]
+        gold = [vault.label_of(i) for i in ids]
+        pred = [None if lab["abstained"] else lab["label"] for lab in labs]
+        if isinstance(gold[0], (list, tuple)):
+            pred = [None if p is None else tuple(p) for p in pred]
+            gold = [tuple(g) for g in gold]
+        scores = task.score(gold, pred)
+        m = primary(scores)
+        row = {"stage": k, "metric": m, "pool": scores[m], "abstained": sum(p is None for p in pred)}
+        if k in stages:
+            s = stages[k]
+            row.update(churn=s["churn"], agree=s["agreement_with_teacher"], filled=s["abstentions_filled"],
+                       students=[st["test"][primary(st["test"])] for st in s["students"] if "test" in st])
+        out.append(row)
+    return out
+
+
+def collect(summary: api.RunSummary) -> dict[str, dict[str, float]]:
+    r = summary.results
+    rows: dict[str, dict[str, float]] = {}
+    for key in ("teacher", "supervised", "vanilla", "self_distill"):
+        if key in r:
+            rows[key] = r[key]["metrics"]
+    if "mckd" in r:
+        for k, final in r["mckd"]["extra"]["finals"].items():
+            rows[f"mckd{k}"] = final["test"]
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", nargs="+", default=["sst2"], help="examples/mckd_<name>.yaml for each")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--ablations", nargs="*", default=[], choices=sorted(ABLATIONS))
+    ap.add_argument("--ablation-seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--no-supervised10", action="store_true", help="skip the 10x-gold supervised row")
+    ap.add_argument("--set", nargs="*", default=[], help="extra config overrides for every run (a.b=c)")
+    ap.add_argument("--runs", default=str(ROOT / "runs" / "bench-mckd"))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "mckd.md"))
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    command = "python bench/mckd.py " + " ".join(sys.argv[1:])
+    started = time.time()
+    results: dict[str, Any] = {}
+    for ds in args.datasets:
+        d = results.setdefault(ds, {"rows": {}, "stages": {}, "ablations": {}, "config": None})
+        for seed in args.seeds:
+            cfg, summary = run_one(ds, seed, [], f"mckd-{ds}-s{seed}", args,
+                                   ["teacher", "supervised", "vanilla", "self_distill", "mckd"])
+            d["config"] = cfg
+            for key, metrics in collect(summary).items():
+                d["rows"].setdefault(key, []).append(metrics)
+            d["stages"][seed] = stage_quality(cfg, summary.run_dir)
+            if not args.no_supervised10:
+                sp = cfg.data.split
+                ten = ([f"data.split.labeled_per_class={10 * sp.labeled_per_class}"] if sp.labeled_per_class
+                       else [f"data.split.labeled_n={10 * sp.labeled_n}"])
+                _, s10 = run_one(ds, seed, ten, f"mckd-{ds}-s{seed}-gold10x", args, ["supervised"])
+                d["rows"].setdefault("supervised10", []).append(s10.results["supervised"]["metrics"])
+            write(args, results, command, started)
+        for ab in args.ablations:
+            for seed in args.ablation_seeds:
+                cfg, summary = run_one(ds, seed, ABLATIONS[ab][0], f"mckd-{ds}-s{seed}-{ab}", args,
+                                       ["vanilla", "self_distill", "mckd"])
+                rows = collect(summary)
+                rows["stages"] = stage_quality(cfg, summary.run_dir)
+                d["ablations"].setdefault(ab, {})[seed] = rows
+                write(args, results, command, started)
+    write(args, results, command, started)
+
+
+def _ms(vals: list[float]) -> str:
+    if not vals:
+        return "–"
+    if len(vals) == 1:
+        return f"{100 * vals[0]:.1f}"
+    return f"{100 * statistics.mean(vals):.1f} ± {100 * statistics.stdev(vals):.1f}"
+
+
+def _delta(rows: dict[str, list[dict[str, float]]], key: str, ref: str, m: str) -> str:
+    if key not in rows or ref not in rows or key == ref:
+        return "–"
+    diffs = [a[m] - b[m] for a, b in zip(rows[key], rows[ref])]
+    return f"{100 * statistics.mean(diffs):+.1f}"
+
+
+def _paper(key: str) -> str:
+    base = "mckd3" if key == "mckd3" else key
+    if key == "mckd1":
+        base = "vanilla"
+    if base not in PAPER or key == "supervised":
+        return "–"
+    (p, c), (tp, tc) = PAPER[base], PAPER["teacher"]
+    return f"{p - tp:+.1f} / {c - tc:+.1f}"
+
+
+def write(args: argparse.Namespace, results: dict[str, Any], command: str, started: float) -> None:
+    lines = [
+        "# MCKD benchmark",
+        "",
+        f"Command: `{command}`  ",
+        f"Date: {dt.date.today().isoformat()}; machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared with "
+        f"other jobs), {platform.platform()}; wall time of this invocation {time.time() - started:.0f} s.  ",
+        f"Seeds: {args.seeds} (a seed draws the gold labeled set, the demonstrations, the dev set, the pool, the "
+        "test subsample, the MCKD partition and the students' initialisation).",
+        "",
+    ]
+    for ds, d in results.items():
+        cfg = d["config"]
+        if cfg is None:
+            continue
+        rows = d["rows"]
+        m = primary(next(iter(rows.values()))[0])
+        sp = cfg.data.split
+        lines += [
+            f"## {ds}",
+            "",
+            f"Config `examples/mckd_{ds}.yaml`: teacher {cfg.teacher.model} ({cfg.teacher.backend}, labels "
+            f"{cfg.teacher.labeling}d), student {cfg.student.model} (max_length {cfg.student.max_length}, up to "
+            f"{cfg.student.epochs} epochs, at least {cfg.student.min_steps} steps); gold labeled set "
+            f"{sp.labeled_per_class or sp.labeled_n}{' per class' if sp.labeled_per_class else ''}, dev "
+            f"{sp.dev_per_class or getattr(sp, 'dev_n', None)}{' per class' if sp.dev_per_class else ''}, pool "
+            f"{sp.pool_size}, test subsample {sp.test_size}. MCKD: 2 parts, students selected by training fidelity "
+            "(paper rule), no gold mixed in.",
+            "",
+            f"Test {m} (and accuracy where the task has it), in points, mean ± std over {len(args.seeds)} seed(s). "
+            "Δ columns are mean paired differences. The last column is the paper's gain over its teacher for the same "
+            "row (v1 Table 1, 50 labels, PTB / CRAFT parsing F1).",
+            "",
+            f"| row | {m} | accuracy | Δ vs teacher | Δ vs vanilla KD (MCKD-1) | paper Δ vs teacher (PTB / CRAFT) | n |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for key, label in ROWS:
+            if key not in rows:
+                continue
+            vals = rows[key]
+            acc = [v["accuracy"] for v in vals if "accuracy" in v]
+            lines.append(f"| {label} | {_ms([v[m] for v in vals])} | {_ms(acc)} | {_delta(rows, key, 'teacher', m)} | "
+                         f"{_delta(rows, key, 'mckd1', m)} | {_paper(key)} | {len(vals)} |")
+        lines += ["", "Per stage (seed by seed): quality of the pool's labels against the pool's gold (scored after "
+                  "the run, report only), churn from the previous stage, agreement with the teacher, teacher "
+                  "abstentions filled in, and the test score of each part's student.", "",
+                  "| seed | stage | pool labels | abstained | churn | agree w/ teacher | filled | part students (test) |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for seed, st in d["stages"].items():
+            for r in st:
+                lines.append(f"| {seed} | {r['stage']} {'(teacher)' if r['stage'] == 0 else ''} | {100 * r['pool']:.1f} | "
+                             f"{r['abstained']} | {_pct(r.get('churn'))} | {_pct(r.get('agree'))} | {r.get('filled', '–')} | "
+                             f"{', '.join(f'{100 * x:.1f}' for x in r.get('students', [])) or '–'} |")
+        if d["ablations"]:
+            lines += ["", "### Ablations", "",
+                      "| variant | seed | vanilla KD (dev) | MCKD-1 | KD+SD | MCKD-2 | MCKD-3 | MCKD-3 − MCKD-1 | pool labels by stage |",
+                      "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+            main = {seed: {k: v[i] for k, v in rows.items() if i < len(v)} for i, seed in enumerate(args.seeds)}
+            for seed in args.ablation_seeds:
+                if seed in main:
+                    lines.append(_ab_row("main", seed, main[seed], d["stages"].get(seed, []), m))
+            for ab, by_seed in d["ablations"].items():
+                for seed, r in by_seed.items():
+                    lines.append(_ab_row(f"{ab}: {ABLATIONS[ab][1]}", seed, r, r["stages"], m))
+        lines.append("")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines) + "\n")
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def _ab_row(name: str, seed: int, r: dict[str, Any], stages: list[dict[str, Any]], m: str) -> str:
+    g = lambda k: f"{100 * r[k][m]:.1f}" if k in r else "–"  # noqa: E731
+    gain = f"{100 * (r['mckd3'][m] - r['mckd1'][m]):+.1f}" if "mckd3" in r and "mckd1" in r else "–"
+    pool = " → ".join(f"{100 * s['pool']:.1f}" for s in stages)
+    return (f"| {name} | {seed} | {g('vanilla')} | {g('mckd1')} | {g('self_distill')} | {g('mckd2')} | {g('mckd3')} | "
+            f"{gain} | {pool} |")
+
+
+if __name__ == "__main__":
+    main()

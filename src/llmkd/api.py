@@ -92,7 +92,7 @@ class _Session:
         if self._students is None:
             from .students import make_student_factory
 
-            self._students = make_student_factory(self.cfg.student, self.splits.labels)
+            self._students = make_student_factory(self.cfg.student, self.splits.labels, task=self.task)
         return self._students
 
     def context(self, method: str, workdir: Path) -> RunContext:
@@ -114,20 +114,25 @@ class _Session:
 
     def pool_stats(self, labels: list[TeacherLabel]) -> dict[str, Any]:
         """Pseudo-label quality against the pool's gold: reporting only, after the methods ran."""
-        return pool_quality(labels, self._vault)
+        return pool_quality(labels, self._vault, self.task)
 
 
-def pool_quality(labels: list[TeacherLabel], vault: GoldVault) -> dict[str, Any]:
+def pool_quality(labels: list[TeacherLabel], vault: GoldVault, task: Any = None) -> dict[str, Any]:
     if not labels:
         return {}
     answered = [lab for lab in labels if not lab.abstained]
     right = sum(lab.label == vault.label_of(lab.example_id) for lab in answered)
-    return {
+    out = {
         "pool size": len(labels),
         "abstentions": len(labels) - len(answered),
         "pseudo-label accuracy (answered)": right / len(answered) if answered else 0.0,
         "pseudo-label accuracy (all, abstention = wrong)": right / len(labels),
     }
+    if getattr(task, "kind", None) == "ner":  # accuracy above = whole-sentence exact match; add span scores
+        scores = task.score([vault.label_of(lab.example_id) for lab in labels], [lab.label for lab in labels])
+        out.update({f"pseudo-label span {k}": scores[k] for k in ("f1", "precision", "recall")})
+        out.update(task.label_stats(labels))
+    return out
 
 
 def _teacher_counters(t: CachedTeacher | None) -> tuple[float, int, int, int, int]:
@@ -234,7 +239,7 @@ def dry_run(cfg: RunConfig, *, calibrate: bool = True) -> dict[str, Any]:
         t1 = time.perf_counter()
         for p in probe[1:]:
             teacher.generate([p], max_tokens=cfg.teacher.max_tokens)
-            if cfg.teacher.confidence:
+            if cfg.teacher.confidence and hasattr(sess.task, "options"):  # NER has no label set to score
                 teacher.score_options([p], sess.task.options())
         per = (time.perf_counter() - t1) / max(1, len(probe) - 1)
         out["seconds_per_prompt_measured"] = round(per, 3)
@@ -281,7 +286,7 @@ def evaluate(run_dir: str | Path) -> RunSummary:
     pool_labels = []
     if (run_dir / "vanilla" / "labels.jsonl").exists():
         pool_labels = [TeacherLabel.from_dict(d) for d in read_jsonl(run_dir / "vanilla" / "labels.jsonl")]
-    stats = pool_quality(pool_labels, vault)
+    stats = pool_quality(pool_labels, vault, task)
     write_json(run_dir / "metrics.json", {"results": results, "pool": stats})
     report = render_report(cfg, results, stats, run_dir)
     (run_dir / "report.md").write_text(report)

@@ -111,8 +111,8 @@ def repair_slots(raw: str, words: Sequence[str], *, with_intent: bool = False, m
     pairs: list[tuple[str, str]] = []
     pending: str | None = None
     for tok in line.split():
-        if TAG.match(tok):
-            tag = tok if tok == "O" else tok[0].upper() + tok[1:]
+        if TAG.match(tok) or (tok == "o" and pending is not None):  # "o": an uncased model's O
+            tag = "O" if tok in ("O", "o") else tok[0].upper() + tok[1:]
             if pending is None:
                 acts["tag_dropped"] += 1
             else:

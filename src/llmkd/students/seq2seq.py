@@ -1,0 +1,270 @@
+"""Seq2seq student: any Hugging Face encoder-decoder, or bert2bert built from an encoder.
+
+``model`` may be
+
+* an encoder-decoder checkpoint (T5, BART, ... as MCKD used T5-Base; hub id or local dir):
+  loaded with ``AutoModelForSeq2SeqLM``;
+* a saved ``EncoderDecoderModel`` dir (``model_type: encoder-decoder``);
+* an encoder-only checkpoint (BERT-like, e.g. the packaged MiniLM, the offline default): a
+  bert2bert ``EncoderDecoderModel.from_encoder_decoder_pretrained(m, m)`` whose decoder gets
+  causal masks and fresh cross-attention (Rothe et al. 2020).
+
+Training is sequence-level KD (MCKD v1 §3.1, Kim & Rush 2016): token cross-entropy on the hard
+target string, optionally weighted per example. Prediction decodes greedily (``num_beams=1``) or
+with beam search; the confidence of an output is the geometric mean of its token probabilities
+(``exp`` of the mean token log-probability). Each output goes through ``postprocess(text, raw)``
+(the task's repair); an output that cannot be repaired is a ``Prediction(label=None)``:
+an abstention, counted by the scorer.
+
+``extra_tokens`` (slot tags, intents, ``(NP``) are added to the tokenizer as whole tokens that
+are not lower-cased, so an uncased BERT keeps ``B-fromloc.city_name`` and ``O`` intact.
+``save`` writes safetensors weights, the tokenizer, ``student.json`` and the AdamW moments.
+Not handled: decoder-only students (a causal LM with the input as prompt); constrained decoding.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..types import Example, Prediction
+from .base import HasText
+from .classifier import _load_optimizer, _optimizer_tensors, pick_device
+
+log = logging.getLogger(__name__)
+
+Postprocess = Callable[[str, str], tuple[Any, dict[str, Any]]]
+
+
+class Seq2SeqStudent:
+    def __init__(self, *, model: str, labels: Sequence[str] = (), extra_tokens: Sequence[str] = (),
+                 max_length: int = 128, max_target_length: int = 160, batch_size: int = 16, lr: float = 1e-4,
+                 weight_decay: float = 0.01, warmup_steps: int = 10, seed: int = 0, num_beams: int = 1,
+                 device: str = "auto", threads: int | None = None, postprocess: Postprocess | None = None) -> None:
+        self.model_name = model
+        self.labels = tuple(labels)
+        self.extra_tokens = tuple(extra_tokens)
+        self.max_length = max_length
+        self.max_target_length = max_target_length
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.warmup_steps = warmup_steps
+        self.seed = seed
+        self.num_beams = num_beams
+        self.device = device
+        self.threads = threads
+        self.postprocess = postprocess
+        self.epochs_done_ = 0
+        self.steps_done_ = 0
+        self._built = False
+
+    # -- construction -------------------------------------------------------------------------
+    def _build(self, source: str | None = None) -> None:
+        import torch
+        from transformers import AddedToken, AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, EncoderDecoderModel
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        torch.manual_seed(self.seed)
+        src = source or self.model_name
+        tok = AutoTokenizer.from_pretrained(src)
+        config = AutoConfig.from_pretrained(src)
+        if config.model_type == "encoder-decoder":
+            model = EncoderDecoderModel.from_pretrained(src)
+            self.arch_ = "bert2bert"
+        elif getattr(config, "is_encoder_decoder", False):
+            model = AutoModelForSeq2SeqLM.from_pretrained(src)
+            self.arch_ = "seq2seq"
+        else:
+            model = EncoderDecoderModel.from_encoder_decoder_pretrained(src, src)
+            self.arch_ = "bert2bert"
+        if source is None and self.extra_tokens:
+            have = tok.get_vocab()
+            new = [t for t in self.extra_tokens if t not in have]
+            if new:
+                tok.add_tokens([AddedToken(t, normalized=False, single_word=False) for t in new])
+                if self.arch_ == "bert2bert":
+                    model.encoder.resize_token_embeddings(len(tok))
+                    model.decoder.resize_token_embeddings(len(tok))
+                    model.config.decoder.vocab_size = len(tok)
+                    model.config.encoder.vocab_size = len(tok)
+                else:
+                    model.resize_token_embeddings(len(tok))
+        if self.arch_ == "bert2bert":
+            start = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
+            end = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
+            model.config.decoder_start_token_id = start
+            model.config.eos_token_id = end
+            model.config.pad_token_id = tok.pad_token_id
+            model.generation_config.decoder_start_token_id = start
+            model.generation_config.eos_token_id = end
+            model.generation_config.pad_token_id = tok.pad_token_id
+            model.generation_config.bos_token_id = start
+        self.tokenizer_ = tok
+        self.model_ = model
+        self.device_ = pick_device(self.device)
+        self.model_.to(self.device_)
+        self.optimizer_ = torch.optim.AdamW(self.model_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        self._built = True
+
+    def _ensure(self) -> None:
+        if not self._built:
+            self._build()
+
+    # -- training -----------------------------------------------------------------------------
+    def _lr_at(self, step: int) -> float:
+        if self.warmup_steps and step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        return self.lr
+
+    def _targets(self, labels: Sequence[str]) -> Any:
+        import torch
+
+        enc = self.tokenizer_(list(labels), truncation=True, max_length=self.max_target_length, padding=True,
+                              return_tensors="pt")
+        ids = enc["input_ids"]
+        if self.arch_ == "bert2bert":
+            ids = ids[:, 1:]  # drop [CLS]: it is the decoder start token; [SEP] ends the target
+            mask = enc["attention_mask"][:, 1:]
+        else:
+            mask = enc["attention_mask"]
+        return torch.where(mask.bool(), ids, torch.full_like(ids, -100)).to(self.device_)
+
+    def fit_epoch(self, examples: Sequence[Example], weights: Sequence[float] | None = None) -> float:
+        import torch
+        import torch.nn.functional as F
+
+        self._ensure()
+        if weights is not None and len(weights) != len(examples):
+            raise ValueError(f"fit_epoch: {len(examples)} examples but {len(weights)} weights")
+        bad = [e.id for e in examples if not isinstance(e.label, str) or not e.label.strip()]
+        if bad:
+            raise ValueError(f"fit_epoch: a seq2seq student trains on target strings; examples {bad[:5]} have none")
+        order = list(range(len(examples)))
+        random.Random(self.seed * 1000 + self.epochs_done_).shuffle(order)
+        self.model_.train()
+        total, count = 0.0, 0
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            enc = self.tokenizer_([examples[i].text for i in idx], truncation=True, max_length=self.max_length,
+                                  padding=True, return_tensors="pt").to(self.device_)
+            labels = self._targets([examples[i].label for i in idx])
+            w = torch.tensor([1.0 if weights is None else float(weights[i]) for i in idx], device=self.device_)
+            for group in self.optimizer_.param_groups:
+                group["lr"] = self._lr_at(self.steps_done_)
+            logits = self.model_(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels).logits
+            tok_loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
+                                       ignore_index=-100, reduction="none").view(labels.shape)
+            per_ex = tok_loss.sum(1) / (labels != -100).sum(1).clamp(min=1)
+            loss = (per_ex * w).sum() / len(idx)
+            self.optimizer_.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model_.parameters(), 1.0)
+            self.optimizer_.step()
+            self.steps_done_ += 1
+            total += loss.item() * len(idx)
+            count += len(idx)
+        self.epochs_done_ += 1
+        return total / max(count, 1)
+
+    # -- inference ----------------------------------------------------------------------------
+    def generate(self, texts: Sequence[str], *, num_beams: int | None = None, batch_size: int = 32,
+                 ) -> list[tuple[str, float]]:
+        """(raw decoded output, confidence) for each text."""
+        import torch
+
+        self._ensure()
+        self.model_.eval()
+        beams = num_beams or self.num_beams
+        out: list[tuple[str, float]] = [("", 0.0)] * len(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        with torch.no_grad():
+            for s in range(0, len(order), batch_size):
+                idx = order[s : s + batch_size]
+                enc = self.tokenizer_([texts[i] for i in idx], truncation=True, max_length=self.max_length,
+                                      padding=True, return_tensors="pt").to(self.device_)
+                gen = self.model_.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                                           max_new_tokens=self.max_target_length, num_beams=beams, do_sample=False,
+                                           output_scores=True, return_dict_in_generate=True)
+                seqs = gen.sequences
+                if beams > 1:
+                    trans = self.model_.compute_transition_scores(seqs, gen.scores, gen.beam_indices, normalize_logits=False)
+                else:
+                    trans = self.model_.compute_transition_scores(seqs, gen.scores, normalize_logits=True)
+                gen_ids = seqs[:, -trans.shape[1]:]
+                pad = self.tokenizer_.pad_token_id
+                for row, i in enumerate(idx):
+                    valid = gen_ids[row] != pad
+                    lp = trans[row][valid]
+                    lp = lp[torch.isfinite(lp)]
+                    conf = float(math.exp(lp.mean().item())) if lp.numel() else 0.0
+                    text = self.tokenizer_.decode(gen_ids[row], skip_special_tokens=True,
+                                                  clean_up_tokenization_spaces=False)
+                    out[i] = (" ".join(text.split()), min(1.0, conf))
+        return out
+
+    def predict(self, examples: Sequence[HasText], *, num_beams: int | None = None) -> list[Prediction]:
+        outs = self.generate([e.text for e in examples], num_beams=num_beams)
+        preds: list[Prediction] = []
+        for e, (raw, conf) in zip(examples, outs):
+            label: Any = raw
+            if self.postprocess is not None:
+                label, _ = self.postprocess(e.text, raw)
+            preds.append(Prediction(label=label, probs={} if label is None else {label: conf}))
+        return preds
+
+    # -- persistence --------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        self._ensure()
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.model_.save_pretrained(tmp, safe_serialization=True)
+        self.tokenizer_.save_pretrained(tmp)
+        tensors, meta = _optimizer_tensors(self.model_, self.optimizer_)
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        (tmp / "student.json").write_text(json.dumps({
+            "kind": "seq2seq", "base_model": self.model_name, "labels": list(self.labels),
+            "extra_tokens": list(self.extra_tokens), "max_length": self.max_length,
+            "max_target_length": self.max_target_length, "batch_size": self.batch_size, "lr": self.lr,
+            "weight_decay": self.weight_decay, "warmup_steps": self.warmup_steps, "seed": self.seed,
+            "num_beams": self.num_beams, "epochs_done": self.epochs_done_, "steps_done": self.steps_done_,
+            "optimizer": meta,
+        }, indent=1))
+        if path.exists():
+            import shutil
+
+            old = path.with_name(path.name + ".old")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str = "auto", threads: int | None = None,
+             postprocess: Postprocess | None = None) -> Seq2SeqStudent:
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        meta = json.loads((path / "student.json").read_text())
+        st = cls(model=meta["base_model"], labels=meta["labels"], extra_tokens=meta["extra_tokens"],
+                 max_length=meta["max_length"], max_target_length=meta["max_target_length"],
+                 batch_size=meta["batch_size"], lr=meta["lr"], weight_decay=meta["weight_decay"],
+                 warmup_steps=meta["warmup_steps"], seed=meta["seed"], num_beams=meta["num_beams"],
+                 device=device, threads=threads, postprocess=postprocess)
+        st._build(source=str(path))
+        st.epochs_done_ = meta["epochs_done"]
+        st.steps_done_ = meta["steps_done"]
+        opt_file = path / "optimizer.safetensors"
+        if opt_file.exists():
+            _load_optimizer(st.model_, st.optimizer_, load_file(str(opt_file), device=st.device_), meta["optimizer"])
+        return st

@@ -110,6 +110,25 @@ def parse_generated(raw: str, *, kinds: Sequence[str] = ("hard", "easy"), labels
     return out
 
 
+def conll_tokenize(text: str) -> str:
+    """Space out punctuation the way CoNLL-2003 tokenises (``Paris.`` -> ``Paris .``,
+    ``(Reuters)`` -> ``( Reuters )``, ``Smith's`` -> ``Smith 's``), keeping abbreviations with
+    inner dots (``U.S.``) and hyphenated words whole. NER labels are tags over these tokens."""
+    out = []
+    for tok in text.split():
+        lead = ""
+        while tok[:1] in "\"'(([{“‘" and len(tok) > 1:
+            lead, tok = lead + tok[0] + " ", tok[1:]
+        trail = []
+        while len(tok) > 1 and tok[-1] in "\".,;:!?)]}”’'" and not re.fullmatch(r"(?:[A-Za-z]\.){2,}", tok):
+            trail.insert(0, tok[-1])
+            tok = tok[:-1]
+        m = re.fullmatch(r"(.+?)('s|n't|'re|'ve|'ll|'d|'m)", tok, flags=re.IGNORECASE)
+        parts = [m.group(1), m.group(2)] if m else [tok]
+        out.append(lead + " ".join(parts + trail))
+    return " ".join(" ".join(out).split())
+
+
 # -- validation -------------------------------------------------------------------------------
 
 def normalize(text: str) -> str:

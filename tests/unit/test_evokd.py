@@ -305,3 +305,72 @@ def test_options_are_validated_with_the_field_path() -> None:
         METHODS["synth_nofeedback"].build({"replay": 1.5})
     with pytest.raises(ConfigError, match="unknown field"):
         METHODS["evokd"].build({"round": 3})
+
+
+# -- NER ------------------------------------------------------------------------------------------
+
+class ScriptedNerTeacher(ScriptedTeacher):
+    """Writes news sentences; labels 'Merkel' as PER, 'Paris' as LOC, and hallucinates 'Berlin'
+    (not in the sentence) for sentences about Rome."""
+
+    def generate(self, prompts, *, max_tokens, temperature=0.0, stop=(), seed=0):
+        out = []
+        for p in prompts:
+            if p.startswith("A small named-entity tagger"):
+                kind, text = "analysis", "The tagger misses locations after prepositions and long person names."
+            elif p.startswith("We are collecting"):
+                kind = "generate"
+                text = (f"HARD: Angela Merkel met officials in Paris on day {seed}.\n"
+                        f"EASY: Crowds gathered in Paris for event {seed}.\n"
+                        f"HARD: Talks in Rome ended late on day {seed}.\n"
+                        f"EASY: Nothing happened on day {seed} at all.")
+            else:
+                kind = "label"
+                sent = p.rsplit("Sentence:", 1)[-1]
+                lines = (["PER: Angela Merkel"] if "Merkel" in sent else []) + (["LOC: Paris"] if "Paris" in sent else [])
+                lines += ["LOC: Berlin"] if "Rome" in sent else []
+                text = "\n".join(lines) or "none"
+            self.prompts.append((kind, p, seed))
+            out.append(Reply(text=text, prompt_tokens=len(p.split()), completion_tokens=len(text.split())))
+        return out
+
+
+class MemoTagger(MemoStudent):
+    labels = ("PER", "LOC")
+
+    def predict(self, examples):
+        return [Prediction(tuple(self.memory.get(e.text, ("O",) * len(e.text.split()))), {}) for e in examples]
+
+    def fit_epoch(self, examples, weights=None):
+        self.memory.update({e.text: list(e.label) for e in examples})
+        self.epochs += 1
+        return 0.1
+
+    @classmethod
+    def load(cls, path):
+        d = json.loads((Path(path) / "memo.json").read_text())
+        return cls(d["memory"], d["epochs"])
+
+
+def test_ner_loop_tokenizes_validates_spans_and_keeps_tags(tmp_path: Path) -> None:
+    from llmkd.tasks.ner import NerTask
+
+    task = NerTask(labels=["PER", "LOC"])
+    labeled = (Example("g1", "Angela Merkel spoke .", ("B-PER", "I-PER", "O", "O")),
+               Example("g2", "Rain fell on Paris .", ("O", "O", "O", "B-LOC", "O")))
+    dev = (Example("d1", "Paris is busy .", ("B-LOC", "O", "O", "O")),)
+    ctx = RunContext(task=task, teacher=ScriptedNerTeacher(), student_factory=lambda seed: MemoTagger(),
+                     student_loader=MemoTagger.load, labeled=labeled, pool=(), dev=dev, test=dev, shots=labeled,
+                     workdir=tmp_path, seed=0, train=TrainSettings(epochs=1, patience=1, min_steps=1, batch_size=4),
+                     labeling=LabelSettings(mode="generate", confidence=False, max_tokens=32), progress=False)
+    res = EvoKD(**{**OPTS, "rounds": 2}).run(ctx)
+    c = res.extra["rounds"][0]["counts"]
+    assert c["generated"] == 4 and c["dropped"]["bad_span"] == 1 and c["kept"] == 3  # "Berlin" is not in the text
+    rows = [json.loads(x) for x in (tmp_path / "synthetic.jsonl").read_text().splitlines()]
+    kept = {r["text"]: r["label"] for r in rows if r["status"] == "kept" and r["round"] == 1}
+    first = next(t for t in kept if "Merkel" in t)
+    assert first.endswith(" .") and first.split()[-2] == "1009"  # CoNLL-style tokens: "... day 1009 ."
+    assert kept[first][:2] == ["B-PER", "I-PER"] and kept[first][first.split().index("Paris")] == "B-LOC"
+    assert all(len(lab) == len(t.split()) for t, lab in kept.items())
+    analysis = [p for k, p, _ in ctx.teacher.prompts if k == "analysis"][1]
+    assert "PER: Angela Merkel; LOC: Paris" in analysis  # NER labels shown as "type: text" lists

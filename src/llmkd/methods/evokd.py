@@ -59,7 +59,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import TeacherError
 from ..labeling import label_examples, prompt_id
-from ..synthesis import DROP_REASONS, Generated, HygieneCounts, SampleFilter, parse_generated, validate_label, validate_text
+from ..synthesis import (DROP_REASONS, Generated, HygieneCounts, SampleFilter, conll_tokenize, parse_generated,
+                         validate_label, validate_text)
 from ..tasks.base import load_template
 from ..types import Example, RunResult, TeacherLabel, Unlabeled
 from .base import RunContext, fit_student
@@ -85,7 +86,7 @@ class EvoKDOptions(BaseModel):
     replay_gold: bool = Field(True, description="train on the gold seeds every round")
     epochs_per_round: int = Field(3, ge=1)
     patience: int = Field(2, ge=0, description="stop after this many rounds without dev gain; 0 = never")
-    temperature: float = Field(0.8, gt=0, description="sampling temperature of analysis and generation")
+    temperature: float = Field(0.7, gt=0, description="sampling temperature of analysis and generation")
     tokens_per_sample: int = Field(40, ge=8, description="generation max_tokens = this x samples asked for")
     analysis_max_tokens: int = Field(160, ge=16)
     max_reasks: int = Field(2, ge=0, description="re-asks with the error appended after an unusable reply")
@@ -209,13 +210,13 @@ class EvoKD:
                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:
         """Seeds judged by the current student, plus last round's kept samples judged as
         ``feedback_from`` says (their predictions were stored when that round ran)."""
-        seed_preds = student.predict([Example(f"seed{i}", s["text"], s["label"]) for i, s in enumerate(seeds)])
+        seed_preds = student.predict([Example(f"seed{i}", s["text"], _lab(s["label"])) for i, s in enumerate(seeds)])
         items = [{**s, "pred": p.label} for s, p in zip(seeds, seed_preds)]
         key = "pred_before" if self.opts.feedback_from == "before_training" else "pred_after"
         items += [{"text": s["text"], "label": s["label"], "pred": s[key], "source": "synthetic", "kind": s["kind"]}
                   for s in state["last_batch"]]
-        wrong = [it for it in items if it["pred"] != it["label"]]
-        right = [it for it in items if it["pred"] == it["label"]]
+        wrong = [it for it in items if _lab(it["pred"]) != _lab(it["label"])]
+        right = [it for it in items if _lab(it["pred"]) == _lab(it["label"])]
         rng = random.Random(self._seed(state, 1))
         return (_balanced(wrong, self.opts.show_wrong, rng), _balanced(right, self.opts.show_right, rng),
                 {"evaluated": len(items), "wrong": len(wrong), "right": len(right)})
@@ -250,6 +251,7 @@ class EvoKD:
         o, task = self.opts, ctx.task
         want = {"hard": o.n_hard, "easy": o.n_easy} if self.feedback else {"plain": o.n_hard + o.n_easy}
         counts: HygieneCounts = rec["counts"]
+        kind_ner = getattr(task, "kind", "") == "ner"
         kept: list[dict[str, Any]] = []
         rec["partial"] = kept
         samples_log: list[dict[str, Any]] = []
@@ -261,6 +263,8 @@ class EvoKD:
             need = {k: max(0, v) for k, v in need.items()}
             gens = self._generate(ctx, meter, analysis, need, r, call, counts, samples_log)       # 3. write inputs
             texts: list[tuple[str, str]] = []
+            if kind_ner:  # the tagger and the aligner work on CoNLL-style tokens
+                gens = [Generated(conll_tokenize(g.text), g.kind) for g in gens]
             for g in gens:                                                                           # 4. hygiene
                 bad = validate_text(g.text, min_words=o.min_words, max_words=o.max_words)
                 if bad:
@@ -287,7 +291,8 @@ class EvoKD:
                                     stage=f"{self.name}-round{r}", progress=False)            # 5. separate labeling
             good = []
             for (text, k), lab in zip(fresh, labels):
-                why = "abstained" if lab.abstained else validate_label(lab.label, task.labels, text)
+                why = "abstained" if lab.abstained else (_ner_problem(lab, task.labels, text) if kind_ner
+                                                         else validate_label(lab.label, task.labels, text))
                 entry = {"id": lab.example_id, "text": text, "kind": k, "label": lab.label, "round": r,
                          "confidence": lab.confidence, "label_raw": lab.raw, "prompt_id": lab.prompt_id}
                 if why:
@@ -367,14 +372,14 @@ class EvoKD:
                      rec: dict[str, Any]) -> tuple[Any, float]:
         o = self.opts
         if batch:
-            before = student.predict([Example(s["id"], s["text"], s["label"]) for s in batch])
+            before = student.predict([Example(s["id"], s["text"], _lab(s["label"])) for s in batch])
             for s, p in zip(batch, before):
                 s["pred_before"] = p.label
             rec["batch_accuracy_before_training"] = _acc_by_kind(batch, "pred_before")
         history = [s for s in state["samples"]]
         rng = random.Random(self._seed(state, 2))
         replay = rng.sample(history, round(o.replay * len(history))) if history and o.replay > 0 else []
-        train = [Example(s["id"], s["text"], s["label"]) for s in batch + replay]
+        train = [Example(s["id"], s["text"], _lab(s["label"])) for s in batch + replay]
         if o.replay_gold:
             train += list(ctx.labeled)
         rec.update(n_new=len(batch), n_replay=len(replay), n_train_round=len(train) if batch else 0)
@@ -383,7 +388,7 @@ class EvoKD:
             return student, _main_metric(rec["dev"])
         rng.shuffle(train)
         losses = [student.fit_epoch(train) for _ in range(o.epochs_per_round)]
-        after = student.predict([Example(s["id"], s["text"], s["label"]) for s in batch])
+        after = student.predict([Example(s["id"], s["text"], _lab(s["label"])) for s in batch])
         for s, p in zip(batch, after):
             s["pred_after"] = p.label
         rec["train_loss"] = losses[-1]
@@ -475,12 +480,39 @@ def _scores(ctx: RunContext) -> bool:
     return bool(ctx.labeling.confidence or ctx.labeling.mode == "score") and hasattr(ctx.task, "options")
 
 
+def _lab(label: Any) -> Any:
+    """A label comparable with ``==`` after a JSON round trip (NER tag lists become tuples)."""
+    return tuple(label) if isinstance(label, list) else label
+
+
 def _show(task: Any, s: dict[str, Any], *, pred: bool = False) -> dict[str, Any]:
-    fmt = getattr(task, "format_label", None) or (lambda lab: lab)
+    """A sample as the prompts show it: NER labels as ``type: text; type: text`` (or ``none``)."""
+    def fmt(label: Any) -> Any:
+        if getattr(task, "kind", "") != "ner":
+            return label
+        return task.answer(Example("", s["text"], tuple(label))).replace("\n", "; ")
+
     out = {"text": s["text"], "label": fmt(s["label"])}
     if pred:
         out["pred"] = fmt(s["pred"])
     return out
+
+
+def _ner_problem(lab: TeacherLabel, types: Sequence[str], text: str) -> str | None:
+    """NER label hygiene: a mention of an unknown type is ``bad_label``; a mention whose text
+    does not occur in the sentence (the aligner's ``not_in_sentence``) is ``bad_span``. Either
+    drops the whole sentence: its other entities cannot be trusted to be complete."""
+    meta = lab.meta or {}
+    if meta.get("unknown_type"):
+        return "bad_label"
+    if meta.get("not_in_sentence"):
+        return "bad_span"
+    tags = tuple(lab.label)
+    if len(tags) != len(text.split()):
+        return "bad_span"
+    if any(t != "O" and t.split("-", 1)[-1] not in types for t in tags):
+        return "bad_label"
+    return None
 
 
 def _fill_kind(need: dict[str, int], taken: dict[str, int]) -> str | None:
@@ -499,7 +531,7 @@ def _acc_by_kind(batch: list[dict[str, Any]], key: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for kind in sorted({s["kind"] for s in batch}):
         group = [s for s in batch if s["kind"] == kind]
-        out[kind] = sum(s[key] == s["label"] for s in group) / len(group)
+        out[kind] = sum(_lab(s[key]) == _lab(s["label"]) for s in group) / len(group)
     return out
 
 

@@ -137,5 +137,9 @@ def render_report(cfg: Any, results: dict[str, dict[str, Any]], pool_stats: dict
                          f"ever selected ({extra['data_fraction']:.1%} of the data)")
         for plot in extra.get("plots", []):
             lines.append(f"- {m}: ![{m} {Path(plot).stem}]({m}/{plot})")
+        for doc in extra.get("sections", []):  # markdown a method wrote into its folder, inlined one level down
+            path = run_dir / m / doc
+            if path.exists():
+                lines += ["", "#" + path.read_text(encoding="utf-8").strip(), ""]
     lines.append("")
     return "\n".join(lines)

@@ -466,7 +466,8 @@ class EvoKD:
             extra={"n_train": len(state["samples"]) + len(ctx.labeled), "best_round": state["best_round"],
                    "best_dev": state.get("best_dev"), "round0_dev": state.get("round0_dev"),
                    "hygiene": total.to_dict(), "rounds": rounds, "teacher_calls_used": state["teacher_calls"],
-                   "teacher_tokens_used": state["teacher_tokens"], "feedback": self.feedback},
+                   "teacher_tokens_used": state["teacher_tokens"], "feedback": self.feedback,
+                   "plots": ["learning_curve.svg"], "sections": ["rounds.md"]},
         )
 
 

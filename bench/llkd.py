@@ -1,0 +1,200 @@
+"""LLKD benchmark: vanilla KD (all pseudo-labels) vs top-confidence and random subsets at LLKD's
+data fraction vs LLKD, macro-F1 and the fraction of the pool trained on, mean ± std over seeds.
+
+Writes docs/results/llkd.md (the tables, the exact command, machine, date, scale). For each
+(dataset, teacher) the teacher labels one seeded pool once (split seed 0; cached in the shared
+teacher cache); each benchmark seed then re-initialises the student, reshuffles its data order and
+redraws the random subset. The data split is therefore *not* re-drawn per seed: the spread shows
+training noise only (a smaller-scale choice that keeps teacher cost at one pool per teacher).
+The top-k and random rows of a seed use the data fraction LLKD ever selected in that seed.
+
+Every row is resumable: each (dataset, teacher, seed, row) writes its result.json and is skipped
+on a rerun; student training checkpoints every epoch.
+
+    python bench/llkd.py                                   # the grid of the issue (hours on a CPU)
+    python bench/llkd.py --pool 150 --pool-large 60        # what docs/results/llkd.md reports
+    python bench/llkd.py --label-only                      # fill the teacher cache first
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from llmkd import api  # noqa: E402
+from llmkd.config import load_config  # noqa: E402
+from llmkd.methods.llkd import LLKD  # noqa: E402
+from llmkd.methods.vanilla import VanillaKD  # noqa: E402
+from llmkd.report import read_jsonl, write_json  # noqa: E402
+
+SHORT = {"qwen2.5-coder-0.5b-instruct": "Qwen-0.5B", "qwen2.5-coder-1.5b-instruct": "Qwen-1.5B",
+         "smollm2-135m-instruct": "SmolLM2-135M"}
+ROWS = ["vanilla", "topk", "random", "llkd"]
+ABLATIONS = ["llkd_epoch", "llkd_raw", "llkd_global"]
+TITLES = {"vanilla": "vanilla KD (all pseudo-labels)", "topk": "top teacher confidence, LLKD's fraction",
+          "random": "random subset, LLKD's fraction", "llkd": "LLKD (per step, normalised entropy)",
+          "llkd_epoch": "LLKD, thresholds per epoch", "llkd_raw": "LLKD, raw entropy (τ^S_0 = 0.5 nats)",
+          "llkd_global": "LLKD, no per-class adjustment"}
+
+
+def method_for(row: str, fraction: float | None) -> Any:
+    if row == "vanilla":
+        return VanillaKD()
+    opts: dict[str, Any] = {"plot": row == "llkd"}
+    if row in ("topk", "random"):
+        opts.update(selection=row, fraction=fraction)
+    elif row == "llkd_epoch":
+        opts.update(granularity="epoch")
+    elif row == "llkd_raw":
+        opts.update(entropy="raw")
+    elif row == "llkd_global":
+        opts.update(class_norm="none")
+    return LLKD(**opts)
+
+
+def selected_label_accuracy(workdir: Path, vault: Any) -> float | None:
+    """Pseudo-label accuracy of the examples a selector ever kept (reporting only: pool gold)."""
+    path = workdir / "selection.jsonl"
+    if not path.exists():
+        return None
+    rows = [r for r in read_jsonl(path) if r["first_selected_epoch"] is not None]
+    return sum(r["label"] == vault.label_of(r["id"]) for r in rows) / len(rows) if rows else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", nargs="+", default=["csabstruct", "trec"])
+    ap.add_argument("--teachers", nargs="+", default=["qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--k", type=int, default=4, help="gold examples per class (the prompt demonstrations)")
+    ap.add_argument("--dev", type=int, default=8, help="gold dev examples per class (early stopping)")
+    ap.add_argument("--pool", type=int, default=1000)
+    ap.add_argument("--pool-large", type=int, default=None, help="pool for the 1.5B teacher (default: --pool)")
+    ap.add_argument("--test-size", type=int, default=500)
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--min-steps", type=int, default=60, help="student.min_steps (tiny pools get more epochs)")
+    ap.add_argument("--ablations", nargs="*", default=[], choices=ABLATIONS,
+                    help="extra LLKD variants, run with the first teacher only")
+    ap.add_argument("--label-only", action="store_true", help="only label the pools (fills the teacher cache)")
+    ap.add_argument("--runs", default=str(ROOT / "runs" / "bench-llkd"))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "llkd.md"))
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    command = "python bench/llkd.py " + " ".join(sys.argv[1:])
+    started = time.time()
+    results: dict[str, dict[str, Any]] = {}
+    for ti, teacher in enumerate(args.teachers):  # first teacher on every dataset first: partial results stay useful
+        for ds in args.datasets:
+            pool = args.pool_large if (args.pool_large and "1.5b" in teacher) else args.pool
+            name = SHORT.get(teacher, teacher)
+            cfg = load_config(ROOT / "examples" / f"llkd_{ds}.yaml", [
+                f"name=llkd-{ds}-{name}-k{args.k}-d{args.dev}-p{pool}-t{args.test_size}-e{args.epochs}-m{args.min_steps}",
+                "seed=0", f"output_dir={args.runs}", f"teacher.model={teacher}", "teacher.labeling=score",
+                f"data.split.labeled_per_class={args.k}", f"data.split.dev_per_class={args.dev}",
+                f"data.split.pool_size={pool}", f"data.split.test_size={args.test_size}",
+                f"student.epochs={args.epochs}", f"student.min_steps={args.min_steps}", "progress=false"])
+            run_dir = api.run_dir_for(cfg)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(api.dump_config(cfg))
+            sess = api._Session(cfg)
+            t0 = time.time()
+            base = sess.context("vanilla", run_dir)
+            labels = base.label(sess.splits.pool, stage="teacher-pool", desc=f"{ds} {name}")
+            label_s = time.time() - t0
+            print(f"{ds} {name}: labeled {len(labels)} in {label_s:.0f}s", flush=True)
+            key = f"{ds}|{name}"
+            results[key] = {"pool": pool, "teacher": name, "dataset": ds, "label_seconds": label_s,
+                            "pool_quality": api.pool_quality(labels, sess._vault), "rows": {}}
+            if args.label_only:
+                continue
+            rows = ROWS + (args.ablations if ti == 0 else [])
+            for seed in args.seeds:
+                fraction = None
+                for row in rows:
+                    wd = run_dir / f"seed{seed}" / row
+                    wd.mkdir(parents=True, exist_ok=True)
+                    done = wd / "result.json"
+                    if done.exists():
+                        res = json.loads(done.read_text())
+                    else:
+                        ctx = dataclasses.replace(sess.context("vanilla", wd), seed=seed, progress=False)
+                        t1 = time.time()
+                        out = method_for(row, fraction).run(ctx)
+                        res = {"metrics": out.metrics, "extra": {k: v for k, v in out.extra.items() if k != "epochs"},
+                               "epochs": out.extra.get("epochs"), "seconds": time.time() - t1,
+                               "selected_label_accuracy": selected_label_accuracy(wd, sess._vault)}
+                        write_json(done, res)
+                        print(f"  {key} seed {seed} {row}: F1 {res['metrics']['macro_f1']:.3f} "
+                              f"({res['seconds']:.0f}s)", flush=True)
+                    if row == "llkd":
+                        fraction = res["extra"]["data_fraction"]
+                    results[key]["rows"].setdefault(row, []).append(res)
+                write(args, results, command, started)
+    write(args, results, command, started)
+
+
+def _ms(vals: list[float], fmt: str = "{:.3f}") -> str:
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return "–"
+    if len(vals) == 1:
+        return fmt.format(vals[0])
+    return f"{fmt.format(statistics.mean(vals))} ± {fmt.format(statistics.stdev(vals))}"
+
+
+def write(args: argparse.Namespace, results: dict[str, dict[str, Any]], command: str, started: float) -> None:
+    lines = [
+        "# LLKD benchmark (generated by bench/llkd.py)",
+        "",
+        f"Command: `{command}`  ",
+        f"Date: {dt.datetime.now().isoformat(timespec='minutes')}; machine: {platform.machine()}, {os.cpu_count()} CPU cores "
+        f"(shared with other jobs), {platform.platform()}; wall time {time.time() - started:.0f} s.  ",
+        f"Seeds {args.seeds}; k = {args.k} gold examples per class (prompt demonstrations), dev = {args.dev} per class "
+        f"(early stopping), test subsample = {args.test_size}; student all-MiniLM-L6-v2 (max_length 64), up to "
+        f"{args.epochs} epochs; teacher llama.cpp, label = argmax of the label-set scores, confidence = its "
+        "normalised probability (teacher.labeling=score).",
+        "",
+    ]
+    for key, r in results.items():
+        lines += [f"## {r['dataset']}, teacher {r['teacher']} (pool {r['pool']})", ""]
+        q = r["pool_quality"]
+        if q:
+            lines.append(f"Pseudo-label accuracy on the pool: {q['pseudo-label accuracy (answered)']:.3f} "
+                         f"(scored afterwards against the pool's gold; labeling took {r['label_seconds']:.0f} s, "
+                         "0 if cached).")
+            lines.append("")
+        if not r["rows"]:
+            continue
+        lines += ["| row | macro-F1 | accuracy | data used | label acc. of used | epochs | n seeds |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for row, res in r["rows"].items():
+            f1 = [x["metrics"]["macro_f1"] for x in res]
+            acc = [x["metrics"]["accuracy"] for x in res]
+            frac = [x["extra"].get("data_fraction", 1.0) for x in res]
+            sel = [x.get("selected_label_accuracy") for x in res]
+            if row == "vanilla":
+                sel = [q.get("pseudo-label accuracy (answered)")] * len(res) if q else []
+            ep = [x["extra"]["training"]["epoch"] for x in res]
+            lines.append(f"| {TITLES[row]} | {_ms(f1)} | {_ms(acc)} | {_ms(frac, '{:.1%}')} | {_ms(sel)} | "
+                         f"{_ms(ep, '{:.1f}')} | {len(res)} |")
+        lines.append("")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

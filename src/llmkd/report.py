@@ -88,12 +88,39 @@ def _fmt(fmt: str, v: Any) -> str:
         return str(v)
 
 
+SPAN_COLUMNS = [("f1", "span F1", "{:.4f}"), ("precision", "precision", "{:.4f}"), ("recall", "recall", "{:.4f}")]
+
+
+def _columns(rows: dict[str, dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """COLUMNS; for span-scored tasks (NER: an ``f1`` metric) the span columns first, and the
+    classification columns only where some row has them."""
+    if not any("f1" in r for r in rows.values()):
+        return COLUMNS
+    kept = [c for c in COLUMNS if c[0] not in ("macro_f1", "accuracy") or any(c[0] in r for r in rows.values())]
+    return SPAN_COLUMNS + kept
+
+
 def table(rows: dict[str, dict[str, Any]]) -> str:
-    head = "| method | " + " | ".join(c[1] for c in COLUMNS) + " |"
-    sep = "|---|" + "---:|" * len(COLUMNS)
+    columns = _columns(rows)
+    head = "| method | " + " | ".join(c[1] for c in columns) + " |"
+    sep = "|---|" + "---:|" * len(columns)
     lines = [head, sep]
     for method, r in rows.items():
-        lines.append(f"| {method} | " + " | ".join(_fmt(f, r.get(k)) for k, _, f in COLUMNS) + " |")
+        lines.append(f"| {method} | " + " | ".join(_fmt(f, r.get(k)) for k, _, f in columns) + " |")
+    return "\n".join(lines)
+
+
+def per_type_table(rows: dict[str, dict[str, Any]]) -> str:
+    """F1 per entity type (metrics ``f1[T]``, NER) per method, with the test support; "" if none."""
+    types = sorted({k[3:-1] for r in rows.values() for k in r if k.startswith("f1[") and k.endswith("]")})
+    if not types:
+        return ""
+    lines = ["| method | " + " | ".join(types) + " |", "|---|" + "---:|" * len(types)]
+    for method, r in rows.items():
+        lines.append(f"| {method} | " + " | ".join(_fmt("{:.4f}", r.get(f"f1[{t}]")) for t in types) + " |")
+    support = next((r for r in rows.values() if f"support[{types[0]}]" in r), None)
+    if support is not None:
+        lines.append("| *test entities* | " + " | ".join(str(support.get(f"support[{t}]", "–")) for t in types) + " |")
     return "\n".join(lines)
 
 
@@ -120,6 +147,9 @@ def render_report(cfg: Any, results: dict[str, dict[str, Any]], pool_stats: dict
         "the labels took when first computed (cached answers keep their original cost).",
         "",
     ]
+    by_type = per_type_table({m: flat_row(r) for m, r in results.items()})
+    if by_type:
+        lines += ["## Span F1 per entity type (seqeval, strict IOB2)", "", by_type, ""]
     if pool_stats:
         lines += ["## Pseudo-labels of the pool (scored after the fact against the pool's gold)", ""]
         lines += [f"- {k}: {v:.4f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in pool_stats.items()]

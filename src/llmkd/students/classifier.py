@@ -33,6 +33,9 @@ def pick_device(device: str) -> str:
 
 
 class ClassifierStudent:
+    kind = "classifier"  # written to student.json
+    auto_model = "AutoModelForSequenceClassification"  # the transformers head class
+
     def __init__(self, *, model: str, labels: Sequence[str], max_length: int = 128, batch_size: int = 16,
                  lr: float = 1e-4, weight_decay: float = 0.01, warmup_steps: int = 10, seed: int = 0,
                  device: str = "auto", threads: int | None = None, progress: bool = False) -> None:
@@ -51,21 +54,27 @@ class ClassifierStudent:
         self.steps_done_ = 0
         self._built = False
 
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The model's output classes: the label set (a tagger's are its BIO tags)."""
+        return self.labels
+
     # -- construction -------------------------------------------------------------------------
     def _build(self, source: str | None = None) -> None:
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        import transformers
+        from transformers import AutoTokenizer
 
         if self.threads:
             torch.set_num_threads(self.threads)
         torch.manual_seed(self.seed)
         src = source or self.model_name
         self.tokenizer_ = AutoTokenizer.from_pretrained(src)
-        self.model_ = AutoModelForSequenceClassification.from_pretrained(
+        self.model_ = getattr(transformers, self.auto_model).from_pretrained(
             src,
-            num_labels=len(self.labels),
-            id2label=dict(enumerate(self.labels)),
-            label2id={lab: i for i, lab in enumerate(self.labels)},
+            num_labels=len(self.outputs),
+            id2label=dict(enumerate(self.outputs)),
+            label2id={lab: i for i, lab in enumerate(self.outputs)},
             ignore_mismatched_sizes=source is None,
         )
         self.device_ = pick_device(self.device)
@@ -156,7 +165,7 @@ class ClassifierStudent:
         tensors, meta = _optimizer_tensors(self.model_, self.optimizer_)
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         (tmp / "student.json").write_text(json.dumps({
-            "kind": "classifier", "base_model": self.model_name, "labels": list(self.labels),
+            "kind": self.kind, "base_model": self.model_name, "labels": list(self.labels),
             "max_length": self.max_length, "batch_size": self.batch_size, "lr": self.lr,
             "weight_decay": self.weight_decay, "warmup_steps": self.warmup_steps, "seed": self.seed,
             "epochs_done": self.epochs_done_, "steps_done": self.steps_done_, "optimizer": meta,

@@ -18,14 +18,14 @@ the output is not constrained; the parser below is tolerant instead.
    If the reply hit ``max_tokens`` the unfinished last line is dropped (``truncated``).
 2. The type must be one of the task's types: exact, case-insensitive, a ``task.aliases`` key, or
    the verbalized type name; otherwise the mention is dropped (``unknown_type``).
-3. Alignment to tokens, first level that finds an occurrence wins: exact token sequence; then
-   case-insensitive; then *loose* (Unicode NFKC, curly quotes/dashes folded, case and whitespace
-   ignored, so ``Smith's`` matches ``Smith 's``; retried with surrounding punctuation stripped);
-   finally, a mention with ``,`` or ``;`` that is not found is split into its parts
-   (``location: Paris, London``). Not found: dropped (``not_in_sentence``, the hallucinations).
-4. Overlaps: mentions are placed **longest first** (ties in reply order), each at its first
-   occurrence that overlaps no placed span ("first unused occurrence"; a repeated word named
-   twice tags both occurrences in order). So ``Bank of America`` wins over ``America``, and
+3. Alignment to tokens. Occurrences are ranked by match level, then sentence order: exact token
+   sequence; then case-insensitive; then *loose* (Unicode NFKC, curly quotes/dashes folded, case
+   and whitespace ignored, so ``Smith's`` matches ``Smith 's``; retried with surrounding
+   punctuation stripped). A mention with ``,`` or ``;`` found nowhere is split into its parts
+   (``location: Paris, London``). Found nowhere: dropped (``not_in_sentence``, hallucinations).
+4. Overlaps: mentions are placed **longest first** (ties in reply order), each at its best-ranked
+   occurrence that overlaps no placed span ("first unused occurrence": a repeated word named
+   twice tags both occurrences in order; ``Paris`` named a third time may take ``paris``). So ``Bank of America`` wins over ``America``, and
    ``America`` then takes another occurrence if there is one. A mention with no free occurrence
    is dropped: ``duplicate`` if the same typed span is already placed, else ``overlap``.
    A parseable reply whose mentions are all dropped labels the sentence all-``O`` (the reply
@@ -84,36 +84,35 @@ def _norm(s: str) -> str:
     return "".join(unicodedata.normalize("NFKC", s).translate(_FOLD).casefold().split())
 
 
-def find_occurrences(tokens: Sequence[str], mention: str) -> tuple[str, list[tuple[int, int]]]:
-    """Token spans ``(start, end)`` where ``mention`` occurs, at the first matching level
-    (``exact``, ``case``, ``loose``); ``("", [])`` if nowhere."""
+def find_occurrences(tokens: Sequence[str], mention: str) -> list[tuple[str, tuple[int, int]]]:
+    """Token spans ``(start, end)`` where ``mention`` occurs, each with its match level: all
+    ``exact`` ones first, then the further ``case``-insensitive ones, then the further ``loose``
+    ones, each level in sentence order. Empty if nowhere."""
     mw = mention.split()
     n = len(mw)
     if n == 0:
-        return "", []
-    exact = [(i, i + n) for i in range(len(tokens) - n + 1) if list(tokens[i : i + n]) == mw]
-    if exact:
-        return "exact", exact
+        return []
+    found: dict[tuple[int, int], str] = {}
+    for i in range(len(tokens) - n + 1):
+        if list(tokens[i : i + n]) == mw:
+            found[(i, i + n)] = "exact"
     low, mlow = [t.casefold() for t in tokens], [w.casefold() for w in mw]
-    case = [(i, i + n) for i in range(len(tokens) - n + 1) if low[i : i + n] == mlow]
-    if case:
-        return "case", case
+    for i in range(len(tokens) - n + 1):
+        if low[i : i + n] == mlow:
+            found.setdefault((i, i + n), "case")
     normed = [_norm(t) for t in tokens]
     for target in dict.fromkeys((_norm(mention), _norm(mention.strip(_PUNCT + " ")))):
         if not target:
             continue
-        loose = []
         for i in range(len(tokens)):
             acc = ""
             for j in range(i, len(tokens)):
                 acc += normed[j]
                 if len(acc) >= len(target):
                     if acc == target:
-                        loose.append((i, j + 1))
+                        found.setdefault((i, j + 1), "loose")
                     break
-        if loose:
-            return "loose", loose
-    return "", []
+    return [(level, occ) for level in ("exact", "case", "loose") for occ, lv in found.items() if lv == level]
 
 
 class NerTask:
@@ -229,32 +228,32 @@ class NerTask:
         IOB2 tags, the kept spans (with confidences) and the counts of every outcome."""
         toks = words(text)
         counts = {"mentions": 0, "kept": 0, "case_matches": 0, "loose_matches": 0, **{r: 0 for r in DROP_REASONS}}
-        located: list[tuple[Mention, str, str, list[tuple[int, int]]]] = []
+        located: list[tuple[Mention, str, list[tuple[str, tuple[int, int]]]]] = []
         for m in mentions:
             typ = self.resolve_type(m.type)
             if typ is None:
                 counts["mentions"] += 1
                 counts["unknown_type"] += 1
                 continue
-            level, occ = find_occurrences(toks, m.text)
+            occ = find_occurrences(toks, m.text)
             parts = [p.strip() for p in re.split(r"[,;]", m.text)] if not occ and re.search(r"[,;]", m.text) else []
             if parts and all(p for p in parts):
                 for p in parts:
-                    located.append((Mention(m.type, p, m.start, m.end), typ, *find_occurrences(toks, p)))
+                    located.append((Mention(m.type, p, m.start, m.end), typ, find_occurrences(toks, p)))
             else:
-                located.append((m, typ, level, occ))
+                located.append((m, typ, occ))
         placed: list[Span] = []
-        for m, typ, level, occ in sorted(located, key=lambda x: -len(x[0].text)):  # stable: ties keep reply order
+        for m, typ, occ in sorted(located, key=lambda x: -len(x[0].text)):  # stable: ties keep reply order
             counts["mentions"] += 1
             if not occ:
                 counts["not_in_sentence"] += 1
                 continue
-            free = [o for o in occ if all(o[1] <= s.start or o[0] >= s.end for s in placed)]
+            free = [(lv, o) for lv, o in occ if all(o[1] <= s.start or o[0] >= s.end for s in placed)]
             if not free:
-                dup = any((s.start, s.end, s.type) == (o[0], o[1], typ) for o in occ for s in placed)
+                dup = any((s.start, s.end, s.type) == (o[0], o[1], typ) for _, o in occ for s in placed)
                 counts["duplicate" if dup else "overlap"] += 1
                 continue
-            s, e = free[0]
+            level, (s, e) = free[0]
             conf = None if reply is None else _prob(reply, m.start, m.end)
             placed.append(Span(s, e, typ, " ".join(toks[s:e]), conf))
             counts["kept"] += 1

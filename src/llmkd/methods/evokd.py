@@ -44,6 +44,8 @@ classification and NER.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -197,12 +199,16 @@ class EvoKD:
             return ctx.student_loader(ctx.workdir / state["last_slot"])
         if not ctx.labeled:
             raise ValueError(f"{self.name}: no gold seed examples; set data.split.labeled_per_class >= 1")
-        student, record = fit_student(ctx, list(ctx.labeled), tag="round00-seeds")
+        # The seed student depends only on the seeds, the seed and the training settings, so evokd and
+        # synth_nofeedback of one run directory share it (trained once, in RUN_DIR/_shared).
+        key = hashlib.sha256(json.dumps([sorted(e.id for e in ctx.labeled), ctx.seed, vars(ctx.train)],
+                                        sort_keys=True).encode()).hexdigest()[:12]
+        shared = dataclasses.replace(ctx, workdir=ctx.workdir.parent / "_shared")
+        student, record = fit_student(shared, list(ctx.labeled), tag=f"seed-student-{key}")
         state["seed_training"] = {k: record[k] for k in ("best_score", "best_epoch", "stop_reason") if k in record}
         score = ctx.evaluate(student.predict(ctx.dev), ctx.dev) if ctx.dev else {}
         state["round0_dev"] = score
         self._checkpoint(ctx, student, state, _main_metric(score))
-        shutil.rmtree(ctx.workdir / "round00-seeds", ignore_errors=True)
         return student
 
     # -- step 1 -------------------------------------------------------------------------------

@@ -1,0 +1,182 @@
+"""EvoKD benchmark: supervised-k vs generation without feedback vs vanilla KD vs EvoKD vs
+supervised full-shot, with a "% of full-shot" column. Writes docs/results/evokd.md.
+
+Every (dataset, k, seed) is an ordinary `llmkd run` of examples/evokd_<dataset>.yaml (or
+examples/<dataset>.yaml for TREC) with overrides, so a killed benchmark resumes where it stopped
+(teacher answers are cached, finished methods and finished EvoKD rounds are kept). The full-shot
+row is a separate run per seed with a larger gold pool (``--full-pool``), since it does not
+depend on k or on the teacher.
+
+    python bench/evokd.py                                   # the issue's grid (hours on a CPU)
+    python bench/evokd.py --datasets sst2 --k 1 --seeds 0   # one cell; the doc says which
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from llmkd import api  # noqa: E402
+from llmkd.config import load_config  # noqa: E402
+
+SHORT = {"qwen2.5-coder-0.5b-instruct": "Qwen-0.5B", "qwen2.5-coder-1.5b-instruct": "Qwen-1.5B",
+         "smollm2-135m-instruct": "SmolLM2-135M"}
+CONFIG = {"sst2": "evokd_sst2.yaml", "trec": "trec.yaml", "conll03": "evokd_conll03.yaml"}
+ROWS = [("supervised", "supervised-k (gold seeds only)"), ("synth_nofeedback", "generation without feedback"),
+        ("vanilla", "vanilla KD (teacher labels a pool)"), ("evokd", "EvoKD"),
+        ("supervised_full", "supervised full-shot (gold pool)")]
+
+
+def split_overrides(ds: str, k: int, pool: int, test_size: int) -> list[str]:
+    """k-shot: k gold examples per class; for NER (no classes) 4*k sentences in total."""
+    if ds == "conll03":
+        return [f"data.split.labeled_n={4 * k}", f"data.split.pool_size={pool}", f"data.split.test_size={test_size}"]
+    return [f"data.split.labeled_per_class={k}", f"data.split.pool_size={pool}", f"data.split.test_size={test_size}"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", nargs="+", default=["sst2", "trec", "conll03"], choices=sorted(CONFIG))
+    ap.add_argument("--k", nargs="+", type=int, default=[1, 8], help="gold examples per class (NER: 4k sentences)")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--teacher", default="qwen2.5-coder-0.5b-instruct")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--per-round", type=int, default=6, help="LLM samples asked for per round (half hard, half easy)")
+    ap.add_argument("--pool", type=int, default=50, help="unlabeled pool for vanilla KD")
+    ap.add_argument("--full-pool", type=int, default=500, help="gold pool of the full-shot row")
+    ap.add_argument("--test-size", type=int, default=300)
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--min-steps", type=int, default=30)
+    ap.add_argument("--no-vanilla", action="store_true")
+    ap.add_argument("--runs", default=str(ROOT / "runs" / "bench-evokd"))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "evokd.md"))
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    command = "python bench/evokd.py " + " ".join(sys.argv[1:])
+    started = time.time()
+    teacher = SHORT.get(args.teacher, args.teacher)
+    hard = args.per_round // 2
+    synth = {"rounds": args.rounds, "n_hard": hard, "n_easy": args.per_round - hard, "tokens_per_sample": 30}
+    rows: dict[str, dict[int, dict[str, list[dict]]]] = {}
+    for ds in args.datasets:
+        for seed in args.seeds:
+            out_dir = Path(args.runs) / (f"{teacher}-r{args.rounds}x{args.per_round}-p{args.pool}-t{args.test_size}"
+                                         f"-e{args.epochs}-m{args.min_steps}")
+            common = [f"seed={seed}", f"output_dir={out_dir}", f"teacher.model={args.teacher}",
+                      f"student.epochs={args.epochs}", f"student.min_steps={args.min_steps}", "progress=false",
+                      f"method_options={json.dumps({'evokd': {**synth, 'analysis_max_tokens': 100}, 'synth_nofeedback': synth})}"]
+            full_cfg = load_config(ROOT / "examples" / CONFIG[ds], common + split_overrides(ds, 1, args.full_pool, args.test_size) + [
+                f"name={ds}-full{args.full_pool}-s{seed}", 'methods=["supervised_full"]'])
+            for k in args.k:
+                methods = ["supervised", "synth_nofeedback", "evokd"] + ([] if args.no_vanilla else ["vanilla"])
+                cfg = load_config(ROOT / "examples" / CONFIG[ds], common + split_overrides(ds, k, args.pool, args.test_size) + [
+                    f"name={ds}-k{k}-s{seed}",
+                    f"methods={json.dumps(methods)}"])
+                t0 = time.time()
+                summary = api.run(cfg)
+                print(f"{ds} k={k} seed {seed}: {time.time() - t0:.0f}s", flush=True)
+                for m, res in summary.results.items():
+                    rows.setdefault(ds, {}).setdefault(k, {}).setdefault(m, []).append(res)
+                write(args, rows, command, started, teacher)
+            t0 = time.time()
+            full = api.run(full_cfg)
+            print(f"{ds} full-shot seed {seed}: {time.time() - t0:.0f}s", flush=True)
+            for k in args.k:
+                rows.setdefault(ds, {}).setdefault(k, {}).setdefault("supervised_full", []).append(full.results["supervised_full"])
+            write(args, rows, command, started, teacher)
+
+
+def _ms(vals: list[float], scale: float = 1.0) -> str:
+    if not vals:
+        return "–"
+    if len(vals) == 1:
+        return f"{vals[0] * scale:.3f}" if scale == 1 else f"{vals[0] * scale:.0f}%"
+    m, s = statistics.mean(vals) * scale, statistics.stdev(vals) * scale
+    return f"{m:.3f} ± {s:.3f}" if scale == 1 else f"{m:.0f}% ± {s:.0f}"
+
+
+def _metric(res: dict) -> float:
+    m = res["metrics"]
+    return float(m.get("macro_f1", m.get("f1", 0.0)))
+
+
+def write(args: argparse.Namespace, rows: dict, command: str, started: float, teacher: str) -> None:
+    lines = [
+        "# EvoKD benchmark",
+        "",
+        f"Command: `{command}`  ",
+        f"Date: {dt.date.today().isoformat()}; machine: {platform.machine()}, {os.cpu_count()} CPU cores "
+        f"(shared with other jobs), {platform.platform()}; wall time so far {time.time() - started:.0f} s.  ",
+        f"Teacher: {teacher} (llama.cpp; generation sampled at temperature 0.7, labeling greedy with the "
+        f"few-shot classify/ner prompt). Student: all-MiniLM-L6-v2. Seeds: {args.seeds}. Test subsample: "
+        f"{args.test_size}. Synthesis: {args.rounds} rounds x {args.per_round} LLM samples asked for "
+        f"(EvoKD: half hard, half easy; no-feedback baseline: the same number of plain samples, the same "
+        f"rounds, hygiene, labeling, replay and training). Vanilla KD pool: {args.pool}. Full-shot: gold "
+        f"labels of a {args.full_pool}-example pool plus the seeds. Student: up to {args.epochs} epochs, "
+        f"at least {args.min_steps} steps, early stopping on the small gold dev set.",
+        "",
+        "Metric: macro-F1 (classification) or entity-level span F1 (NER), mean ± std over the seeds that "
+        "finished. \"% of full\" divides by the full-shot score of the same seed set. \"kept / asked\": "
+        "LLM samples kept after hygiene over samples asked for; \"leak\": samples dropped as too close to "
+        "a dev/test text.",
+        "",
+    ]
+    for ds, by_k in rows.items():
+        for k, by_m in sorted(by_k.items()):
+            full = [_metric(r) for r in by_m.get("supervised_full", [])]
+            full_mean = statistics.mean(full) if full else None
+            lines += [f"## {ds}, k = {k}" + (" (4k gold sentences)" if ds == "conll03" else " gold per class"), "",
+                      "| row | F1 | % of full | kept / asked | dropped (dup / leak / label) | teacher calls | n seeds |",
+                      "|---|---:|---:|---:|---:|---:|---:|"]
+            for m, label in ROWS:
+                res = by_m.get(m, [])
+                if not res:
+                    continue
+                f1 = [_metric(r) for r in res]
+                pct = _ms([v / full_mean for v in f1], 100) if full_mean else "–"
+                hyg = [r["extra"].get("hygiene") for r in res if r.get("extra", {}).get("hygiene")]
+                if hyg:
+                    asked = args.rounds * args.per_round
+                    kept = statistics.mean(h["kept"] for h in hyg)
+                    d = lambda key: statistics.mean(h["dropped"][key] for h in hyg)  # noqa: E731
+                    hy = f"{kept:.1f} / {asked}"
+                    dr = f"{d('exact_dup') + d('near_dup'):.1f} / {d('leak'):.1f} / {d('abstained') + d('bad_label') + d('bad_span'):.1f}"
+                    calls = f"{statistics.mean(r['extra']['teacher_calls_used'] for r in res):.0f}"
+                else:
+                    hy, dr = "–", "–"
+                    calls = f"{statistics.mean(r['timings'].get('n_prompts', 0) for r in res):.0f}" if m == "vanilla" else "–"
+                lines.append(f"| {label} | {_ms(f1)} | {pct} | {hy} | {dr} | {calls} | {len(res)} |")
+            lines.append("")
+            evo = by_m.get("evokd", [])
+            for r in evo[:1]:
+                lines.append(f"EvoKD per round (first seed): stop reason \"{r['stop_reason']}\", best round "
+                             f"{r['extra']['best_round']}.")
+                lines.append("")
+                lines.append("| round | dev F1 | kept | batch acc. before training (hard / easy) | analysis (excerpt) |")
+                lines.append("|---:|---:|---:|---|---|")
+                for rec in r["extra"]["rounds"]:
+                    dev = rec.get("dev") or {}
+                    acc = rec.get("batch_accuracy_before_training") or {}
+                    an = " ".join((rec.get("analysis") or "").split())[:160].replace("|", "/")
+                    lines.append(f"| {rec['round']} | {dev.get('macro_f1', dev.get('f1', float('nan'))):.3f} | "
+                                 f"{rec['counts']['kept']} | {acc.get('hard', float('nan')):.2f} / "
+                                 f"{acc.get('easy', float('nan')):.2f} | {an} |")
+                lines.append("")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

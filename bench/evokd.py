@@ -33,6 +33,7 @@ from llmkd.config import load_config  # noqa: E402
 SHORT = {"qwen2.5-coder-0.5b-instruct": "Qwen-0.5B", "qwen2.5-coder-1.5b-instruct": "Qwen-1.5B",
          "smollm2-135m-instruct": "SmolLM2-135M"}
 CONFIG = {"sst2": "evokd_sst2.yaml", "trec": "trec.yaml", "conll03": "evokd_conll03.yaml"}
+NOTES = "<!-- notes: text below this line is kept when the benchmark rewrites the file -->"
 ROWS = [("supervised", "supervised-k (gold seeds only)"), ("synth_nofeedback", "generation without feedback"),
         ("vanilla", "vanilla KD (teacher labels a pool)"), ("evokd", "EvoKD"),
         ("supervised_full", "supervised full-shot (gold pool)")]
@@ -174,8 +175,12 @@ def write(args: argparse.Namespace, rows: dict, command: str, started: float, te
                                  f"{rec['counts']['kept']} | {acc.get('hard', float('nan')):.2f} / "
                                  f"{acc.get('easy', float('nan')):.2f} | {an} |")
                 lines.append("")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    notes = ""  # hand-written text below the marker survives a rerun of the benchmark
+    if out.exists() and NOTES in out.read_text():
+        notes = out.read_text().split(NOTES, 1)[1]
+    out.write_text("\n".join(lines) + "\n" + NOTES + notes)
 
 
 if __name__ == "__main__":

@@ -48,8 +48,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
-import os
 import random
 import shutil
 import time
@@ -60,7 +58,8 @@ from typing import Any, Literal, Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import TeacherError
-from ..labeling import label_examples, prompt_id
+from ..labeling import label_examples
+from ..report import write_json, write_jsonl
 from ..synthesis import (DROP_REASONS, Generated, HygieneCounts, SampleFilter, conll_tokenize, parse_generated,
                          validate_label, validate_text)
 from ..tasks.base import load_template
@@ -127,12 +126,6 @@ class _Meter:
 
 class _Budget(Exception):
     """Raised inside a round when a teacher budget is spent."""
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False))
-    os.replace(tmp, path)
 
 
 def _balanced(items: list[dict[str, Any]], n: int, rng: random.Random) -> list[dict[str, Any]]:
@@ -426,7 +419,7 @@ class EvoKD:
             state["best_slot"], state["best_dev"] = slot, state.get("last_dev") or state.get("round0_dev", {})
             if r == 0:
                 state["best_score"] = score
-        _write_json(ctx.workdir / "state.json", state)
+        write_json(ctx.workdir / "state.json", state)
         for s in ("slot-a", "slot-b", "slot-c"):
             if s not in (state["last_slot"], state["best_slot"]):
                 shutil.rmtree(ctx.workdir / s, ignore_errors=True)
@@ -457,8 +450,6 @@ class EvoKD:
             total.kept += c["kept"]
             total.dropped.update({k: v for k, v in c["dropped"].items() if v})
         rows = [s for rec in state["rounds"] for s in rec.get("samples", [])]
-        from ..report import write_jsonl
-
         write_jsonl(ctx.workdir / "synthetic.jsonl", rows)
         write_curve(ctx.workdir / "learning_curve.svg", state, title=f"{self.name}: dev score per round")
         (ctx.workdir / "rounds.md").write_text(rounds_markdown(self.name, state))

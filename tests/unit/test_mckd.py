@@ -173,6 +173,8 @@ def test_final_student_sees_every_item_once_and_abstentions_are_filled(tmp_path:
     saved = json.loads((tmp_path / "stages.json").read_text())
     assert [s["part"] for s in saved["stages"][0]["students"]] == [0, 1]
     assert set(saved["stages"][0]["students"][0]) >= {"dev", "test", "n_train", "stop_reason"}
+    md = (tmp_path / "stages.md").read_text()
+    assert "| 1 | part 0 |" in md and "| final (2-stage MCKD) | all parts | 24 |" in md and "| 1 | 40.0% | 60.0% | 4 | 4 | 0 |" in md
 
 
 def test_one_stage_is_vanilla_kd_without_abstentions(tmp_path: Path) -> None:

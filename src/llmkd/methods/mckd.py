@@ -172,7 +172,8 @@ def _selection_fit(ctx: RunContext, opts: _SelectionOptions, examples: list[Exam
     if opts.selection == "fidelity":
         train = dataclasses.replace(train, patience=opts.fidelity_window)
         c = dataclasses.replace(ctx, train=train)
-        return fit_student(c, examples, tag=tag, seed=seed, select_on=examples, plateau=opts.fidelity_tol)
+        student, record = fit_student(c, examples, tag=tag, seed=seed, select_on=examples, plateau=opts.fidelity_tol)
+        return student, {**record, "dev_metric": f"training-fidelity {record.get('dev_metric')}"}
     return fit_student(dataclasses.replace(ctx, train=train), examples, tag=tag, seed=seed)
 
 
@@ -291,6 +292,7 @@ class MCKD:
         from ..report import write_json, write_jsonl
 
         write_json(wd / "stages.json", {"stages": stage_reports, "finals": finals})
+        (wd / "stages.md").write_text(stages_markdown(stage_reports, finals), encoding="utf-8")
         write_jsonl(wd / "provenance.jsonl", self.provenance_)
         final_labels = [latest[u.id] for u in ctx.pool]
         return RunResult(
@@ -299,7 +301,8 @@ class MCKD:
             timings={"label_seconds": label_s, "train_seconds": time.perf_counter() - t1},
             extra={"training": record, "n_train": record.get("n_train"), "stages": stage_reports,
                    "finals": {str(k): v for k, v in finals.items()}, "options": opts.model_dump(),
-                   "pool_abstention_rate": abstention_rate(teacher), "part_sizes": [len(p) for p in parts]},
+                   "pool_abstention_rate": abstention_rate(teacher), "part_sizes": [len(p) for p in parts],
+                   "sections": ["stages.md"]},
         )
 
     # -- step 2 --------------------------------------------------------------------------------
@@ -375,6 +378,31 @@ class MCKD:
                 {"stage": k, "label": h[x].label, "abstained": h[x].abstained, "source": h[x].source,
                  "by": h[x].stage, "confidence": h[x].confidence} for k, h in enumerate(history)]})
         return rows
+
+
+def stages_markdown(stages: list[dict[str, Any]], finals: dict[int, dict[str, Any]]) -> str:
+    """The per-stage report as markdown (inlined into the run's report.md)."""
+    def score(m: dict[str, float] | None) -> str:
+        if not m:
+            return "–"
+        key = "macro_f1" if "macro_f1" in m else next(iter(m))
+        return f"{key} {m[key]:.4f}"
+
+    lines = ["## MCKD per stage", "", "| stage | student | train size | epochs | stop | dev | test |",
+             "|---|---|---:|---:|---|---|---|"]
+    for st in stages:
+        for s in st["students"]:
+            lines.append(f"| {st['stage']} | part {s['part']} | {s['n_train']} | {s['epochs']} | {s['stop_reason']} | "
+                         f"{score(s.get('dev'))} | {score(s.get('test'))} |")
+    for k, f in sorted(finals.items()):
+        lines.append(f"| final ({k}-stage MCKD) | all parts | {f['n_train']} | {f['epochs']} | {f['stop_reason']} | "
+                     f"{score(f.get('dev'))} | {score(f.get('test'))} |")
+    lines += ["", "| stage | label churn | agreement with teacher | teacher abstentions | filled in | kept previous |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for st in stages:
+        lines.append(f"| {st['stage']} | {st['churn']:.1%} | {st['agreement_with_teacher']:.1%} | "
+                     f"{st['teacher_abstentions']} | {st['abstentions_filled']} | {st['kept_previous']} |")
+    return "\n".join(lines) + "\n"
 
 
 def stage_stats(teacher: Sequence[TeacherLabel], before: dict[str, TeacherLabel],

@@ -311,6 +311,10 @@ class LLKD:
                 ax[j].plot(xs, [r["tau_teacher" if j == 1 else "tau_student"] for r in epochs], "k--", label="global τ")
                 ax[j].set(title=title, xlabel="epoch")
                 ax[j].legend(fontsize=7)
+        from matplotlib.ticker import MaxNLocator
+
+        for a in ax:
+            a.xaxis.set_major_locator(MaxNLocator(integer=True))
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)

@@ -183,6 +183,24 @@ def cache_clear(path: Annotated[Optional[Path], typer.Option(help="cache file")]
     out.print(f"deleted {cache.clear(fingerprint)} entries", highlight=False)
 
 
+@app.command("config-reference")
+def config_reference_cmd() -> None:
+    """Print the markdown reference of every config field and method option (docs/config.md)."""
+    from .configdoc import config_reference
+
+    typer.echo(config_reference(), nl=False)
+
+
+@app.command("methods")
+def methods_cmd() -> None:
+    """List the registered methods and their options."""
+    from .methods import METHODS
+
+    for spec in METHODS.values():
+        opts = ", ".join(spec.options.model_fields) if spec.options else "-"
+        typer.echo(f"{spec.name:16s} {'teacher' if spec.uses_teacher else '       '}  {spec.summary}  [options: {opts}]")
+
+
 def main() -> None:
     app()
 

@@ -148,8 +148,8 @@ def _known_method(name: str) -> str:
 
 
 class RunConfig(_Strict):
-    name: str = "run"
-    seed: int = 0
+    name: str = Field("run", description="run directory name under output_dir")
+    seed: int = Field(0, description="seed of the splits, demonstrations and students")
     data: DataConfig
     task: TaskConfig = Field(default_factory=TaskConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
@@ -160,9 +160,9 @@ class RunConfig(_Strict):
     )
     method_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per-method options, e.g. {mckd: {stages: 3}}")
-    output_dir: str = "runs"
+    output_dir: str = Field("runs", description="where run directories go")
     cache: str | None = Field(None, description="teacher cache path; default ~/.cache/llmkd/teacher.sqlite")
-    progress: bool = True
+    progress: bool = Field(True, description="progress bars on labeling and training")
 
     @model_validator(mode="after")
     def _method_options(self) -> RunConfig:

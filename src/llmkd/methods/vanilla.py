@@ -32,8 +32,10 @@ class VanillaKD:
             example = labels[0].raw if labels else ""
             raise TeacherError(
                 f"the teacher abstained on all {len(labels)} pool examples (no reply could be parsed, "
-                f"e.g. {example[:80]!r}), so there is nothing to train on. Try teacher.labeling=score "
-                "(argmax over the label set never abstains), a stronger teacher, or another task.instruction."
+                f"e.g. {example[:80]!r}), so there is nothing to train on. Try "
+                + ("teacher.labeling=score (argmax over the label set never abstains), " if hasattr(ctx.task, "options") else
+                   "teacher.chat=false (small models copy the demonstrations' format more reliably), ")
+                + "a stronger teacher, or another task.instruction."
             )
         if self.mix_gold:
             train += list(ctx.labeled)

@@ -35,8 +35,8 @@ class SplitConfig(_Strict):
         # giving only the total (labeled_n / dev_n) replaces the per-class default of 8
         unset = {per: None for per, total in (("labeled_per_class", "labeled_n"), ("dev_per_class", "dev_n"))
                  if getattr(self, total) is not None and per not in self.model_fields_set}
-        if unset:
-            return self.model_copy(update=unset)._one_labeled_size()
+        for name in unset:  # in place: pydantic ignores a returned copy when called as SplitConfig(...)
+            object.__setattr__(self, name, None)
         if self.dev_per_class is not None and self.dev_n is not None:
             raise ValueError(
                 f"set either dev_per_class or dev_n, not both (got dev_per_class={self.dev_per_class}, "
@@ -86,8 +86,10 @@ class TaskConfig(_Strict):
 
     @model_validator(mode="after")
     def _kind_defaults(self) -> TaskConfig:
-        unset = {k: v for k, v in KIND_DEFAULTS.get(self.kind, {}).items() if k not in self.model_fields_set}
-        return self.model_copy(update=unset) if unset else self
+        for name, value in KIND_DEFAULTS.get(self.kind, {}).items():
+            if name not in self.model_fields_set:
+                object.__setattr__(self, name, value)  # in place (frozen model; a returned copy is ignored by __init__)
+        return self
 
 
 # task.kind -> defaults of the task fields a config leaves out (the field defaults are classification's)
@@ -183,7 +185,7 @@ class RunConfig(_Strict):
             raise ValueError("teacher.labeling: 'score' ranks a fixed label set, which NER replies do not have; "
                              "use teacher.labeling: generate")
         if "max_tokens" not in self.teacher.model_fields_set:  # one line per entity needs room
-            return self.model_copy(update={"teacher": self.teacher.model_copy(update={"max_tokens": 64})})
+            object.__setattr__(self, "teacher", self.teacher.model_copy(update={"max_tokens": 64}))
         return self
 
 

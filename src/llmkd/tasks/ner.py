@@ -158,6 +158,8 @@ class NerTask:
             types=self.labels,
             descriptions=self.descriptions,
             shots=[{"text": s.text, "answer": self.answer(s)} for s in shots],
+            example_text=next((sp.text for s in shots for sp in spans_from_tags(s.label, words(s.text))
+                               if sp.type == self.labels[0]), "..."),
             text=text,
         ).strip()
 

@@ -60,6 +60,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--min-steps", type=int, default=30)
     ap.add_argument("--no-vanilla", action="store_true")
+    ap.add_argument("--full-only", action="store_true", help="run only the full-shot rows (e.g. in a second process)")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "bench-evokd"))
     ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "evokd.md"))
     args = ap.parse_args()
@@ -80,7 +81,7 @@ def main() -> None:
                       f"method_options={json.dumps({'evokd': {**synth, 'analysis_max_tokens': 100}, 'synth_nofeedback': synth})}"]
             full_cfg = load_config(ROOT / "examples" / CONFIG[ds], common + split_overrides(ds, 1, args.full_pool, args.test_size) + [
                 f"name={ds}-full{args.full_pool}-s{seed}", 'methods=["supervised_full"]'])
-            for k in args.k:
+            for k in ([] if args.full_only else args.k):
                 methods = ["supervised", "synth_nofeedback", "evokd"] + ([] if args.no_vanilla else ["vanilla"])
                 cfg = load_config(ROOT / "examples" / CONFIG[ds], common + split_overrides(ds, k, args.pool, args.test_size) + [
                     f"name={ds}-k{k}-s{seed}",

@@ -161,6 +161,10 @@ class EvoKD:
         hygiene = _make_filter(ctx, o, state)                                             # remembers kept texts
         student = self._initial_student(ctx, state)                                      # 0. student on the seeds
         seeds = [{"text": e.text, "label": e.label, "source": "gold", "kind": "gold"} for e in ctx.labeled]
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=o.rounds, initial=len(state["rounds"]), desc=f"{self.name} rounds", unit="round",
+                   disable=not ctx.progress)
         while state["stop_reason"] is None:
             r = len(state["rounds"]) + 1
             rec: dict[str, Any] = {"round": r, "analysis": "", "counts": HygieneCounts()}
@@ -184,6 +188,11 @@ class EvoKD:
             plateau = self._stop(state, score, r)                                        # 7. plateau / rounds
             state["stop_reason"] = state["stop_reason"] or plateau
             self._checkpoint(ctx, student, state, score)
+            bar.update(1)
+            bar.set_postfix(dev=f"{score:.3f}", kept=state["rounds"][-1]["counts"]["kept"])
+            log.info("%s round %d: dev %.4f, kept %s; %s", self.name, r, score, state["rounds"][-1]["counts"]["kept"],
+                     state["stop_reason"] or "continuing")
+        bar.close()
         return self._finish(ctx, state, time.perf_counter() - t_start)
 
     # -- step 0 -------------------------------------------------------------------------------

@@ -7,7 +7,10 @@
 * a saved ``EncoderDecoderModel`` dir (``model_type: encoder-decoder``);
 * an encoder-only checkpoint (BERT-like, e.g. the packaged MiniLM, the offline default): a
   bert2bert ``EncoderDecoderModel.from_encoder_decoder_pretrained(m, m)`` whose decoder gets
-  causal masks and fresh cross-attention (Rothe et al. 2020).
+  causal masks and fresh cross-attention (Rothe et al. 2020);
+* a decoder-only causal LM (hub id, local dir, or a ``.gguf`` file, dequantized by transformers,
+  e.g. the zoo's ``smollm2-135m-instruct``): trained on ``<input>\n=> <target><eos>`` with the
+  loss on the target only, decoded after ``=>``.
 
 Training is sequence-level KD (MCKD v1 §3.1, Kim & Rush 2016): token cross-entropy on the hard
 target string, optionally weighted per example. Prediction decodes greedily (``num_beams=1``) or
@@ -19,7 +22,7 @@ an abstention, counted by the scorer.
 ``extra_tokens`` (slot tags, intents, ``(NP``) are added to the tokenizer as whole tokens that
 are not lower-cased, so an uncased BERT keeps ``B-fromloc.city_name`` and ``O`` intact.
 ``save`` writes safetensors weights, the tokenizer, ``student.json`` and the AdamW moments.
-Not handled: decoder-only students (a causal LM with the input as prompt); constrained decoding.
+Not handled: constrained decoding; gradient accumulation; multi-GPU (use Accelerate around it).
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ from .classifier import _load_optimizer, _optimizer_tensors, pick_device
 log = logging.getLogger(__name__)
 
 Postprocess = Callable[[str, str], tuple[Any, dict[str, Any]]]
+ENCODER_ONLY = {"bert", "roberta", "distilbert", "electra", "xlm-roberta", "mpnet", "deberta", "deberta-v2",
+                "albert", "camembert"}
+SEP = "\n=>"  # decoder-only students: the input, then this, then the target
 
 
 class Seq2SeqStudent:
@@ -73,9 +79,25 @@ class Seq2SeqStudent:
             torch.set_num_threads(self.threads)
         torch.manual_seed(self.seed)
         src = source or self.model_name
-        tok = AutoTokenizer.from_pretrained(src)
-        config = AutoConfig.from_pretrained(src)
-        if config.model_type == "encoder-decoder":
+        kw: dict[str, Any] = {}
+        if src.endswith(".gguf"):  # a GGUF file (zoo teachers): transformers dequantizes it
+            kw = {"gguf_file": Path(src).name}
+            src = str(Path(src).parent)
+        tok = AutoTokenizer.from_pretrained(src, **kw)
+        config = AutoConfig.from_pretrained(src, **kw)
+        if config.model_type not in ENCODER_ONLY and not getattr(config, "is_encoder_decoder", False) \
+                and config.model_type != "encoder-decoder":
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_pretrained(src, **kw)
+            if getattr(model, "hf_quantizer", None) is not None:  # GGUF: dequantized; allow save_pretrained
+                model.hf_quantizer = None
+                if hasattr(model.config, "quantization_config"):
+                    del model.config.quantization_config
+            self.arch_ = "decoder"
+            if tok.pad_token_id is None:
+                tok.pad_token = tok.eos_token
+        elif config.model_type == "encoder-decoder":
             model = EncoderDecoderModel.from_pretrained(src)
             self.arch_ = "bert2bert"
         elif getattr(config, "is_encoder_decoder", False):
@@ -136,6 +158,28 @@ class Seq2SeqStudent:
             mask = enc["attention_mask"]
         return torch.where(mask.bool(), ids, torch.full_like(ids, -100)).to(self.device_)
 
+    def _decoder_batch(self, texts: Sequence[str], targets: Sequence[str]) -> tuple[Any, Any]:
+        """Right-padded ``<input>\n=> <target><eos>`` rows and labels (-100 outside the target)."""
+        import torch
+
+        tok = self.tokenizer_
+        rows, labs = [], []
+        for text, target in zip(texts, targets):
+            p = tok(text + SEP, add_special_tokens=True, truncation=True, max_length=self.max_length)["input_ids"]
+            t = tok(" " + target, add_special_tokens=False, truncation=True,
+                    max_length=self.max_target_length - 1)["input_ids"] + [tok.eos_token_id]
+            rows.append(p + t)
+            labs.append([-100] * len(p) + t)
+        n = max(len(r) for r in rows)
+        ids = torch.full((len(rows), n), tok.pad_token_id)
+        mask = torch.zeros((len(rows), n), dtype=torch.long)
+        lab = torch.full((len(rows), n), -100)
+        for i, (r, lb) in enumerate(zip(rows, labs)):
+            ids[i, : len(r)] = torch.tensor(r)
+            mask[i, : len(r)] = 1
+            lab[i, : len(lb)] = torch.tensor(lb)
+        return {"input_ids": ids.to(self.device_), "attention_mask": mask.to(self.device_)}, lab.to(self.device_)
+
     def fit_epoch(self, examples: Sequence[Example], weights: Sequence[float] | None = None) -> float:
         import torch
         import torch.nn.functional as F
@@ -152,13 +196,21 @@ class Seq2SeqStudent:
         total, count = 0.0, 0
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            enc = self.tokenizer_([examples[i].text for i in idx], truncation=True, max_length=self.max_length,
-                                  padding=True, return_tensors="pt").to(self.device_)
-            labels = self._targets([examples[i].label for i in idx])
+            if self.arch_ == "decoder":
+                enc, labels = self._decoder_batch([examples[i].text for i in idx], [examples[i].label for i in idx])
+            else:
+                enc = self.tokenizer_([examples[i].text for i in idx], truncation=True, max_length=self.max_length,
+                                      padding=True, return_tensors="pt").to(self.device_)
+                labels = self._targets([examples[i].label for i in idx])
             w = torch.tensor([1.0 if weights is None else float(weights[i]) for i in idx], device=self.device_)
             for group in self.optimizer_.param_groups:
                 group["lr"] = self._lr_at(self.steps_done_)
-            logits = self.model_(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels).logits
+            if self.arch_ == "decoder":
+                logits = self.model_(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits[:, :-1]
+                labels = labels[:, 1:]
+            else:
+                logits = self.model_(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                                     labels=labels).logits
             tok_loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
                                        ignore_index=-100, reduction="none").view(labels.shape)
             per_ex = tok_loss.sum(1) / (labels != -100).sum(1).clamp(min=1)
@@ -187,11 +239,19 @@ class Seq2SeqStudent:
         with torch.no_grad():
             for s in range(0, len(order), batch_size):
                 idx = order[s : s + batch_size]
-                enc = self.tokenizer_([texts[i] for i in idx], truncation=True, max_length=self.max_length,
-                                      padding=True, return_tensors="pt").to(self.device_)
+                extra: dict[str, Any] = {}
+                if self.arch_ == "decoder":
+                    self.tokenizer_.padding_side = "left"
+                    enc = self.tokenizer_([texts[i] + SEP for i in idx], truncation=True, max_length=self.max_length,
+                                          padding=True, return_tensors="pt").to(self.device_)
+                    self.tokenizer_.padding_side = "right"
+                    extra = {"pad_token_id": self.tokenizer_.pad_token_id, "eos_token_id": self.tokenizer_.eos_token_id}
+                else:
+                    enc = self.tokenizer_([texts[i] for i in idx], truncation=True, max_length=self.max_length,
+                                          padding=True, return_tensors="pt").to(self.device_)
                 gen = self.model_.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                                            max_new_tokens=self.max_target_length, num_beams=beams, do_sample=False,
-                                           output_scores=True, return_dict_in_generate=True)
+                                           output_scores=True, return_dict_in_generate=True, **extra)
                 seqs = gen.sequences
                 if beams > 1:
                     trans = self.model_.compute_transition_scores(seqs, gen.scores, gen.beam_indices, normalize_logits=False)

@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--k", nargs="+", type=int, default=[1, 8], help="gold examples per class (NER: 4k sentences)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--teacher", default="qwen2.5-coder-0.5b-instruct")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--per-round", type=int, default=6, help="LLM samples asked for per round (half hard, half easy)")
     ap.add_argument("--pool", type=int, default=50, help="unlabeled pool for vanilla KD")
     ap.add_argument("--full-pool", type=int, default=500, help="gold pool of the full-shot row")
@@ -61,6 +61,10 @@ def main() -> None:
     ap.add_argument("--min-steps", type=int, default=30)
     ap.add_argument("--no-vanilla", action="store_true")
     ap.add_argument("--full-only", action="store_true", help="run only the full-shot rows (e.g. in a second process)")
+    ap.add_argument("--no-full", action="store_true", help="skip the full-shot rows")
+    ap.add_argument("--methods", nargs="+", default=None, help="run only these methods of each cell (parallel processes)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="teacher.n_threads and student.threads (1 avoids spin-waiting threads on a busy CPU)")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "bench-evokd"))
     ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "evokd.md"))
     args = ap.parse_args()
@@ -75,14 +79,16 @@ def main() -> None:
     for ds in args.datasets:
         for seed in args.seeds:
             out_dir = Path(args.runs) / (f"{teacher}-r{args.rounds}x{args.per_round}-p{args.pool}-t{args.test_size}"
-                                         f"-e{args.epochs}-m{args.min_steps}")
+                                         f"-e{args.epochs}-m{args.min_steps}" + (f"-thr{args.threads}" if args.threads else ""))
             common = [f"seed={seed}", f"output_dir={out_dir}", f"teacher.model={args.teacher}",
                       f"student.epochs={args.epochs}", f"student.min_steps={args.min_steps}", "progress=false",
+                      *([f"teacher.n_threads={args.threads}", f"student.threads={args.threads}"] if args.threads else []),
                       f"method_options={json.dumps({'evokd': {**synth, 'analysis_max_tokens': 100}, 'synth_nofeedback': synth})}"]
             full_cfg = load_config(ROOT / "examples" / CONFIG[ds], common + split_overrides(ds, 1, args.full_pool, args.test_size) + [
                 f"name={ds}-full{args.full_pool}-s{seed}", 'methods=["supervised_full"]'])
             for k in ([] if args.full_only else args.k):
                 methods = ["supervised", "synth_nofeedback", "evokd"] + ([] if args.no_vanilla else ["vanilla"])
+                methods = [m for m in methods if args.methods is None or m in args.methods]
                 cfg = load_config(ROOT / "examples" / CONFIG[ds], common + split_overrides(ds, k, args.pool, args.test_size) + [
                     f"name={ds}-k{k}-s{seed}",
                     f"methods={json.dumps(methods)}"])
@@ -92,6 +98,8 @@ def main() -> None:
                 for m, res in summary.results.items():
                     rows.setdefault(ds, {}).setdefault(k, {}).setdefault(m, []).append(res)
                 write(args, rows, command, started, teacher)
+            if args.no_full:
+                continue
             t0 = time.time()
             full = api.run(full_cfg)
             print(f"{ds} full-shot seed {seed}: {time.time() - t0:.0f}s", flush=True)

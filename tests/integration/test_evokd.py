@@ -23,7 +23,8 @@ def llmkd(*args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
 def test_evokd_small_real_loop(tiny_config, minilm_path) -> None:
     opts = {"rounds": 2, "n_hard": 2, "n_easy": 2, "tokens_per_sample": 24, "analysis_max_tokens": 40,
             "max_reasks": 1, "patience": 0}
-    cfg_path = tiny_config(methods=["evokd"], method_options={"evokd": opts})
+    # one thread each: spin-waiting thread pools crawl on a busy shared CPU
+    cfg_path = tiny_config(methods=["evokd"], method_options={"evokd": opts}, teacher__n_threads=1, student__threads=1)
     cfg = yaml.safe_load(cfg_path.read_text())
     first = llmkd("run", str(cfg_path), "-q")
     assert first.returncode == 0, first.stderr[-3000:]

@@ -108,7 +108,8 @@ class _Session:
             train=TrainSettings(epochs=cfg.student.epochs, patience=cfg.student.patience,
                                 min_steps=cfg.student.min_steps, batch_size=cfg.student.batch_size),
             labeling=LabelSettings(mode=cfg.teacher.labeling, confidence=cfg.teacher.confidence,
-                                   max_tokens=cfg.teacher.max_tokens, temperature=cfg.teacher.temperature),
+                                   max_tokens=cfg.teacher.max_tokens, temperature=cfg.teacher.temperature,
+                                   constrained=cfg.teacher.constrained),
             progress=cfg.progress,
         )
 

@@ -105,6 +105,9 @@ class OpenAIConfig(_Strict):
     max_retries: int = Field(5, ge=0)
     timeout: float = Field(60.0, gt=0)
     backoff: float = Field(0.5, ge=0, description="first retry delay in seconds, doubled each try")
+    guided: Literal["vllm", "llamacpp", "openai", "none"] = Field(
+        "vllm", description="how a constraint (teacher.constrained) is sent: vLLM guided_*, llama.cpp server "
+                            "grammar/json_schema, OpenAI response_format, or not at all")
 
 
 class TeacherConfig(_Strict):
@@ -116,6 +119,9 @@ class TeacherConfig(_Strict):
         description="generate: free reply, parsed (may abstain); score: argmax of label log-likelihoods",
     )
     confidence: bool = Field(True, description="also score the label set to get a confidence")
+    constrained: bool = Field(
+        False, description="constrained decoding where the backend offers it: a classification reply is "
+                           "forced to be one of the labels (no parse failures); other tasks generate freely")
     chat: bool = Field(True, description="wrap prompts in the model's chat template")
     max_tokens: int = Field(8, ge=1)
     temperature: float = Field(0.0, ge=0)

@@ -35,8 +35,12 @@ def prompt_id(prompt: str) -> str:
 def label_examples(task: Any, teacher: Any, items: Sequence[Any], shots: Sequence[Example], *,
                    mode: str = "generate", confidence: bool = True, max_tokens: int = 8,
                    temperature: float = 0.0, stage: str = "teacher", progress: bool = True,
-                   desc: str = "labeling") -> list[TeacherLabel]:
-    """Label ``items`` (objects with ``id`` and ``text``) with the teacher. Order is preserved."""
+                   desc: str = "labeling", constrained: bool = False) -> list[TeacherLabel]:
+    """Label ``items`` (objects with ``id`` and ``text``) with the teacher. Order is preserved.
+
+    ``constrained=True`` passes the task's ``constraint()`` (if it has one: classification's label
+    set) to ``teacher.generate``; backends that cannot apply it generate freely, and the parser
+    and abstention path work as always."""
     from tqdm.auto import tqdm
 
     if mode not in ("generate", "score"):
@@ -50,8 +54,9 @@ def label_examples(task: Any, teacher: Any, items: Sequence[Any], shots: Sequenc
     for start in range(0, len(items), chunk):
         batch = items[start : start + chunk]
         prompts = [task.render(x.text, shots) for x in batch]
+        extra = {"constraint": task.constraint()} if constrained and hasattr(task, "constraint") else {}
         replies = teacher.generate(prompts, max_tokens=max_tokens, temperature=temperature,
-                                   stop=getattr(task, "stop", ())) if mode == "generate" else None
+                                   stop=getattr(task, "stop", ()), **extra) if mode == "generate" else None
         scores = teacher.score_options(prompts, options) if options and (confidence or mode == "score") else None
         for i, (x, prompt) in enumerate(zip(batch, prompts)):
             probs = None

@@ -84,7 +84,7 @@ def test_empty_file_reports_the_missing_data_section(tmp_path: Path) -> None:
 # ---- validation messages -------------------------------------------------------------------
 
 RUN_FIELDS = "['name', 'seed', 'data', 'task', 'teacher', 'student', 'methods', 'method_options', 'output_dir', 'cache', 'progress']"
-TEACHER_FIELDS = ("['backend', 'model', 'gguf_file', 'labeling', 'confidence', 'chat', 'max_tokens', "
+TEACHER_FIELDS = ("['backend', 'model', 'gguf_file', 'labeling', 'confidence', 'constrained', 'chat', 'max_tokens', "
                   "'temperature', 'n_ctx', 'n_threads', 'seed', 'openai']")
 
 

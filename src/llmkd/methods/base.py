@@ -39,6 +39,7 @@ class LabelSettings:
     confidence: bool = True
     max_tokens: int = 8
     temperature: float = 0.0
+    constrained: bool = False
 
 
 @dataclass
@@ -63,7 +64,7 @@ class RunContext:
         s = self.labeling
         return label_examples(self.task, self.teacher, items, self.shots, mode=s.mode, confidence=s.confidence,
                               max_tokens=s.max_tokens, temperature=s.temperature, stage=stage,
-                              progress=self.progress, desc=desc)
+                              progress=self.progress, desc=desc, constrained=s.constrained)
 
     def evaluate(self, predictions: Sequence[Prediction | None], split: Sequence[Example]) -> dict[str, float]:
         return self.task.score([e.label for e in split], [None if p is None else p.label for p in predictions])

@@ -51,6 +51,12 @@ class ClassificationTask:
             text=text,
         ).strip()
 
+    def constraint(self) -> Any:
+        """The choice constraint for ``teacher.constrained``: the reply is one of the labels."""
+        from ..teachers.base import Constraint
+
+        return Constraint.choice(self.labels)
+
     def options(self) -> list[str]:
         """The verbalizers scored by ``Teacher.score_options``: the label set, as the reply's start."""
         return list(self.labels)

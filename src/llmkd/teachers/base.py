@@ -10,9 +10,55 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Any, Protocol, Sequence, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, Sequence, runtime_checkable
 
 from ..types import Reply
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """What a reply may be, for backends that can constrain decoding.
+
+    * ``choice``: the reply is exactly one of ``choices`` (a classification label set). llama.cpp
+      and hf follow a token trie of the choices in their own decoding loop; OpenAI-compatible
+      servers get vLLM's ``guided_choice``.
+    * ``json``: the reply is JSON matching ``schema`` (e.g. NER spans). llama.cpp compiles the
+      schema to a GBNF grammar; servers get ``guided_json``.
+    * ``grammar``: the reply matches the GBNF ``grammar`` (root rule ``root``), e.g. balanced
+      brackets for trees. llama.cpp applies it with its grammar sampler; servers get
+      ``guided_grammar``.
+
+    A backend that cannot apply a constraint generates freely (and logs it once): the task's
+    parser and its abstention path still decide the label, so a constraint only ever removes
+    unparseable replies, it is never needed for correctness.
+    """
+
+    kind: Literal["choice", "json", "grammar"]
+    choices: tuple[str, ...] = ()
+    schema: str = ""  # JSON schema, serialised with sorted keys (hashable, stable cache key)
+    grammar: str = ""
+
+    @classmethod
+    def choice(cls, choices: Sequence[str]) -> "Constraint":
+        choices = tuple(choices)
+        if not choices or not all(isinstance(c, str) and c for c in choices):
+            raise ValueError(f"Constraint.choice needs a non-empty list of non-empty strings, got {list(choices)!r}")
+        return cls("choice", choices=choices)
+
+    @classmethod
+    def json_schema(cls, schema: dict[str, Any]) -> "Constraint":
+        return cls("json", schema=json.dumps(schema, sort_keys=True))
+
+    @classmethod
+    def gbnf(cls, grammar: str) -> "Constraint":
+        if "root" not in grammar:
+            raise ValueError("Constraint.gbnf: the grammar needs a rule named 'root' (e.g. root ::= ...)")
+        return cls("grammar", grammar=grammar)
+
+    def key(self) -> dict[str, Any]:
+        """The part of a cache key that this constraint adds (it can change replies)."""
+        return {"kind": self.kind, "choices": list(self.choices), "schema": self.schema, "grammar": self.grammar}
 
 
 @runtime_checkable
@@ -23,8 +69,10 @@ class Teacher(Protocol):
     def fingerprint(self) -> str: ...
 
     def generate(self, prompts: Sequence[str], *, max_tokens: int, temperature: float = 0.0,
-                 stop: Sequence[str] = (), seed: int = 0) -> list[Reply]:
-        """One reply per prompt, with per-token logprobs where the backend has them."""
+                 stop: Sequence[str] = (), seed: int = 0, constraint: Constraint | None = None) -> list[Reply]:
+        """One reply per prompt, with per-token logprobs where the backend has them. With a
+        ``constraint`` the backend keeps the reply inside it where it can (see
+        :class:`Constraint`); the logprobs stay those of the unconstrained model."""
         ...
 
     def score_options(self, prompts: Sequence[str], options: Sequence[str]) -> list[list[float]]:
@@ -89,3 +137,50 @@ def continuation(formatted_prompt: str, option: str, chat: bool) -> str:
     if chat or not formatted_prompt or formatted_prompt[-1].isspace() or option[:1].isspace():
         return option
     return " " + option
+
+
+class ChoiceTrie:
+    """Token-level trie of a choice constraint, for backends with their own decoding loop.
+
+    ``sequences`` are the token ids of each choice as the reply would start (tokenized on its
+    own, after the assistant header or the separating space). :meth:`allowed` gives the token
+    ids that keep the reply on a path to some choice after ``prefix``, plus ``eos`` where
+    ``prefix`` already is a complete choice that another choice extends; :meth:`done` says the
+    reply is complete and nothing can follow. Equal token sequences are merged."""
+
+    def __init__(self, sequences: Sequence[Sequence[int]]) -> None:
+        self.sequences = sorted({tuple(s) for s in sequences if len(s)})
+        if not self.sequences:
+            raise ValueError("ChoiceTrie: every choice tokenized to nothing")
+
+    def allowed(self, prefix: Sequence[int], eos: int | None) -> list[int]:
+        n = len(prefix)
+        pre = tuple(prefix)
+        nxt = sorted({s[n] for s in self.sequences if len(s) > n and s[:n] == pre})
+        if eos is not None and nxt and any(s == pre for s in self.sequences):
+            nxt.append(eos)
+        return nxt
+
+    def done(self, prefix: Sequence[int]) -> bool:
+        pre = tuple(prefix)
+        return pre in self.sequences and not any(len(s) > len(pre) and s[: len(pre)] == pre for s in self.sequences)
+
+
+def pick_token(logits: Any, allowed: Sequence[int] | None, temperature: float, rng: Any) -> int:
+    """Greedy (``temperature == 0``) or sampled next token, restricted to ``allowed`` if given."""
+    import numpy as np
+
+    x = np.asarray(logits, dtype=np.float64)
+    if allowed is not None:
+        idx = np.asarray(allowed, dtype=np.int64)
+        sub = x[idx]
+        if temperature <= 0:
+            return int(idx[int(np.argmax(sub))])
+        z = sub / temperature
+        p = np.exp(z - z.max())
+        return int(idx[int(rng.choice(len(p), p=p / p.sum()))])
+    if temperature <= 0:
+        return int(np.argmax(x))
+    z = x / temperature
+    p = np.exp(z - z.max())
+    return int(rng.choice(len(p), p=p / p.sum()))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..types import Reply
-from .base import Teacher
+from .base import Constraint, Teacher
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -162,13 +162,18 @@ class CachedTeacher:
         return [found[k] for k in keys]
 
     def generate(self, prompts: Sequence[str], *, max_tokens: int, temperature: float = 0.0,
-                 stop: Sequence[str] = (), seed: int = 0) -> list[Reply]:
-        params = {"max_tokens": max_tokens, "temperature": temperature, "stop": list(stop)}
+                 stop: Sequence[str] = (), seed: int = 0, constraint: Constraint | None = None) -> list[Reply]:
+        params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature, "stop": list(stop)}
         if temperature > 0:
             params["seed"] = seed
+        extra: dict[str, Any] = {}
+        if constraint is not None:  # only then: unconstrained keys stay what they always were
+            params["constraint"] = constraint.key()
+            extra["constraint"] = constraint
         values = self._cached(
             "generate", prompts, params,
-            lambda ps: [r.to_dict() for r in self.teacher.generate(ps, max_tokens=max_tokens, temperature=temperature, stop=stop, seed=seed)],
+            lambda ps: [r.to_dict() for r in self.teacher.generate(ps, max_tokens=max_tokens, temperature=temperature,
+                                                                   stop=stop, seed=seed, **extra)],
         )
         replies = [Reply.from_dict(v) for v in values]
         self.prompt_tokens += sum(r.prompt_tokens for r in replies)

@@ -4,13 +4,24 @@ Generation is a plain loop over llama.cpp's logits: greedy (argmax) at ``tempera
 else seeded sampling. The log-probability of every generated token is recorded without
 ``logits_all`` (only the last position's logits are read), so prompt processing keeps full speed.
 
-KV reuse: each prompt's tokens are compared with the tokens already in the context, and only the
-differing suffix is evaluated. Consecutive few-shot prompts share the instruction and
-demonstrations, so only the example itself is processed. ``score_options`` evaluates a prompt
-once and scores every option from that state, one token eval per option token after the first.
+KV reuse (``prefix_reuse=True``, the default): each prompt's tokens are compared with the tokens
+already in the context, and only the differing suffix is evaluated. Consecutive few-shot prompts
+share the instruction and demonstrations, so only the example itself is processed.
+``score_options`` evaluates a prompt once and scores every option from that state, one token
+eval per option token after the first. ``prefix_reuse=False`` is the naive reference path: every
+prompt, and every option of ``score_options``, is evaluated from an empty context. Both paths
+evaluate every position in the same chunk layout (see :meth:`LlamaCppTeacher._prefill`), so they
+give the same greedy replies and option log-likelihoods (tests/unit/test_teacher_equivalence.py);
+the switch is therefore not part of the fingerprint.
 
-Not handled: grammars / constrained decoding and multi-sequence batching (see the throughput
-issue); prompts longer than ``n_ctx - max_tokens`` raise a TeacherError.
+Constrained decoding (``generate(..., constraint=...)``): a ``choice`` constraint follows a token
+trie of the choices (:class:`~llmkd.teachers.base.ChoiceTrie`) inside this loop; ``json`` and
+``grammar`` constraints go through llama.cpp's own GBNF grammar sampler (a JSON schema is
+compiled to GBNF by llama-cpp-python). Token logprobs stay those of the unconstrained model, so a
+reply forced into the label set still shows how sure the model was.
+
+Not handled: multi-sequence batching; prompts longer than ``n_ctx - max_tokens`` raise a
+TeacherError.
 """
 
 from __future__ import annotations
@@ -21,7 +32,7 @@ from typing import Any, Sequence
 
 from ..errors import TeacherError, require
 from ..types import Reply
-from .base import continuation, log_softmax_at, make_fingerprint, render_chat
+from .base import ChoiceTrie, Constraint, continuation, log_softmax_at, make_fingerprint, pick_token, render_chat
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +43,7 @@ class LlamaCppTeacher:
     name = "llamacpp"
 
     def __init__(self, *, model_path: str, weights_sha256: str, chat: bool = True, n_ctx: int = 4096,
-                 n_threads: int | None = None, n_batch: int = 512, seed: int = 0) -> None:
+                 n_threads: int | None = None, n_batch: int = 512, seed: int = 0, prefix_reuse: bool = True) -> None:
         self.model_path = model_path
         self.weights_sha256 = weights_sha256
         self.chat = chat
@@ -40,6 +51,8 @@ class LlamaCppTeacher:
         self.n_threads = n_threads
         self.n_batch = n_batch
         self.seed = seed
+        self.prefix_reuse = prefix_reuse  # not in the fingerprint: it cannot change replies
+        self.evaluated_tokens = 0  # prompt/option tokens actually run through the model (for the benchmark)
         self._llm: Any = None
         self._memo: tuple[list[int], Any] | None = None
 
@@ -94,6 +107,13 @@ class LlamaCppTeacher:
         kernels give slightly different numbers for different batch sizes). The logits of the
         last prefill are memoised, so scoring right after generating reuses them exactly."""
         llm = self._llm
+        if not self.prefix_reuse:
+            llm.n_tokens = 0
+            self._memo = None
+            for start in range(0, len(tokens), ALIGN):
+                llm.eval(tokens[start : start + ALIGN])
+            self.evaluated_tokens += len(tokens)
+            return self._last_logits()
         if self._memo is not None and self._memo[0] == tokens and llm.n_tokens >= len(tokens) \
                 and llm.input_ids[: len(tokens)].tolist() == tokens:
             llm.n_tokens = len(tokens)
@@ -108,12 +128,14 @@ class LlamaCppTeacher:
         llm.n_tokens = lcp
         for start in range(lcp, len(tokens), ALIGN):
             llm.eval(tokens[start : start + ALIGN])
+        self.evaluated_tokens += len(tokens) - lcp
         logits = self._last_logits()
         self._memo = (list(tokens), logits)
         return logits
 
     def _step(self, token: int) -> Any:
         self._memo = None
+        self.evaluated_tokens += 1
         self._llm.eval([token])
         return self._last_logits()
 
@@ -126,50 +148,104 @@ class LlamaCppTeacher:
 
     # -- the protocol -------------------------------------------------------------------------
     def generate(self, prompts: Sequence[str], *, max_tokens: int, temperature: float = 0.0,
-                 stop: Sequence[str] = (), seed: int = 0) -> list[Reply]:
+                 stop: Sequence[str] = (), seed: int = 0, constraint: Constraint | None = None) -> list[Reply]:
         import numpy as np
 
         llm = self._load()
         vocab = llm._model.vocab
         out = []
         for prompt in prompts:
-            toks = self._tokenize(self.format(prompt))
+            ctx_text = self.format(prompt)
+            toks = self._tokenize(ctx_text)
             self._check_len(len(toks), max_tokens)
             logits = self._prefill(toks)
             rng = np.random.default_rng(
                 int.from_bytes(hashlib.sha256(f"{seed}|{prompt}".encode()).digest()[:8], "little"))
+            trie = self._choice_trie(ctx_text, constraint) if constraint is not None and constraint.kind == "choice" else None
+            grammar = self._grammar_sampler(constraint) if constraint is not None and trie is None else None
             ids: list[int] = []
             lps: list[float] = []
             raw = b""
             reason = "length"
             text = ""
-            for _ in range(max_tokens):
-                if temperature > 0:
-                    z = logits.astype(np.float64) / temperature
-                    p = np.exp(z - z.max())
-                    tok = int(rng.choice(len(p), p=p / p.sum()))
-                else:
-                    tok = int(np.argmax(logits))
-                if self._lib.llama_vocab_is_eog(vocab, tok):
-                    reason = "stop"
-                    break
-                ids.append(tok)
-                lps.append(log_softmax_at(logits, tok))
-                raw += llm.detokenize([tok])
+            cut = False  # a stop string ended the reply
+            try:
+                for _ in range(max_tokens):
+                    allowed = trie.allowed(ids, llm.token_eos()) if trie is not None else None
+                    if trie is not None and not allowed:
+                        reason = "stop"
+                        break
+                    masked = self._apply_grammar(grammar, logits) if grammar is not None else logits
+                    tok = pick_token(masked, allowed, temperature, rng)
+                    if self._lib.llama_vocab_is_eog(vocab, tok):
+                        reason = "stop"
+                        break
+                    if grammar is not None:
+                        self._lib.llama_sampler_accept(grammar, tok)
+                    ids.append(tok)
+                    lps.append(log_softmax_at(logits, tok))
+                    raw += llm.detokenize([tok])
+                    text = raw.decode("utf-8", "ignore")
+                    hit = min((k for k in (text.find(s) for s in stop if s) if k >= 0), default=-1)
+                    if hit >= 0:
+                        text, reason, cut = text[:hit], "stop", True
+                        break
+                    if trie is not None and trie.done(ids):
+                        reason = "stop"
+                        break
+                    if len(ids) < max_tokens:
+                        logits = self._step(tok)
+            finally:
+                if grammar is not None:
+                    self._lib.llama_sampler_free(grammar)
+            if not cut:
                 text = raw.decode("utf-8", "ignore")
-                hit = min((k for k in (text.find(s) for s in stop if s) if k >= 0), default=-1)
-                if hit >= 0:
-                    text, reason = text[:hit], "stop"
-                    break
-                if len(ids) < max_tokens:
-                    logits = self._step(tok)
-            text = raw.decode("utf-8", "ignore") if reason == "length" else text
             out.append(Reply(
                 text=text, tokens=tuple(llm.detokenize([t]).decode("utf-8", "replace") for t in ids),
                 token_logprobs=tuple(lps), prompt_tokens=len(toks), completion_tokens=len(ids),
                 finish_reason=reason,
             ))
         return out
+
+    # -- constraints --------------------------------------------------------------------------
+    def _choice_trie(self, ctx_text: str, constraint: Constraint) -> ChoiceTrie:
+        """Each choice tokenized as the reply would start: on its own after the chat template's
+        assistant header, after a separating space in plain-text mode (as in score_options)."""
+        chat = bool(self._template)
+        seqs = [self._llm.tokenize(continuation(ctx_text, c, chat).encode("utf-8"), add_bos=False, special=False)
+                for c in constraint.choices]
+        return ChoiceTrie(seqs)
+
+    def _grammar_sampler(self, constraint: Constraint) -> Any:
+        if constraint.kind == "json":
+            from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+            gbnf = json_schema_to_gbnf(constraint.schema)
+        else:
+            gbnf = constraint.grammar
+        smpl = self._lib.llama_sampler_init_grammar(self._llm._model.vocab, gbnf.encode("utf-8"), b"root")
+        if not smpl:
+            raise TeacherError(f"llamacpp teacher: llama.cpp could not parse the {constraint.kind} constraint's "
+                               f"grammar (GBNF, root rule 'root'): {gbnf[:300]!r}")
+        return smpl
+
+    def _apply_grammar(self, smpl: Any, logits: Any) -> Any:
+        """The logits with every token the grammar forbids here set to -inf."""
+        import ctypes
+
+        from llama_cpp._internals import LlamaTokenDataArray
+
+        if getattr(self, "_cands", None) is None:
+            self._cands = LlamaTokenDataArray(n_vocab=len(logits))
+        cands = self._cands
+        cands.copy_logits(logits)
+        self._lib.llama_sampler_apply(smpl, ctypes.byref(cands.candidates))
+        masked = logits.copy()
+        keep = cands.candidates_data.logit[: cands.candidates.size]
+        ids = cands.candidates_data.id[: cands.candidates.size]
+        masked[:] = -float("inf")
+        masked[ids] = keep
+        return masked
 
     def score_options(self, prompts: Sequence[str], options: Sequence[str]) -> list[list[float]]:
         self._load()
@@ -178,7 +254,7 @@ class LlamaCppTeacher:
             ctx_text = self.format(prompt)
             ctx = self._tokenize(ctx_text)
             self._check_len(len(ctx), 16)
-            base_logits = self._prefill(ctx)
+            base_logits = self._prefill(ctx) if self.prefix_reuse else None
             row = []
             for option in options:
                 full = self._tokenize(ctx_text + continuation(ctx_text, option, bool(self._template)))
@@ -187,14 +263,14 @@ class LlamaCppTeacher:
                     if a != b:
                         break
                     k += 1
-                if k == len(ctx):
+                if k == len(ctx) and self.prefix_reuse:
                     llm = self._llm
                     if llm.n_tokens >= len(ctx) and llm.input_ids[: len(ctx)].tolist() == ctx:
                         llm.n_tokens = len(ctx)  # drop the previous option's tokens, keep the prompt
                     else:
                         base_logits = self._prefill(ctx)
                     logits = base_logits
-                else:  # the option merged with the prompt's last token(s): start before them
+                else:  # naive: from scratch; or the option merged with the prompt's last token(s)
                     logits = self._prefill(full[:k])
                 total = 0.0
                 rest = full[k:]
@@ -205,3 +281,4 @@ class LlamaCppTeacher:
                 row.append(total)
             result.append(row)
         return result
+

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ConfigError, TeacherError, require
 from ..types import Reply
-from .base import make_fingerprint
+from .base import Constraint, make_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,7 @@ class OpenAITeacher:
         backoff: float = 0.5,
         chat: bool = True,
         seed: int = 0,
+        guided: str = "vllm",
     ) -> None:
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
         if not urls or not all(isinstance(u, str) and u.strip() for u in urls):
@@ -133,6 +134,11 @@ class OpenAITeacher:
             raise ConfigError(f"OpenAITeacher: timeout (teacher.openai.timeout) must be > 0 seconds; got {timeout!r}")
         if not backoff >= 0:
             raise ConfigError(f"OpenAITeacher: backoff (teacher.openai.backoff) must be >= 0 seconds; got {backoff!r}")
+        if guided not in _GUIDED:
+            raise ConfigError(f"OpenAITeacher: guided (teacher.openai.guided) must be one of {list(_GUIDED)}; got {guided!r}")
+        self.guided = guided
+        self._guided_ok = True  # until a server refuses a guided request
+        self._guided_checked = False
         self.model = model
         self.base_url = base_url
         self.api_key_env = api_key_env
@@ -167,18 +173,42 @@ class OpenAITeacher:
     # ---- generation ----------------------------------------------------------------------
 
     def generate(self, prompts: Sequence[str], *, max_tokens: int, temperature: float = 0.0,
-                 stop: Sequence[str] = (), seed: int = 0) -> list[Reply]:
+                 stop: Sequence[str] = (), seed: int = 0, constraint: Constraint | None = None) -> list[Reply]:
         """One reply per prompt, in input order, with per-token logprobs where the server
-        gives them (else ``token_logprobs=None``)."""
+        gives them (else ``token_logprobs=None``).
+
+        A ``constraint`` is sent in the dialect of ``guided`` (teacher.openai.guided): ``vllm``
+        (``guided_choice`` / ``guided_json`` / ``guided_grammar``), ``llamacpp`` (the llama.cpp
+        server's ``grammar`` / ``json_schema``; a choice becomes a GBNF alternation), ``openai``
+        (``response_format`` with a JSON schema; choice and grammar constraints are not sent) or
+        ``none``. If the server refuses a guided request (HTTP 400/404/422), the constraint is
+        dropped for the rest of this teacher's life with one warning, and the replies go through
+        the task's parser as usual."""
         path = "/chat/completions" if self.chat else "/completions"
+        guided = _guided_fields(self.guided, constraint) if self._guided_ok else {}
         bodies = []
         for prompt in prompts:
             body = self._body(prompt, max_tokens=max_tokens, temperature=temperature, seed=seed)
             body["logprobs"] = True if self.chat else 1
             if stop:
                 body["stop"] = list(stop)
+            body.update(guided)
             bodies.append((path, body))
-        return [_reply(data, chat=self.chat) for data in self._post_batch(bodies)]
+        first: list[dict[str, Any]] = []
+        if guided and not self._guided_checked:  # one request first: does this server take it?
+            try:
+                first = self._post_batch(bodies[:1])
+                self._guided_checked = True
+            except _Refused as exc:
+                if exc.status not in _ECHO_REFUSED:
+                    raise
+                log.warning("openai teacher: the server refused guided decoding (%s, HTTP %d); generating "
+                            "without the constraint from now on (the task's parser decides)", sorted(guided), exc.status)
+                self._guided_ok = False
+                for _, body in bodies:
+                    for k in guided:
+                        body.pop(k, None)
+        return [_reply(data, chat=self.chat) for data in first + self._post_batch(bodies[len(first):])]
 
     # ---- option scoring ------------------------------------------------------------------
 
@@ -364,6 +394,37 @@ class OpenAITeacher:
 
 
 # ---- helpers -------------------------------------------------------------------------------
+
+_GUIDED = ("vllm", "llamacpp", "openai", "none")
+
+
+def _gbnf_literal(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _guided_fields(dialect: str, constraint: Constraint | None) -> dict[str, Any]:
+    """The request fields that carry ``constraint`` in a server's dialect ({} = not sent)."""
+    import json
+
+    if constraint is None or dialect == "none":
+        return {}
+    kind = constraint.kind
+    if dialect == "vllm":
+        if kind == "choice":
+            return {"guided_choice": list(constraint.choices)}
+        if kind == "json":
+            return {"guided_json": json.loads(constraint.schema)}
+        return {"guided_grammar": constraint.grammar}
+    if dialect == "llamacpp":
+        if kind == "choice":
+            return {"grammar": "root ::= " + " | ".join(_gbnf_literal(c) for c in constraint.choices)}
+        if kind == "json":
+            return {"json_schema": json.loads(constraint.schema)}
+        return {"grammar": constraint.grammar}
+    if kind == "json":  # dialect == "openai"
+        return {"response_format": {"type": "json_schema",
+                                    "json_schema": {"name": "reply", "schema": json.loads(constraint.schema)}}}
+    return {}
 
 
 def _run_sync(coro: Coroutine[Any, Any, _T]) -> _T:

@@ -62,6 +62,7 @@ def main() -> None:
     ap.add_argument("--no-vanilla", action="store_true")
     ap.add_argument("--full-only", action="store_true", help="run only the full-shot rows (e.g. in a second process)")
     ap.add_argument("--no-full", action="store_true", help="skip the full-shot rows")
+    ap.add_argument("--report-only", action="store_true", help="no runs: write the doc from the finished methods found")
     ap.add_argument("--methods", nargs="+", default=None, help="run only these methods of each cell (parallel processes)")
     ap.add_argument("--threads", type=int, default=None,
                     help="teacher.n_threads and student.threads (1 avoids spin-waiting threads on a busy CPU)")
@@ -93,19 +94,27 @@ def main() -> None:
                     f"name={ds}-k{k}-s{seed}",
                     f"methods={json.dumps(methods)}"])
                 t0 = time.time()
-                summary = api.run(cfg)
+                results = finished(cfg, methods) if args.report_only else api.run(cfg).results
                 print(f"{ds} k={k} seed {seed}: {time.time() - t0:.0f}s", flush=True)
-                for m, res in summary.results.items():
+                for m, res in results.items():
                     rows.setdefault(ds, {}).setdefault(k, {}).setdefault(m, []).append(res)
                 write(args, rows, command, started, teacher)
             if args.no_full:
                 continue
             t0 = time.time()
-            full = api.run(full_cfg)
+            full = finished(full_cfg, ["supervised_full"]) if args.report_only else api.run(full_cfg).results
             print(f"{ds} full-shot seed {seed}: {time.time() - t0:.0f}s", flush=True)
             for k in args.k:
-                rows.setdefault(ds, {}).setdefault(k, {}).setdefault("supervised_full", []).append(full.results["supervised_full"])
+                if "supervised_full" in full:
+                    rows.setdefault(ds, {}).setdefault(k, {}).setdefault("supervised_full", []).append(full["supervised_full"])
             write(args, rows, command, started, teacher)
+
+
+def finished(cfg, methods: list[str]) -> dict[str, dict]:
+    """The results of the methods of ``cfg`` that already finished (``--report-only``)."""
+    run_dir = api.run_dir_for(cfg)
+    return {m: json.loads((run_dir / m / "result.json").read_text()) for m in methods
+            if (run_dir / m / "result.json").exists()}
 
 
 def _ms(vals: list[float], scale: float = 1.0) -> str:
@@ -138,7 +147,7 @@ def write(args: argparse.Namespace, rows: dict, command: str, started: float, te
         f"at least {args.min_steps} steps, early stopping on the small gold dev set.",
         "",
         "Metric: macro-F1 (classification) or entity-level span F1 (NER), mean ± std over the seeds that "
-        "finished. \"% of full\" divides by the full-shot score of the same seed set. \"kept / asked\": "
+        "finished. \"% of full\" divides by the mean full-shot score of the seeds that finished. \"kept / asked\": "
         "LLM samples kept after hygiene over samples asked for; \"leak\": samples dropped as too close to "
         "a dev/test text.",
         "",

@@ -7,6 +7,7 @@ fingerprint that covers the weights, the backend, the chat template and the deco
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -106,7 +107,18 @@ def normalize_options(logliks: Sequence[float]) -> list[float]:
 
 def render_chat(template: str, user: str, *, bos_token: str = "", eos_token: str = "") -> str:
     """Render a Hugging Face-style (jinja) chat template for one user turn plus the generation
-    prompt. Used for GGUF files, whose metadata carries the template."""
+    prompt. Used for GGUF files, whose metadata carries the template. The compiled template is
+    kept (compiling it costs more than rendering, and it is rendered once per prompt)."""
+    return _compiled_chat(template).render(
+        messages=[{"role": "user", "content": user}],
+        add_generation_prompt=True,
+        bos_token=bos_token,
+        eos_token=eos_token,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_chat(template: str) -> Any:
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
@@ -115,12 +127,7 @@ def render_chat(template: str, user: str, *, bos_token: str = "", eos_token: str
         raise ValueError(message)
 
     env.globals["raise_exception"] = raise_exception
-    return env.from_string(template).render(
-        messages=[{"role": "user", "content": user}],
-        add_generation_prompt=True,
-        bos_token=bos_token,
-        eos_token=eos_token,
-    )
+    return env.from_string(template)
 
 
 def log_softmax_at(logits: Any, token: int) -> float:

@@ -58,6 +58,10 @@ def _check_same_config(run_dir: Path, cfg: RunConfig) -> None:
     import yaml
 
     old = yaml.safe_load(path.read_text())
+    try:  # fields added to the config schema since that run started compare by their defaults
+        old = RunConfig.model_validate(old).model_dump(mode="json")
+    except Exception:  # noqa: BLE001 - a field since removed or renamed: compare the raw text
+        pass
     new = cfg.model_dump(mode="json")
     for d in (old, new):
         d.pop("progress", None)

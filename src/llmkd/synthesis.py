@@ -92,7 +92,7 @@ def parse_generated(raw: str, *, kinds: Sequence[str] = ("hard", "easy"), labels
         bulleted = body != line
         tag = _TAG.match(body)
         header = _HEADER.match(line)
-        if header and not tag:
+        if header and (not tag or not body[tag.end():].strip()):  # "Hard examples:" or a bare "HARD:"
             section = header.group(1).lower()
             continue
         if tag:

@@ -36,6 +36,9 @@ LABELS = ["negative", "positive"]
      [("What is the capital of Peru?", "plain"), ("Who wrote Hamlet?", "plain")]),
     ("HARD: mixed feelings here", ("plain",), [("mixed feelings here", "plain")]),
     ("1. A great ride.\n2. Awful.", ("hard", "easy"), [("A great ride.", "plain"), ("Awful.", "plain")]),
+    # Qwen-1.5B's shape: a bare "HARD:" header, then untagged lines with the label appended
+    ("HARD:\nThe story was unoriginal. (label: negative)\n\nEASY:\nA thrilling ride. (label: positive)",
+     ("hard", "easy"), [("The story was unoriginal.", "hard"), ("A thrilling ride.", "easy")]),
     ("I think the classifier is weak on sarcasm.", ("hard", "easy"), []),
     ("", ("hard", "easy"), []),
 ])

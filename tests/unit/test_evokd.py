@@ -377,3 +377,18 @@ def test_ner_loop_tokenizes_validates_spans_and_keeps_tags(tmp_path: Path) -> No
     assert all(len(lab) == len(t.split()) for t, lab in kept.items())
     analysis = [p for k, p, _ in ctx.teacher.prompts if k == "analysis"][1]
     assert "PER: Angela Merkel; LOC: Paris" in analysis  # NER labels shown as "type: text" lists
+
+
+def test_a_line_cut_at_max_tokens_is_dropped(tmp_path: Path) -> None:
+    class Cut(ScriptedTeacher):
+        def generate(self, prompts, *, max_tokens, temperature=0.0, stop=(), seed=0):
+            out = super().generate(prompts, max_tokens=max_tokens, temperature=temperature, stop=stop, seed=seed)
+            if self.prompts[-1][0] == "generate":  # the reply ran out of tokens in the middle of its last line
+                out = [Reply(text=out[0].text.split("\nEASY: <text>")[0] + "\nEASY: A thrilling (lab",
+                             finish_reason="length")]
+            return out
+
+    res = EvoKD(**{**OPTS, "rounds": 1}).run(make_ctx(tmp_path, Cut()))
+    rows = [json.loads(x) for x in (tmp_path / "synthetic.jsonl").read_text().splitlines()]
+    assert res.extra["rounds"][0]["counts"]["generated"] == 4
+    assert not any("thrilling" in r["text"] for r in rows)

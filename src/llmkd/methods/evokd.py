@@ -241,7 +241,7 @@ class EvoKD:
         ).strip()
         last = ""
         for attempt in range(self.opts.max_reasks + 1):
-            text = self._ask(meter, prompt, self.opts.analysis_max_tokens, seed=r * 1009 + attempt)
+            text = self._ask(meter, prompt, self.opts.analysis_max_tokens, seed=r * 1009 + attempt).text
             last = text
             cleaned = " ".join(text.split())
             if len(cleaned.split()) >= 5:
@@ -330,8 +330,10 @@ class EvoKD:
         fmt = '"HARD: " or "EASY: "' if self.feedback else '"TEXT: "'
         last = ""
         for attempt in range(o.max_reasks + 1):
-            raw = self._ask(meter, prompt, o.tokens_per_sample * n, seed=r * 1009 + call * 101 + attempt)
-            last = raw
+            reply = self._ask(meter, prompt, o.tokens_per_sample * n, seed=r * 1009 + call * 101 + attempt)
+            raw = last = reply.text
+            if reply.finish_reason == "length" and "\n" in raw:  # the last line was cut at max_tokens: drop it
+                raw = raw.rsplit("\n", 1)[0]
             gens = parse_generated(raw, kinds=list(need), labels=task.labels)
             if gens:
                 out, taken = [], {k: 0 for k in need}
@@ -350,13 +352,13 @@ class EvoKD:
                     self.name, r, call, o.max_reasks + 1, last[:200])
         return []
 
-    def _ask(self, meter: _Meter, prompt: str, max_tokens: int, *, seed: int) -> str:
+    def _ask(self, meter: _Meter, prompt: str, max_tokens: int, *, seed: int) -> Any:
         """One sampled generation. ``temperature > 0`` puts the seed into the cache key, so a
         re-ask or another round gets a new sample while a rerun gets the same one back."""
         self._spend(meter, calls=1)
         reply = meter.generate([prompt], max_tokens=max_tokens, temperature=self.opts.temperature,
                                seed=self._run_seed * 100_003 + seed)
-        return reply[0].text
+        return reply[0]
 
     def _affordable(self, meter: _Meter, items: list[Any], per: int) -> tuple[list[Any], str]:
         """The items whose labeling still fits the call budget, and the budget message if some

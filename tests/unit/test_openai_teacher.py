@@ -291,3 +291,47 @@ def test_pool_sends_more_to_the_less_busy_server() -> None:
     with FakeOpenAIServer(delay=0.5) as slow, FakeOpenAIServer() as fast:
         make([slow.base_url, fast.base_url], concurrency=2).generate([f"p{i}" for i in range(6)], max_tokens=4)
     assert len(slow.requests) == 1 and len(fast.requests) == 5
+
+
+# ---- constrained decoding ------------------------------------------------------------------
+
+
+def test_choice_constraint_is_sent_in_the_vllm_dialect_by_default() -> None:
+    from llmkd.teachers.base import Constraint
+
+    with FakeOpenAIServer() as s:
+        make(s.base_url).generate(["a", "b"], max_tokens=4, constraint=Constraint.choice(["negative", "positive"]))
+        make(s.base_url).generate(["c"], max_tokens=4)
+    assert [r["body"].get("guided_choice") for r in s.requests] == [["negative", "positive"]] * 2 + [None]
+
+
+def test_constraint_dialects() -> None:
+    from llmkd.teachers.base import Constraint
+
+    schema = {"type": "object", "properties": {"label": {"enum": ["a", "b"]}}}
+    with FakeOpenAIServer() as s:
+        make(s.base_url, guided="llamacpp").generate(["p"], max_tokens=4, constraint=Constraint.choice(['say "hi"', "b"]))
+        make(s.base_url, guided="llamacpp").generate(["p"], max_tokens=4, constraint=Constraint.json_schema(schema))
+        make(s.base_url, guided="openai").generate(["p"], max_tokens=4, constraint=Constraint.json_schema(schema))
+        make(s.base_url, guided="openai").generate(["p"], max_tokens=4, constraint=Constraint.choice(["a"]))
+        make(s.base_url, guided="none").generate(["p"], max_tokens=4, constraint=Constraint.choice(["a"]))
+    bodies = [r["body"] for r in s.requests]
+    assert bodies[0]["grammar"] == 'root ::= "say \\"hi\\"" | "b"'
+    assert bodies[1]["json_schema"] == schema
+    assert bodies[2]["response_format"]["json_schema"]["schema"] == schema
+    guided_keys = {"guided_choice", "guided_json", "guided_grammar", "grammar", "json_schema", "response_format"}
+    assert not guided_keys & set(bodies[3]) and not guided_keys & set(bodies[4])
+    with pytest.raises(ConfigError, match="guided"):
+        make("http://x/v1", guided="sglang")
+
+
+def test_a_server_that_refuses_guided_decoding_gets_plain_requests() -> None:
+    from llmkd.teachers.base import Constraint
+
+    with FakeOpenAIServer(script=lambda p: "positive", faults=["400"]) as s:
+        t = make(s.base_url)
+        replies = t.generate(["a", "b", "c"], max_tokens=4, constraint=Constraint.choice(["negative", "positive"]))
+        t.generate(["d"], max_tokens=4, constraint=Constraint.choice(["negative", "positive"]))
+    assert [r.text for r in replies] == ["positive"] * 3
+    assert "guided_choice" in s.requests[0]["body"]  # the refused probe
+    assert all("guided_choice" not in r["body"] for r in s.requests[1:]) and len(s.requests) == 5

@@ -157,7 +157,7 @@ def write(args: argparse.Namespace, rows: dict, command: str, started: float, te
             full = [_metric(r) for r in by_m.get("supervised_full", [])]
             full_mean = statistics.mean(full) if full else None
             lines += [f"## {ds}, k = {k}" + (" (4k gold sentences)" if ds == "conll03" else " gold per class"), "",
-                      "| row | F1 | % of full | kept / asked | dropped (dup / leak / label) | teacher calls | n seeds |",
+                      "| row | F1 | % of full | kept / asked | dropped (invalid / dup / leak / label) | teacher calls | n seeds |",
                       "|---|---:|---:|---:|---:|---:|---:|"]
             for m, label in ROWS:
                 res = by_m.get(m, [])
@@ -171,7 +171,8 @@ def write(args: argparse.Namespace, rows: dict, command: str, started: float, te
                     kept = statistics.mean(h["kept"] for h in hyg)
                     d = lambda key: statistics.mean(h["dropped"][key] for h in hyg)  # noqa: E731
                     hy = f"{kept:.1f} / {asked}"
-                    dr = f"{d('exact_dup') + d('near_dup'):.1f} / {d('leak'):.1f} / {d('abstained') + d('bad_label') + d('bad_span'):.1f}"
+                    dr = (f"{d('invalid'):.1f} / {d('exact_dup') + d('near_dup'):.1f} / {d('leak'):.1f} / "
+                          f"{d('abstained') + d('bad_label') + d('bad_span'):.1f}")
                     calls = f"{statistics.mean(r['extra']['teacher_calls_used'] for r in res):.0f}"
                 else:
                     hy, dr = "–", "–"

@@ -42,7 +42,8 @@ from llmkd.report import read_jsonl, write_json  # noqa: E402
 
 SHORT = {"qwen2.5-coder-0.5b-instruct": "Qwen-0.5B", "qwen2.5-coder-1.5b-instruct": "Qwen-1.5B",
          "smollm2-135m-instruct": "SmolLM2-135M"}
-ROWS = ["vanilla", "topk", "random", "llkd"]
+ROWS = ["vanilla", "llkd", "topk", "random"]  # llkd first: topk and random use its fraction
+NOTES = "<!-- notes: written by hand, kept by bench/llkd.py -->"
 ABLATIONS = ["llkd_epoch", "llkd_raw", "llkd_global"]
 TITLES = {"vanilla": "vanilla KD (all pseudo-labels)", "topk": "top teacher confidence, LLKD's fraction",
           "random": "random subset, LLKD's fraction", "llkd": "LLKD (per step, normalised entropy)",
@@ -83,11 +84,14 @@ def main() -> None:
     ap.add_argument("--dev", type=int, default=8, help="gold dev examples per class (early stopping)")
     ap.add_argument("--pool", type=int, default=1000)
     ap.add_argument("--pool-large", type=int, default=None, help="pool for the 1.5B teacher (default: --pool)")
+    ap.add_argument("--pool-for", nargs="*", default=[], metavar="DATASET=N", help="per-dataset pool, e.g. trec=60")
     ap.add_argument("--test-size", type=int, default=500)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--min-steps", type=int, default=60, help="student.min_steps (tiny pools get more epochs)")
     ap.add_argument("--ablations", nargs="*", default=[], choices=ABLATIONS,
                     help="extra LLKD variants, run with the first teacher only")
+    ap.add_argument("--threads", type=int, default=None, help="student.threads (1 is fastest on a crowded CPU)")
+    ap.add_argument("--report-only", action="store_true", help="only tabulate rows that finished (no training)")
     ap.add_argument("--label-only", action="store_true", help="only label the pools (fills the teacher cache)")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "bench-llkd"))
     ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "llkd.md"))
@@ -99,14 +103,16 @@ def main() -> None:
     results: dict[str, dict[str, Any]] = {}
     for ti, teacher in enumerate(args.teachers):  # first teacher on every dataset first: partial results stay useful
         for ds in args.datasets:
-            pool = args.pool_large if (args.pool_large and "1.5b" in teacher) else args.pool
+            pool = dict(x.split("=") for x in args.pool_for).get(ds, args.pool)
+            pool = int(args.pool_large if (args.pool_large and "1.5b" in teacher) else pool)
             name = SHORT.get(teacher, teacher)
             cfg = load_config(ROOT / "examples" / f"llkd_{ds}.yaml", [
                 f"name=llkd-{ds}-{name}-k{args.k}-d{args.dev}-p{pool}-t{args.test_size}-e{args.epochs}-m{args.min_steps}",
                 "seed=0", f"output_dir={args.runs}", f"teacher.model={teacher}", "teacher.labeling=score",
                 f"data.split.labeled_per_class={args.k}", f"data.split.dev_per_class={args.dev}",
                 f"data.split.pool_size={pool}", f"data.split.test_size={args.test_size}",
-                f"student.epochs={args.epochs}", f"student.min_steps={args.min_steps}", "progress=false"])
+                f"student.epochs={args.epochs}", f"student.min_steps={args.min_steps}", "progress=false"]
+                + ([f"student.threads={args.threads}"] if args.threads else []))
             run_dir = api.run_dir_for(cfg)
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "config.yaml").write_text(api.dump_config(cfg))
@@ -130,6 +136,8 @@ def main() -> None:
                     done = wd / "result.json"
                     if done.exists():
                         res = json.loads(done.read_text())
+                    elif args.report_only:
+                        continue
                     else:
                         ctx = dataclasses.replace(sess.context("vanilla", wd), seed=seed, progress=False)
                         t1 = time.time()
@@ -192,8 +200,12 @@ def write(args: argparse.Namespace, results: dict[str, dict[str, Any]], command:
             lines.append(f"| {TITLES[row]} | {_ms(f1)} | {_ms(acc)} | {_ms(frac, '{:.1%}')} | {_ms(sel)} | "
                          f"{_ms(ep, '{:.1f}')} | {len(res)} |")
         lines.append("")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    notes = ""
+    if out.exists() and NOTES in out.read_text():  # hand-written notes below the marker survive reruns
+        notes = out.read_text().split(NOTES, 1)[1]
+    out.write_text("\n".join(lines) + "\n" + NOTES + notes)
 
 
 if __name__ == "__main__":

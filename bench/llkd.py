@@ -90,6 +90,8 @@ def main() -> None:
     ap.add_argument("--min-steps", type=int, default=60, help="student.min_steps (tiny pools get more epochs)")
     ap.add_argument("--ablations", nargs="*", default=[], choices=ABLATIONS,
                     help="extra LLKD variants, run with the first teacher only")
+    ap.add_argument("--labeling", choices=["generate", "score"], default="generate",
+                    help="teacher.labeling: parsed reply (+ label-set confidence) or argmax of the label scores")
     ap.add_argument("--threads", type=int, default=None, help="student.threads (1 is fastest on a crowded CPU)")
     ap.add_argument("--report-only", action="store_true", help="only tabulate rows that finished (no training)")
     ap.add_argument("--label-only", action="store_true", help="only label the pools (fills the teacher cache)")
@@ -107,8 +109,8 @@ def main() -> None:
             pool = int(args.pool_large if (args.pool_large and "1.5b" in teacher) else pool)
             name = SHORT.get(teacher, teacher)
             cfg = load_config(ROOT / "examples" / f"llkd_{ds}.yaml", [
-                f"name=llkd-{ds}-{name}-k{args.k}-d{args.dev}-p{pool}-t{args.test_size}-e{args.epochs}-m{args.min_steps}",
-                "seed=0", f"output_dir={args.runs}", f"teacher.model={teacher}", "teacher.labeling=score",
+                f"name=llkd-{ds}-{name}-{args.labeling}-k{args.k}-d{args.dev}-p{pool}-t{args.test_size}-e{args.epochs}-m{args.min_steps}",
+                "seed=0", f"output_dir={args.runs}", f"teacher.model={teacher}", f"teacher.labeling={args.labeling}",
                 f"data.split.labeled_per_class={args.k}", f"data.split.dev_per_class={args.dev}",
                 f"data.split.pool_size={pool}", f"data.split.test_size={args.test_size}",
                 f"student.epochs={args.epochs}", f"student.min_steps={args.min_steps}", "progress=false"]
@@ -173,8 +175,8 @@ def write(args: argparse.Namespace, results: dict[str, dict[str, Any]], command:
         f"(shared with other jobs), {platform.platform()}; wall time {time.time() - started:.0f} s.  ",
         f"Seeds {args.seeds}; k = {args.k} gold examples per class (prompt demonstrations), dev = {args.dev} per class "
         f"(early stopping), test subsample = {args.test_size}; student all-MiniLM-L6-v2 (max_length 64), up to "
-        f"{args.epochs} epochs; teacher llama.cpp, label = argmax of the label-set scores, confidence = its "
-        "normalised probability (teacher.labeling=score).",
+        f"{args.epochs} epochs; teacher llama.cpp, teacher.labeling={args.labeling} (generate: the parsed reply; "
+        "score: the argmax of the label-set scores), confidence = the label's probability normalised over the label set.",
         "",
     ]
     for key, r in results.items():

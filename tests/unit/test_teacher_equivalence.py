@@ -115,6 +115,7 @@ def llama_pair(smollm2_path: str):
     return naive, opt
 
 
+@pytest.mark.slow  # loads SmolLM2 (real packaged model)
 def test_llamacpp_naive_and_prefix_reuse_agree(llama_pair) -> None:
     naive, opt = llama_pair
     assert naive.fingerprint == opt.fingerprint  # prefix reuse cannot change replies
@@ -131,6 +132,7 @@ def test_llamacpp_naive_and_prefix_reuse_agree(llama_pair) -> None:
     assert opt.evaluated_tokens < naive.evaluated_tokens / 2
 
 
+@pytest.mark.slow  # loads SmolLM2 (real packaged model)
 def test_llamacpp_choice_constraint_gives_a_label_with_unconstrained_logprobs(llama_pair) -> None:
     naive, opt = llama_pair
     c = Constraint.choice(TASK.options())
@@ -145,6 +147,7 @@ def test_llamacpp_choice_constraint_gives_a_label_with_unconstrained_logprobs(ll
         assert sum(r.token_logprobs) == pytest.approx(row[TASK.labels.index(r.text)], abs=1e-3)
 
 
+@pytest.mark.slow  # loads SmolLM2 (real packaged model)
 def test_llamacpp_grammar_and_json_constraints(llama_pair) -> None:
     _, opt = llama_pair
     (r,) = opt.generate([PROMPTS[0]], max_tokens=12, constraint=Constraint.gbnf('root ::= "(" [a-z]+ ")"'))

@@ -31,7 +31,8 @@ def _throughput(n_servers: int, prompts: list[str], delay: float) -> float:
 
 
 def test_n_loopback_servers_give_about_n_times_the_throughput() -> None:
-    prompts = [f"prompt {i}" for i in range(40)]
-    one = _throughput(1, prompts, 0.04)
+    prompts = [f"prompt {i}" for i in range(32)]
+    delay = 0.08  # long enough that client overhead on a loaded machine stays small next to it
+    one = _throughput(1, prompts, delay)
     for n in (2, 4):
-        assert _throughput(n, prompts, 0.04) >= 0.7 * n * one
+        assert _throughput(n, prompts, delay) >= 0.7 * n * one

@@ -177,17 +177,18 @@ def pick_token(logits: Any, allowed: Sequence[int] | None, temperature: float, r
     """Greedy (``temperature == 0``) or sampled next token, restricted to ``allowed`` if given."""
     import numpy as np
 
+    if temperature <= 0:  # argmax needs no float64 copy of the vocabulary: same index
+        if allowed is None:
+            return int(np.argmax(logits))
+        idx = np.asarray(allowed, dtype=np.int64)
+        return int(idx[int(np.argmax(np.asarray(logits)[idx]))])
     x = np.asarray(logits, dtype=np.float64)
     if allowed is not None:
         idx = np.asarray(allowed, dtype=np.int64)
         sub = x[idx]
-        if temperature <= 0:
-            return int(idx[int(np.argmax(sub))])
         z = sub / temperature
         p = np.exp(z - z.max())
         return int(idx[int(rng.choice(len(p), p=p / p.sum()))])
-    if temperature <= 0:
-        return int(np.argmax(x))
     z = x / temperature
     p = np.exp(z - z.max())
     return int(rng.choice(len(p), p=p / p.sum()))

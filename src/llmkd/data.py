@@ -15,6 +15,7 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+import logging
 import random
 import re
 from collections import defaultdict
@@ -25,6 +26,8 @@ from typing import Any, Iterable
 from .config import DataConfig
 from .errors import DataError
 from .types import Example, Unlabeled
+
+log = logging.getLogger(__name__)
 
 
 def _detect_format(path: Path) -> str:
@@ -297,6 +300,9 @@ def make_splits(cfg: DataConfig, seed: int) -> tuple[Splits, GoldVault]:
     rest = rest[:]
     rng.shuffle(rest)
     pool_ex = rest[: sp.pool_size] if sp.pool_size is not None else rest
+    if sp.pool_size is not None and sp.pool_size > len(rest):
+        log.warning("%s: data.split.pool_size=%d but only %d examples are left after the labeled and dev "
+                    "sets; the pool has %d", cfg.train, sp.pool_size, len(rest), len(rest))
     if not pool_ex:
         raise DataError(
             f"{cfg.train}: the unlabeled pool is empty after taking the labeled and dev examples; "

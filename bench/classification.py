@@ -91,8 +91,9 @@ def write(args: argparse.Namespace, rows: dict, command: str, started: float) ->
         f"the pool and the test subsample, and initialises the student). k = {args.k} gold examples per class "
         f"(also the prompt demonstrations); dev = {args.k} per class; pool = {args.pool}; test subsample = "
         f"{args.test_size}; student all-MiniLM-L6-v2, up to {args.epochs} epochs (more for tiny sets, "
-        "min 60 steps), early stopping on the dev set. Teacher: llama.cpp, greedy, label parsed from the reply; "
-        "confidence from scoring the label set.",
+        "min 60 steps), early stopping on the dev set. Teacher: llama.cpp, greedy, plain-text few-shot prompt "
+        "(teacher.chat default: no chat template), label parsed from the reply; confidence from scoring the "
+        "label set.",
         "",
         "Numbers are mean ± std over the seeds on the test subsample. \"labeling s\" is teacher time for "
         "that row's prompts (test for teacher rows, pool for vanilla KD), measured when first computed; "

@@ -122,7 +122,10 @@ class TeacherConfig(_Strict):
     constrained: bool = Field(
         False, description="constrained decoding where the backend offers it: a classification reply is "
                            "forced to be one of the labels (no parse failures); other tasks generate freely")
-    chat: bool = Field(True, description="wrap prompts in the model's chat template")
+    chat: bool | None = Field(
+        None, description="wrap prompts in the model's chat template; null = plain-text few-shot continuation "
+                          "for local backends (llamacpp, hf) and chat for openai. Measured on 40 pool examples: "
+                          "Qwen-0.5B SST-2 accuracy 0.95 plain vs 0.60 chat (all one label); TREC 0.53 vs 0.30")
     max_tokens: int = Field(8, ge=1)
     temperature: float = Field(0.0, ge=0)
     n_ctx: int = Field(4096, ge=256)

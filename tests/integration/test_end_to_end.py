@@ -119,7 +119,7 @@ def test_kill_9_during_labeling_then_rerun_continues_without_repeating_calls(tin
 
 
 def test_all_abstentions_stop_with_a_clear_message(tiny_config, minilm_path) -> None:
-    cfg_path = tiny_config(methods=["vanilla"], teacher__labeling="generate")
+    cfg_path = tiny_config(methods=["vanilla"], teacher__labeling="generate", teacher__chat=True)
     r = llmkd("run", str(cfg_path), "-q")
     assert r.returncode == 2
     assert "the teacher abstained on all 12 pool examples" in r.stderr

@@ -198,9 +198,10 @@ class RunConfig(_Strict):
         return self
 
 
-def _fields_at(loc: tuple[Any, ...]) -> list[str] | None:
-    """The field names of the config section at ``loc`` (e.g. ``("teacher",)``), if it is one."""
-    model: type[BaseModel] = RunConfig
+def _fields_at(loc: tuple[Any, ...], root: type[BaseModel] | None = None) -> list[str] | None:
+    """The field names of the config section at ``loc`` (e.g. ``("teacher",)``) of ``root``
+    (default RunConfig), if it is one."""
+    model: type[BaseModel] = root or RunConfig
     for part in loc:
         field = model.model_fields.get(str(part))
         if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
@@ -209,10 +210,13 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str] | None:
     return list(model.model_fields)
 
 
-def _format_errors(exc: ValidationError, source: str) -> str:
+def _format_errors(exc: ValidationError, source: str, *, root: type[BaseModel] | None = None,
+                   prefix: str = "") -> str:
+    """One line per error: the field path (under ``prefix``, e.g. ``method_options.mckd``), what is
+    wrong, the allowed values or known fields, and what was given. ``root`` is the model validated."""
     lines = [f"invalid config{f' {source}' if source else ''}:"]
     for err in exc.errors():
-        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        path = ".".join([prefix] * bool(prefix) + [str(p) for p in err["loc"]]) or "(top level)"
         msg = err["msg"]
         ctx = err.get("ctx") or {}
         if "expected" in ctx:
@@ -220,7 +224,7 @@ def _format_errors(exc: ValidationError, source: str) -> str:
         if err["type"] == "value_error" and "error" in ctx:
             msg = str(ctx["error"])  # our own validator's message, without pydantic's "Value error, "
         if err["type"] == "extra_forbidden":
-            known = _fields_at(err["loc"][:-1])
+            known = _fields_at(err["loc"][:-1], root)
             msg = "unknown field (check the spelling" + (f"; the fields here are {known})" if known else ")")
         if err["type"] == "missing":
             msg = "field required"

@@ -186,6 +186,13 @@ def test_method_options_are_validated_at_config_time() -> None:
     with pytest.raises(ConfigError, match="fraction applies to selection=topk or random"):
         METHODS["llkd"].build({"fraction": 0.2})
     assert METHODS["llkd"].build({"selection": "random", "fraction": 0.2}).options.fraction == 0.2
+    with pytest.raises(ConfigError) as exc:  # an unknown option lists the method's own options
+        METHODS["llkd"].build({"bogus": 1})
+    assert "method_options.llkd.bogus: unknown field" in str(exc.value)
+    assert "'teacher_threshold'" in str(exc.value) and "'output_dir'" not in str(exc.value)
+    with pytest.raises(ConfigError) as exc:  # a whole-model check names the method, not "(top level)"
+        METHODS["llkd"].build({"fraction": 0.2})
+    assert "method_options.llkd: " in str(exc.value) and "top level" not in str(exc.value)
 
 
 # -- the LLKD loop with a scripted student ------------------------------------------------------------

@@ -41,8 +41,7 @@ class MethodSpec:
         except ValidationError as exc:
             from ..config import _format_errors
 
-            text = _format_errors(exc, "").replace("\n  ", f"\n  method_options.{self.name}.")
-            raise ConfigError(text) from None
+            raise ConfigError(_format_errors(exc, "", root=self.options, prefix=f"method_options.{self.name}")) from None
         return self.factory(**parsed.model_dump())
 
 

@@ -63,9 +63,9 @@ def _check_same_config(run_dir: Path, cfg: RunConfig) -> None:
     except Exception:  # noqa: BLE001 - a field since removed or renamed: compare the raw text
         pass
     new = cfg.model_dump(mode="json")
-    for d in (old, new):
-        d.pop("progress", None)
-        d.pop("methods", None)
+    for d in (old, new):  # fields that do not change what a run computes
+        for key in ("progress", "methods", "output_dir", "cache"):  # where it is (relative or absolute) is not what
+            d.pop(key, None)
     if old != new:
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         raise ConfigError(

@@ -157,8 +157,9 @@ def render_report(cfg: Any, results: dict[str, dict[str, Any]], pool_stats: dict
     for m, r in results.items():
         tr = r.get("extra", {}).get("training")
         if tr:
-            lines.append(f"- {m}: best dev {tr.get('dev_metric')} {tr['best_score']:.4f} at epoch {tr['best_epoch']} "
-                         f"of {tr['epoch']} ({r.get('stop_reason')})")
+            on = tr.get("scored_on", "dev")  # MCKD scores training fidelity and keeps the latest checkpoint
+            lines.append(f"- {m}: {tr.get('kept', 'best')} {on} {tr.get('dev_metric')} {tr['best_score']:.4f} at epoch "
+                         f"{tr['best_epoch']} of {tr['epoch']} ({r.get('stop_reason')})")
     lines.append("")
     for m, r in results.items():  # a method lists its figures in extra["plots"], relative to its folder
         extra = r.get("extra", {})

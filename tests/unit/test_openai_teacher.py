@@ -104,6 +104,7 @@ def test_fingerprint_ignores_base_urls() -> None:
     assert a.fingerprint == b.fingerprint
     assert a.fingerprint != make("http://127.0.0.1:1/v1", chat=False).fingerprint
     assert a.fingerprint != make("http://127.0.0.1:1/v1", model="other").fingerprint
+    assert a.fingerprint != make("http://127.0.0.1:1/v1", guided="none").fingerprint  # decides what a constraint does
 
 
 @pytest.mark.parametrize(

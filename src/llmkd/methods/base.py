@@ -155,6 +155,8 @@ def fit_student(ctx: RunContext, examples: Sequence[Example], *, tag: str, seed:
             break
     bar.close()
     state["done"], state["stop_reason"], state["dev_metric"] = True, reason, metric
+    state["scored_on"] = "dev" if select_on is None else "training fidelity"
+    state["kept"] = "latest" if plateau is not None else "best"
     _write_json(state_path, state)
     shutil.rmtree(d / "last", ignore_errors=True)
     (d / "last").mkdir()  # keeps the "resumable" marker small once finished

@@ -161,9 +161,10 @@ class OpenAITeacher:
 
     @property
     def fingerprint(self) -> str:
-        """Backend, model and chat mode. The base URLs are left out on purpose, so that a pool
-        of identical servers (or the same server moved to another port) shares the cache."""
-        return make_fingerprint(backend="openai", model=self.model, chat=self.chat)
+        """Backend, model, chat mode and the guided-decoding dialect (it decides whether a
+        constrained request is honoured). The base URLs are left out on purpose, so that a pool of
+        identical servers (or the same server moved to another port) shares the cache."""
+        return make_fingerprint(backend="openai", model=self.model, chat=self.chat, guided=self.guided)
 
     def count_tokens(self, text: str) -> int:
         """A rough estimate, ``max(1, len(text) // 4)``: the server's tokenizer is in general not

@@ -7,48 +7,42 @@ methods are kept). The supervised rows do not depend on the teacher and run once
 
     python bench/classification.py                       # the full grid of the issue
     python bench/classification.py --seeds 0 --pool 300  # a smaller run; the doc says which
+
+Results accumulate in docs/results/classification.json (keyed by dataset, teacher, seed and
+method): a later invocation with the same sizes (k, pool, test size, epochs) adds its runs to the
+table, e.g. a second teacher on fewer seeds, and the doc lists every command that contributed.
+An invocation with other sizes starts the table afresh.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import logging
-import os
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
+from _common import ROOT, SHORT, machine_line, mean_std, parser, start  # noqa: E402  (puts src/ on sys.path)
 
 from llmkd import api  # noqa: E402
 from llmkd.config import load_config  # noqa: E402
 
-SHORT = {"qwen2.5-coder-0.5b-instruct": "Qwen-0.5B", "qwen2.5-coder-1.5b-instruct": "Qwen-1.5B",
-         "smollm2-135m-instruct": "SmolLM2-135M"}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--datasets", nargs="+", default=["sst2", "trec"])
-    ap.add_argument("--teachers", nargs="+", default=["qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"])
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap = parser(__doc__, "classification", ["sst2", "trec"])
     ap.add_argument("--k", type=int, default=8, help="gold examples per class (labeled and dev each)")
     ap.add_argument("--pool", type=int, default=1000)
     ap.add_argument("--test-size", type=int, default=500)
     ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--runs", default=str(ROOT / "runs" / "bench-classification"))
-    ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "classification.md"))
     args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    command = "python bench/classification.py " + " ".join(sys.argv[1:])
-    started = time.time()
-    rows: dict[str, dict[str, list[dict]]] = {}
+    command, started = start("classification")
+    settings = {"k": args.k, "pool": args.pool, "test_size": args.test_size, "epochs": args.epochs}
+    store_path = Path(args.out).with_suffix(".json")
+    store = json.loads(store_path.read_text()) if store_path.exists() else {}
+    if store.get("settings") != settings:
+        store = {"settings": settings, "commands": [], "runs": {}}
+    store["commands"].append(command)
     for ds in args.datasets:
         for seed in args.seeds:
             for ti, teacher in enumerate(args.teachers):
@@ -67,27 +61,31 @@ def main() -> None:
                 for m, res in summary.results.items():
                     label = {"teacher": f"teacher few-shot ({name})", "vanilla": f"vanilla KD ({name})",
                              "supervised": f"supervised-k (k={args.k}/class)", "supervised_full": "supervised-full (gold pool)"}[m]
-                    rows.setdefault(ds, {}).setdefault(label, []).append(res)
-            write(args, rows, command, started)
+                    if m == "vanilla":  # pseudo-label accuracy on the pool, scored after the fact
+                        pool = json.loads((summary.run_dir / "metrics.json").read_text()).get("pool", {})
+                        res = {**res, "pool_label_accuracy": pool.get("pseudo-label accuracy (all, abstention = wrong)")}
+                    key = f"{ds}/{label}/{seed}"
+                    store["runs"][key] = {"dataset": ds, "label": label, "seed": seed, "result": res}
+                store_path.write_text(json.dumps(store, indent=1))
+                write(args, store, started)
 
 
 def _ms(vals: list[float]) -> str:
-    if not vals:
-        return "–"
-    if len(vals) == 1:
-        return f"{vals[0]:.3f}"
-    return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}"
+    return mean_std(vals)
 
-
-def write(args: argparse.Namespace, rows: dict, command: str, started: float) -> None:
+def write(args: argparse.Namespace, store: dict, started: float) -> None:
     order = ["teacher few-shot", "supervised-k", "vanilla KD", "supervised-full"]
+    rows: dict[str, dict[str, list[dict]]] = {}
+    for run in store["runs"].values():
+        rows.setdefault(run["dataset"], {}).setdefault(run["label"], []).append(run["result"])
+    seeds = sorted({run["seed"] for run in store["runs"].values()})
     lines = [
         "# Classification benchmark",
         "",
-        f"Command: `{command}`  ",
-        f"Date: {dt.date.today().isoformat()}; machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
-        f"{platform.platform()}; wall time {time.time() - started:.0f} s.  ",
-        f"Seeds: {args.seeds} (each seed draws the k-shot labeled set, the demonstrations, the dev set, "
+        "Commands (in order; each adds its runs to the table):  ",
+        *[f"`{c}`  " for c in store["commands"]],
+        machine_line(started) + " (of the last command)  ",
+        f"Seeds: {seeds} (each seed draws the k-shot labeled set, the demonstrations, the dev set, "
         f"the pool and the test subsample, and initialises the student). k = {args.k} gold examples per class "
         f"(also the prompt demonstrations); dev = {args.k} per class; pool = {args.pool}; test subsample = "
         f"{args.test_size}; student all-MiniLM-L6-v2, up to {args.epochs} epochs (more for tiny sets, "
@@ -101,8 +99,8 @@ def write(args: argparse.Namespace, rows: dict, command: str, started: float) ->
         "",
     ]
     for ds, by_label in rows.items():
-        lines += [f"## {ds}", "", "| row | macro-F1 | accuracy | abstention | labeling s | prompts/s | prompt tok/s | n seeds |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"## {ds}", "", "| row | macro-F1 | accuracy | abstention | pool pseudo-label acc | labeling s | prompts/s | "
+                  "prompt tok/s | n seeds |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for prefix in order:
             for label, results in by_label.items():
                 if not label.startswith(prefix):
@@ -115,7 +113,8 @@ def write(args: argparse.Namespace, rows: dict, command: str, started: float) ->
                 ptok = [r["timings"].get("prompt_tokens", 0) for r in results]
                 pps = [c / t for c, t in zip(calls, ts)] if ts else []
                 tps = [p / t for p, t in zip(ptok, ts)] if ts else []
-                lines.append(f"| {label} | {_ms(f1)} | {_ms(acc)} | {_ms(ab)} | "
+                pool_acc = [r["pool_label_accuracy"] for r in results if r.get("pool_label_accuracy") is not None]
+                lines.append(f"| {label} | {_ms(f1)} | {_ms(acc)} | {_ms(ab)} | {_ms(pool_acc)} | "
                              f"{(f'{statistics.mean(ts):.0f}' if ts else '–')} | "
                              f"{(f'{statistics.mean(pps):.2f}' if pps else '–')} | "
                              f"{(f'{statistics.mean(tps):.0f}' if tps else '–')} | {len(results)} |")

@@ -14,24 +14,16 @@ depend on k or on the teacher.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import logging
-import os
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
+from _common import ROOT, SHORT, machine_line, mean_std, parser, start  # noqa: E402  (puts src/ on sys.path)
 
 from llmkd import api  # noqa: E402
 from llmkd.config import load_config  # noqa: E402
 
-SHORT = {"qwen2.5-coder-0.5b-instruct": "Qwen-0.5B", "qwen2.5-coder-1.5b-instruct": "Qwen-1.5B",
-         "smollm2-135m-instruct": "SmolLM2-135M"}
 CONFIG = {"sst2": "evokd_sst2.yaml", "trec": "trec.yaml", "conll03": "evokd_conll03.yaml"}
 NOTES = "<!-- notes: text below this line is kept when the benchmark rewrites the file -->"
 ROWS = [("supervised", "supervised-k (gold seeds only)"), ("synth_nofeedback", "generation without feedback"),
@@ -47,10 +39,8 @@ def split_overrides(ds: str, k: int, pool: int, test_size: int) -> list[str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--datasets", nargs="+", default=["sst2", "trec", "conll03"], choices=sorted(CONFIG))
+    ap = parser(__doc__, "evokd", ["sst2", "trec", "conll03"], dataset_choices=sorted(CONFIG), teachers=None)
     ap.add_argument("--k", nargs="+", type=int, default=[1, 8], help="gold examples per class (NER: 4k sentences)")
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--teacher", default="qwen2.5-coder-0.5b-instruct")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--per-round", type=int, default=6, help="LLM samples asked for per round (half hard, half easy)")
@@ -66,13 +56,8 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=None, help="run only these methods of each cell (parallel processes)")
     ap.add_argument("--threads", type=int, default=None,
                     help="teacher.n_threads and student.threads (1 avoids spin-waiting threads on a busy CPU)")
-    ap.add_argument("--runs", default=str(ROOT / "runs" / "bench-evokd"))
-    ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "evokd.md"))
     args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    command = "python bench/evokd.py " + " ".join(sys.argv[1:])
-    started = time.time()
+    command, started = start("evokd")
     teacher = SHORT.get(args.teacher, args.teacher)
     hard = args.per_round // 2
     synth = {"rounds": args.rounds, "n_hard": hard, "n_easy": args.per_round - hard, "tokens_per_sample": 30}
@@ -118,13 +103,7 @@ def finished(cfg, methods: list[str]) -> dict[str, dict]:
 
 
 def _ms(vals: list[float], scale: float = 1.0) -> str:
-    if not vals:
-        return "–"
-    if len(vals) == 1:
-        return f"{vals[0] * scale:.3f}" if scale == 1 else f"{vals[0] * scale:.0f}%"
-    m, s = statistics.mean(vals) * scale, statistics.stdev(vals) * scale
-    return f"{m:.3f} ± {s:.3f}" if scale == 1 else f"{m:.0f}% ± {s:.0f}"
-
+    return mean_std(vals, "{:.3f}" if scale == 1 else "{:.0f}%", scale)
 
 def _metric(res: dict) -> float:
     m = res["metrics"]
@@ -136,8 +115,7 @@ def write(args: argparse.Namespace, rows: dict, command: str, started: float, te
         "# EvoKD benchmark",
         "",
         f"Command: `{command}`  ",
-        f"Date: {dt.date.today().isoformat()}; machine: {platform.machine()}, {os.cpu_count()} CPU cores "
-        f"(shared with other jobs), {platform.platform()}; wall time so far {time.time() - started:.0f} s.  ",
+        machine_line(started),
         f"Teacher: {teacher} (llama.cpp; generation sampled at temperature 0.7, labeling greedy with the "
         f"few-shot classify/ner prompt). Student: all-MiniLM-L6-v2. Seeds: {args.seeds}. Test subsample: "
         f"{args.test_size}. Synthesis: {args.rounds} rounds x {args.per_round} LLM samples asked for "

@@ -17,19 +17,13 @@ report only (no method ever reads them).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import logging
-import os
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
+from _common import ROOT, machine_line, mean_std, parser, start  # noqa: E402  (puts src/ on sys.path)
 
 from llmkd import api  # noqa: E402
 from llmkd.config import load_config  # noqa: E402
@@ -118,20 +112,13 @@ def collect(summary: api.RunSummary) -> dict[str, dict[str, float]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--datasets", nargs="+", default=["sst2"], help="examples/mckd_<name>.yaml for each")
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap = parser(__doc__, "mckd", ["sst2"], dataset_help="examples/mckd_<name>.yaml for each", teachers=None)
     ap.add_argument("--ablations", nargs="*", default=[], choices=sorted(ABLATIONS))
     ap.add_argument("--ablation-seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--no-supervised10", action="store_true", help="skip the 10x-gold supervised row")
     ap.add_argument("--set", nargs="*", default=[], help="extra config overrides for every run (a.b=c)")
-    ap.add_argument("--runs", default=str(ROOT / "runs" / "bench-mckd"))
-    ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "mckd.md"))
     args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    command = "python bench/mckd.py " + " ".join(sys.argv[1:])
-    started = time.time()
+    command, started = start("mckd")
     results: dict[str, Any] = {}
     for ds in args.datasets:
         d = results.setdefault(ds, {"rows": {}, "stages": {}, "ablations": {}, "config": None})
@@ -161,12 +148,7 @@ def main() -> None:
 
 
 def _ms(vals: list[float]) -> str:
-    if not vals:
-        return "–"
-    if len(vals) == 1:
-        return f"{100 * vals[0]:.1f}"
-    return f"{100 * statistics.mean(vals):.1f} ± {100 * statistics.stdev(vals):.1f}"
-
+    return mean_std(vals, "{:.1f}", 100)
 
 def _delta(rows: dict[str, list[dict[str, float]]], key: str, ref: str, m: str) -> str:
     if key not in rows or ref not in rows or key == ref:
@@ -190,8 +172,7 @@ def write(args: argparse.Namespace, results: dict[str, Any], command: str, start
         "# MCKD benchmark",
         "",
         f"Command: `{command}`  ",
-        f"Date: {dt.date.today().isoformat()}; machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared with "
-        f"other jobs), {platform.platform()}; wall time of this invocation {time.time() - started:.0f} s.  ",
+        machine_line(started),
         f"Seeds: {args.seeds} (a seed draws the gold labeled set, the demonstrations, the dev set, the pool, the "
         "test subsample, the MCKD partition and the students' initialisation).",
         "",

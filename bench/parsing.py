@@ -13,32 +13,21 @@ The supervised rows do not depend on the teacher and run once per seed.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import logging
-import os
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
+from _common import ROOT, SHORT, machine_line, mean_std, parser, start  # noqa: E402  (puts src/ on sys.path)
 
 from llmkd import api  # noqa: E402
 from llmkd.config import load_config  # noqa: E402
 
-SHORT = {"qwen2.5-coder-0.5b-instruct": "Qwen-0.5B", "qwen2.5-coder-1.5b-instruct": "Qwen-1.5B",
-         "smollm2-135m-instruct": "SmolLM2-135M"}
 MAIN = {"tree": ("sentence_f1", "corpus_f1"), "slots": ("slot_f1", "sentence_f1")}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--datasets", nargs="+", default=["craft", "ptb", "atis_slots", "snips_slots"])
-    ap.add_argument("--teachers", nargs="+", default=["qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"])
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap = parser(__doc__, "parsing", ["craft", "ptb", "atis_slots", "snips_slots"])
     ap.add_argument("--labeled", type=int, default=50, help="gold examples (also the demonstration source)")
     ap.add_argument("--dev", type=int, default=50)
     ap.add_argument("--pool", type=int, default=500)
@@ -46,13 +35,8 @@ def main() -> None:
     ap.add_argument("--test-size", type=int, default=200)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--min-steps", type=int, default=60)
-    ap.add_argument("--runs", default=str(ROOT / "runs" / "bench-parsing"))
-    ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "parsing.md"))
     args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    command = "python bench/parsing.py " + " ".join(sys.argv[1:])
-    started = time.time()
+    command, started = start("parsing")
     rows: dict[str, dict[str, list[dict]]] = {}
     for ds in args.datasets:
         for seed in args.seeds:
@@ -84,12 +68,7 @@ def main() -> None:
 
 
 def _ms(vals: list[float]) -> str:
-    if not vals:
-        return "–"
-    if len(vals) == 1:
-        return f"{vals[0]:.3f}"
-    return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}"
-
+    return mean_std(vals)
 
 def write(args: argparse.Namespace, rows: dict, command: str, started: float) -> None:
     order = ["teacher few-shot", "supervised-", "vanilla KD"]
@@ -97,8 +76,7 @@ def write(args: argparse.Namespace, rows: dict, command: str, started: float) ->
         "# Sequence generation benchmark (parsing, slot filling)",
         "",
         f"Command: `{command}`  ",
-        f"Date: {dt.date.today().isoformat()}; machine: {platform.machine()}, {os.cpu_count()} CPU cores "
-        f"(shared with other jobs), {platform.platform()}; wall time {time.time() - started:.0f} s.  ",
+        machine_line(started),
         f"Seeds: {args.seeds}. Sizes: labeled {args.labeled} gold (demonstrations drawn from them), dev {args.dev}, "
         f"pool {args.pool}, supervised-N = labeled + {args.full} gold, test subsample {args.test_size}; student "
         f"bert2bert from all-MiniLM-L6-v2, up to {args.epochs} epochs (min {args.min_steps} steps), early stopping "

@@ -308,7 +308,7 @@ def main() -> None:
         f"= {100 * achieved / peak:.0f}% of the matmul peak (the weights are 4-bit; llama.cpp's quantized kernels "
         "are not float32 matmuls, so this is an order-of-magnitude check, not a bound).",
         "",
-        f"## Scale-out: OpenAI-protocol teacher over N loopback stub servers",
+        "## Scale-out: OpenAI-protocol teacher over N loopback stub servers",
         "",
         f"{args.stub_prompts} prompts; each stub serves one request at a time and sleeps {args.stub_delay * 1000:.0f} ms "
         "per request (like a one-slot llama.cpp server); concurrency 2 x N, least-busy balancing.",

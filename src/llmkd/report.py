@@ -18,7 +18,7 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:

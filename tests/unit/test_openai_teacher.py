@@ -289,7 +289,7 @@ def test_pool_of_servers_shares_the_requests() -> None:
 
 
 def test_pool_sends_more_to_the_less_busy_server() -> None:
-    with FakeOpenAIServer(delay=0.5) as slow, FakeOpenAIServer() as fast:
+    with FakeOpenAIServer(delay=2.0) as slow, FakeOpenAIServer() as fast:
         make([slow.base_url, fast.base_url], concurrency=2).generate([f"p{i}" for i in range(6)], max_tokens=4)
     assert len(slow.requests) == 1 and len(fast.requests) == 5
 

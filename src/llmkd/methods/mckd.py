@@ -327,7 +327,7 @@ class MCKD:
                      teacher: list[TeacherLabel]) -> tuple[dict[str, TeacherLabel], dict[str, Any]]:
         """Stage k: a fresh student per part, trained on that part's latest labels, relabels every
         other part. Labels are saved to ``labels-stage<k>.jsonl`` (a rerun loads them)."""
-        from ..report import read_jsonl, write_json, write_jsonl
+        from ..report import write_json, write_jsonl
 
         path, rep_path = ctx.workdir / f"labels-stage{k}.jsonl", ctx.workdir / f"stage{k}.json"
         if path.exists() and rep_path.exists():

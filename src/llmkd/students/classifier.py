@@ -8,16 +8,15 @@ Not handled: multi-label targets, gradient accumulation, multi-GPU (use Accelera
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import random
 from pathlib import Path
 from typing import Any, Sequence
 
 from ..types import Example, Prediction
 from .base import HasText
+from .checkpoint import optimizer_step, read_meta, restore_progress, write_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -113,15 +112,9 @@ class ClassifierStudent:
             batch = self._encode([examples[i].text for i in idx])
             y = torch.tensor([index[examples[i].label] for i in idx], device=self.device_)
             w = torch.tensor([1.0 if weights is None else float(weights[i]) for i in idx], device=self.device_)
-            for group in self.optimizer_.param_groups:
-                group["lr"] = self._lr_at(self.steps_done_)
             logits = self.model_(**batch).logits
             loss = (F.cross_entropy(logits, y, reduction="none") * w).sum() / len(idx)
-            self.optimizer_.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model_.parameters(), 1.0)
-            self.optimizer_.step()
-            self.steps_done_ += 1
+            optimizer_step(self, loss)
             total += loss.item() * len(idx)
             count += len(idx)
         self.epochs_done_ += 1
@@ -152,79 +145,24 @@ class ClassifierStudent:
             for row in probs
         ]
 
-    # -- persistence --------------------------------------------------------------------------
+    # -- persistence (students/checkpoint.py) -------------------------------------------------
     def save(self, path: str | Path) -> None:
-        from safetensors.torch import save_file
-
         self._ensure()
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.mkdir(parents=True, exist_ok=True)
-        self.model_.save_pretrained(tmp, safe_serialization=True)
-        self.tokenizer_.save_pretrained(tmp)
-        tensors, meta = _optimizer_tensors(self.model_, self.optimizer_)
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-        (tmp / "student.json").write_text(json.dumps({
+        write_checkpoint(path, self, {
             "kind": self.kind, "base_model": self.model_name, "labels": list(self.labels),
             "max_length": self.max_length, "batch_size": self.batch_size, "lr": self.lr,
             "weight_decay": self.weight_decay, "warmup_steps": self.warmup_steps, "seed": self.seed,
-            "epochs_done": self.epochs_done_, "steps_done": self.steps_done_, "optimizer": meta,
-        }, indent=1))
-        if path.exists():
-            import shutil
-
-            old = path.with_name(path.name + ".old")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        })
 
     @classmethod
     def load(cls, path: str | Path, *, device: str = "auto", threads: int | None = None) -> ClassifierStudent:
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        meta = json.loads((path / "student.json").read_text())
+        meta = read_meta(path)
         st = cls(model=meta["base_model"], labels=meta["labels"], max_length=meta["max_length"],
                  batch_size=meta["batch_size"], lr=meta["lr"], weight_decay=meta["weight_decay"],
                  warmup_steps=meta["warmup_steps"], seed=meta["seed"], device=device, threads=threads)
         st._build(source=str(path))
-        st.epochs_done_ = meta["epochs_done"]
-        st.steps_done_ = meta["steps_done"]
-        opt_file = path / "optimizer.safetensors"
-        if opt_file.exists():
-            _load_optimizer(st.model_, st.optimizer_, load_file(str(opt_file), device=st.device_), meta["optimizer"])
+        restore_progress(st, path, meta)
         return st
-
-
-def _optimizer_tensors(model: Any, optimizer: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """AdamW state as named tensors (safetensors cannot hold the pickled state_dict)."""
-    names = {id(p): n for n, p in model.named_parameters()}
-    tensors: dict[str, Any] = {}
-    steps: dict[str, float] = {}
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            state = optimizer.state.get(p)
-            if not state:
-                continue
-            n = names[id(p)]
-            tensors[f"{n}.exp_avg"] = state["exp_avg"].detach().contiguous()
-            tensors[f"{n}.exp_avg_sq"] = state["exp_avg_sq"].detach().contiguous()
-            steps[n] = float(state["step"])
-    return tensors, {"steps": steps}
-
-
-def _load_optimizer(model: Any, optimizer: Any, tensors: dict[str, Any], meta: dict[str, Any]) -> None:
-    import torch
-
-    for n, p in model.named_parameters():
-        if f"{n}.exp_avg" in tensors:
-            optimizer.state[p] = {
-                "step": torch.tensor(meta["steps"][n]),
-                "exp_avg": tensors[f"{n}.exp_avg"],
-                "exp_avg_sq": tensors[f"{n}.exp_avg_sq"],
-            }
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:

@@ -27,17 +27,16 @@ Not handled: constrained decoding; gradient accumulation; multi-GPU (use Acceler
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import random
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..types import Example, Prediction
 from .base import HasText
-from .classifier import _load_optimizer, _optimizer_tensors, pick_device
+from .checkpoint import optimizer_step, read_meta, restore_progress, write_checkpoint
+from .classifier import pick_device
 
 log = logging.getLogger(__name__)
 
@@ -203,8 +202,6 @@ class Seq2SeqStudent:
                                       padding=True, return_tensors="pt").to(self.device_)
                 labels = self._targets([examples[i].label for i in idx])
             w = torch.tensor([1.0 if weights is None else float(weights[i]) for i in idx], device=self.device_)
-            for group in self.optimizer_.param_groups:
-                group["lr"] = self._lr_at(self.steps_done_)
             if self.arch_ == "decoder":
                 logits = self.model_(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits[:, :-1]
                 labels = labels[:, 1:]
@@ -215,11 +212,7 @@ class Seq2SeqStudent:
                                        ignore_index=-100, reduction="none").view(labels.shape)
             per_ex = tok_loss.sum(1) / (labels != -100).sum(1).clamp(min=1)
             loss = (per_ex * w).sum() / len(idx)
-            self.optimizer_.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model_.parameters(), 1.0)
-            self.optimizer_.step()
-            self.steps_done_ += 1
+            optimizer_step(self, loss)
             total += loss.item() * len(idx)
             count += len(idx)
         self.epochs_done_ += 1
@@ -279,52 +272,26 @@ class Seq2SeqStudent:
             preds.append(Prediction(label=label, probs={} if label is None else {label: conf}))
         return preds
 
-    # -- persistence --------------------------------------------------------------------------
+    # -- persistence (students/checkpoint.py) -------------------------------------------------
     def save(self, path: str | Path) -> None:
-        from safetensors.torch import save_file
-
         self._ensure()
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.mkdir(parents=True, exist_ok=True)
-        self.model_.save_pretrained(tmp, safe_serialization=True)
-        self.tokenizer_.save_pretrained(tmp)
-        tensors, meta = _optimizer_tensors(self.model_, self.optimizer_)
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-        (tmp / "student.json").write_text(json.dumps({
+        write_checkpoint(path, self, {
             "kind": "seq2seq", "base_model": self.model_name, "labels": list(self.labels),
             "extra_tokens": list(self.extra_tokens), "max_length": self.max_length,
             "max_target_length": self.max_target_length, "batch_size": self.batch_size, "lr": self.lr,
             "weight_decay": self.weight_decay, "warmup_steps": self.warmup_steps, "seed": self.seed,
-            "num_beams": self.num_beams, "epochs_done": self.epochs_done_, "steps_done": self.steps_done_,
-            "optimizer": meta,
-        }, indent=1))
-        if path.exists():
-            import shutil
-
-            old = path.with_name(path.name + ".old")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+            "num_beams": self.num_beams,
+        })
 
     @classmethod
     def load(cls, path: str | Path, *, device: str = "auto", threads: int | None = None,
              postprocess: Postprocess | None = None) -> Seq2SeqStudent:
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        meta = json.loads((path / "student.json").read_text())
+        meta = read_meta(path)
         st = cls(model=meta["base_model"], labels=meta["labels"], extra_tokens=meta["extra_tokens"],
                  max_length=meta["max_length"], max_target_length=meta["max_target_length"],
                  batch_size=meta["batch_size"], lr=meta["lr"], weight_decay=meta["weight_decay"],
                  warmup_steps=meta["warmup_steps"], seed=meta["seed"], num_beams=meta["num_beams"],
                  device=device, threads=threads, postprocess=postprocess)
         st._build(source=str(path))
-        st.epochs_done_ = meta["epochs_done"]
-        st.steps_done_ = meta["steps_done"]
-        opt_file = path / "optimizer.safetensors"
-        if opt_file.exists():
-            _load_optimizer(st.model_, st.optimizer_, load_file(str(opt_file), device=st.device_), meta["optimizer"])
+        restore_progress(st, path, meta)
         return st

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 from ..conll import spans_from_tags, tag_set, to_iob2, words
 from ..types import Example, TagPrediction
 from .base import HasText
+from .checkpoint import optimizer_step
 from .classifier import ClassifierStudent
 
 
@@ -95,17 +96,11 @@ class TaggerStudent(ClassifierStudent):
             y = self._targets(enc, [batch_tags[i] for i in idx]).to(self.device_)
             enc = enc.to(self.device_)
             w = torch.tensor([1.0 if weights is None else float(weights[i]) for i in idx], device=self.device_)
-            for group in self.optimizer_.param_groups:
-                group["lr"] = self._lr_at(self.steps_done_)
             logits = self.model_(**enc).logits  # (batch, seq, tags)
             tok = F.cross_entropy(logits.transpose(1, 2), y, ignore_index=-100, reduction="none")  # (batch, seq)
             per_sentence = tok.sum(1) / (y != -100).sum(1).clamp(min=1)
             loss = (per_sentence * w).sum() / len(idx)
-            self.optimizer_.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model_.parameters(), 1.0)
-            self.optimizer_.step()
-            self.steps_done_ += 1
+            optimizer_step(self, loss)
             total += loss.item() * len(idx)
             count += len(idx)
         self.epochs_done_ += 1

@@ -1,0 +1,62 @@
+"""What every benchmark script shares: the repository root on sys.path, teacher short names, the
+common arguments (datasets, teachers, seeds, run and output folders), the header line about the
+machine, and mean ± std formatting. Scripts run as ``python bench/NAME.py``, so this module is
+importable as ``_common``."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+SHORT = {"qwen2.5-coder-0.5b-instruct": "Qwen-0.5B", "qwen2.5-coder-1.5b-instruct": "Qwen-1.5B",
+         "smollm2-135m-instruct": "SmolLM2-135M"}
+QWENS = ["qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"]
+
+
+def parser(doc: str | None, name: str, datasets: list[str], *, teachers: list[str] | None = QWENS,
+           dataset_choices: list[str] | None = None, dataset_help: str | None = None) -> argparse.ArgumentParser:
+    """An argument parser with --datasets, --teachers (unless ``teachers`` is None), --seeds,
+    --runs (runs/bench-NAME) and --out (docs/results/NAME.md)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", nargs="+", default=datasets, choices=dataset_choices, help=dataset_help)
+    if teachers is not None:
+        ap.add_argument("--teachers", nargs="+", default=teachers)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--runs", default=str(ROOT / "runs" / f"bench-{name}"))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "results" / f"{name}.md"))
+    return ap
+
+
+def start(name: str) -> tuple[str, float]:
+    """Quiet logging; returns the exact command line (for the doc) and the start time."""
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    return f"python bench/{name}.py " + " ".join(sys.argv[1:]), time.time()
+
+
+def machine_line(started: float) -> str:
+    """Date, machine, load average (other jobs on the machine slow every timing) and wall time."""
+    load = "/".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"Date: {dt.datetime.now().isoformat(timespec='minutes')}; machine: {platform.machine()}, "
+            f"{os.cpu_count()} CPU cores, {platform.platform()}; load average (1/5/15 min) at writing {load}; "
+            f"wall time {time.time() - started:.0f} s.  ")
+
+
+def mean_std(vals: list[float], fmt: str = "{:.3f}", scale: float = 1.0) -> str:
+    """``m ± s`` over seeds (sample std), the value alone for one seed, ``–`` for none."""
+    vals = [v * scale for v in vals if v is not None]
+    if not vals:
+        return "–"
+    if len(vals) == 1:
+        return fmt.format(vals[0])
+    return f"{fmt.format(statistics.mean(vals))} ± {fmt.format(statistics.stdev(vals))}"

@@ -67,3 +67,15 @@ def test_prompt_longer_than_context_is_a_clear_error(smollm2_path: str) -> None:
     small = LlamaCppTeacher(model_path=smollm2_path, weights_sha256="test", n_ctx=256)
     with pytest.raises(TeacherError, match="raise teacher.n_ctx or lower task.shots"):
         small.generate(["word " * 400], max_tokens=4)
+
+
+def test_chat_mode_and_chat_turns(smollm2_path: str) -> None:
+    from llmkd.teachers.base import ChatTurn
+
+    plain = LlamaCppTeacher(model_path=smollm2_path, weights_sha256="test", n_ctx=512, chat=False)
+    chat = LlamaCppTeacher(model_path=smollm2_path, weights_sha256="test", n_ctx=512, chat=True)
+    assert plain.format("Label:") == "Label:"  # few-shot prompts continue as plain text
+    wrapped = chat.format("Label:")
+    assert wrapped != "Label:" and "Label:" in wrapped and wrapped.index("Label:") > 0
+    assert plain.format(ChatTurn("Label:")) == wrapped  # an instruction turn is wrapped in any mode
+    assert plain.fingerprint != chat.fingerprint

@@ -242,3 +242,15 @@ def test_cached_teacher_forwards_name_fingerprint_and_tokens(cache: TeacherCache
     t = CachedTeacher(FakeTeacher("fp-z"), cache)
     assert (t.name, t.fingerprint, t.count_tokens("a b c"), t.batch_size) == ("fake", "fp-z", 3, 1)
     assert isinstance(t, Teacher)
+
+
+def test_a_chat_turn_is_cached_apart_from_the_same_plain_text(cache: TeacherCache) -> None:
+    from llmkd.teachers.base import ChatTurn
+
+    fake = FakeTeacher()
+    t = CachedTeacher(fake, cache)
+    gen(t, ["same text"])
+    gen(t, [ChatTurn("same text")])
+    gen(t, [ChatTurn("same text")])
+    assert fake.generated == [["same text"], ["same text"]]
+    assert isinstance(fake.generated[1][0], ChatTurn)  # the teacher sees the marker

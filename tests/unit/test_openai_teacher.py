@@ -289,8 +289,8 @@ def test_pool_of_servers_shares_the_requests() -> None:
 
 
 def test_pool_sends_more_to_the_less_busy_server() -> None:
-    with FakeOpenAIServer(delay=2.0) as slow, FakeOpenAIServer() as fast:
-        make([slow.base_url, fast.base_url], concurrency=2).generate([f"p{i}" for i in range(6)], max_tokens=4)
+    with FakeOpenAIServer(delay=1.5) as slow, FakeOpenAIServer() as fast:
+        make([slow.base_url, fast.base_url], concurrency=2, timeout=10.0).generate([f"p{i}" for i in range(6)], max_tokens=4)
     assert len(slow.requests) == 1 and len(fast.requests) == 5
 
 
@@ -336,3 +336,14 @@ def test_a_server_that_refuses_guided_decoding_gets_plain_requests() -> None:
     assert [r.text for r in replies] == ["positive"] * 3
     assert "guided_choice" in s.requests[0]["body"]  # the refused probe
     assert all("guided_choice" not in r["body"] for r in s.requests[1:]) and len(s.requests) == 5
+
+
+def test_a_chat_turn_goes_to_chat_completions_in_plain_mode() -> None:
+    from llmkd.teachers.base import ChatTurn
+
+    with FakeOpenAIServer(script=lambda p: f"re {p}") as server:
+        replies = make(server.base_url, chat=False).generate(["plain", ChatTurn("turn")], max_tokens=8)
+    assert [r.text for r in replies] == ["re plain", "re turn"]
+    by_path = {r["path"]: r["body"] for r in server.requests}
+    assert by_path["/v1/completions"]["prompt"] == "plain"
+    assert by_path["/v1/chat/completions"]["messages"] == [{"role": "user", "content": "turn"}]

@@ -63,6 +63,7 @@ from ..report import write_json, write_jsonl
 from ..synthesis import (DROP_REASONS, Generated, HygieneCounts, SampleFilter, conll_tokenize, parse_generated,
                          validate_label, validate_text)
 from ..tasks.base import load_template
+from ..teachers.base import ChatTurn
 from ..types import Example, RunResult, TeacherLabel, Unlabeled
 from .base import RunContext, fit_student
 
@@ -90,6 +91,8 @@ class EvoKDOptions(BaseModel):
     temperature: float = Field(0.7, gt=0, description="sampling temperature of analysis and generation")
     tokens_per_sample: int = Field(40, ge=8, description="generation max_tokens = this x samples asked for")
     analysis_max_tokens: int = Field(160, ge=16)
+    chat_prompts: bool = Field(True, description="send the analysis and synthesis prompts (instructions, no demonstrations) "
+                                                 "as chat turns whatever teacher.chat says; labeling follows teacher.chat")
     max_reasks: int = Field(2, ge=0, description="re-asks with the error appended after an unusable reply")
     max_teacher_calls: int | None = Field(None, ge=1, description="budget: prompts sent (generate + score), all steps")
     max_teacher_tokens: int | None = Field(None, ge=1, description="budget: prompt + completion tokens of generate calls")
@@ -356,6 +359,8 @@ class EvoKD:
         """One sampled generation. ``temperature > 0`` puts the seed into the cache key, so a
         re-ask or another round gets a new sample while a rerun gets the same one back."""
         self._spend(meter, calls=1)
+        if self.opts.chat_prompts:
+            prompt = ChatTurn(prompt)
         reply = meter.generate([prompt], max_tokens=max_tokens, temperature=self.opts.temperature,
                                seed=self._run_seed * 100_003 + seed)
         return reply[0]

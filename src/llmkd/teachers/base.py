@@ -17,6 +17,21 @@ from typing import Any, Literal, Protocol, Sequence, runtime_checkable
 from ..types import Reply
 
 
+class ChatTurn(str):
+    """A prompt to send as one chat user turn whatever ``teacher.chat`` says: an instruction
+    with no demonstrations to continue (EvoKD's analysis and synthesis prompts), which small
+    instruct models follow only inside their chat template. Few-shot labeling prompts stay plain
+    strings and follow ``teacher.chat``. The cache keys a ChatTurn apart from the same text sent
+    plain. Any string operation on it gives a plain ``str`` again."""
+
+    __slots__ = ()
+
+
+def wants_chat(prompt: str, chat: bool) -> bool:
+    """Whether a backend with chat mode ``chat`` should wrap ``prompt`` in the chat template."""
+    return chat or isinstance(prompt, ChatTurn)
+
+
 @dataclass(frozen=True)
 class Constraint:
     """What a reply may be, for backends that can constrain decoding.

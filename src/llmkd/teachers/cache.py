@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..types import Reply
-from .base import Constraint, Teacher
+from .base import ChatTurn, Constraint, Teacher
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -37,7 +37,9 @@ CREATE TABLE IF NOT EXISTS entries (
 
 
 def cache_key(fingerprint: str, kind: str, prompt: str, params: dict[str, Any]) -> str:
-    blob = json.dumps([fingerprint, kind, prompt, params], sort_keys=True, ensure_ascii=False)
+    if isinstance(prompt, ChatTurn):  # sent as a chat turn: another request than the plain text
+        params = {**params, "chat_turn": True}
+    blob = json.dumps([fingerprint, kind, str(prompt), params], sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 

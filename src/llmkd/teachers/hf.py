@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 from ..errors import TeacherError
 from ..types import Reply
-from .base import ChoiceTrie, Constraint, continuation, make_fingerprint, pick_token
+from .base import ChoiceTrie, Constraint, continuation, make_fingerprint, pick_token, wants_chat
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +91,10 @@ class HFTeacher:
 
     def format(self, prompt: str) -> str:
         self._load()
-        if self.chat and getattr(self._tok, "chat_template", None):
-            return self._tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
-        return prompt
+        if wants_chat(prompt, self.chat) and getattr(self._tok, "chat_template", None):
+            return self._tok.apply_chat_template([{"role": "user", "content": str(prompt)}], tokenize=False,
+                                                 add_generation_prompt=True)
+        return str(prompt)
 
     def count_tokens(self, text: str) -> int:
         self._load()

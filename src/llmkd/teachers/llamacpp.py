@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 from ..errors import TeacherError, require
 from ..types import Reply
-from .base import ChoiceTrie, Constraint, continuation, log_softmax_at, make_fingerprint, pick_token, render_chat
+from .base import ChoiceTrie, Constraint, continuation, wants_chat, log_softmax_at, make_fingerprint, pick_token, render_chat
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,8 @@ class LlamaCppTeacher:
                                         verbose=False, seed=self.seed)
             self._lib = llama_cpp
             meta = self._llm.metadata
-            self._template = meta.get("tokenizer.chat_template") if self.chat else None
+            self._chat_template = meta.get("tokenizer.chat_template")
+            self._template = self._chat_template if self.chat else None
             if self.chat and not self._template:
                 log.warning("%s has no chat template; prompts are sent as plain text", self.model_path)
             eos_id = self._llm.token_eos()
@@ -81,9 +82,10 @@ class LlamaCppTeacher:
 
     def format(self, prompt: str) -> str:
         self._load()
-        if self._template:
-            return render_chat(self._template, prompt, bos_token="", eos_token=self._eos_text)
-        return prompt
+        template = self._chat_template if wants_chat(prompt, self.chat) else None
+        if template:
+            return render_chat(template, str(prompt), bos_token="", eos_token=self._eos_text)
+        return str(prompt)
 
     def _tokenize(self, text: str) -> list[int]:
         return self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ConfigError, TeacherError, require
 from ..types import Reply
-from .base import Constraint, make_fingerprint
+from .base import Constraint, make_fingerprint, wants_chat
 
 log = logging.getLogger(__name__)
 
@@ -185,12 +185,13 @@ class OpenAITeacher:
         ``none``. If the server refuses a guided request (HTTP 400/404/422), the constraint is
         dropped for the rest of this teacher's life with one warning, and the replies go through
         the task's parser as usual."""
-        path = "/chat/completions" if self.chat else "/completions"
         guided = _guided_fields(self.guided, constraint) if self._guided_ok else {}
         bodies = []
         for prompt in prompts:
-            body = self._body(prompt, max_tokens=max_tokens, temperature=temperature, seed=seed)
-            body["logprobs"] = True if self.chat else 1
+            chat = wants_chat(prompt, self.chat)  # a ChatTurn goes to /chat/completions in any mode
+            path = "/chat/completions" if chat else "/completions"
+            body = self._body(prompt, max_tokens=max_tokens, temperature=temperature, seed=seed, chat=chat)
+            body["logprobs"] = True if chat else 1
             if stop:
                 body["stop"] = list(stop)
             body.update(guided)
@@ -209,7 +210,8 @@ class OpenAITeacher:
                 for _, body in bodies:
                     for k in guided:
                         body.pop(k, None)
-        return [_reply(data, chat=self.chat) for data in first + self._post_batch(bodies[len(first):])]
+        return [_reply(data, chat=path == "/chat/completions")
+                for (path, _), data in zip(bodies, first + self._post_batch(bodies[len(first):]))]
 
     # ---- option scoring ------------------------------------------------------------------
 
@@ -283,12 +285,13 @@ class OpenAITeacher:
 
     # ---- HTTP ----------------------------------------------------------------------------
 
-    def _body(self, prompt: str, *, max_tokens: int, temperature: float, seed: int) -> dict[str, Any]:
+    def _body(self, prompt: str, *, max_tokens: int, temperature: float, seed: int,
+              chat: bool | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "max_tokens": max_tokens, "temperature": temperature, "seed": seed}
-        if self.chat:
-            body["messages"] = [{"role": "user", "content": prompt}]
+        if self.chat if chat is None else chat:
+            body["messages"] = [{"role": "user", "content": str(prompt)}]
         else:
-            body["prompt"] = prompt
+            body["prompt"] = str(prompt)
         return body
 
     def _api_key(self) -> str | None:

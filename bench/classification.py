@@ -45,8 +45,9 @@ def main() -> None:
     store["commands"].append(command)
     for ds in args.datasets:
         for seed in args.seeds:
-            for ti, teacher in enumerate(args.teachers):
-                methods = ["teacher", "vanilla"] + (["supervised", "supervised_full"] if ti == 0 else [])
+            for teacher in args.teachers:
+                have_gold_rows = f"{ds}/supervised-full (gold pool)/{seed}" in store["runs"]  # teacher-independent
+                methods = ["teacher", "vanilla"] + ([] if have_gold_rows else ["supervised", "supervised_full"])
                 cfg = load_config(ROOT / "examples" / f"{ds}.yaml", [
                     f"name={ds}-{SHORT.get(teacher, teacher)}-k{args.k}-p{args.pool}-t{args.test_size}-e{args.epochs}-s{seed}",
                     f"seed={seed}", f"output_dir={args.runs}", f"teacher.model={teacher}",

@@ -60,3 +60,19 @@ def mean_std(vals: list[float], fmt: str = "{:.3f}", scale: float = 1.0) -> str:
     if len(vals) == 1:
         return fmt.format(vals[0])
     return f"{fmt.format(statistics.mean(vals))} ± {fmt.format(statistics.stdev(vals))}"
+
+
+def write_keeping_notes(out: str | Path, text: str, marker: str) -> None:
+    """Write ``text`` + ``marker`` to ``out``, keeping whatever followed ``marker`` in the file
+    already (hand-written notes survive a rerun of the benchmark)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    old = out.read_text() if out.exists() else ""
+    notes = old.split(marker, 1)[1] if marker in old else ""
+    out.write_text(text + marker + notes)
+
+
+def rows_in_order(by_label: dict[str, list], prefixes: list[str]) -> list[tuple[str, list]]:
+    """``(label, results)`` of a table, grouped by the first of ``prefixes`` each label starts
+    with (e.g. all "teacher few-shot (...)" rows first), in insertion order within a group."""
+    return [(label, results) for prefix in prefixes for label, results in by_label.items() if label.startswith(prefix)]

@@ -22,11 +22,11 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import ROOT, SHORT, machine_line, mean_std, parser, start  # noqa: E402  (puts src/ on sys.path)
+from _common import ROOT, SHORT, machine_line, parser, rows_in_order, start  # noqa: E402  (puts src/ on sys.path)
+from _common import mean_std as _ms
 
 from llmkd import api  # noqa: E402
 from llmkd.config import load_config  # noqa: E402
-
 
 
 def main() -> None:
@@ -71,9 +71,6 @@ def main() -> None:
                 write(args, store, started)
 
 
-def _ms(vals: list[float]) -> str:
-    return mean_std(vals)
-
 def write(args: argparse.Namespace, store: dict, started: float) -> None:
     order = ["teacher few-shot", "supervised-k", "vanilla KD", "supervised-full"]
     rows: dict[str, dict[str, list[dict]]] = {}
@@ -102,23 +99,19 @@ def write(args: argparse.Namespace, store: dict, started: float) -> None:
     for ds, by_label in rows.items():
         lines += [f"## {ds}", "", "| row | macro-F1 | accuracy | abstention | pool pseudo-label acc | labeling s | prompts/s | "
                   "prompt tok/s | n seeds |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for prefix in order:
-            for label, results in by_label.items():
-                if not label.startswith(prefix):
-                    continue
-                f1 = [r["metrics"]["macro_f1"] for r in results]
-                acc = [r["metrics"]["accuracy"] for r in results]
-                ab = [r["metrics"]["abstention_rate"] for r in results]
-                ts = [r["timings"].get("teacher_seconds") for r in results if r["timings"].get("teacher_seconds")]
-                calls = [r["timings"].get("n_prompts", 0) for r in results]
-                ptok = [r["timings"].get("prompt_tokens", 0) for r in results]
-                pps = [c / t for c, t in zip(calls, ts)] if ts else []
-                tps = [p / t for p, t in zip(ptok, ts)] if ts else []
-                pool_acc = [r["pool_label_accuracy"] for r in results if r.get("pool_label_accuracy") is not None]
-                lines.append(f"| {label} | {_ms(f1)} | {_ms(acc)} | {_ms(ab)} | {_ms(pool_acc)} | "
-                             f"{(f'{statistics.mean(ts):.0f}' if ts else '–')} | "
-                             f"{(f'{statistics.mean(pps):.2f}' if pps else '–')} | "
-                             f"{(f'{statistics.mean(tps):.0f}' if tps else '–')} | {len(results)} |")
+        for label, results in rows_in_order(by_label, order):
+            f1 = [r["metrics"]["macro_f1"] for r in results]
+            acc = [r["metrics"]["accuracy"] for r in results]
+            ab = [r["metrics"]["abstention_rate"] for r in results]
+            timed = [r["timings"] for r in results if r["timings"].get("teacher_seconds")]  # teacher rows only
+            ts = [t["teacher_seconds"] for t in timed]
+            pps = [t.get("n_prompts", 0) / t["teacher_seconds"] for t in timed]
+            tps = [t.get("prompt_tokens", 0) / t["teacher_seconds"] for t in timed]
+            pool_acc = [r["pool_label_accuracy"] for r in results if r.get("pool_label_accuracy") is not None]
+            lines.append(f"| {label} | {_ms(f1)} | {_ms(acc)} | {_ms(ab)} | {_ms(pool_acc)} | "
+                         f"{(f'{statistics.mean(ts):.0f}' if ts else '–')} | "
+                         f"{(f'{statistics.mean(pps):.2f}' if pps else '–')} | "
+                         f"{(f'{statistics.mean(tps):.0f}' if tps else '–')} | {len(results)} |")
         lines.append("")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")

@@ -19,7 +19,7 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import ROOT, SHORT, machine_line, mean_std, parser, start  # noqa: E402  (puts src/ on sys.path)
+from _common import ROOT, SHORT, machine_line, mean_std, parser, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
 
 from llmkd import api  # noqa: E402
 from llmkd.config import load_config  # noqa: E402
@@ -105,6 +105,7 @@ def finished(cfg, methods: list[str]) -> dict[str, dict]:
 def _ms(vals: list[float], scale: float = 1.0) -> str:
     return mean_std(vals, "{:.3f}" if scale == 1 else "{:.0f}%", scale)
 
+
 def _metric(res: dict) -> float:
     m = res["metrics"]
     return float(m.get("macro_f1", m.get("f1", 0.0)))
@@ -172,12 +173,7 @@ def write(args: argparse.Namespace, rows: dict, command: str, started: float, te
                                  f"{rec['counts']['kept']} | {acc.get('hard', float('nan')):.2f} / "
                                  f"{acc.get('easy', float('nan')):.2f} | {an} |")
                 lines.append("")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    notes = ""  # hand-written text below the marker survives a rerun of the benchmark
-    if out.exists() and NOTES in out.read_text():
-        notes = out.read_text().split(NOTES, 1)[1]
-    out.write_text("\n".join(lines) + "\n" + NOTES + notes)
+    write_keeping_notes(args.out, "\n".join(lines) + "\n", NOTES)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, machine_line, mean_std, parser, start  # noqa: E402  (puts src/ on sys.path)
+from _common import ROOT, machine_line, mean_std, parser, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
 
 from llmkd import api  # noqa: E402
 from llmkd.config import load_config  # noqa: E402
@@ -150,6 +150,7 @@ def main() -> None:
 def _ms(vals: list[float]) -> str:
     return mean_std(vals, "{:.1f}", 100)
 
+
 def _delta(rows: dict[str, list[dict[str, float]]], key: str, ref: str, m: str) -> str:
     if key not in rows or ref not in rows or key == ref:
         return "–"
@@ -231,12 +232,7 @@ def write(args: argparse.Namespace, results: dict[str, Any], command: str, start
                 for seed, r in by_seed.items():
                     lines.append(_ab_row(f"{ab}: {ABLATIONS[ab][1]}", seed, r, r["stages"], m))
         lines.append("")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    notes = ""
-    if out.exists() and NOTES in out.read_text():  # hand-written analysis below the marker is kept
-        notes = out.read_text().split(NOTES, 1)[1]
-    out.write_text("\n".join(lines) + "\n" + NOTES + notes)
+    write_keeping_notes(args.out, "\n".join(lines) + "\n", NOTES)
 
 
 def _pct(x: float | None) -> str:

@@ -18,7 +18,8 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import ROOT, SHORT, machine_line, mean_std, parser, start  # noqa: E402  (puts src/ on sys.path)
+from _common import ROOT, SHORT, machine_line, parser, rows_in_order, start  # noqa: E402  (puts src/ on sys.path)
+from _common import mean_std as _ms
 
 from llmkd import api  # noqa: E402
 from llmkd.config import load_config  # noqa: E402
@@ -67,9 +68,6 @@ def main() -> None:
                 write(args, rows, command, started)
 
 
-def _ms(vals: list[float]) -> str:
-    return mean_std(vals)
-
 def write(args: argparse.Namespace, rows: dict, command: str, started: float) -> None:
     order = ["teacher few-shot", "supervised-", "vanilla KD"]
     lines = [
@@ -92,15 +90,12 @@ def write(args: argparse.Namespace, rows: dict, command: str, started: float) ->
         k1, k2 = MAIN[target]
         lines += [f"## {ds}", "", f"| row | {k1} | {k2} | exact match | abstention | labeling s | n seeds |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
-        for prefix in order:
-            for label, results in by_label.items():
-                if not label.startswith(prefix):
-                    continue
-                get = lambda k: [r["metrics"][k] for r in results]  # noqa: E731
-                ts = [r["timings"].get("teacher_seconds") for r in results if r["timings"].get("teacher_seconds")]
-                lines.append(f"| {label} | {_ms(get(k1))} | {_ms(get(k2))} | {_ms(get('exact_match'))} | "
-                             f"{_ms(get('abstention_rate'))} | {(f'{statistics.mean(ts):.0f}' if ts else '–')} | "
-                             f"{len(results)} |")
+        for label, results in rows_in_order(by_label, order):
+            get = lambda k: [r["metrics"][k] for r in results]  # noqa: E731
+            ts = [r["timings"].get("teacher_seconds") for r in results if r["timings"].get("teacher_seconds")]
+            lines.append(f"| {label} | {_ms(get(k1))} | {_ms(get(k2))} | {_ms(get('exact_match'))} | "
+                         f"{_ms(get('abstention_rate'))} | {(f'{statistics.mean(ts):.0f}' if ts else '–')} | "
+                         f"{len(results)} |")
         lines.append("")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")

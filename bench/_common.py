@@ -62,7 +62,10 @@ def mean_std(vals: list[float], fmt: str = "{:.3f}", scale: float = 1.0) -> str:
     return f"{fmt.format(statistics.mean(vals))} ± {fmt.format(statistics.stdev(vals))}"
 
 
-def write_keeping_notes(out: str | Path, text: str, marker: str) -> None:
+NOTES = "<!-- notes: text below this line is kept when the benchmark rewrites the file -->"
+
+
+def write_keeping_notes(out: str | Path, text: str, marker: str = NOTES) -> None:
     """Write ``text`` + ``marker`` to ``out``, keeping whatever followed ``marker`` in the file
     already (hand-written notes survive a rerun of the benchmark)."""
     out = Path(out)

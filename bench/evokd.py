@@ -25,7 +25,6 @@ from llmkd import api  # noqa: E402
 from llmkd.config import load_config  # noqa: E402
 
 CONFIG = {"sst2": "evokd_sst2.yaml", "trec": "trec.yaml", "conll03": "evokd_conll03.yaml"}
-NOTES = "<!-- notes: text below this line is kept when the benchmark rewrites the file -->"
 ROWS = [("supervised", "supervised-k (gold seeds only)"), ("synth_nofeedback", "generation without feedback"),
         ("vanilla", "vanilla KD (teacher labels a pool)"), ("evokd", "EvoKD"),
         ("supervised_full", "supervised full-shot (gold pool)")]
@@ -173,7 +172,7 @@ def write(args: argparse.Namespace, rows: dict, command: str, started: float, te
                                  f"{rec['counts']['kept']} | {acc.get('hard', float('nan')):.2f} / "
                                  f"{acc.get('easy', float('nan')):.2f} | {an} |")
                 lines.append("")
-    write_keeping_notes(args.out, "\n".join(lines) + "\n", NOTES)
+    write_keeping_notes(args.out, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ from llmkd.methods.vanilla import VanillaKD  # noqa: E402
 from llmkd.report import read_jsonl, write_json  # noqa: E402
 
 ROWS = ["vanilla", "llkd", "topk", "random"]  # llkd first: topk and random use its fraction
-NOTES = "<!-- notes: written by hand, kept by bench/llkd.py -->"
 ABLATIONS = ["llkd_epoch", "llkd_raw", "llkd_global"]
 TITLES = {"vanilla": "vanilla KD (all pseudo-labels)", "topk": "top teacher confidence, LLKD's fraction",
           "random": "random subset, LLKD's fraction", "llkd": "LLKD (per step, normalised entropy)",
@@ -176,7 +175,7 @@ def write(args: argparse.Namespace, results: dict[str, dict[str, Any]], command:
             lines.append(f"| {TITLES[row]} | {_ms(f1)} | {_ms(acc)} | {_ms(frac, '{:.1%}')} | {_ms(sel)} | "
                          f"{_ms(ep, '{:.1f}')} | {len(res)} |")
         lines.append("")
-    write_keeping_notes(args.out, "\n".join(lines) + "\n", NOTES)
+    write_keeping_notes(args.out, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

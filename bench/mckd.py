@@ -35,7 +35,6 @@ PRIMARY = ("macro_f1", "sentence_f1", "f1", "exact_match", "accuracy")  # the pa
 # v1 Table 1, 50 gold labels: (PTB, CRAFT) parsing F1 of each row, the paper's numbers.
 PAPER = {"teacher": (69.1, 60.0), "supervised": (0.0, 0.0), "vanilla": (71.6, 63.8), "self_distill": (72.4, 64.3),
          "mckd2": (73.9, 66.9), "mckd3": (74.2, 67.5)}
-NOTES = "<!-- hand-written notes below; bench/mckd.py keeps them -->"
 ROWS = [  # key, label
     ("teacher", "teacher few-shot"),
     ("supervised", "supervised-k (gold labeled set only)"),
@@ -232,7 +231,7 @@ def write(args: argparse.Namespace, results: dict[str, Any], command: str, start
                 for seed, r in by_seed.items():
                     lines.append(_ab_row(f"{ab}: {ABLATIONS[ab][1]}", seed, r, r["stages"], m))
         lines.append("")
-    write_keeping_notes(args.out, "\n".join(lines) + "\n", NOTES)
+    write_keeping_notes(args.out, "\n".join(lines) + "\n")
 
 
 def _pct(x: float | None) -> str:

@@ -21,7 +21,7 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import ROOT, SHORT, machine_line, parser, rows_in_order, start  # noqa: E402  (puts src/ on sys.path)
+from _common import ROOT, SHORT, machine_line, parser, rows_in_order, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
 from _common import mean_std as _ms
 
 from llmkd import api  # noqa: E402
@@ -132,8 +132,7 @@ def write(args: argparse.Namespace, rows: dict, command: str, started: float) ->
                     f"{statistics.mean(r['metrics'].get(f'f1[{t}]', 0.0) for r in results):.3f}"
                     for t in types) + " |")
         lines.append("")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    write_keeping_notes(args.out, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import RunConfig, dump_config, parse_config
-from .data import GoldVault, Splits, full_train, make_splits
+from .data import GoldVault, full_train, make_splits
 from .errors import ConfigError
 from .methods import METHODS, LabelSettings, RunContext, TrainSettings
 from .report import manifest, read_jsonl, render_report, write_json, write_jsonl

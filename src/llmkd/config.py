@@ -121,7 +121,8 @@ class TeacherConfig(_Strict):
     confidence: bool = Field(True, description="also score the label set to get a confidence")
     constrained: bool = Field(
         False, description="constrained decoding where the backend offers it: a classification reply is "
-                           "forced to be one of the labels (no parse failures); other tasks generate freely")
+                           "one of the labels; NER replies follow the `type: words` line format over the known "
+                           "types; trees have balanced brackets; slot replies are word/tag pairs (GBNF grammars)")
     chat: bool | None = Field(
         None, description="wrap prompts in the model's chat template; null = plain-text few-shot continuation "
                           "for local backends (llamacpp, hf) and chat for openai. Measured on 40 pool examples: "

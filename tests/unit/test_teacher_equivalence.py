@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 
@@ -155,6 +156,65 @@ def test_llamacpp_grammar_and_json_constraints(llama_pair) -> None:
     schema = {"type": "object", "properties": {"label": {"enum": ["negative", "positive"]}}, "required": ["label"]}
     (j,) = opt.generate([PROMPTS[1]], max_tokens=24, constraint=Constraint.json_schema(schema))
     assert json.loads(j.text)["label"] in ("negative", "positive")
+
+
+def _ner_and_seq2seq_cases():
+    from llmkd.tasks.ner import NerTask
+    from llmkd.tasks.seq2seq import Seq2SeqTask
+
+    ner = NerTask(labels=["PER", "LOC"])
+    ner_shots = [Example("a", "John Smith visited Berlin .", ("B-PER", "I-PER", "O", "B-LOC", "O")),
+                 Example("b", "It rained .", ("O", "O", "O"))]
+    tree = Seq2SeqTask(target="tree")
+    labeled = Seq2SeqTask(target="tree", labels=["S", "NP", "VP"])
+    slots = Seq2SeqTask(target="slots", labels=["O", "B-fromloc", "B-toloc", "atis_flight"])
+    return [
+        (ner, ner.render("Mary flew to Rome with Peter .", ner_shots), re.compile(r"(none|(PER|LOC): [^\n]+)")),
+        (ner, ner.render("Nothing here .", ner_shots), re.compile(r"(none|(PER|LOC): [^\n]+)")),
+        (tree, tree.render("a big dog ran", [Example("a", "the cat sat", "( ( the cat ) ( sat ) )")]), None),
+        (labeled, labeled.render("a big dog ran", [Example("a", "the cat sat", "(S (NP the cat ) (VP sat ) )")]), None),
+        (slots, slots.render("flights from boston to denver",
+                             [Example("a", "show flights from dallas", "atis_flight | show O flights O from O dallas B-fromloc")]),
+         re.compile(r"atis_flight \| [^ |]+ (O|B-fromloc|B-toloc)( [^ |]+ (O|B-fromloc|B-toloc))*")),
+    ]
+
+
+def test_ner_and_seq2seq_grammars() -> None:
+    from llmkd.tasks.ner import NerTask
+    from llmkd.tasks.seq2seq import Seq2SeqTask
+
+    g = NerTask(labels=["PER", "B-\"x"]).constraint()
+    assert g.kind == "grammar" and 'type ::= "B-\\"x" | "PER"' in g.grammar  # quotes escaped, longest first
+    assert "label" not in Seq2SeqTask(target="tree").constraint().grammar
+    assert 'label ::= "NP" | "S"' in Seq2SeqTask(target="tree", labels=["S", "NP"]).constraint().grammar
+    free = Seq2SeqTask(target="slots").constraint().grammar  # no known tags: any B-/I- tag, no intent
+    assert '"O" | [BI] "-"' in free and "intent" not in free
+
+
+@pytest.mark.slow  # loads SmolLM2 (real packaged model)
+def test_llamacpp_ner_and_seq2seq_grammars_give_readable_replies(llama_pair) -> None:
+    """SmolLM2-135M, unconstrained, answers these prompts in prose; under each task's grammar
+    every reply is in the task's format (and trees are balanced), so it parses."""
+    from llmkd.trees import tree_words
+
+    _, opt = llama_pair
+    for task, prompt, shape in _ner_and_seq2seq_cases():
+        (r,) = opt.generate([prompt], max_tokens=40, stop=task.stop, constraint=task.constraint())
+        assert r.finish_reason == "stop", r
+        body = r.text.strip()
+        if task.kind == "ner":
+            assert all(shape.fullmatch(line) for line in body.split("\n")), r.text
+            continue
+        if shape is not None:
+            assert shape.fullmatch(body), r.text
+        else:
+            depth = 0
+            for ch in body:
+                depth += {"(": 1, ")": -1}.get(ch, 0)
+                assert depth >= 0, r.text
+            assert depth == 0 and body.startswith("(") and tree_words(body), r.text
+        words = body.split("|")[-1].split()[::2] if task.target == "slots" else tree_words(body)
+        task.parse(r.text, " ".join(words))  # repairs into a target, no ParseError
 
 
 # ---- hf (transformers, SmolLM2 GGUF dequantized) -----------------------------------------------

@@ -7,8 +7,9 @@ Labels are tuples of IOB2 tags over the whitespace tokens of the text (see :mod:
 demonstrations, each ``Sentence: ...`` / ``Entities:`` followed by one ``type: text`` line per
 gold entity in sentence order (``none`` when there is none). A line format, not JSON: it costs
 fewer generated tokens and small models copy it reliably. JSON replies (a list of
-``{"text": ..., "type": ...}``) are parsed too. The llama.cpp backend has no grammar support, so
-the output is not constrained; the parser below is tolerant instead.
+``{"text": ..., "type": ...}``) are parsed too. With ``teacher.constrained: true`` the reply is held
+to this line format by a GBNF grammar (:meth:`NerTask.constraint`: known types only, ``none``, no
+other lines); the words are not pinned to the sentence, so the tolerant parser below still runs.
 
 **Parsing** a reply (:meth:`NerTask.parse_reply`):
 
@@ -162,6 +163,19 @@ class NerTask:
                                if sp.type == self.labels[0]), "..."),
             text=text,
         ).strip()
+
+    def constraint(self) -> Any:
+        """The GBNF grammar for ``teacher.constrained``: ``none``, or one ``type: words`` line per
+        entity with ``type`` one of the entity types as the demonstrations write them, then at
+        most a blank line (where the ``\\n\\n`` stop ends the reply). It does not pin the words
+        to the sentence's (one grammar serves every sentence): the aligner still drops mentions
+        found nowhere."""
+        from ..teachers.base import Constraint, gbnf_alternatives
+
+        return Constraint.gbnf(
+            "root ::= \" \"? (\"none\" | line (\"\\n\" line)*) (\"\\n\" \"\\n\"?)?\n"
+            "line ::= type \": \" [^\\n]+\n"
+            f"type ::= {gbnf_alternatives(self.labels)}\n")
 
     # -- parsing ------------------------------------------------------------------------------
     def mentions(self, raw: str, *, complete: bool = True) -> tuple[list[Mention], bool, int, int]:

@@ -16,7 +16,8 @@ student calls :meth:`parse_detailed` through its ``postprocess`` hook). What rep
 
 Teacher confidence (:meth:`label_logprob`) is the *mean* token log-probability of the reply, so
 ``exp`` of it is the geometric-mean token probability: a sum would make every long tree look
-unlikely. Not handled: constrained decoding for the teacher (llama.cpp grammars).
+unlikely. With ``teacher.constrained: true`` the teacher's reply follows a GBNF grammar
+(:meth:`Seq2SeqTask.constraint`: balanced brackets, or word/tag pairs over the known tags).
 """
 
 from __future__ import annotations
@@ -74,6 +75,35 @@ class Seq2SeqTask:
         return load_template(self.template).render(
             instruction=self.instruction, shots=[{"text": s.text, "label": s.label} for s in shots], text=text,
         ).strip()
+
+    def constraint(self) -> Any:
+        """The GBNF grammar for ``teacher.constrained``, one line (the task stops at ``\\n``).
+
+        * trees: balanced round brackets, each opened bracket holding at least one word or
+          bracket; with bracket labels, ``(`` may be followed directly by one of them (``(NP``).
+        * slots: ``word tag`` pairs, each tag one of the data's slot tags (any ``B-``/``I-`` tag
+          when none are known), after ``<intent> | `` when the data has intents.
+
+        One grammar serves every sentence, so words are not pinned to the input's: the repair
+        step still aligns them (a constraint only removes replies that cannot be read at all).
+        """
+        from ..teachers.base import Constraint, gbnf_alternatives
+
+        if self.target == "tree":
+            word = "word ::= [^ ()\\n]+\n"
+            label = f"label ::= {gbnf_alternatives(self.labels)}\n" if self.labels else ""
+            return Constraint.gbnf(
+                "root ::= \" \"? tree \"\\n\"?\n"
+                f"tree ::= \"(\" {'label? ' if self.labels else ''}(\" \"+ (tree | word))+ \" \"* \")\"\n"
+                + word + label)
+        tag = gbnf_alternatives(self.tags) if self.tags else '"O" | [BI] "-" [^ \\n]+'
+        word = "word ::= [^ |\\n]+\n"
+        intent = "intent \" | \" " if self.intents else ""
+        rules = (f"root ::= \" \"? {intent}pair (\" \" pair)* \"\\n\"?\n"
+                 "pair ::= word \" \" tag\n" + word + f"tag ::= {tag}\n")
+        if self.intents:
+            rules += f"intent ::= {gbnf_alternatives(self.intents)}\n"
+        return Constraint.gbnf(rules)
 
     def parse_detailed(self, raw: str, text: str) -> tuple[str, dict[str, Any]]:
         """(repaired target, {"repairs": {action: count}}) for a reply to input ``text``; raises

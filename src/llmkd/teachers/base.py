@@ -77,6 +77,16 @@ class Constraint:
         return {"kind": self.kind, "choices": list(self.choices), "schema": self.schema, "grammar": self.grammar}
 
 
+def gbnf_literal(text: str) -> str:
+    """``text`` as a GBNF string literal (quotes, backslashes and newlines escaped)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def gbnf_alternatives(texts: Sequence[str]) -> str:
+    """A GBNF alternation of the literals ``texts``, longest first (``"B-x" | "O"``)."""
+    return " | ".join(gbnf_literal(t) for t in sorted(dict.fromkeys(texts), key=lambda t: (-len(t), t)))
+
+
 @runtime_checkable
 class Teacher(Protocol):
     name: str

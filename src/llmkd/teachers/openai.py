@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ConfigError, TeacherError, require
 from ..types import Reply
-from .base import Constraint, make_fingerprint, wants_chat
+from .base import Constraint, gbnf_literal, make_fingerprint, wants_chat
 
 log = logging.getLogger(__name__)
 
@@ -402,10 +402,6 @@ class OpenAITeacher:
 _GUIDED = ("vllm", "llamacpp", "openai", "none")
 
 
-def _gbnf_literal(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
 def _guided_fields(dialect: str, constraint: Constraint | None) -> dict[str, Any]:
     """The request fields that carry ``constraint`` in a server's dialect ({} = not sent)."""
     import json
@@ -421,7 +417,7 @@ def _guided_fields(dialect: str, constraint: Constraint | None) -> dict[str, Any
         return {"guided_grammar": constraint.grammar}
     if dialect == "llamacpp":
         if kind == "choice":
-            return {"grammar": "root ::= " + " | ".join(_gbnf_literal(c) for c in constraint.choices)}
+            return {"grammar": "root ::= " + " | ".join(gbnf_literal(c) for c in constraint.choices)}
         if kind == "json":
             return {"json_schema": json.loads(constraint.schema)}
         return {"grammar": constraint.grammar}

@@ -338,6 +338,30 @@ def test_a_server_that_refuses_guided_decoding_gets_plain_requests() -> None:
     assert all("guided_choice" not in r["body"] for r in s.requests[1:]) and len(s.requests) == 5
 
 
+def test_replies_of_a_refused_guided_request_are_cached_as_unconstrained(tmp_path) -> None:
+    """The server refuses guided decoding: the free replies it then gives are filed under the
+    unconstrained key, so they are never served to a later run as constrained ones, and a later
+    unconstrained request for the same prompts is a cache hit."""
+    from llmkd.teachers.base import Constraint
+    from llmkd.teachers.cache import CachedTeacher, TeacherCache
+
+    choice = Constraint.choice(["negative", "positive"])
+    with FakeOpenAIServer(script=lambda p: "positive", faults=["400"]) as s:
+        raw = make(s.base_url)
+        assert raw.applies(choice) is None  # not known before the server answered
+        t = CachedTeacher(raw, TeacherCache(tmp_path / "c.sqlite"))
+        t.generate(["a", "b"], max_tokens=4, constraint=choice)
+        assert raw.applies(choice) is False and t.misses == 2
+        t.generate(["a", "b"], max_tokens=4)  # unconstrained: the same free replies, cached
+        t.generate(["a", "b"], max_tokens=4, constraint=choice)  # still refused: the free key
+        assert t.hits == 4 and len(s.requests) == 3  # the refused probe + 2 plain requests
+    with FakeOpenAIServer(script=lambda p: "negative") as s2:  # a server that takes guided requests
+        guided = make(s2.base_url)
+        guided.generate(["a"], max_tokens=4, constraint=choice)
+        assert guided.applies(choice) is True
+    assert make("http://x/v1", guided="openai").applies(choice) is False  # the dialect cannot carry it
+
+
 def test_a_chat_turn_goes_to_chat_completions_in_plain_mode() -> None:
     from llmkd.teachers.base import ChatTurn
 

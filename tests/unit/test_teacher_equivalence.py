@@ -84,6 +84,30 @@ def test_cached_teacher_keys_constraint_but_keeps_old_keys(tmp_path) -> None:
     assert t.generate(["p"], max_tokens=2)[0].text == "free" and Echo.calls == 3
 
 
+def test_a_constraint_the_backend_does_not_apply_is_no_part_of_the_cache_key(tmp_path) -> None:
+    from llmkd.teachers.cache import CachedTeacher, TeacherCache
+    from llmkd.types import Reply
+
+    seen = []
+
+    class ChoiceOnly:  # like the hf backend: tries for choices, nothing for grammars
+        name, fingerprint = "choice-only", "fp"
+
+        def applies(self, constraint):
+            return constraint.kind == "choice"
+
+        def generate(self, prompts, *, max_tokens, temperature=0.0, stop=(), seed=0, constraint=None):
+            seen.append(constraint)
+            return [Reply(text=constraint.choices[0] if constraint else "free") for _ in prompts]
+
+    t = CachedTeacher(ChoiceOnly(), TeacherCache(tmp_path / "c.sqlite"))
+    grammar = Constraint.gbnf('root ::= "(" ")"')
+    assert t.generate(["p"], max_tokens=2, constraint=grammar)[0].text == "free"
+    assert seen == [None]  # not passed on: the backend would ignore it
+    assert t.generate(["p"], max_tokens=2)[0].text == "free" and t.hits == 1  # the same key
+    assert t.generate(["p"], max_tokens=2, constraint=Constraint.choice(["x"]))[0].text == "x" and t.misses == 2
+
+
 def test_label_examples_passes_the_label_set_only_when_constrained() -> None:
     from llmkd.labeling import label_examples
     from llmkd.types import Reply, Unlabeled

@@ -110,6 +110,20 @@ class Teacher(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
+    # Optional: ``applies(constraint) -> bool | None``, whether ``generate`` would apply
+    # ``constraint`` (None: not known yet, e.g. before a server has been asked). The cache uses it
+    # to file replies generated without the constraint under the unconstrained key, so that a
+    # backend that ignores a constraint never passes its free replies off as constrained ones.
+    # A teacher without it is taken to apply every constraint.
+
+
+def applies(teacher: Any, constraint: Constraint | None) -> bool | None:
+    """Whether ``teacher`` applies ``constraint`` (True for None and for teachers that do not say)."""
+    if constraint is None:
+        return True
+    check = getattr(teacher, "applies", None)
+    return True if check is None else check(constraint)
+
 
 def make_fingerprint(**parts: Any) -> str:
     """A short, stable id of everything that decides a teacher's replies."""

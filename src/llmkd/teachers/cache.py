@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -20,7 +21,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..types import Reply
-from .base import ChatTurn, Constraint, Teacher
+from .base import ChatTurn, Constraint, Teacher, applies
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -124,6 +127,7 @@ class CachedTeacher:
         self.cached_seconds = 0.0  # teacher time the cached answers originally took
         self.prompt_tokens = 0  # over generate requests, cached or not
         self.completion_tokens = 0
+        self._free: set[str] = set()  # constraint kinds the teacher said it does not apply (logged once)
 
     @property
     def name(self) -> str:
@@ -140,7 +144,10 @@ class CachedTeacher:
     def count_tokens(self, text: str) -> int:
         return self.teacher.count_tokens(text)
 
-    def _cached(self, kind: str, prompts: Sequence[str], params: dict[str, Any], call) -> list[Any]:
+    def _cached(self, kind: str, prompts: Sequence[str], params: dict[str, Any], call,
+                store_params=None) -> list[Any]:
+        """The values for ``prompts``, from the cache or from ``call(missing prompts)``. The new
+        values are stored under ``store_params()`` (evaluated after the call) when given."""
         fp = self.teacher.fingerprint
         keys = [cache_key(fp, kind, p, params) for p in prompts]
         hit = self.cache.get_many(keys)
@@ -158,8 +165,10 @@ class CachedTeacher:
             values = call([prompts[i] for i in miss_idx])
             spent = time.perf_counter() - t0
             self.seconds += spent
+            stored = store_params() if store_params is not None else params
             for i, v in zip(miss_idx, values):
-                self.cache.put(keys[i], fp, kind, v, spent / len(miss_idx))
+                key = keys[i] if stored == params else cache_key(fp, kind, prompts[i], stored)
+                self.cache.put(key, fp, kind, v, spent / len(miss_idx))
                 found[keys[i]] = v
         return [found[k] for k in keys]
 
@@ -168,14 +177,23 @@ class CachedTeacher:
         params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature, "stop": list(stop)}
         if temperature > 0:
             params["seed"] = seed
+        free = dict(params)
         extra: dict[str, Any] = {}
-        if constraint is not None:  # only then: unconstrained keys stay what they always were
-            params["constraint"] = constraint.key()
+        # A constraint the backend will not apply is no part of the key: its replies are free
+        # ones. When the backend only finds out during the call (a server refusing guided
+        # decoding), the replies are filed under the free key too.
+        if constraint is not None and applies(self.teacher, constraint) is False and constraint.kind not in self._free:
+            self._free.add(constraint.kind)
+            log.info("teacher %s does not apply %s constraints; it generates freely and the task's parser "
+                     "decides (the cache keys these replies as unconstrained)", self.teacher.name, constraint.kind)
+        if constraint is not None and applies(self.teacher, constraint) is not False:
+            params["constraint"] = constraint.key()  # only then: unconstrained keys stay what they were
             extra["constraint"] = constraint
         values = self._cached(
             "generate", prompts, params,
             lambda ps: [r.to_dict() for r in self.teacher.generate(ps, max_tokens=max_tokens, temperature=temperature,
                                                                    stop=stop, seed=seed, **extra)],
+            store_params=lambda: params if applies(self.teacher, extra.get("constraint")) is not False else free,
         )
         replies = [Reply.from_dict(v) for v in values]
         self.prompt_tokens += sum(r.prompt_tokens for r in replies)

@@ -148,6 +148,10 @@ class HFTeacher:
             n = min(n, _common_prefix(first[:n], s))
         return max(n, 0)
 
+    def applies(self, constraint: Constraint) -> bool:
+        """Only ``choice`` constraints (a token trie); json / grammar ones are not applied."""
+        return constraint.kind == "choice"
+
     def generate(self, prompts: Sequence[str], *, max_tokens: int, temperature: float = 0.0,
                  stop: Sequence[str] = (), seed: int = 0, constraint: Constraint | None = None) -> list[Reply]:
         import numpy as np

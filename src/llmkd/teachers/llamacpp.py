@@ -149,6 +149,10 @@ class LlamaCppTeacher:
             )
 
     # -- the protocol -------------------------------------------------------------------------
+    def applies(self, constraint: Constraint) -> bool:
+        """Every kind: a token trie for choices, llama.cpp's grammar sampler for json / grammar."""
+        return True
+
     def generate(self, prompts: Sequence[str], *, max_tokens: int, temperature: float = 0.0,
                  stop: Sequence[str] = (), seed: int = 0, constraint: Constraint | None = None) -> list[Reply]:
         import numpy as np

@@ -173,6 +173,13 @@ class OpenAITeacher:
 
     # ---- generation ----------------------------------------------------------------------
 
+    def applies(self, constraint: Constraint) -> bool | None:
+        """False when the dialect cannot carry ``constraint`` or the server refused guided
+        decoding; None until the first guided request has been answered; else True."""
+        if not _guided_fields(self.guided, constraint) or not self._guided_ok:
+            return False
+        return True if self._guided_checked else None
+
     def generate(self, prompts: Sequence[str], *, max_tokens: int, temperature: float = 0.0,
                  stop: Sequence[str] = (), seed: int = 0, constraint: Constraint | None = None) -> list[Reply]:
         """One reply per prompt, in input order, with per-token logprobs where the server
@@ -184,7 +191,8 @@ class OpenAITeacher:
         (``response_format`` with a JSON schema; choice and grammar constraints are not sent) or
         ``none``. If the server refuses a guided request (HTTP 400/404/422), the constraint is
         dropped for the rest of this teacher's life with one warning, and the replies go through
-        the task's parser as usual."""
+        the task's parser as usual (and :meth:`applies` turns False, so the cache files them
+        under the unconstrained key)."""
         guided = _guided_fields(self.guided, constraint) if self._guided_ok else {}
         bodies = []
         for prompt in prompts:

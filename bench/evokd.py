@@ -38,9 +38,8 @@ def split_overrides(ds: str, k: int, pool: int, test_size: int) -> list[str]:
 
 
 def main() -> None:
-    ap = parser(__doc__, "evokd", ["sst2", "trec", "conll03"], dataset_choices=sorted(CONFIG), teachers=None)
+    ap = parser(__doc__, "evokd", ["sst2", "trec", "conll03"], dataset_choices=sorted(CONFIG))
     ap.add_argument("--k", nargs="+", type=int, default=[1, 8], help="gold examples per class (NER: 4k sentences)")
-    ap.add_argument("--teacher", default="qwen2.5-coder-0.5b-instruct")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--per-round", type=int, default=6, help="LLM samples asked for per round (half hard, half easy)")
     ap.add_argument("--pool", type=int, default=50, help="unlabeled pool for vanilla KD")
@@ -57,41 +56,40 @@ def main() -> None:
                     help="teacher.n_threads and student.threads (1 avoids spin-waiting threads on a busy CPU)")
     args = ap.parse_args()
     command, started = start("evokd")
-    teacher = SHORT.get(args.teacher, args.teacher)
     hard = args.per_round // 2
     synth = {"rounds": args.rounds, "n_hard": hard, "n_easy": args.per_round - hard, "tokens_per_sample": 30}
-    rows: dict[str, dict[int, dict[str, list[dict]]]] = {}
-    for ds in args.datasets:
-        for seed in args.seeds:
-            out_dir = Path(args.runs) / (f"{teacher}-r{args.rounds}x{args.per_round}-p{args.pool}-t{args.test_size}"
-                                         f"-e{args.epochs}-m{args.min_steps}" + (f"-thr{args.threads}" if args.threads else ""))
-            common = [f"seed={seed}", f"output_dir={out_dir}", f"teacher.model={args.teacher}",
-                      f"student.epochs={args.epochs}", f"student.min_steps={args.min_steps}", "progress=false",
-                      *([f"teacher.n_threads={args.threads}", f"student.threads={args.threads}"] if args.threads else []),
-                      f"method_options={json.dumps({'evokd': {**synth, 'analysis_max_tokens': 100}, 'synth_nofeedback': synth})}"]
-            full_cfg = load_config(ROOT / "examples" / CONFIG[ds], common + split_overrides(ds, 1, args.full_pool, args.test_size) + [
-                f"name={ds}-full{args.full_pool}-s{seed}", 'methods=["supervised_full"]'])
-            for k in ([] if args.full_only else args.k):
-                methods = ["supervised", "synth_nofeedback", "evokd"] + ([] if args.no_vanilla else ["vanilla"])
-                methods = [m for m in methods if args.methods is None or m in args.methods]
-                cfg = load_config(ROOT / "examples" / CONFIG[ds], common + split_overrides(ds, k, args.pool, args.test_size) + [
-                    f"name={ds}-k{k}-s{seed}",
-                    f"methods={json.dumps(methods)}"])
-                t0 = time.time()
-                results = finished(cfg, methods) if args.report_only else api.run(cfg).results
-                print(f"{ds} k={k} seed {seed}: {time.time() - t0:.0f}s", flush=True)
-                for m, res in results.items():
-                    rows.setdefault(ds, {}).setdefault(k, {}).setdefault(m, []).append(res)
-                write(args, rows, command, started, teacher)
-            if args.no_full:
-                continue
+    rows: dict[tuple[str, str, int], dict[str, list[dict]]] = {}  # (teacher, dataset, k) -> method -> results
+    for model, ds, seed in ((t, d, s) for t in args.teachers for d in args.datasets for s in args.seeds):
+        teacher = SHORT.get(model, model)
+        out_dir = Path(args.runs) / (f"{teacher}-r{args.rounds}x{args.per_round}-p{args.pool}-t{args.test_size}"
+                                     f"-e{args.epochs}-m{args.min_steps}" + (f"-thr{args.threads}" if args.threads else ""))
+        common = [f"seed={seed}", f"output_dir={out_dir}", f"teacher.model={model}",
+                  f"student.epochs={args.epochs}", f"student.min_steps={args.min_steps}", "progress=false",
+                  *([f"teacher.n_threads={args.threads}", f"student.threads={args.threads}"] if args.threads else []),
+                  f"method_options={json.dumps({'evokd': {**synth, 'analysis_max_tokens': 100}, 'synth_nofeedback': synth})}"]
+        full_cfg = load_config(ROOT / "examples" / CONFIG[ds], common + split_overrides(ds, 1, args.full_pool, args.test_size) + [
+            f"name={ds}-full{args.full_pool}-s{seed}", 'methods=["supervised_full"]'])
+        for k in ([] if args.full_only else args.k):
+            methods = ["supervised", "synth_nofeedback", "evokd"] + ([] if args.no_vanilla else ["vanilla"])
+            methods = [m for m in methods if args.methods is None or m in args.methods]
+            cfg = load_config(ROOT / "examples" / CONFIG[ds], common + split_overrides(ds, k, args.pool, args.test_size) + [
+                f"name={ds}-k{k}-s{seed}",
+                f"methods={json.dumps(methods)}"])
             t0 = time.time()
-            full = finished(full_cfg, ["supervised_full"]) if args.report_only else api.run(full_cfg).results
-            print(f"{ds} full-shot seed {seed}: {time.time() - t0:.0f}s", flush=True)
-            for k in args.k:
-                if "supervised_full" in full:
-                    rows.setdefault(ds, {}).setdefault(k, {}).setdefault("supervised_full", []).append(full["supervised_full"])
-            write(args, rows, command, started, teacher)
+            results = finished(cfg, methods) if args.report_only else api.run(cfg).results
+            print(f"{teacher} {ds} k={k} seed {seed}: {time.time() - t0:.0f}s", flush=True)
+            for m, res in results.items():
+                rows.setdefault((teacher, ds, k), {}).setdefault(m, []).append(res)
+            write(args, rows, command, started)
+        if args.no_full:
+            continue
+        t0 = time.time()
+        full = finished(full_cfg, ["supervised_full"]) if args.report_only else api.run(full_cfg).results
+        print(f"{teacher} {ds} full-shot seed {seed}: {time.time() - t0:.0f}s", flush=True)
+        for k in args.k:
+            if "supervised_full" in full:
+                rows.setdefault((teacher, ds, k), {}).setdefault("supervised_full", []).append(full["supervised_full"])
+        write(args, rows, command, started)
 
 
 def finished(cfg, methods: list[str]) -> dict[str, dict]:
@@ -105,18 +103,23 @@ def _ms(vals: list[float], scale: float = 1.0) -> str:
     return mean_std(vals, "{:.3f}" if scale == 1 else "{:.0f}%", scale)
 
 
+def _rate(v: float | None) -> str:
+    return "–" if v is None or v != v else f"{v:.2f}"  # None or NaN: no sample of that kind kept
+
+
 def _metric(res: dict) -> float:
     m = res["metrics"]
     return float(m.get("macro_f1", m.get("f1", 0.0)))
 
 
-def write(args: argparse.Namespace, rows: dict, command: str, started: float, teacher: str) -> None:
+def write(args: argparse.Namespace, rows: dict, command: str, started: float) -> None:
     lines = [
         "# EvoKD benchmark",
         "",
         f"Command: `{command}`  ",
         machine_line(started),
-        f"Teacher: {teacher} (llama.cpp; generation sampled at temperature 0.7, labeling greedy with the "
+        f"Teachers: {', '.join(SHORT.get(t, t) for t in args.teachers)} (llama.cpp; each section names its "
+        f"own; generation sampled at temperature 0.7, labeling greedy with the "
         f"few-shot classify/ner prompt). Student: all-MiniLM-L6-v2. Seeds: {args.seeds}. Test subsample: "
         f"{args.test_size}. Synthesis: {args.rounds} rounds x {args.per_round} LLM samples asked for "
         f"(EvoKD: half hard, half easy; no-feedback baseline: the same number of plain samples, the same "
@@ -130,48 +133,48 @@ def write(args: argparse.Namespace, rows: dict, command: str, started: float, te
         "a dev/test text.",
         "",
     ]
-    for ds, by_k in rows.items():
-        for k, by_m in sorted(by_k.items()):
-            full = [_metric(r) for r in by_m.get("supervised_full", [])]
-            full_mean = statistics.mean(full) if full else None
-            lines += [f"## {ds}, k = {k}" + (" (4k gold sentences)" if ds == "conll03" else " gold per class"), "",
-                      "| row | F1 | % of full | kept / asked | dropped (invalid / dup / leak / label) | teacher calls | n seeds |",
-                      "|---|---:|---:|---:|---:|---:|---:|"]
-            for m, label in ROWS:
-                res = by_m.get(m, [])
-                if not res:
-                    continue
-                f1 = [_metric(r) for r in res]
-                pct = _ms([v / full_mean for v in f1], 100) if full_mean else "–"
-                hyg = [r["extra"].get("hygiene") for r in res if r.get("extra", {}).get("hygiene")]
-                if hyg:
-                    asked = args.rounds * args.per_round
-                    kept = statistics.mean(h["kept"] for h in hyg)
-                    d = lambda key: statistics.mean(h["dropped"][key] for h in hyg)  # noqa: E731
-                    hy = f"{kept:.1f} / {asked}"
-                    dr = (f"{d('invalid'):.1f} / {d('exact_dup') + d('near_dup'):.1f} / {d('leak'):.1f} / "
-                          f"{d('abstained') + d('bad_label') + d('bad_span'):.1f}")
-                    calls = f"{statistics.mean(r['extra']['teacher_calls_used'] for r in res):.0f}"
-                else:
-                    hy, dr = "–", "–"
-                    calls = f"{statistics.mean(r['timings'].get('n_prompts', 0) for r in res):.0f}" if m == "vanilla" else "–"
-                lines.append(f"| {label} | {_ms(f1)} | {pct} | {hy} | {dr} | {calls} | {len(res)} |")
+    for (teacher, ds, k), by_m in rows.items():
+        full = [_metric(r) for r in by_m.get("supervised_full", [])]
+        full_mean = statistics.mean(full) if full else None
+        lines += [f"## {ds}, k = {k}" + (" (4k gold sentences)" if ds == "conll03" else " gold per class")
+                  + f", teacher {teacher}", "",
+                  "| row | F1 | % of full | kept / asked | dropped (invalid / dup / leak / label) | teacher calls | n seeds |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for m, label in ROWS:
+            res = by_m.get(m, [])
+            if not res:
+                continue
+            f1 = [_metric(r) for r in res]
+            pct = _ms([v / full_mean for v in f1], 100) if full_mean else "–"
+            hyg = [r["extra"].get("hygiene") for r in res if r.get("extra", {}).get("hygiene")]
+            if hyg:
+                asked = args.rounds * args.per_round
+                kept = statistics.mean(h["kept"] for h in hyg)
+                d = lambda key: statistics.mean(h["dropped"][key] for h in hyg)  # noqa: E731
+                hy = f"{kept:.1f} / {asked}"
+                dr = (f"{d('invalid'):.1f} / {d('exact_dup') + d('near_dup'):.1f} / {d('leak'):.1f} / "
+                      f"{d('abstained') + d('bad_label') + d('bad_span'):.1f}")
+                calls = f"{statistics.mean(r['extra']['teacher_calls_used'] for r in res):.0f}"
+            else:
+                hy, dr = "–", "–"
+                calls = f"{statistics.mean(r['timings'].get('n_prompts', 0) for r in res):.0f}" if m == "vanilla" else "–"
+            lines.append(f"| {label} | {_ms(f1)} | {pct} | {hy} | {dr} | {calls} | {len(res)} |")
+        lines.append("")
+        evo = by_m.get("evokd", [])
+        for r in evo[:1]:
+            lines.append(f"EvoKD per round (first seed): stop reason \"{r['stop_reason']}\", best round "
+                         f"{r['extra']['best_round']}.")
             lines.append("")
-            evo = by_m.get("evokd", [])
-            for r in evo[:1]:
-                lines.append(f"EvoKD per round (first seed): stop reason \"{r['stop_reason']}\", best round "
-                             f"{r['extra']['best_round']}.")
-                lines.append("")
-                lines.append("| round | dev F1 | kept | batch acc. before training (hard / easy) | analysis (excerpt) |")
-                lines.append("|---:|---:|---:|---|---|")
-                for rec in r["extra"]["rounds"]:
-                    dev = rec.get("dev") or {}
-                    acc = rec.get("batch_accuracy_before_training") or {}
-                    an = " ".join((rec.get("analysis") or "").split())[:160].replace("|", "/")
-                    lines.append(f"| {rec['round']} | {dev.get('macro_f1', dev.get('f1', float('nan'))):.3f} | "
-                                 f"{rec['counts']['kept']} | {acc.get('hard', float('nan')):.2f} / "
-                                 f"{acc.get('easy', float('nan')):.2f} | {an} |")
-                lines.append("")
+            lines.append("| round | dev F1 | kept | batch acc. before training (hard / easy) | analysis (excerpt) |")
+            lines.append("|---:|---:|---:|---|---|")
+            for rec in r["extra"]["rounds"]:
+                dev = rec.get("dev") or {}
+                acc = rec.get("batch_accuracy_before_training") or {}
+                an = " ".join((rec.get("analysis") or "").split())[:160].replace("|", "/")
+                lines.append(f"| {rec['round']} | {dev.get('macro_f1', dev.get('f1', float('nan'))):.3f} | "
+                             f"{rec['counts']['kept']} | {acc.get('hard', float('nan')):.2f} / "
+                             f"{acc.get('easy', float('nan')):.2f} | {an} |")
+            lines.append("")
     write_keeping_notes(args.out, "\n".join(lines) + "\n")
 
 

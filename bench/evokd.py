@@ -172,8 +172,7 @@ def write(args: argparse.Namespace, rows: dict, command: str, started: float) ->
                 acc = rec.get("batch_accuracy_before_training") or {}
                 an = " ".join((rec.get("analysis") or "").split())[:160].replace("|", "/")
                 lines.append(f"| {rec['round']} | {dev.get('macro_f1', dev.get('f1', float('nan'))):.3f} | "
-                             f"{rec['counts']['kept']} | {acc.get('hard', float('nan')):.2f} / "
-                             f"{acc.get('easy', float('nan')):.2f} | {an} |")
+                             f"{rec['counts']['kept']} | {_rate(acc.get('hard'))} / {_rate(acc.get('easy'))} | {an} |")
             lines.append("")
     write_keeping_notes(args.out, "\n".join(lines) + "\n")
 

@@ -20,6 +20,7 @@ from .data import GoldVault, full_train, make_splits
 from .errors import ConfigError
 from .methods import METHODS, LabelSettings, RunContext, TrainSettings
 from .report import manifest, read_jsonl, render_report, write_json, write_jsonl
+from .students.checkpoint import drop_optimizer_state
 from .tasks import build_task
 from .teachers import CachedTeacher, TeacherCache, build_teacher
 from .types import Example, TeacherLabel
@@ -186,6 +187,9 @@ def run(cfg: RunConfig) -> RunSummary:
         results[name] = {"method": name, "metrics": res.metrics, "timings": timings, "stop_reason": res.stop_reason,
                          "extra": res.extra}
         write_json(done, results[name])
+        freed = drop_optimizer_state(wd)  # finished methods never train again (see the function)
+        if freed:
+            log.info("%s: dropped %.0f MB of optimizer state from its finished students", name, freed / 2**20)
     if sess._teacher is not None:
         hashes["teacher"] = sess._teacher.fingerprint
     write_json(run_dir / "manifest.json", manifest(cfg, hashes))

@@ -35,6 +35,8 @@ def test_run_writes_a_complete_run_directory_and_rerun_makes_no_teacher_calls(ti
         assert (run_dir / method / "result.json").exists()
         assert (run_dir / method / "predictions.jsonl").exists()
     assert (run_dir / "vanilla" / "student" / "best" / "model.safetensors").exists()
+    # a finished method keeps its students' weights, not the optimizer state (2x the weights)
+    assert not list(run_dir.rglob("optimizer.safetensors"))
     report = (run_dir / "report.md").read_text()
     for method in cfg["methods"]:
         assert f"| {method} |" in report

@@ -297,3 +297,16 @@ def test_a_killed_run_resumes_from_the_last_finished_epoch(tmp_path: Path) -> No
     res = LLKD(momentum=0.5, plot=False).run(make_ctx(tmp_path / "run", lambda seed: FakeStudent(seed)))
     assert res.extra["epochs"] == ref.extra["epochs"]
     assert res.metrics == ref.metrics
+
+
+def test_drop_optimizer_state_frees_only_the_optimizer_files(tmp_path: Path) -> None:
+    from llmkd.students.checkpoint import drop_optimizer_state
+
+    for sub in ("student/best", "student/last", "slot-a"):
+        (tmp_path / sub).mkdir(parents=True)
+        (tmp_path / sub / "model.safetensors").write_bytes(b"w" * 10)
+        (tmp_path / sub / "optimizer.safetensors").write_bytes(b"o" * 20)
+    assert drop_optimizer_state(tmp_path) == 60
+    assert not list(tmp_path.rglob("optimizer.safetensors"))
+    assert len(list(tmp_path.rglob("model.safetensors"))) == 3
+    assert drop_optimizer_state(tmp_path) == 0

@@ -35,6 +35,19 @@ def write_checkpoint(path: str | Path, student: Any, meta: dict[str, Any]) -> No
         os.replace(tmp, path)
 
 
+def drop_optimizer_state(folder: str | Path) -> int:
+    """Delete every ``optimizer.safetensors`` below ``folder``; returns the bytes freed.
+
+    The AdamW moments are twice the weights (MiniLM: 180 MB next to 90 MB) and only serve to
+    resume training; once a method has written its result it is never trained again, so its
+    students are kept as weights + tokenizer (loadable, for prediction or export) without them."""
+    freed = 0
+    for f in Path(folder).rglob("optimizer.safetensors"):
+        freed += f.stat().st_size
+        f.unlink()
+    return freed
+
+
 def read_meta(path: str | Path) -> dict[str, Any]:
     return json.loads((Path(path) / "student.json").read_text())
 

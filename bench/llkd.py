@@ -86,7 +86,7 @@ def main() -> None:
     args = ap.parse_args()
     command, started = start("llkd")
     results: dict[str, dict[str, Any]] = {}
-    for ti, teacher in enumerate(args.teachers):  # first teacher on every dataset first: partial results stay useful
+    for teacher in args.teachers:  # first teacher on every dataset first: partial results stay useful
         for ds in args.datasets:
             pool = dict(x.split("=") for x in args.pool_for).get(ds, args.pool)
             pool = int(args.pool_large if (args.pool_large and "1.5b" in teacher) else pool)
@@ -99,6 +99,8 @@ def main() -> None:
                 f"student.epochs={args.epochs}", f"student.min_steps={args.min_steps}", "progress=false"]
                 + ([f"student.threads={args.threads}"] if args.threads else []))
             run_dir = api.run_dir_for(cfg)
+            if args.report_only and not any(run_dir.glob("seed*/*/result.json")):
+                continue  # nothing finished here: no section, and no teacher call
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "config.yaml").write_text(api.dump_config(cfg))
             sess = api._Session(cfg)
@@ -112,7 +114,7 @@ def main() -> None:
                             "pool_quality": api.pool_quality(labels, sess._vault), "rows": {}}
             if args.label_only:
                 continue
-            rows = ROWS + (args.ablations if ti == 0 else [])
+            rows = ROWS + args.ablations
             for seed in args.seeds:
                 fraction = None
                 for row in rows:

@@ -104,7 +104,7 @@ def _ms(vals: list[float], scale: float = 1.0) -> str:
 
 
 def _rate(v: float | None) -> str:
-    return "–" if v is None or v != v else f"{v:.2f}"  # None or NaN: no sample of that kind kept
+    return "–" if v is None else f"{v:.2f}"  # None: no sample of that kind was kept that round
 
 
 def _metric(res: dict) -> float:

@@ -33,6 +33,7 @@ from llmkd.config import load_config  # noqa: E402
 from llmkd.methods.llkd import LLKD  # noqa: E402
 from llmkd.methods.vanilla import VanillaKD  # noqa: E402
 from llmkd.report import read_jsonl, write_json  # noqa: E402
+from llmkd.students.checkpoint import drop_optimizer_state  # noqa: E402
 
 ROWS = ["vanilla", "llkd", "topk", "random"]  # llkd first: topk and random use its fraction
 ABLATIONS = ["llkd_epoch", "llkd_raw", "llkd_global"]
@@ -133,6 +134,7 @@ def main() -> None:
                                "epochs": out.extra.get("epochs"), "seconds": time.time() - t1,
                                "selected_label_accuracy": selected_label_accuracy(wd, sess._vault)}
                         write_json(done, res)
+                        drop_optimizer_state(wd)  # as llmkd.api.run does for a finished method
                         print(f"  {key} seed {seed} {row}: F1 {res['metrics']['macro_f1']:.3f} "
                               f"({res['seconds']:.0f}s)", flush=True)
                     if row == "llkd":

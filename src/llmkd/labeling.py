@@ -39,8 +39,8 @@ def label_examples(task: Any, teacher: Any, items: Sequence[Any], shots: Sequenc
     """Label ``items`` (objects with ``id`` and ``text``) with the teacher. Order is preserved.
 
     ``constrained=True`` passes the task's ``constraint()`` (classification: the label set; NER
-    and seq2seq: a GBNF grammar of the reply format) to ``teacher.generate``; backends that cannot apply it generate freely, and the parser
-    and abstention path work as always."""
+    and seq2seq: a GBNF grammar of the reply format) to ``teacher.generate``; backends that
+    cannot apply it generate freely, and the parser and abstention path work as always."""
     from tqdm.auto import tqdm
 
     if mode not in ("generate", "score"):

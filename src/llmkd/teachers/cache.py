@@ -182,11 +182,12 @@ class CachedTeacher:
         # A constraint the backend will not apply is no part of the key: its replies are free
         # ones. When the backend only finds out during the call (a server refusing guided
         # decoding), the replies are filed under the free key too.
-        if constraint is not None and applies(self.teacher, constraint) is False and constraint.kind not in self._free:
-            self._free.add(constraint.kind)
-            log.info("teacher %s does not apply %s constraints; it generates freely and the task's parser "
-                     "decides (the cache keys these replies as unconstrained)", self.teacher.name, constraint.kind)
-        if constraint is not None and applies(self.teacher, constraint) is not False:
+        if constraint is not None and applies(self.teacher, constraint) is False:
+            if constraint.kind not in self._free:
+                self._free.add(constraint.kind)
+                log.info("teacher %s does not apply %s constraints; it generates freely and the task's parser "
+                         "decides (the cache keys these replies as unconstrained)", self.teacher.name, constraint.kind)
+        elif constraint is not None:
             params["constraint"] = constraint.key()  # only then: unconstrained keys stay what they were
             extra["constraint"] = constraint
         values = self._cached(

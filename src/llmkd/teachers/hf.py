@@ -161,10 +161,10 @@ class HFTeacher:
         tok = self._tok
         texts = [self.format(p) for p in prompts]
         seqs = [self._ids(t) for t in texts]
-        if constraint is not None and constraint.kind != "choice" and constraint.kind not in self._warned:
+        if constraint is not None and not self.applies(constraint) and constraint.kind not in self._warned:
             self._warned.add(constraint.kind)
             log.info("hf teacher: %s constraints are not applied by this backend; the task's parser decides", constraint.kind)
-        tries = [self._trie(t, constraint) if constraint is not None and constraint.kind == "choice" else None
+        tries = [self._trie(t, constraint) if constraint is not None and self.applies(constraint) else None
                  for t in texts]
         shared = self._shared(seqs)
         prefix = self._prefix_state(seqs[0][:shared]) if shared else None

@@ -41,6 +41,10 @@ def start(name: str) -> tuple[str, float]:
     """Quiet logging; returns the exact command line (for the doc) and the start time."""
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import transformers  # its weight loading / shard writing bars would fill the benchmark's log
+
+    transformers.logging.disable_progress_bar()
     return f"python bench/{name}.py " + " ".join(sys.argv[1:]), time.time()
 
 

@@ -57,16 +57,21 @@ def main() -> None:
     args = ap.parse_args()
     command, started = start("evokd")
     hard = args.per_round // 2
-    synth = {"rounds": args.rounds, "n_hard": hard, "n_easy": args.per_round - hard, "tokens_per_sample": 30}
+    synth = {"rounds": args.rounds, "n_hard": hard, "n_easy": args.per_round - hard}
     rows: dict[tuple[str, str, int], dict[str, list[dict]]] = {}  # (teacher, dataset, k) -> method -> results
     for model, ds, seed in ((t, d, s) for t in args.teachers for d in args.datasets for s in args.seeds):
         teacher = SHORT.get(model, model)
         out_dir = Path(args.runs) / (f"{teacher}-r{args.rounds}x{args.per_round}-p{args.pool}-t{args.test_size}"
                                      f"-e{args.epochs}-m{args.min_steps}" + (f"-thr{args.threads}" if args.threads else ""))
+        # the grid's rounds and samples replace the example's; its other options (NER: longer samples,
+        # min_words) stay, with 30 tokens a sample and 100 analysis tokens where it names none
+        base = load_config(ROOT / "examples" / CONFIG[ds]).method_options
+        opts = {m: {"tokens_per_sample": 30, **({"analysis_max_tokens": 100} if m == "evokd" else {}),
+                    **base.get(m, {}), **synth} for m in ("evokd", "synth_nofeedback")}
         common = [f"seed={seed}", f"output_dir={out_dir}", f"teacher.model={model}",
                   f"student.epochs={args.epochs}", f"student.min_steps={args.min_steps}", "progress=false",
                   *([f"teacher.n_threads={args.threads}", f"student.threads={args.threads}"] if args.threads else []),
-                  f"method_options={json.dumps({'evokd': {**synth, 'analysis_max_tokens': 100}, 'synth_nofeedback': synth})}"]
+                  f"method_options={json.dumps(opts)}"]
         full_cfg = load_config(ROOT / "examples" / CONFIG[ds], common + split_overrides(ds, 1, args.full_pool, args.test_size) + [
             f"name={ds}-full{args.full_pool}-s{seed}", 'methods=["supervised_full"]'])
         for k in ([] if args.full_only else args.k):

@@ -392,3 +392,24 @@ def test_a_line_cut_at_max_tokens_is_dropped(tmp_path: Path) -> None:
     rows = [json.loads(x) for x in (tmp_path / "synthetic.jsonl").read_text().splitlines()]
     assert res.extra["rounds"][0]["counts"]["generated"] == 3  # the cut 4th line is not a sample
     assert not any("thrilling" in r["text"] for r in rows)
+
+
+def test_cap_shares_a_call_out_over_the_kinds() -> None:
+    from llmkd.methods.evokd import _cap
+
+    assert _cap({"hard": 25, "easy": 25}, 10) == {"hard": 5, "easy": 5}
+    assert _cap({"hard": 1, "easy": 25}, 10) == {"hard": 1, "easy": 9}
+    assert _cap({"hard": 3, "easy": 2}, 10) == {"hard": 3, "easy": 2}
+    assert _cap({"plain": 30}, None) == {"plain": 30}
+
+
+def test_max_per_call_splits_a_round_into_several_calls(tmp_path: Path) -> None:
+    # 6 samples wanted, at most 2 a call: up to 3 calls (gen_calls_per_round=1 per chunk), each asking for 2
+    teacher = ScriptedTeacher()
+    res = EvoKD(**{**OPTS, "rounds": 1, "n_hard": 3, "n_easy": 3, "max_per_call": 2}).run(make_ctx(tmp_path, teacher))
+    gens = [p for k, p, _ in teacher.prompts if k == "generate"]
+    assert len(gens) == 3
+    assert all("Write 1 HARD new texts" in p and "and 1 EASY new texts" in p for p in gens)
+    c = res.extra["rounds"][0]["counts"]
+    assert c["generated"] == 6  # the scripted teacher writes 4 lines a call; 2 are taken
+    assert len({s for k, _, s in teacher.prompts if k == "generate"}) == 3  # a fresh sample per call

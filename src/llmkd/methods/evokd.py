@@ -78,7 +78,11 @@ class EvoKDOptions(BaseModel):
     rounds: int = Field(4, ge=1, description="synthesis rounds (after training on the gold seeds)")
     n_hard: int = Field(6, ge=0, description="hard inputs asked for per round (no-feedback: n_hard + n_easy plain)")
     n_easy: int = Field(6, ge=0, description="easy inputs asked for per round")
-    gen_calls_per_round: int = Field(2, ge=1, description="generation calls per round at most, until n_hard+n_easy are kept")
+    gen_calls_per_round: int = Field(2, ge=1, description="generation calls per round at most, until n_hard+n_easy are kept "
+                                                          "(times the number of max_per_call chunks)")
+    max_per_call: int | None = Field(10, ge=1, description="samples asked for in one generation call at most; a round that "
+                                                           "wants more asks in several calls (long replies loop: "
+                                                           "docs/results/evokd_budget200.md); null = all in one call")
     show_wrong: int = Field(6, ge=0, description="wrong samples shown to the analysis prompt (class-balanced)")
     show_right: int = Field(4, ge=0, description="right samples shown to the analysis prompt (class-balanced)")
     history: int = Field(2, ge=0, description="earlier analyses shown to the analysis prompt")
@@ -267,11 +271,12 @@ class EvoKD:
         rec["partial"] = kept
         samples_log: list[dict[str, Any]] = []
         rec["samples"] = samples_log
-        for call in range(o.gen_calls_per_round):
+        chunks = -(-sum(want.values()) // o.max_per_call) if o.max_per_call else 1
+        for call in range(o.gen_calls_per_round * max(1, chunks)):
             need = {k: n - sum(s["kind"] == k for s in kept) for k, n in want.items()}
             if sum(max(0, v) for v in need.values()) <= 0:
                 break
-            need = {k: max(0, v) for k, v in need.items()}
+            need = _cap({k: max(0, v) for k, v in need.items()}, o.max_per_call)
             gens = self._generate(ctx, meter, analysis, need, r, call, counts, samples_log)       # 3. write inputs
             texts: list[tuple[str, str]] = []
             if kind_ner:  # the tagger and the aligner work on CoNLL-style tokens
@@ -527,6 +532,20 @@ def _ner_problem(lab: TeacherLabel, types: Sequence[str], text: str) -> str | No
     if any(t != "O" and t.split("-", 1)[-1] not in types for t in tags):
         return "bad_label"
     return None
+
+
+def _cap(need: dict[str, int], cap: int | None) -> dict[str, int]:
+    """At most ``cap`` samples in all, shared out one at a time over the kinds still needed, so a
+    capped call asks for hard and easy samples alike: ``{'hard': 25, 'easy': 25}``, 10 ->
+    ``{'hard': 5, 'easy': 5}``."""
+    if cap is None or sum(need.values()) <= cap:
+        return dict(need)
+    out = {k: 0 for k in need}
+    while sum(out.values()) < cap:
+        for k in need:
+            if out[k] < need[k] and sum(out.values()) < cap:
+                out[k] += 1
+    return out
 
 
 def _fill_kind(need: dict[str, int], taken: dict[str, int]) -> str | None:

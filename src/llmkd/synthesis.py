@@ -59,7 +59,10 @@ class Generated:
 
 def _strip_label_suffix(text: str, labels: Sequence[str]) -> str:
     """Drop a label the model appended although it was told not to: ``... (positive)``,
-    ``... - Label: positive``. A label word inside the sentence is left alone."""
+    ``... - Label: positive``, and an entity list copied from the examples' format
+    (``... (entities: location: Paris)``, closed or cut off, which the tagger would otherwise
+    tag as part of the sentence). A label word inside the sentence is left alone."""
+    text = re.sub(r"(?:\s*[\[(]|\s*[-–|]|(?<=[.!?]))\s*entit(?:y|ies)\s*:.*$", "", text, flags=re.IGNORECASE)
     if labels:
         alt = "|".join(re.escape(lab) for lab in sorted(labels, key=len, reverse=True))
         text = re.sub(rf"\s*[\[(]\s*(?:label\s*:\s*)?(?:{alt})\s*[\])]\s*$", "", text, flags=re.IGNORECASE)

@@ -39,6 +39,13 @@ LABELS = ["negative", "positive"]
     # Qwen-1.5B's shape: a bare "HARD:" header, then untagged lines with the label appended
     ("HARD:\nThe story was unoriginal. (label: negative)\n\nEASY:\nA thrilling ride. (label: positive)",
      ("hard", "easy"), [("The story was unoriginal.", "hard"), ("A thrilling ride.", "easy")]),
+    # NER: Qwen-1.5B copies the examples' "(entities: ...)" list onto its sentences, closed or cut off;
+    # "entity:" inside a sentence stays
+    ("HARD: The Earth's rotation period is 23.9 hours. (entities: location: Earth; miscellaneous: X)\n"
+     "EASY: Apple opened a store in Paris (entities: organization: Apple\n"
+     "EASY: Sales rose in Oslo. Entities: location: Oslo\nHARD: The entity: Bob said so.",
+     ("hard", "easy"), [("The Earth's rotation period is 23.9 hours.", "hard"), ("Apple opened a store in Paris", "easy"),
+                        ("Sales rose in Oslo.", "easy"), ("The entity: Bob said so.", "hard")]),
     ("I think the classifier is weak on sarcasm.", ("hard", "easy"), []),
     ("", ("hard", "easy"), []),
 ])

@@ -144,7 +144,7 @@ class StudentConfig(_Strict):
     warmup_steps: int = Field(10, ge=0)
     epochs: int = Field(8, ge=1)
     patience: int = Field(3, ge=1, description="stop after this many epochs without dev gain")
-    min_steps: int = Field(60, ge=0, description="train at least this many optimizer steps (tiny sets)")
+    min_steps: int = Field(60, ge=0, description="train at least this many optimizer steps (tiny sets); early stopping waits for them")
     device: str = "auto"
     threads: int | None = None
     num_beams: int = Field(1, ge=1, description="seq2seq students: beam size at prediction (1 = greedy)")

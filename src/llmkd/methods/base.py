@@ -91,6 +91,9 @@ def fit_student(ctx: RunContext, examples: Sequence[Example], *, tag: str, seed:
 
     Tiny training sets get more epochs so that at least ``min_steps`` optimizer steps happen;
     the dev set is then evaluated every ``eval_every`` epochs and patience counts evaluations.
+    Patience never stops training before those ``min_steps``: a token tagger on 32 sentences
+    scores 0 span F1 on dev for its first epochs (it tags everything O) and used to be stopped
+    there, at 0.06 test F1, while 4 sentences trained for the full 30 steps reached 0.33.
     Returns the best student and a record (history, best epoch, stop reason).
 
     ``select_on`` scores these examples instead of the dev set (e.g. the training examples
@@ -107,7 +110,8 @@ def fit_student(ctx: RunContext, examples: Sequence[Example], *, tag: str, seed:
     d.mkdir(parents=True, exist_ok=True)
     state_path = d / "progress.json"
     steps = max(1, math.ceil(len(examples) / s.batch_size))
-    total_epochs = max(s.epochs, math.ceil(s.min_steps / steps))
+    min_epochs = math.ceil(s.min_steps / steps)
+    total_epochs = max(s.epochs, min_epochs)
     eval_every = max(1, round(total_epochs / s.epochs))
     state: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "best_score": -1.0, "history": [], "done": False,
                              "n_train": len(examples), "total_epochs": total_epochs, "eval_every": eval_every}
@@ -149,7 +153,7 @@ def fit_student(ctx: RunContext, examples: Sequence[Example], *, tag: str, seed:
             bad += 1
         student.save(d / "last")
         _write_json(state_path, state)
-        if bad >= s.patience:
+        if bad >= s.patience and state["epoch"] >= min_epochs:
             reason = (f"{metric} changed by <= {plateau} over {s.patience} evaluations" if plateau is not None
                       else f"no dev gain in {s.patience} evaluations")
             break

@@ -146,7 +146,8 @@ class LLKD:
         y = [e.label for e in train]
         n, bs = len(train), ctx.train.batch_size
         steps = max(1, math.ceil(n / bs))
-        total_epochs = max(ctx.train.epochs, math.ceil(ctx.train.min_steps / steps))
+        min_epochs = math.ceil(ctx.train.min_steps / steps)  # patience waits for them (see fit_student)
+        total_epochs = max(ctx.train.epochs, min_epochs)
         eval_every = max(1, round(total_epochs / ctx.train.epochs))
         d = ctx.workdir / "llkd"
         d.mkdir(parents=True, exist_ok=True)
@@ -240,7 +241,7 @@ class LLKD:
                 _write_json(state_path, state)
                 if previous:
                     shutil.rmtree(d / previous, ignore_errors=True)
-                if bad >= ctx.train.patience:
+                if bad >= ctx.train.patience and epoch >= min_epochs:
                     reason = f"no dev gain in {ctx.train.patience} evaluations"
                     break
             bar.close()

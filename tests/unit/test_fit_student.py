@@ -1,0 +1,66 @@
+"""fit_student's early stopping waits for min_steps (a tagger scores 0 on dev before it learns)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from llmkd.methods import LabelSettings, RunContext, TrainSettings
+from llmkd.methods.base import fit_student
+from llmkd.tasks.classification import ClassificationTask
+from llmkd.types import Example, Prediction
+
+LABELS = ["neg", "pos"]
+
+
+class LateStudent:
+    """Predicts the dev labels right only after 7 epochs, like a tagger leaving its all-O phase."""
+
+    def __init__(self, epochs: int = 0) -> None:
+        self.epochs = epochs
+
+    def fit_epoch(self, examples: Sequence[Example], weights: Sequence[float] | None = None) -> float:
+        self.epochs += 1
+        return 1.0 / self.epochs
+
+    def predict(self, examples: Sequence[Any]) -> list[Prediction]:
+        mode = "right" if self.epochs >= 7 else ("half" if self.epochs == 2 else "const")
+        out = []
+        for i, e in enumerate(examples):
+            label = e.label if mode == "right" or (mode == "half" and i == 0) else "neg"
+            out.append(Prediction(label, {}))
+        return out
+
+    def save(self, path: str | Path) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "s.json").write_text(json.dumps({"epochs": self.epochs}))
+
+    @classmethod
+    def load(cls, path: Path) -> LateStudent:
+        return cls(json.loads((Path(path) / "s.json").read_text())["epochs"])
+
+
+def ctx(tmp_path: Path, min_steps: int) -> RunContext:
+    gold = tuple(Example(f"g{i}", f"text {i}", LABELS[i % 2]) for i in range(4))
+    return RunContext(task=ClassificationTask(labels=LABELS), teacher=None, student_factory=lambda seed: LateStudent(),
+                      student_loader=LateStudent.load, labeled=gold, pool=(), dev=(gold[1], gold[0], gold[3], gold[2]),
+                      test=gold, shots=gold, workdir=tmp_path, seed=0,
+                      train=TrainSettings(epochs=4, patience=1, min_steps=min_steps, batch_size=4),
+                      labeling=LabelSettings(confidence=False), progress=False)
+
+
+def test_patience_does_not_stop_before_min_steps(tmp_path: Path) -> None:
+    # 4 examples, batch 4: 1 step an epoch; min_steps 8 -> 8 epochs, dev every 2. The dev score
+    # drops at epoch 4; patience 1 would stop there, but the 8 steps are not done yet.
+    student, rec = fit_student(ctx(tmp_path, min_steps=8), ctx(tmp_path, 8).labeled, tag="t")
+    assert [h["epoch"] for h in rec["history"]] == [2, 4, 6, 8]
+    assert rec["best_epoch"] == 8 and rec["best_score"] == 1.0 and student.epochs == 8
+    assert rec["stop_reason"] == "max_epochs"
+
+
+def test_patience_stops_once_min_steps_are_done(tmp_path: Path) -> None:
+    # min_steps 4 -> 4 epochs of 4 at least; the same drop at epoch 4 now stops training
+    _, rec = fit_student(ctx(tmp_path, min_steps=4), ctx(tmp_path, 4).labeled, tag="t")
+    assert rec["stop_reason"] == "no dev gain in 1 evaluations"
+    assert rec["history"][-1]["epoch"] == 4 and rec["best_epoch"] == 2

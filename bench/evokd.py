@@ -5,7 +5,9 @@ Every (dataset, k, seed) is an ordinary `llmkd run` of examples/evokd_<dataset>.
 examples/<dataset>.yaml for TREC) with overrides, so a killed benchmark resumes where it stopped
 (teacher answers are cached, finished methods and finished EvoKD rounds are kept). The full-shot
 row is a separate run per seed with a larger gold pool (``--full-pool``), since it does not
-depend on k or on the teacher.
+depend on k or on the teacher. Results accumulate in docs/results/evokd.json (keyed by teacher,
+dataset, k, seed and method; reset when the grid settings change), so cells run by separate
+invocations, or on machines whose run folders are gone, stay in one table.
 
     python bench/evokd.py                                   # the issue's grid (hours on a CPU)
     python bench/evokd.py --datasets sst2 --k 1 --seeds 0   # one cell; the doc says which
@@ -61,7 +63,24 @@ def main() -> None:
     command, started = start("evokd")
     hard = args.per_round // 2
     synth = {"rounds": args.rounds, "n_hard": hard, "n_easy": args.per_round - hard}
-    rows: dict[tuple[str, str, int], dict[str, list[dict]]] = {}  # (teacher, dataset, k) -> method -> results
+    settings = {"rounds": args.rounds, "per_round": args.per_round, "pool": args.pool, "full_pool": args.full_pool,
+                "test_size": args.test_size, "epochs": args.epochs, "min_steps": args.min_steps,
+                "ner_min_steps": args.ner_min_steps}
+    store_path = Path(args.out).with_suffix(".json")
+    store = json.loads(store_path.read_text()) if store_path.exists() else {}
+    if store.get("settings") != settings:
+        if store:
+            print(f"{store_path}: other grid settings ({store.get('settings')}); starting a new table")
+        store = {"settings": settings, "commands": [], "runs": {}}
+    store["commands"].append(command)
+
+    def keep(teacher: str, ds: str, k: int | None, seed: int, results: dict[str, dict]) -> None:
+        for m, res in results.items():
+            store["runs"][f"{teacher}|{ds}|{k}|{seed}|{m}"] = {
+                "teacher": teacher, "dataset": ds, "k": k, "seed": seed, "method": m, "result": _slim(res)}
+        store_path.write_text(json.dumps(store, indent=1) + "\n")
+        write(args, store, started)
+
     for model, ds, seed in ((t, d, s) for t in args.teachers for d in args.datasets for s in args.seeds):
         teacher = SHORT.get(model, model)
         out_dir = Path(args.runs) / (f"{teacher}-r{args.rounds}x{args.per_round}-p{args.pool}-t{args.test_size}"
@@ -87,18 +106,13 @@ def main() -> None:
             t0 = time.time()
             results = finished(cfg, methods) if args.report_only else api.run(cfg).results
             print(f"{teacher} {ds} k={k} seed {seed}: {time.time() - t0:.0f}s", flush=True)
-            for m, res in results.items():
-                rows.setdefault((teacher, ds, k), {}).setdefault(m, []).append(res)
-            write(args, rows, command, started)
+            keep(teacher, ds, k, seed, results)
         if args.no_full:
             continue
         t0 = time.time()
         full = finished(full_cfg, ["supervised_full"]) if args.report_only else api.run(full_cfg).results
         print(f"{teacher} {ds} full-shot seed {seed}: {time.time() - t0:.0f}s", flush=True)
-        for k in args.k:
-            if "supervised_full" in full:
-                rows.setdefault((teacher, ds, k), {}).setdefault("supervised_full", []).append(full["supervised_full"])
-        write(args, rows, command, started)
+        keep("-", ds, None, seed, full)  # the full-shot row depends on neither the teacher nor k
 
 
 def finished(cfg, methods: list[str]) -> dict[str, dict]:
@@ -106,6 +120,14 @@ def finished(cfg, methods: list[str]) -> dict[str, dict]:
     run_dir = api.run_dir_for(cfg)
     return {m: json.loads((run_dir / m / "result.json").read_text()) for m in methods
             if (run_dir / m / "result.json").exists()}
+
+
+def _slim(res: dict) -> dict:
+    """What the tables read of a method's result (metrics, hygiene, calls, rounds), not its predictions."""
+    keep = ("metrics", "timings", "stop_reason")
+    extra = res.get("extra", {})
+    return {**{k: res[k] for k in keep if k in res},
+            "extra": {k: extra[k] for k in ("hygiene", "teacher_calls_used", "best_round", "rounds") if k in extra}}
 
 
 def _ms(vals: list[float], scale: float = 1.0) -> str:
@@ -121,15 +143,28 @@ def _metric(res: dict) -> float:
     return float(m.get("macro_f1", m.get("f1", 0.0)))
 
 
-def write(args: argparse.Namespace, rows: dict, command: str, started: float) -> None:
+def write(args: argparse.Namespace, store: dict, started: float) -> None:
+    rows: dict[tuple[str, str, int], dict[str, list[dict]]] = {}  # (teacher, dataset, k) -> method -> results
+    runs = sorted(store["runs"].values(), key=lambda r: (r["dataset"], r["teacher"], r["k"] or 0, r["seed"]))
+    for r in runs:
+        if r["k"] is not None:
+            rows.setdefault((r["teacher"], r["dataset"], r["k"]), {}).setdefault(r["method"], []).append(r["result"])
+    for r in runs:  # full-shot rows join every section of their dataset
+        if r["k"] is None:
+            for (_, ds, _), by_m in rows.items():
+                if ds == r["dataset"]:
+                    by_m.setdefault(r["method"], []).append(r["result"])
+    teachers = sorted({t for t, _, _ in rows})
+    seeds = sorted({r["seed"] for r in runs})
     lines = [
         "# EvoKD benchmark",
         "",
-        f"Command: `{command}`  ",
-        machine_line(started),
-        f"Teachers: {', '.join(SHORT.get(t, t) for t in args.teachers)} (llama.cpp; each section names its "
+        "Commands (in order; each adds its cells to the tables):  ",
+        *[f"`{c}`  " for c in store["commands"]],
+        machine_line(started) + " (of the last command)  ",
+        f"Teachers: {', '.join(teachers)} (llama.cpp; each section names its "
         f"own; generation sampled at temperature 0.7, labeling greedy with the "
-        f"few-shot classify/ner prompt). Student: all-MiniLM-L6-v2. Seeds: {args.seeds}. Test subsample: "
+        f"few-shot classify/ner prompt). Student: all-MiniLM-L6-v2. Seeds: {seeds}. Test subsample: "
         f"{args.test_size}. Synthesis: {args.rounds} rounds x {args.per_round} LLM samples asked for "
         f"(EvoKD: half hard, half easy; no-feedback baseline: the same number of plain samples, the same "
         f"rounds, hygiene, labeling, replay and training). Vanilla KD pool: {args.pool}. Full-shot: gold "

@@ -5,8 +5,11 @@ Synthetic texts have no gold label, so this scores each kept sample's teacher la
 ``bench/evokd.py``). The reference errs too, so the same agreement is also measured on vanilla
 KD's pool, where gold labels exist: it shows how far the proxy is from the truth. Reads finished
 runs of ``bench/evokd.py`` only (no teacher calls, a few seconds of student inference).
+For NER (conll03) agreement is the entity-level span F1 between the teacher's tags and the
+reference tagger's (micro F1 is symmetric, so neither side plays gold), and the class shares
+count entity mentions.
 
-    python bench/evokd_labels.py --teachers qwen2.5-coder-1.5b-instruct --datasets sst2 trec --k 1 8 --seeds 0 1 2
+    python bench/evokd_labels.py --teachers qwen2.5-coder-1.5b-instruct --datasets sst2 trec conll03 --k 1 8 --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ from pathlib import Path
 
 from _common import ROOT, SHORT, machine_line, mean_std, parser, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
 
+from llmkd.conll import spans_from_tags  # noqa: E402
+from llmkd.metrics import span_scores  # noqa: E402
 from llmkd.students.classifier import ClassifierStudent  # noqa: E402
+from llmkd.students.tagger import TaggerStudent  # noqa: E402
 
 RUN = "{teacher}-r{rounds}x{per_round}-p{pool}-t{test}-e{epochs}-m{min_steps}"
 
@@ -27,7 +33,7 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def main() -> None:
-    ap = parser(__doc__, "evokd_labels", ["sst2", "trec"], dataset_choices=["sst2", "trec"])
+    ap = parser(__doc__, "evokd_labels", ["sst2", "trec", "conll03"], dataset_choices=["sst2", "trec", "conll03"])
     ap.add_argument("--k", nargs="+", type=int, default=[1, 8])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--per-round", type=int, default=10)
@@ -57,7 +63,8 @@ def main() -> None:
                 ref_dir = root / f"{ds}-full{args.full_pool}-s{seed}" / "supervised_full" / "student" / "best"
                 if not ref_dir.exists():
                     continue
-                ref = ClassifierStudent.load(ref_dir)
+                ner = ds == "conll03"
+                ref = (TaggerStudent if ner else ClassifierStudent).load(ref_dir)
                 for k in args.k:
                     run = root / f"{ds}-k{k}-s{seed}"
                     for m in ("synth_nofeedback", "evokd"):
@@ -67,21 +74,21 @@ def main() -> None:
                         kept = [s for s in _jsonl(path) if s.get("status") == "kept"]
                         if not kept:
                             continue
-                        preds = ref.predict([_Text(s["text"]) for s in kept])
-                        rows[(k, m)].append(sum(p.label == s["label"] for p, s in zip(preds, kept)) / len(kept))
-                        counts[(k, m)].update(s["label"] for s in kept)
+                        rows[(k, m)].append(_agreement(ref, kept, ner))
+                        counts[(k, m)].update(_classes(kept, ner))
                     if (run / "vanilla" / "result.json").exists():
                         pool = [x for x in _jsonl(run / "labels.jsonl") if x.get("source") == "teacher" and not x["abstained"]]
-                        preds = ref.predict([_Text(x["text"]) for x in pool])
-                        rows[(k, "vanilla")].append(sum(p.label == x["label"] for p, x in zip(preds, pool)) / len(pool))
-                        counts[(k, "vanilla")].update(x["label"] for x in pool)
+                        rows[(k, "vanilla")].append(_agreement(ref, pool, ner))
+                        counts[(k, "vanilla")].update(_classes(pool, ner))
                         quality = json.loads((run / "metrics.json").read_text())["pool"]
-                        pool_true[k].append(float(quality["pseudo-label accuracy (answered)"]))
+                        key = "pseudo-label span f1" if ner else "pseudo-label accuracy (answered)"
+                        pool_true[k].append(float(quality[key]))
             if not rows:
                 continue
             lines += [f"## {ds}, teacher {teacher}", "",
-                      "| k | texts labeled by the teacher | agreement with the reference student | true accuracy | "
-                      "labels given (share of each class, pooled over seeds) |",
+                      "| k | texts labeled by the teacher | agreement with the reference student"
+                      + (" (span F1) | true span F1 | entity mentions given (share of each type" if ner else
+                         " | true accuracy | labels given (share of each class") + ", pooled over seeds) |",
                       "|---:|---|---:|---:|---|"]
             names = {"synth_nofeedback": "generation without feedback (kept samples)",
                      "evokd": "EvoKD (kept samples)", "vanilla": "vanilla KD pool (real texts)"}
@@ -95,6 +102,23 @@ def main() -> None:
     head = ["# EvoKD: quality of the teacher's labels on synthetic samples", "",
             f"Command: `{command}`  ", machine_line(started), ""]
     write_keeping_notes(args.out, "\n".join(head + lines) + "\n")
+
+
+def _agreement(ref, items: list[dict], ner: bool) -> float:
+    """Share of equal labels (classification) or span F1 (NER) between the teacher and ``ref``."""
+    preds = ref.predict([_Text(x["text"]) for x in items])
+    if not ner:
+        return sum(p.label == x["label"] for p, x in zip(preds, items)) / len(items)
+    pairs = [(x["label"], p.label) for p, x in zip(preds, items) if len(p.label) == len(x["label"])]
+    if len(pairs) < len(items):
+        print(f"warning: {len(items) - len(pairs)} of {len(items)} texts split into other words than labeled; skipped")
+    return span_scores([t for t, _ in pairs], [p for _, p in pairs])["f1"]
+
+
+def _classes(items: list[dict], ner: bool) -> list[str]:
+    if not ner:
+        return [x["label"] for x in items]
+    return [sp.type for x in items for sp in spans_from_tags(x["label"])]
 
 
 class _Text:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
 import os
 import platform
@@ -83,3 +84,17 @@ def rows_in_order(by_label: dict[str, list], prefixes: list[str]) -> list[tuple[
     """``(label, results)`` of a table, grouped by the first of ``prefixes`` each label starts
     with (e.g. all "teacher few-shot (...)" rows first), in insertion order within a group."""
     return [(label, results) for prefix in prefixes for label, results in by_label.items() if label.startswith(prefix)]
+
+
+def result_store(out: str | Path, settings: dict, command: str) -> tuple[dict, Path]:
+    """The JSON store beside ``out`` (``NAME.json``) in which a benchmark accumulates its cells
+    over invocations: ``{"settings", "commands", "runs"}``, started anew when ``settings``
+    differ from the stored ones. ``command`` is appended; the caller writes the store back."""
+    path = Path(out).with_suffix(".json")
+    store = json.loads(path.read_text()) if path.exists() else {}
+    if store.get("settings") != settings:
+        if store:
+            print(f"{path}: other settings than {settings} ({store.get('settings')}); starting a new table")
+        store = {"settings": settings, "commands": [], "runs": {}}
+    store["commands"].append(command)
+    return store, path

@@ -22,7 +22,7 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import ROOT, SHORT, machine_line, parser, rows_in_order, start  # noqa: E402  (puts src/ on sys.path)
+from _common import ROOT, SHORT, machine_line, parser, result_store, rows_in_order, start  # noqa: E402  (puts src/ on sys.path)
 from _common import mean_std as _ms
 
 from llmkd import api  # noqa: E402
@@ -38,11 +38,7 @@ def main() -> None:
     args = ap.parse_args()
     command, started = start("classification")
     settings = {"k": args.k, "pool": args.pool, "test_size": args.test_size, "epochs": args.epochs}
-    store_path = Path(args.out).with_suffix(".json")
-    store = json.loads(store_path.read_text()) if store_path.exists() else {}
-    if store.get("settings") != settings:
-        store = {"settings": settings, "commands": [], "runs": {}}
-    store["commands"].append(command)
+    store, store_path = result_store(args.out, settings, command)
     for ds in args.datasets:
         for seed in args.seeds:
             for teacher in args.teachers:

@@ -21,7 +21,7 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import ROOT, SHORT, machine_line, mean_std, parser, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
+from _common import ROOT, SHORT, machine_line, mean_std, parser, result_store, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
 
 from llmkd import api  # noqa: E402
 from llmkd.config import load_config  # noqa: E402
@@ -66,13 +66,7 @@ def main() -> None:
     settings = {"rounds": args.rounds, "per_round": args.per_round, "pool": args.pool, "full_pool": args.full_pool,
                 "test_size": args.test_size, "epochs": args.epochs, "min_steps": args.min_steps,
                 "ner_min_steps": args.ner_min_steps}
-    store_path = Path(args.out).with_suffix(".json")
-    store = json.loads(store_path.read_text()) if store_path.exists() else {}
-    if store.get("settings") != settings:
-        if store:
-            print(f"{store_path}: other grid settings ({store.get('settings')}); starting a new table")
-        store = {"settings": settings, "commands": [], "runs": {}}
-    store["commands"].append(command)
+    store, store_path = result_store(args.out, settings, command)
 
     def keep(teacher: str, ds: str, k: int | None, seed: int, results: dict[str, dict]) -> None:
         for m, res in results.items():
@@ -124,9 +118,8 @@ def finished(cfg, methods: list[str]) -> dict[str, dict]:
 
 def _slim(res: dict) -> dict:
     """What the tables read of a method's result (metrics, hygiene, calls, rounds), not its predictions."""
-    keep = ("metrics", "timings", "stop_reason")
     extra = res.get("extra", {})
-    return {**{k: res[k] for k in keep if k in res},
+    return {**{k: res[k] for k in ("metrics", "timings", "stop_reason") if k in res},
             "extra": {k: extra[k] for k in ("hygiene", "teacher_calls_used", "best_round", "rounds") if k in extra}}
 
 

@@ -56,6 +56,7 @@ def main() -> None:
                                             pool=args.pool, test=args.test_size, epochs=args.epochs,
                                             min_steps=args.min_steps)
         for ds in args.datasets:
+            ner = ds == "conll03"  # a token tagger, span F1 and entity types instead of labels
             rows: dict[tuple[int, str], list[float]] = collections.defaultdict(list)
             counts: dict[tuple[int, str], collections.Counter] = collections.defaultdict(collections.Counter)
             pool_true: dict[int, list[float]] = collections.defaultdict(list)
@@ -63,7 +64,6 @@ def main() -> None:
                 ref_dir = root / f"{ds}-full{args.full_pool}-s{seed}" / "supervised_full" / "student" / "best"
                 if not ref_dir.exists():
                     continue
-                ner = ds == "conll03"
                 ref = (TaggerStudent if ner else ClassifierStudent).load(ref_dir)
                 for k in args.k:
                     run = root / f"{ds}-k{k}-s{seed}"

@@ -32,6 +32,16 @@ ROWS = [("supervised", "supervised-k (gold seeds only)"), ("synth_nofeedback", "
         ("supervised_full", "supervised full-shot (gold pool)")]
 
 
+def grid_dir(args: argparse.Namespace, teacher: str) -> Path:
+    """The folder of one teacher's grid under ``--runs``, named by the grid options that change its results.
+
+    ``bench/evokd_labels.py`` reads the same folders through this function.
+    """
+    threads = getattr(args, "threads", None)
+    return Path(args.runs) / (f"{teacher}-r{args.rounds}x{args.per_round}-p{args.pool}-t{args.test_size}"
+                              f"-e{args.epochs}-m{args.min_steps}" + (f"-thr{threads}" if threads else ""))
+
+
 def split_overrides(ds: str, k: int, pool: int, test_size: int) -> list[str]:
     """k-shot: k gold examples per class; for NER (no classes) 4*k sentences in total."""
     if ds == "conll03":
@@ -77,8 +87,7 @@ def main() -> None:
 
     for model, ds, seed in ((t, d, s) for t in args.teachers for d in args.datasets for s in args.seeds):
         teacher = SHORT.get(model, model)
-        out_dir = Path(args.runs) / (f"{teacher}-r{args.rounds}x{args.per_round}-p{args.pool}-t{args.test_size}"
-                                     f"-e{args.epochs}-m{args.min_steps}" + (f"-thr{args.threads}" if args.threads else ""))
+        out_dir = grid_dir(args, teacher)
         # the grid's rounds and samples replace the example's; its other options (NER: longer samples,
         # min_words) stay, with 30 tokens a sample and 100 analysis tokens where it names none
         base = load_config(ROOT / "examples" / CONFIG[ds]).method_options

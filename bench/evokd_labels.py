@@ -20,13 +20,12 @@ from pathlib import Path
 
 from _common import ROOT, SHORT, machine_line, mean_std, parser, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
 
+from evokd import grid_dir  # noqa: E402  (bench/evokd.py, the grid whose runs this reads)
+
 from llmkd.conll import spans_from_tags  # noqa: E402
 from llmkd.metrics import span_scores  # noqa: E402
 from llmkd.students.classifier import ClassifierStudent  # noqa: E402
 from llmkd.students.tagger import TaggerStudent  # noqa: E402
-
-RUN = "{teacher}-r{rounds}x{per_round}-p{pool}-t{test}-e{epochs}-m{min_steps}"
-
 
 def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -42,6 +41,7 @@ def main() -> None:
     ap.add_argument("--test-size", type=int, default=300)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--min-steps", type=int, default=30)
+    ap.add_argument("--threads", type=int, default=None, help="the --threads the grid ran with, if any")
     ap.set_defaults(runs=str(ROOT / "runs" / "bench-evokd"))
     args = ap.parse_args()
     command, started = start("evokd_labels")
@@ -52,9 +52,7 @@ def main() -> None:
              "proxy's own error. Mean ± std over seeds.", ""]
     for model in args.teachers:
         teacher = SHORT.get(model, model)
-        root = Path(args.runs) / RUN.format(teacher=teacher, rounds=args.rounds, per_round=args.per_round,
-                                            pool=args.pool, test=args.test_size, epochs=args.epochs,
-                                            min_steps=args.min_steps)
+        root = grid_dir(args, teacher)
         for ds in args.datasets:
             ner = ds == "conll03"  # a token tagger, span F1 and entity types instead of labels
             rows: dict[tuple[int, str], list[float]] = collections.defaultdict(list)

@@ -49,12 +49,15 @@ def start(name: str) -> tuple[str, float]:
     return f"python bench/{name}.py " + " ".join(sys.argv[1:]), time.time()
 
 
-def machine_line(started: float) -> str:
-    """Date, machine, load average (other jobs on the machine slow every timing) and wall time."""
+def machine_line(started: float, wall_of: str = "") -> str:
+    """Date, machine, load average (other jobs on the machine slow every timing) and wall time.
+
+    ``wall_of`` says what the wall time covers where a doc gathers the cells of several commands.
+    """
     load = "/".join(f"{x:.1f}" for x in os.getloadavg())
     return (f"Date: {dt.datetime.now().isoformat(timespec='minutes')}; machine: {platform.machine()}, "
             f"{os.cpu_count()} CPU cores, {platform.platform()}; load average (1/5/15 min) at writing {load}; "
-            f"wall time {time.time() - started:.0f} s.  ")
+            f"wall time {time.time() - started:.0f} s" + (f" ({wall_of})" if wall_of else "") + ".  ")
 
 
 def mean_std(vals: list[float], fmt: str = "{:.3f}", scale: float = 1.0) -> str:

@@ -78,7 +78,7 @@ def write(args: argparse.Namespace, store: dict, started: float) -> None:
         "",
         "Commands (in order; each adds its runs to the table):  ",
         *[f"`{c}`  " for c in store["commands"]],
-        machine_line(started) + " (of the last command)  ",
+        machine_line(started, "of the last command"),
         f"Seeds: {seeds} (each seed draws the k-shot labeled set, the demonstrations, the dev set, "
         f"the pool and the test subsample, and initialises the student). k = {args.k} gold examples per class "
         f"(also the prompt demonstrations); dev = {args.k} per class; pool = {args.pool}; test subsample = "

@@ -163,7 +163,7 @@ def write(args: argparse.Namespace, store: dict, started: float) -> None:
         "",
         "Commands (in order; each adds its cells to the tables):  ",
         *[f"`{c}`  " for c in store["commands"]],
-        machine_line(started) + " (of the last command)  ",
+        machine_line(started, "of the last command"),
         f"Teachers: {', '.join(teachers)} (llama.cpp; each section names its "
         f"own; generation sampled at temperature 0.7, labeling greedy with the "
         f"few-shot classify/ner prompt). Student: all-MiniLM-L6-v2. Seeds: {seeds}. Test subsample: "

@@ -80,7 +80,7 @@ def write_keeping_notes(out: str | Path, text: str, marker: str = NOTES) -> None
     out.parent.mkdir(parents=True, exist_ok=True)
     old = out.read_text() if out.exists() else ""
     notes = old.split(marker, 1)[1] if marker in old else ""
-    out.write_text(text + marker + notes)
+    out.write_text(text + marker + (notes or "\n"))
 
 
 def rows_in_order(by_label: dict[str, list], prefixes: list[str]) -> list[tuple[str, list]]:

@@ -11,7 +11,8 @@ methods are kept). The supervised rows do not depend on the teacher and run once
 Results accumulate in docs/results/classification.json (keyed by dataset, teacher, seed and
 method): a later invocation with the same sizes (k, pool, test size, epochs) adds its runs to the
 table, e.g. a second teacher on fewer seeds, and the doc lists every command that contributed.
-An invocation with other sizes starts the table afresh.
+An invocation with other sizes starts the table afresh; `--report-only` rewrites the doc from the
+store (after a change to its layout, or to keep hand notes, which follow the notes marker).
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
-from _common import ROOT, SHORT, machine_line, parser, result_store, rows_in_order, start  # noqa: E402  (puts src/ on sys.path)
+from _common import ROOT, SHORT, machine_line, parser, result_store, rows_in_order, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
 from _common import mean_std as _ms
 
 from llmkd import api  # noqa: E402
@@ -35,10 +35,16 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=1000)
     ap.add_argument("--test-size", type=int, default=500)
     ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite the doc from the stored results (same grid options), running nothing")
     args = ap.parse_args()
     command, started = start("classification")
     settings = {"k": args.k, "pool": args.pool, "test_size": args.test_size, "epochs": args.epochs}
     store, store_path = result_store(args.out, settings, command)
+    if args.report_only:
+        store_path.write_text(json.dumps(store, indent=1))
+        write(args, store, started)
+        return
     for ds in args.datasets:
         for seed in args.seeds:
             for teacher in args.teachers:
@@ -109,8 +115,7 @@ def write(args: argparse.Namespace, store: dict, started: float) -> None:
                          f"{(f'{statistics.mean(pps):.2f}' if pps else '–')} | "
                          f"{(f'{statistics.mean(tps):.0f}' if tps else '–')} | {len(results)} |")
         lines.append("")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    write_keeping_notes(args.out, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -37,9 +37,8 @@ def grid_dir(args: argparse.Namespace, teacher: str) -> Path:
 
     ``bench/evokd_labels.py`` reads the same folders through this function.
     """
-    threads = getattr(args, "threads", None)
     return Path(args.runs) / (f"{teacher}-r{args.rounds}x{args.per_round}-p{args.pool}-t{args.test_size}"
-                              f"-e{args.epochs}-m{args.min_steps}" + (f"-thr{threads}" if threads else ""))
+                              f"-e{args.epochs}-m{args.min_steps}" + (f"-thr{args.threads}" if args.threads else ""))
 
 
 def split_overrides(ds: str, k: int, pool: int, test_size: int) -> list[str]:

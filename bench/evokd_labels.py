@@ -27,6 +27,7 @@ from llmkd.metrics import span_scores  # noqa: E402
 from llmkd.students.classifier import ClassifierStudent  # noqa: E402
 from llmkd.students.tagger import TaggerStudent  # noqa: E402
 
+
 def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 

@@ -254,3 +254,13 @@ def test_a_chat_turn_is_cached_apart_from_the_same_plain_text(cache: TeacherCach
     gen(t, [ChatTurn("same text")])
     assert fake.generated == [["same text"], ["same text"]]
     assert isinstance(fake.generated[1][0], ChatTurn)  # the teacher sees the marker
+
+
+def test_the_shared_prefix_hint_is_keyed_only_for_backends_that_lay_out_by_it() -> None:
+    from llmkd.tasks.base import Prompt
+
+    hinted = Prompt("few shots\nText: p", shared=15)
+    plain = "few shots\nText: p"
+    assert cache_key("fp", "generate", hinted, {}) == cache_key("fp", "generate", plain, {})
+    assert cache_key("fp", "generate", hinted, {}, layout=True) != cache_key("fp", "generate", plain, {}, layout=True)
+    assert cache_key("fp", "generate", Prompt(plain), {}, layout=True) == cache_key("fp", "generate", plain, {}, layout=True)

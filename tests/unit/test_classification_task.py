@@ -182,3 +182,21 @@ def test_score_length_mismatch(task: ClassificationTask) -> None:
     with pytest.raises(ValueError) as exc:
         task.score(["positive"], [])
     assert str(exc.value) == "gold has 1 items, predictions 0"
+
+
+def test_render_marks_the_shared_part(task: ClassificationTask) -> None:
+    """The instruction and demonstrations are the same for every example: the Prompt says where
+    they end, so local teachers can reuse their KV state exactly (teachers/llamacpp.py)."""
+    import pickle
+
+    from llmkd.tasks.base import Prompt
+
+    shots = [Example("s1", "great .", "positive"), Example("s2", "awful .", "negative")]
+    a, b = task.render("a fine film .", shots), task.render("Text: tricky \x00 one", shots)
+    assert isinstance(a, Prompt) and a.shared == b.shared > 0
+    assert a[: a.shared] == b[: b.shared] and a[a.shared :] == "a fine film .\nLabel:"
+    assert a.shared == a.index("a fine film .")
+    assert type(a + "") is str and not hasattr(str(a), "shared")  # string operations drop the hint
+    c = pickle.loads(pickle.dumps(a))
+    assert c == a and c.shared == a.shared
+    assert Prompt("abc", shared=10).shared == 3 and Prompt("abc").shared == 0

@@ -158,6 +158,43 @@ def test_llamacpp_naive_and_prefix_reuse_agree(llama_pair) -> None:
 
 
 @pytest.mark.slow  # loads SmolLM2 (real packaged model)
+def test_llamacpp_plain_and_hinted_prompts_mixed_agree(llama_pair) -> None:
+    """The same texts as plain strings (no shared-part hint: 32-token chunks throughout) and as
+    Prompts, interleaved: each evaluation is the one a fresh context would give for that prompt."""
+    naive, opt = llama_pair
+    mixed = [PROMPTS[0], str(PROMPTS[1]), PROMPTS[1], ODD, str(PROMPTS[2]), PROMPTS[3], str(ODD), PROMPTS[4]]
+    assert_same(naive.generate(mixed, max_tokens=4), opt.generate(mixed, max_tokens=4))
+    options = list(TASK.options())
+    for x, y in zip(naive.score_options(mixed, options), opt.score_options(mixed, options)):
+        assert x == pytest.approx(y, abs=TOL)
+
+
+@pytest.mark.slow  # loads SmolLM2 (real packaged model)
+def test_llamacpp_reuse_evaluates_exactly_the_example(llama_pair) -> None:
+    """After one prompt, the next one with the same shots costs only its own tokens: the shared
+    part's state is kept up to its last token, however long the example (no 32-token rounding)."""
+    _, opt = llama_pair
+    opt.generate([PROMPTS[0]], max_tokens=1)
+    for p in PROMPTS[1:]:
+        toks = opt._tokenize(opt.format(p))
+        shared = opt._shared_tokens(p, opt.format(p), toks)
+        assert 0 < shared < len(toks) and shared >= len(opt._tokenize(opt.format(p)[: p.shared])) - 2
+        before = opt.evaluated_tokens
+        opt.generate([p], max_tokens=1)
+        assert opt.evaluated_tokens - before == len(toks) - shared
+
+
+def test_llamacpp_layout_is_a_function_of_the_prompt_alone() -> None:
+    from llmkd.teachers.llamacpp import LlamaCppTeacher
+
+    t = LlamaCppTeacher(model_path="unused.gguf", weights_sha256="x", n_batch=64)
+    assert t._layout(70) == [0, 32, 64, 70]
+    assert t._layout(200, shared=40) == [0, 32, 40, 104, 168, 200]  # the example from 40, n_batch chunks
+    assert t._layout(40, shared=40) == t._layout(40) == [0, 32, 40]  # nothing after the shared part
+    assert t._layout(0) == [0]
+
+
+@pytest.mark.slow  # loads SmolLM2 (real packaged model)
 def test_llamacpp_choice_constraint_gives_a_label_with_unconstrained_logprobs(llama_pair) -> None:
     naive, opt = llama_pair
     c = Constraint.choice(TASK.options())

@@ -27,6 +27,41 @@ def load_template(name: str):
     return env.from_string(path.read_text(encoding="utf-8"))
 
 
+class Prompt(str):
+    """A rendered few-shot prompt that knows where its shared part ends.
+
+    ``shared`` is the number of leading characters (instruction, label set, demonstrations) that
+    the prompt has in common with every other prompt rendered from the same template and shots,
+    before the example's own text. Local backends lay their evaluation out around that boundary
+    (llamacpp: the shared part in fixed chunks, the example in one), so that reusing the shared
+    part's KV state costs exactly the example's tokens and a prompt's numbers never depend on
+    which prompt came before. It is a hint about this exact text: any string operation gives a
+    plain ``str`` again, and a plain ``str`` is evaluated without it."""
+
+    shared: int
+
+    def __new__(cls, text: str, shared: int = 0) -> "Prompt":
+        obj = super().__new__(cls, text)
+        obj.shared = max(0, min(int(shared), len(obj)))
+        return obj
+
+
+_MARK = "\x00llmkd:example\x00"  # stands in for the example's text to find where it starts
+
+
+def render_prompt(template: str, *, text: str, **context: Any) -> Prompt:
+    """Render ``prompts/<template>.jinja`` for one example (``text``) as a :class:`Prompt`.
+
+    The template is rendered a second time with a marker in place of ``text``; everything before
+    the marker's first occurrence, where both renderings agree, is the shared part. A template
+    that changes ``text`` (a filter) or puts nothing before it gives ``shared = 0``."""
+    tpl = load_template(template)
+    full = tpl.render(text=text, **context).strip()
+    probe = tpl.render(text=_MARK, **context).strip()
+    cut = probe.find(_MARK)
+    return Prompt(full, cut if cut > 0 and full[:cut] == probe[:cut] else 0)
+
+
 @runtime_checkable
 class Task(Protocol):
     kind: Literal["classification", "ner", "seq2seq"]

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from ..errors import ParseError
 from ..metrics import classification_scores
 from ..types import Example, Reply
-from .base import load_template
+from .base import render_prompt
 
 
 class ClassificationTask:
@@ -43,13 +43,14 @@ class ClassificationTask:
         return self.template
 
     def render(self, text: str, shots: Sequence[Example]) -> str:
-        return load_template(self.template).render(
+        return render_prompt(
+            self.template,
             instruction=self.instruction,
             labels=self.labels,
             descriptions=self.label_descriptions,
             shots=[{"text": s.text, "label": s.label} for s in shots],
             text=text,
-        ).strip()
+        )
 
     def constraint(self) -> Any:
         """The choice constraint for ``teacher.constrained``: the reply is one of the labels."""

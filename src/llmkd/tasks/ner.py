@@ -54,7 +54,7 @@ from ..conll import spans_from_tags, tags_from_spans, words
 from ..errors import ConfigError, ParseError
 from ..metrics import span_scores
 from ..types import Example, Reply, Span, TeacherLabel
-from .base import load_template
+from .base import render_prompt
 
 DROP_REASONS = ("not_in_sentence", "unknown_type", "overlap", "duplicate", "truncated")
 _NONE = {"none", "no entities", "no entity", "[]", "n/a", "nothing", "no named entities"}
@@ -154,7 +154,8 @@ class NerTask:
         return "\n".join(f"{s.type}: {s.text}" for s in spans) or "none"
 
     def render(self, text: str, shots: Sequence[Example]) -> str:
-        return load_template(self.template).render(
+        return render_prompt(
+            self.template,
             instruction=self.instruction,
             types=self.labels,
             descriptions=self.descriptions,
@@ -162,7 +163,7 @@ class NerTask:
             example_text=next((sp.text for s in shots for sp in spans_from_tags(s.label, words(s.text))
                                if sp.type == self.labels[0]), "..."),
             text=text,
-        ).strip()
+        )
 
     def constraint(self) -> Any:
         """The GBNF grammar for ``teacher.constrained``: ``none``, or one ``type: words`` line per

@@ -26,7 +26,7 @@ from typing import Any, Literal, Sequence
 
 from ..errors import ConfigError, ParseError
 from ..types import Example, Reply
-from .base import load_template
+from .base import load_template, render_prompt
 
 DEFAULT_INSTRUCTIONS = {
     "tree": ("Parse the sentence into its constituency tree without labels. Put every constituent in "
@@ -72,9 +72,10 @@ class Seq2SeqTask:
         return list(self.labels)
 
     def render(self, text: str, shots: Sequence[Example]) -> str:
-        return load_template(self.template).render(
-            instruction=self.instruction, shots=[{"text": s.text, "label": s.label} for s in shots], text=text,
-        ).strip()
+        return render_prompt(
+            self.template, instruction=self.instruction, shots=[{"text": s.text, "label": s.label} for s in shots],
+            text=text,
+        )
 
     def constraint(self) -> Any:
         """The GBNF grammar for ``teacher.constrained``, one line (the task stops at ``\\n``).

@@ -39,9 +39,14 @@ CREATE TABLE IF NOT EXISTS entries (
 """
 
 
-def cache_key(fingerprint: str, kind: str, prompt: str, params: dict[str, Any]) -> str:
+def cache_key(fingerprint: str, kind: str, prompt: str, params: dict[str, Any], *, layout: bool = False) -> str:
+    """``layout``: the backend evaluates a :class:`~llmkd.tasks.base.Prompt` around its shared
+    part (``uses_shared_prefix``), which can move its numbers in the last bits, so the boundary
+    is part of the key; for other backends it changes nothing and is left out."""
     if isinstance(prompt, ChatTurn):  # sent as a chat turn: another request than the plain text
         params = {**params, "chat_turn": True}
+    if layout and getattr(prompt, "shared", 0):
+        params = {**params, "shared": prompt.shared}
     blob = json.dumps([fingerprint, kind, str(prompt), params], sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
@@ -149,7 +154,8 @@ class CachedTeacher:
         """The values for ``prompts``, from the cache or from ``call(missing prompts)``. The new
         values are stored under ``store_params()`` (evaluated after the call) when given."""
         fp = self.teacher.fingerprint
-        keys = [cache_key(fp, kind, p, params) for p in prompts]
+        layout = bool(getattr(self.teacher, "uses_shared_prefix", False))
+        keys = [cache_key(fp, kind, p, params, layout=layout) for p in prompts]
         hit = self.cache.get_many(keys)
         self.hits += len(hit)
         self.cached_seconds += sum(sec for _, sec in hit.values())
@@ -167,7 +173,7 @@ class CachedTeacher:
             self.seconds += spent
             stored = store_params() if store_params is not None else params
             for i, v in zip(miss_idx, values):
-                key = keys[i] if stored == params else cache_key(fp, kind, prompts[i], stored)
+                key = keys[i] if stored == params else cache_key(fp, kind, prompts[i], stored, layout=layout)
                 self.cache.put(key, fp, kind, v, spent / len(miss_idx))
                 found[keys[i]] = v
         return [found[k] for k in keys]

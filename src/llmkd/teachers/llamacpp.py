@@ -10,9 +10,12 @@ share the instruction and demonstrations, so only the example itself is processe
 ``score_options`` evaluates a prompt once and scores every option from that state, one token
 eval per option token after the first. ``prefix_reuse=False`` is the naive reference path: every
 prompt, and every option of ``score_options``, is evaluated from an empty context. Both paths
-evaluate every position in the same chunk layout (see :meth:`LlamaCppTeacher._prefill`), so they
-give the same greedy replies and option log-likelihoods (tests/unit/test_teacher_equivalence.py);
-the switch is therefore not part of the fingerprint.
+evaluate every position in the same chunk layout, a function of the prompt alone (see
+:meth:`LlamaCppTeacher._layout`), so they give the same greedy replies and option
+log-likelihoods (tests/unit/test_teacher_equivalence.py); the switch is therefore not part of
+the fingerprint. A task's :class:`~llmkd.tasks.base.Prompt` says where its shared part ends; the
+layout then evaluates the example in one chunk from there, which is exactly the work a raw
+llama.cpp loop with prefix matching does (docs/results/teacher_speed.md).
 
 Constrained decoding (``generate(..., constraint=...)``): a ``choice`` constraint follows a token
 trie of the choices (:class:`~llmkd.teachers.base.ChoiceTrie`) inside this loop; ``json`` and
@@ -36,11 +39,12 @@ from .base import ChoiceTrie, Constraint, continuation, wants_chat, log_softmax_
 
 log = logging.getLogger(__name__)
 
-ALIGN = 32  # evaluation chunk; see LlamaCppTeacher._prefill
+ALIGN = 32  # evaluation chunk; see LlamaCppTeacher._layout
 
 
 class LlamaCppTeacher:
     name = "llamacpp"
+    uses_shared_prefix = True  # Prompt.shared changes the chunk layout: the cache keys it
 
     def __init__(self, *, model_path: str, weights_sha256: str, chat: bool = True, n_ctx: int = 4096,
                  n_threads: int | None = None, n_batch: int = 512, seed: int = 0, prefix_reuse: bool = True) -> None:
@@ -54,7 +58,9 @@ class LlamaCppTeacher:
         self.prefix_reuse = prefix_reuse  # not in the fingerprint: it cannot change replies
         self.evaluated_tokens = 0  # prompt/option tokens actually run through the model (for the benchmark)
         self._llm: Any = None
-        self._memo: tuple[list[int], Any] | None = None
+        self._memo: tuple[list[int], list[int], Any] | None = None  # tokens, layout, last logits
+        self._bounds: list[int] = [0]  # chunk starts of the context's state, then its end
+        self._head: tuple[str, list[int]] | None = None  # the last shared text and its tokens
 
     @property
     def fingerprint(self) -> str:
@@ -100,45 +106,91 @@ class LlamaCppTeacher:
         n_vocab = self._llm.n_vocab()
         return np.ctypeslib.as_array(self._llm._ctx.get_logits_ith(-1), shape=(n_vocab,)).copy()
 
-    def _prefill(self, tokens: list[int]) -> Any:
+    def _layout(self, n: int, shared: int = 0) -> list[int]:
+        """Where the chunks start when ``n`` prompt tokens are evaluated, plus ``n`` at the end.
+
+        llama.cpp's kernels give slightly different numbers for different batch shapes, so a
+        position's KV state and the last logits depend on how the prompt was cut into ``eval``
+        calls. The cut is therefore a function of the prompt alone, never of what the context
+        held before: chunks of ``ALIGN`` tokens from 0, and, when the prompt's first ``shared``
+        tokens are the task's shared part, a chunk boundary there and the rest in one chunk (of
+        at most ``n_batch``). Reuse (:meth:`_prefill`) keeps only state computed in the same
+        chunks, so reused and from-scratch evaluation agree bit for bit."""
+        if 0 < shared < n:
+            return list(range(0, shared, ALIGN)) + list(range(shared, n, self.n_batch)) + [n]
+        return list(range(0, n, ALIGN)) + [n]
+
+    def _shared_tokens(self, prompt: str, ctx_text: str, toks: list[int]) -> int:
+        """How many of ``toks`` (the formatted ``prompt``) are the prompt's shared part: the tokens
+        the shared text's own tokenization has in common with them (a token that merges across
+        the boundary is the example's). 0 for a plain string."""
+        shared = getattr(prompt, "shared", 0)
+        body = str(prompt)
+        at = 0 if ctx_text == body else ctx_text.find(body)  # the chat template wraps the prompt
+        if not shared or at < 0:
+            return 0
+        head = ctx_text[: at + shared]
+        if self._head is None or self._head[0] != head:
+            self._head = (head, self._tokenize(head))
+        n = 0
+        for a, b in zip(self._head[1], toks):
+            if a != b:
+                break
+            n += 1
+        return n
+
+    def _rewind(self, n: int) -> None:
+        """Keep the first ``n`` tokens of the context (and the chunk starts below them)."""
+        self._llm.n_tokens = n
+        self._bounds = [b for b in self._bounds if b < n] + [n]
+
+    def _prefill(self, tokens: list[int], shared: int = 0) -> Any:
         """Bring the context to ``tokens``, evaluating only what differs from what is there.
 
-        Evaluation is made independent of what the context held before: the reused prefix is cut
-        back to a multiple of ``ALIGN`` tokens and the rest is evaluated in chunks that start at
-        multiples of ``ALIGN``, so every position is always computed in the same batch shape (llama.cpp's
-        kernels give slightly different numbers for different batch sizes). The logits of the
-        last prefill are memoised, so scoring right after generating reuses them exactly."""
+        The chunks follow :meth:`_layout`. State already in the context is kept up to the last
+        chunk start that it shares with the new layout (every chunk before it the same, and the
+        tokens the same up to it); from there the new layout's chunks are evaluated. The logits
+        of the last prefill are memoised, so scoring right after generating reuses them
+        exactly."""
         llm = self._llm
+        layout = self._layout(len(tokens), shared)
         if not self.prefix_reuse:
             llm.n_tokens = 0
             self._memo = None
-            for start in range(0, len(tokens), ALIGN):
-                llm.eval(tokens[start : start + ALIGN])
+            for start, end in zip(layout, layout[1:]):
+                llm.eval(tokens[start:end])
+            self._bounds = layout
             self.evaluated_tokens += len(tokens)
             return self._last_logits()
-        if self._memo is not None and self._memo[0] == tokens and llm.n_tokens >= len(tokens) \
-                and llm.input_ids[: len(tokens)].tolist() == tokens:
-            llm.n_tokens = len(tokens)
-            return self._memo[1]
+        if self._memo is not None and self._memo[0] == tokens and self._memo[1] == layout \
+                and llm.n_tokens >= len(tokens) and llm.input_ids[: len(tokens)].tolist() == tokens:
+            self._rewind(len(tokens))
+            return self._memo[2]
         lcp = 0
         for a, b in zip(llm._input_ids.tolist(), tokens):
             if a != b:
                 break
             lcp += 1
-        lcp = min(lcp, len(tokens) - 1)
-        lcp -= lcp % ALIGN
-        llm.n_tokens = lcp
-        for start in range(lcp, len(tokens), ALIGN):
-            llm.eval(tokens[start : start + ALIGN])
-        self.evaluated_tokens += len(tokens) - lcp
+        keep = 0
+        for have, want in zip(self._bounds, layout):
+            if have != want or want > lcp or want >= len(tokens):
+                break
+            keep = want
+        llm.n_tokens = keep
+        for start, end in zip(layout, layout[1:]):
+            if start >= keep:
+                llm.eval(tokens[start:end])
+        self._bounds = layout
+        self.evaluated_tokens += len(tokens) - keep
         logits = self._last_logits()
-        self._memo = (list(tokens), logits)
+        self._memo = (list(tokens), layout, logits)
         return logits
 
     def _step(self, token: int) -> Any:
         self._memo = None
         self.evaluated_tokens += 1
         self._llm.eval([token])
+        self._bounds.append(self._llm.n_tokens)  # a one-token chunk
         return self._last_logits()
 
     def _check_len(self, n: int, extra: int) -> None:
@@ -164,7 +216,7 @@ class LlamaCppTeacher:
             ctx_text = self.format(prompt)
             toks = self._tokenize(ctx_text)
             self._check_len(len(toks), max_tokens)
-            logits = self._prefill(toks)
+            logits = self._prefill(toks, self._shared_tokens(prompt, ctx_text, toks))
             rng = np.random.default_rng(
                 int.from_bytes(hashlib.sha256(f"{seed}|{prompt}".encode()).digest()[:8], "little"))
             trie = self._choice_trie(ctx_text, constraint) if constraint is not None and constraint.kind == "choice" else None
@@ -260,7 +312,8 @@ class LlamaCppTeacher:
             ctx_text = self.format(prompt)
             ctx = self._tokenize(ctx_text)
             self._check_len(len(ctx), 16)
-            base_logits = self._prefill(ctx) if self.prefix_reuse else None
+            shared = self._shared_tokens(prompt, ctx_text, ctx)
+            base_logits = self._prefill(ctx, shared) if self.prefix_reuse else None
             row = []
             for option in options:
                 full = self._tokenize(ctx_text + continuation(ctx_text, option, bool(self._template)))
@@ -272,12 +325,12 @@ class LlamaCppTeacher:
                 if k == len(ctx) and self.prefix_reuse:
                     llm = self._llm
                     if llm.n_tokens >= len(ctx) and llm.input_ids[: len(ctx)].tolist() == ctx:
-                        llm.n_tokens = len(ctx)  # drop the previous option's tokens, keep the prompt
+                        self._rewind(len(ctx))  # drop the previous option's tokens, keep the prompt
                     else:
-                        base_logits = self._prefill(ctx)
+                        base_logits = self._prefill(ctx, shared)
                     logits = base_logits
                 else:  # naive: from scratch; or the option merged with the prompt's last token(s)
-                    logits = self._prefill(full[:k])
+                    logits = self._prefill(full[:k], min(shared, k))
                 total = 0.0
                 rest = full[k:]
                 for j, tok in enumerate(rest):

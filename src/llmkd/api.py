@@ -53,8 +53,13 @@ def run_dir_for(cfg: RunConfig) -> Path:
 
 
 def _check_same_config(run_dir: Path, cfg: RunConfig) -> None:
+    """Refuse to mix two configs' results in one run directory. A directory whose earlier run
+    stopped before it wrote anything but its config (bad data, an unknown model) holds nothing to
+    protect: the corrected config takes it over."""
     path = run_dir / "config.yaml"
     if not path.exists():
+        return
+    if not any(p.is_file() and p != path for p in run_dir.rglob("*")):
         return
     import yaml
 

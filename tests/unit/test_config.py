@@ -237,3 +237,20 @@ def test_dump_config_round_trips(tmp_path: Path) -> None:
                                                   "data.split.labeled_n=16"])
     again = load_config(write(tmp_path, dump_config(cfg), "dumped.yaml"))
     assert again == cfg
+
+
+def test_a_run_directory_keeps_its_config_once_it_holds_results(tmp_path: Path) -> None:
+    from llmkd.api import _check_same_config
+
+    run_dir = tmp_path / "runs" / "r"
+    (run_dir / "teacher").mkdir(parents=True)  # made before the method failed on bad input
+    first = parse_config(raw(teacher={"model": "no-such-model"}), base_dir=tmp_path)
+    (run_dir / "config.yaml").write_text(dump_config(first))
+    fixed = parse_config(raw(teacher={"model": "smollm2-135m-instruct"}), base_dir=tmp_path)
+    _check_same_config(run_dir, fixed)  # nothing computed yet: the corrected config may take over
+    (run_dir / "teacher" / "result.json").write_text("{}")
+    with pytest.raises(ConfigError) as err:
+        _check_same_config(run_dir, fixed)
+    assert str(err.value) == (f"{run_dir} holds a run made with a different config (differs in: teacher). "
+                              f"Give this run another name (--set name=...) or delete {run_dir} to start over.")
+    _check_same_config(run_dir, first)  # the same config resumes

@@ -4,6 +4,7 @@ re-asks, replay, stop reasons, resumption)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -420,3 +421,17 @@ def test_max_per_call_splits_a_round_into_several_calls(tmp_path: Path) -> None:
     c = res.extra["rounds"][0]["counts"]
     assert c["generated"] == 6  # the scripted teacher writes 4 lines a call; 2 are taken
     assert len({s for k, _, s in teacher.prompts if k == "generate"}) == 3  # a fresh sample per call
+
+
+def test_a_small_round_trains_at_least_min_steps(tmp_path: Path) -> None:
+    """A round's training set of a few samples gets more epochs, so that the run's min_steps (or
+    min_steps_per_round) optimizer steps happen: a tagger trained 3 epochs of 2 steps still tags
+    everything O (docs/methods/evokd.md)."""
+    ctx = dataclasses.replace(make_ctx(tmp_path / "a", ScriptedTeacher()),
+                              train=TrainSettings(epochs=1, patience=1, min_steps=12, batch_size=4))
+    rounds = EvoKD(**{**OPTS, "rounds": 2}).run(ctx).extra["rounds"]
+    # round 1: 3 kept + 2 gold seeds = 5 examples = 2 steps an epoch -> 6 epochs; round 2: +3 replayed = 8 -> 6
+    assert [(r["n_train_round"], r["epochs"]) for r in rounds] == [(5, 6), (8, 6)]
+    ctx = dataclasses.replace(ctx, workdir=tmp_path / "b")
+    rounds = EvoKD(**{**OPTS, "rounds": 2, "min_steps_per_round": 0}).run(ctx).extra["rounds"]
+    assert [r["epochs"] for r in rounds] == [3, 3]  # epochs_per_round alone

@@ -24,7 +24,8 @@ The loop (one commented step per line in :meth:`EvoKD.run`)::
     5. a *separate* LLM call labels each surviving input (the run's few-shot labeling prompt);
        abstentions and labels outside the label set are dropped, never defaulted
     6. train the same student further on the new batch + replay of earlier rounds (the paper's
-       "review") + the gold seeds, ``epochs_per_round`` epochs; evaluate on the dev set
+       "review") + the gold seeds, ``epochs_per_round`` epochs and at least ``min_steps_per_round``
+       optimizer steps; evaluate on the dev set
     7. keep the best-dev round's student; stop on plateau (``patience``) or budget
 
 The "generation without feedback" baseline (``synth_nofeedback``, ZeroGen / AugGPT-style) is
@@ -48,6 +49,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import random
 import shutil
 import time
@@ -90,7 +92,11 @@ class EvoKDOptions(BaseModel):
         "before_training", description="judge last round's samples with the student before or after it trained on them")
     replay: float = Field(1.0, ge=0, le=1, description="fraction of earlier rounds' samples replayed each round (review)")
     replay_gold: bool = Field(True, description="train on the gold seeds every round")
-    epochs_per_round: int = Field(3, ge=1)
+    epochs_per_round: int = Field(3, ge=1, description="epochs over a round's training set (new + replay + seeds) at least")
+    min_steps_per_round: int | None = Field(
+        None, ge=0, description="optimizer steps per round at least (a small round gets more epochs); null = the run's "
+                                "student.min_steps. A token tagger on ~20 sentences still tags everything O after "
+                                "3 epochs of 2 steps (docs/methods/evokd.md)")
     patience: int = Field(2, ge=0, description="stop after this many rounds without dev gain; 0 = never")
     temperature: float = Field(0.7, gt=0, description="sampling temperature of analysis and generation")
     tokens_per_sample: int = Field(40, ge=8, description="generation max_tokens = this x samples asked for")
@@ -407,7 +413,10 @@ class EvoKD:
             rec["dev"] = state.get("last_dev") or state.get("round0_dev") or {}
             return student, _main_metric(rec["dev"])
         rng.shuffle(train)
-        losses = [student.fit_epoch(train) for _ in range(o.epochs_per_round)]
+        floor = ctx.train.min_steps if o.min_steps_per_round is None else o.min_steps_per_round
+        epochs = max(o.epochs_per_round, math.ceil(floor / max(1, math.ceil(len(train) / ctx.train.batch_size))))
+        losses = [student.fit_epoch(train) for _ in range(epochs)]
+        rec["epochs"] = epochs
         after = student.predict([Example(s["id"], s["text"], _lab(s["label"])) for s in batch])
         for s, p in zip(batch, after):
             s["pred_after"] = p.label

@@ -74,7 +74,8 @@ def main() -> None:
     synth = {"rounds": args.rounds, "n_hard": hard, "n_easy": args.per_round - hard}
     settings = {"rounds": args.rounds, "per_round": args.per_round, "pool": args.pool, "full_pool": args.full_pool,
                 "test_size": args.test_size, "epochs": args.epochs, "min_steps": args.min_steps,
-                "ner_min_steps": args.ner_min_steps}
+                "ner_min_steps": args.ner_min_steps,
+                "round_min_steps": "student.min_steps"}  # EvoKD's per-round floor (the tables before it: doc notes)
     store, store_path = result_store(args.out, settings, command)
 
     def keep(teacher: str, ds: str, k: int | None, seed: int, results: dict[str, dict]) -> None:

@@ -82,6 +82,13 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def min_epochs(n_examples: int, train: TrainSettings, min_steps: int | None = None) -> int:
+    """Epochs over ``n_examples`` that make at least ``min_steps`` (default ``train.min_steps``)
+    optimizer steps: a tiny set gets more epochs."""
+    steps = max(1, math.ceil(n_examples / train.batch_size))
+    return math.ceil((train.min_steps if min_steps is None else min_steps) / steps)
+
+
 def fit_student(ctx: RunContext, examples: Sequence[Example], *, tag: str, seed: int | None = None,
                 weights: Sequence[float] | None = None, select_on: Sequence[Example] | None = None,
                 plateau: float | None = None) -> tuple[Student, dict[str, Any]]:
@@ -109,9 +116,8 @@ def fit_student(ctx: RunContext, examples: Sequence[Example], *, tag: str, seed:
     d = ctx.workdir / tag
     d.mkdir(parents=True, exist_ok=True)
     state_path = d / "progress.json"
-    steps = max(1, math.ceil(len(examples) / s.batch_size))
-    min_epochs = math.ceil(s.min_steps / steps)
-    total_epochs = max(s.epochs, min_epochs)
+    least = min_epochs(len(examples), s)
+    total_epochs = max(s.epochs, least)
     eval_every = max(1, round(total_epochs / s.epochs))
     state: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "best_score": -1.0, "history": [], "done": False,
                              "n_train": len(examples), "total_epochs": total_epochs, "eval_every": eval_every}
@@ -153,7 +159,7 @@ def fit_student(ctx: RunContext, examples: Sequence[Example], *, tag: str, seed:
             bad += 1
         student.save(d / "last")
         _write_json(state_path, state)
-        if bad >= s.patience and state["epoch"] >= min_epochs:
+        if bad >= s.patience and state["epoch"] >= least:
             reason = (f"{metric} changed by <= {plateau} over {s.patience} evaluations" if plateau is not None
                       else f"no dev gain in {s.patience} evaluations")
             break

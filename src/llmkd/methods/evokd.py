@@ -49,7 +49,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import random
 import shutil
 import time
@@ -67,7 +66,7 @@ from ..synthesis import (DROP_REASONS, Generated, HygieneCounts, SampleFilter, c
 from ..tasks.base import load_template
 from ..teachers.base import ChatTurn
 from ..types import Example, RunResult, TeacherLabel, Unlabeled
-from .base import RunContext, fit_student
+from .base import RunContext, fit_student, min_epochs
 
 log = logging.getLogger(__name__)
 
@@ -413,8 +412,7 @@ class EvoKD:
             rec["dev"] = state.get("last_dev") or state.get("round0_dev") or {}
             return student, _main_metric(rec["dev"])
         rng.shuffle(train)
-        floor = ctx.train.min_steps if o.min_steps_per_round is None else o.min_steps_per_round
-        epochs = max(o.epochs_per_round, math.ceil(floor / max(1, math.ceil(len(train) / ctx.train.batch_size))))
+        epochs = max(o.epochs_per_round, min_epochs(len(train), ctx.train, o.min_steps_per_round))
         losses = [student.fit_epoch(train) for _ in range(epochs)]
         rec["epochs"] = epochs
         after = student.predict([Example(s["id"], s["text"], _lab(s["label"])) for s in batch])

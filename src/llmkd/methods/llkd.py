@@ -43,7 +43,7 @@ from ..errors import TeacherError
 from ..labeling import abstention_rate
 from ..selection import LLKDSelector, Selection, SelectionInput, build_selector, loss_weights
 from ..types import Example, RunResult, TeacherLabel
-from .base import RunContext, _write_json
+from .base import RunContext, _write_json, min_epochs
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +146,8 @@ class LLKD:
         y = [e.label for e in train]
         n, bs = len(train), ctx.train.batch_size
         steps = max(1, math.ceil(n / bs))
-        min_epochs = math.ceil(ctx.train.min_steps / steps)  # patience waits for them (see fit_student)
-        total_epochs = max(ctx.train.epochs, min_epochs)
+        least = min_epochs(n, ctx.train)  # patience waits for them (see fit_student)
+        total_epochs = max(ctx.train.epochs, least)
         eval_every = max(1, round(total_epochs / ctx.train.epochs))
         d = ctx.workdir / "llkd"
         d.mkdir(parents=True, exist_ok=True)
@@ -241,7 +241,7 @@ class LLKD:
                 _write_json(state_path, state)
                 if previous:
                     shutil.rmtree(d / previous, ignore_errors=True)
-                if bad >= ctx.train.patience and epoch >= min_epochs:
+                if bad >= ctx.train.patience and epoch >= least:
                     reason = f"no dev gain in {ctx.train.patience} evaluations"
                     break
             bar.close()

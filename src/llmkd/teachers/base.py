@@ -169,6 +169,16 @@ def _compiled_chat(template: str) -> Any:
     return env.from_string(template)
 
 
+def common_prefix(a: Sequence[Any], b: Sequence[Any]) -> int:
+    """How many leading items (token ids, characters) ``a`` and ``b`` have in common."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def log_softmax_at(logits: Any, token: int) -> float:
     """log p(token) under a logits vector (numpy), computed stably."""
     import numpy as np

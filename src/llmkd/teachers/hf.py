@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 from ..errors import TeacherError
 from ..types import Reply
-from .base import ChoiceTrie, Constraint, continuation, make_fingerprint, pick_token, wants_chat
+from .base import ChoiceTrie, Constraint, common_prefix, continuation, make_fingerprint, pick_token, wants_chat
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class HFTeacher:
 
         if self._prefix is not None and self._prefix[0] == tokens:
             return self._prefix[1]
-        k = _common_prefix(self._prefix[0], tokens) if self._prefix is not None else 0
+        k = common_prefix(self._prefix[0], tokens) if self._prefix is not None else 0
         if k:
             cache = copy.deepcopy(self._prefix[1])
             drop = cache.get_seq_length() - k
@@ -145,7 +145,7 @@ class HFTeacher:
         n = min(len(s) for s in seqs) - 1
         first = seqs[0]
         for s in seqs[1:]:
-            n = min(n, _common_prefix(first[:n], s))
+            n = min(n, common_prefix(first[:n], s))
         return max(n, 0)
 
     def applies(self, constraint: Constraint) -> bool:
@@ -251,7 +251,7 @@ class HFTeacher:
         shared = self._shared(ctxs)
         result = []
         for ctx, full in zip(ctxs, fulls):
-            lcps = [_common_prefix(ctx, f) for f in full]
+            lcps = [common_prefix(ctx, f) for f in full]
             starts = [max(k, 1) for k in lcps]
             if not self.prefix_reuse:  # naive: one full forward pass per option
                 row = []
@@ -288,14 +288,6 @@ class HFTeacher:
             result.append(row)
         return result
 
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _cut(tok: Any, ids: list[int], logps: list[float], stop: Sequence[str], max_tokens: int) -> tuple[str, list[int], list[float], str]:

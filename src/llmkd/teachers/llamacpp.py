@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 from ..errors import TeacherError, require
 from ..types import Reply
-from .base import ChoiceTrie, Constraint, continuation, wants_chat, log_softmax_at, make_fingerprint, pick_token, render_chat
+from .base import ChoiceTrie, Constraint, common_prefix, continuation, wants_chat, log_softmax_at, make_fingerprint, pick_token, render_chat
 
 log = logging.getLogger(__name__)
 
@@ -132,12 +132,7 @@ class LlamaCppTeacher:
         head = ctx_text[: at + shared]
         if self._head is None or self._head[0] != head:
             self._head = (head, self._tokenize(head))
-        n = 0
-        for a, b in zip(self._head[1], toks):
-            if a != b:
-                break
-            n += 1
-        return n
+        return common_prefix(self._head[1], toks)
 
     def _rewind(self, n: int) -> None:
         """Keep the first ``n`` tokens of the context (and the chunk starts below them)."""
@@ -166,11 +161,7 @@ class LlamaCppTeacher:
                 and llm.n_tokens >= len(tokens) and llm.input_ids[: len(tokens)].tolist() == tokens:
             self._rewind(len(tokens))
             return self._memo[2]
-        lcp = 0
-        for a, b in zip(llm._input_ids.tolist(), tokens):
-            if a != b:
-                break
-            lcp += 1
+        lcp = common_prefix(llm._input_ids.tolist(), tokens)
         keep = 0
         for have, want in zip(self._bounds, layout):
             if have != want or want > lcp or want >= len(tokens):
@@ -317,11 +308,7 @@ class LlamaCppTeacher:
             row = []
             for option in options:
                 full = self._tokenize(ctx_text + continuation(ctx_text, option, bool(self._template)))
-                k = 0
-                for a, b in zip(ctx, full):
-                    if a != b:
-                        break
-                    k += 1
+                k = common_prefix(ctx, full)
                 if k == len(ctx) and self.prefix_reuse:
                     llm = self._llm
                     if llm.n_tokens >= len(ctx) and llm.input_ids[: len(ctx)].tolist() == ctx:

@@ -23,6 +23,7 @@ from .report import manifest, read_jsonl, render_report, write_json, write_jsonl
 from .students.checkpoint import drop_optimizer_state
 from .tasks import build_task
 from .teachers import CachedTeacher, TeacherCache, build_teacher
+from .teachers.base import common_prefix
 from .types import Example, TeacherLabel
 
 log = logging.getLogger(__name__)
@@ -262,15 +263,15 @@ def dry_run(cfg: RunConfig, *, calibrate: bool = True) -> dict[str, Any]:
 
 
 def _shared_prefix_tokens(teacher: Any, prompts: list[str]) -> int:
-    if len(prompts) < 2:
+    """Tokens of the part every prompt shares: the rendered prompt's own boundary
+    (:class:`~llmkd.tasks.base.Prompt`), else the common prefix of the first two."""
+    if not prompts:
         return 0
-    a, b = prompts
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return teacher.count_tokens(a[:n]) if n else 0
+    first = prompts[0]
+    n = getattr(first, "shared", None)
+    if n is None:
+        n = common_prefix(first, prompts[1]) if len(prompts) > 1 else 0
+    return teacher.count_tokens(first[:n]) if n else 0
 
 
 def evaluate(run_dir: str | Path) -> RunSummary:

@@ -9,7 +9,9 @@ training noise only (a smaller-scale choice that keeps teacher cost at one pool 
 The top-k and random rows of a seed use the data fraction LLKD ever selected in that seed.
 
 Every row is resumable: each (dataset, teacher, seed, row) writes its result.json and is skipped
-on a rerun; student training checkpoints every epoch.
+on a rerun; student training checkpoints every epoch. Finished rows also go to the JSON store
+beside the doc (docs/results/llkd.json), so later invocations with the same grid options add to
+the tables even when the run folders are gone; `--report-only` rewrites the doc from it.
 
     python bench/llkd.py                                   # the grid of the issue (hours on a CPU)
     python bench/llkd.py --pool 150 --pool-large 60        # what docs/results/llkd.md reports
@@ -25,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, SHORT, machine_line, parser, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
+from _common import ROOT, SHORT, machine_line, parser, result_store, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
 from _common import mean_std as _ms
 
 from llmkd import api  # noqa: E402
@@ -86,7 +88,15 @@ def main() -> None:
     ap.add_argument("--label-only", action="store_true", help="only label the pools (fills the teacher cache)")
     args = ap.parse_args()
     command, started = start("llkd")
-    results: dict[str, dict[str, Any]] = {}
+    settings = {"k": args.k, "dev": args.dev, "pool": args.pool, "pool_large": args.pool_large,
+                "pool_for": sorted(args.pool_for), "test_size": args.test_size, "epochs": args.epochs,
+                "min_steps": args.min_steps, "labeling": args.labeling}
+    store, store_path = result_store(args.out, settings, command)
+    store.setdefault("pools", {})
+    if args.report_only:
+        store_path.write_text(json.dumps(store, indent=1))
+        write(args, store, started)
+        return
     for teacher in args.teachers:  # first teacher on every dataset first: partial results stay useful
         for ds in args.datasets:
             pool = dict(x.split("=") for x in args.pool_for).get(ds, args.pool)
@@ -100,8 +110,6 @@ def main() -> None:
                 f"student.epochs={args.epochs}", f"student.min_steps={args.min_steps}", "progress=false"]
                 + ([f"student.threads={args.threads}"] if args.threads else []))
             run_dir = api.run_dir_for(cfg)
-            if args.report_only and not any(run_dir.glob("seed*/*/result.json")):
-                continue  # nothing finished here: no section, and no teacher call
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "config.yaml").write_text(api.dump_config(cfg))
             sess = api._Session(cfg)
@@ -111,22 +119,25 @@ def main() -> None:
             label_s = time.time() - t0
             print(f"{ds} {name}: labeled {len(labels)} in {label_s:.0f}s", flush=True)
             key = f"{ds}|{name}"
-            results[key] = {"pool": pool, "teacher": name, "dataset": ds, "label_seconds": label_s,
-                            "pool_quality": api.pool_quality(labels, sess._vault), "rows": {}}
+            old = store["pools"].get(key, {})
+            store["pools"][key] = {"pool": pool, "teacher": name, "dataset": ds,
+                                   "label_seconds": max(label_s, old.get("label_seconds", 0.0)),  # 0 when cached
+                                   "pool_quality": api.pool_quality(labels, sess._vault)}
+            store_path.write_text(json.dumps(store, indent=1))
             if args.label_only:
                 continue
-            rows = ROWS + args.ablations
             for seed in args.seeds:
                 fraction = None
-                for row in rows:
+                for row in ROWS + args.ablations:
                     wd = run_dir / f"seed{seed}" / row
-                    wd.mkdir(parents=True, exist_ok=True)
                     done = wd / "result.json"
-                    if done.exists():
+                    stored = store["runs"].get(f"{key}|{seed}|{row}")
+                    if stored:
+                        res = stored["result"]
+                    elif done.exists():
                         res = json.loads(done.read_text())
-                    elif args.report_only:
-                        continue
                     else:
+                        wd.mkdir(parents=True, exist_ok=True)
                         ctx = dataclasses.replace(sess.context("vanilla", wd), seed=seed, progress=False)
                         t1 = time.time()
                         out = method_for(row, fraction).run(ctx)
@@ -139,18 +150,27 @@ def main() -> None:
                               f"({res['seconds']:.0f}s)", flush=True)
                     if row == "llkd":
                         fraction = res["extra"]["data_fraction"]
-                    results[key]["rows"].setdefault(row, []).append(res)
-                write(args, results, command, started)
-    write(args, results, command, started)
+                    store["runs"][f"{key}|{seed}|{row}"] = {"key": key, "seed": seed, "row": row, "result": res}
+                    store_path.write_text(json.dumps(store, indent=1))
+                write(args, store, started)
+    write(args, store, started)
 
 
-def write(args: argparse.Namespace, results: dict[str, dict[str, Any]], command: str, started: float) -> None:
+def write(args: argparse.Namespace, store: dict[str, Any], started: float) -> None:
+    results = {key: {**pool, "rows": {}} for key, pool in store["pools"].items()}
+    for run in store["runs"].values():  # rows in the order of ROWS + ABLATIONS, seeds in order
+        results[run["key"]]["rows"].setdefault(run["row"], []).append((run["seed"], run["result"]))
+    for r in results.values():
+        r["rows"] = {row: [res for _, res in sorted(r["rows"][row], key=lambda x: x[0])]
+                     for row in ROWS + ABLATIONS if row in r["rows"]}
+    seeds = sorted({run["seed"] for run in store["runs"].values()})
     lines = [
         "# LLKD benchmark (generated by bench/llkd.py)",
         "",
-        f"Command: `{command}`  ",
-        machine_line(started),
-        f"Seeds {args.seeds}; k = {args.k} gold examples per class (prompt demonstrations), dev = {args.dev} per class "
+        "Commands (in order; each adds its rows to the tables):  ",
+        *[f"`{c}`  " for c in store["commands"]],
+        machine_line(started, "of the last command"),
+        f"Seeds {seeds}; k = {args.k} gold examples per class (prompt demonstrations), dev = {args.dev} per class "
         f"(early stopping), test subsample = {args.test_size}; student all-MiniLM-L6-v2 (max_length 64), up to "
         f"{args.epochs} epochs; teacher llama.cpp, teacher.labeling={args.labeling} (generate: the parsed reply; "
         "score: the argmax of the label-set scores), confidence = the label's probability normalised over the label set.",
@@ -161,8 +181,8 @@ def write(args: argparse.Namespace, results: dict[str, dict[str, Any]], command:
         q = r["pool_quality"]
         if q:
             lines.append(f"Pseudo-label accuracy on the pool: {q['pseudo-label accuracy (answered)']:.3f} "
-                         f"(scored afterwards against the pool's gold; labeling took {r['label_seconds']:.0f} s, "
-                         "0 if cached).")
+                         f"(scored afterwards against the pool's gold; labeling took {r['label_seconds']:.0f} s "
+                         "when first computed, 0 if it came from the cache).")
             lines.append("")
         if not r["rows"]:
             continue

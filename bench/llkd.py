@@ -80,7 +80,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--min-steps", type=int, default=60, help="student.min_steps (tiny pools get more epochs)")
     ap.add_argument("--ablations", nargs="*", default=[], choices=ABLATIONS,
-                    help="extra LLKD variants, run with the first teacher only")
+                    help="extra LLKD variants (rows), run for every dataset and teacher")
     ap.add_argument("--labeling", choices=["generate", "score"], default="generate",
                     help="teacher.labeling: parsed reply (+ label-set confidence) or argmax of the label scores")
     ap.add_argument("--threads", type=int, default=None, help="student.threads (1 is fastest on a crowded CPU)")

@@ -60,12 +60,15 @@ class Generated:
 def _strip_label_suffix(text: str, labels: Sequence[str]) -> str:
     """Drop a label the model appended although it was told not to: ``... (positive)``,
     ``... - Label: positive``, and an entity list copied from the examples' format
-    (``... (entities: location: Paris)``, closed or cut off, which the tagger would otherwise
-    tag as part of the sentence). A label word inside the sentence is left alone."""
+    (``... (entities: location: Paris)``, closed or cut off) or from the way an analysis quotes
+    samples (``... . - organization: The company; products``), which the tagger would otherwise
+    tag as part of the sentence. A label word inside the sentence is left alone."""
     text = re.sub(r"(?:\s*[\[(]|\s*[-–|]|(?<=[.!?]))\s*entit(?:y|ies)\s*:.*$", "", text, flags=re.IGNORECASE)
     if labels:
         alt = "|".join(re.escape(lab) for lab in sorted(labels, key=len, reverse=True))
         text = re.sub(rf"\s*[\[(]\s*(?:label\s*:\s*)?(?:{alt})\s*[\])]\s*$", "", text, flags=re.IGNORECASE)
+        # the analysis prompt's own sample format, copied: "... . - organization: The company; products"
+        text = re.sub(rf"(?:\s+[-–|]|\s*[\[(])\s*(?:{alt})\s*:.*$", "", text, flags=re.IGNORECASE)
     text = re.sub(r"\s*[-–|]*\s*label\s*:\s*[\w -]+$", "", text, flags=re.IGNORECASE)
     return text.strip()
 

@@ -20,6 +20,7 @@ from llmkd.tasks.classification import ClassificationTask
 from llmkd.types import Example, Prediction, Reply
 
 LABELS = ["negative", "positive"]
+NER_TYPES = ["location", "miscellaneous", "organization", "person"]
 
 
 # -- parsing ------------------------------------------------------------------------------------
@@ -47,11 +48,19 @@ LABELS = ["negative", "positive"]
      "EASY: Sales rose in Oslo. Entities: location: Oslo\nHARD: The entity: Bob said so.",
      ("hard", "easy"), [("The Earth's rotation period is 23.9 hours.", "hard"), ("Apple opened a store in Paris", "easy"),
                         ("Sales rose in Oslo.", "easy"), ("The entity: Bob said so.", "hard")]),
+    # ... or the "sentence - type: spans" shape in which its own analysis quoted samples (round 2+);
+    # a label word inside the sentence ("organization" below) and hyphenated words stay
+    ("HARD: The company is launching new products . - organization: The company; products\n"
+     "EASY: The new park opened in downtown . (location: downtown)\n"
+     "EASY: A charity organization opened in a non-person: friendly town - person: Bob",
+     ("hard", "easy"), [("The company is launching new products .", "hard"),
+                        ("The new park opened in downtown .", "easy"),
+                        ("A charity organization opened in a non-person: friendly town", "easy")]),
     ("I think the classifier is weak on sarcasm.", ("hard", "easy"), []),
     ("", ("hard", "easy"), []),
 ])
 def test_parse_generated(raw: str, kinds: tuple[str, ...], expected: list[tuple[str, str]]) -> None:
-    assert parse_generated(raw, kinds=kinds, labels=LABELS) == [Generated(t, k) for t, k in expected]
+    assert parse_generated(raw, kinds=kinds, labels=LABELS + NER_TYPES) == [Generated(t, k) for t, k in expected]
 
 
 @pytest.mark.parametrize("text, reason", [

@@ -143,7 +143,7 @@ class StudentConfig(_Strict):
     weight_decay: float = Field(0.01, ge=0)
     warmup_steps: int = Field(10, ge=0)
     epochs: int = Field(8, ge=1)
-    patience: int = Field(3, ge=1, description="stop after this many epochs without dev gain")
+    patience: int = Field(3, ge=1, description="stop after this many epochs without dev gain (never before min_steps, nor while every dev score so far is 0)")
     min_steps: int = Field(60, ge=0, description="train at least this many optimizer steps (tiny sets); early stopping waits for them")
     device: str = "auto"
     threads: int | None = None

@@ -64,3 +64,26 @@ def test_patience_stops_once_min_steps_are_done(tmp_path: Path) -> None:
     _, rec = fit_student(ctx(tmp_path, min_steps=4), ctx(tmp_path, 4).labeled, tag="t")
     assert rec["stop_reason"] == "no dev gain in 1 evaluations"
     assert rec["history"][-1]["epoch"] == 4 and rec["best_epoch"] == 2
+
+
+class SilentStudent(LateStudent):
+    """Answers nothing (dev score 0) for 5 epochs, then everything right."""
+
+    def predict(self, examples: Sequence[Any]) -> list[Prediction]:
+        return [Prediction(e.label if self.epochs >= 6 else None, {}) for e in examples]
+
+    @classmethod
+    def load(cls, path: Path) -> SilentStudent:
+        return cls(json.loads((Path(path) / "s.json").read_text())["epochs"])
+
+
+def test_patience_waits_for_a_first_nonzero_dev_score(tmp_path: Path) -> None:
+    # min_steps 1, patience 1: a dev score stuck at 0 (epochs 1-5) would stop at epoch 2, keeping a
+    # student that answers nothing; it trains on, first scores at epoch 6, and stops after 7
+    c = ctx(tmp_path, min_steps=1)
+    c = type(c)(**{**c.__dict__, "student_factory": lambda seed: SilentStudent(), "student_loader": SilentStudent.load,
+                   "train": TrainSettings(epochs=10, patience=1, min_steps=1, batch_size=4)})
+    student, rec = fit_student(c, c.labeled, tag="t")
+    assert [h["score"] for h in rec["history"]][:5] == [0.0] * 5
+    assert rec["best_epoch"] == 6 and rec["best_score"] == 1.0 and student.epochs == 6
+    assert rec["stop_reason"] == "no dev gain in 1 evaluations" and rec["history"][-1]["epoch"] == 7

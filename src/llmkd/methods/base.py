@@ -100,7 +100,10 @@ def fit_student(ctx: RunContext, examples: Sequence[Example], *, tag: str, seed:
     the dev set is then evaluated every ``eval_every`` epochs and patience counts evaluations.
     Patience never stops training before those ``min_steps``: a token tagger on 32 sentences
     scores 0 span F1 on dev for its first epochs (it tags everything O) and used to be stopped
-    there, at 0.06 test F1, while 4 sentences trained for the full 30 steps reached 0.33.
+    there, at 0.06 test F1, while 4 sentences trained for the full 30 steps reached 0.33. Nor does
+    it stop a student whose dev score has never risen above 0 (no signal to compare): the WNUT-17
+    tagger on 200 sparse teacher labels scored 0 on dev for 6 epochs, then 0.19 and 0.23; stopped
+    after 5 it had 0.00 test F1, trained 8 epochs 0.16.
     Returns the best student and a record (history, best epoch, stop reason).
 
     ``select_on`` scores these examples instead of the dev set (e.g. the training examples
@@ -159,7 +162,7 @@ def fit_student(ctx: RunContext, examples: Sequence[Example], *, tag: str, seed:
             bad += 1
         student.save(d / "last")
         _write_json(state_path, state)
-        if bad >= s.patience and state["epoch"] >= least:
+        if bad >= s.patience and state["epoch"] >= least and max(h["score"] for h in state["history"]) > 0:
             reason = (f"{metric} changed by <= {plateau} over {s.patience} evaluations" if plateau is not None
                       else f"no dev gain in {s.patience} evaluations")
             break

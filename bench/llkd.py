@@ -14,8 +14,10 @@ beside the doc (docs/results/llkd.json), so later invocations with the same grid
 the tables even when the run folders are gone; `--report-only` rewrites the doc from it.
 
     python bench/llkd.py                                   # the grid of the issue (hours on a CPU)
-    python bench/llkd.py --pool 150 --pool-large 60        # what docs/results/llkd.md reports
     python bench/llkd.py --label-only                      # fill the teacher cache first
+    python bench/llkd.py ... --report-only                 # rewrite the doc from docs/results/llkd.json
+
+docs/results/llkd.md lists the commands that made its tables (smaller pools than the default).
 """
 
 from __future__ import annotations

@@ -228,6 +228,7 @@ def test_label_examples_keeps_meta_and_abstains(task: NerTask) -> None:
     assert TeacherLabel.from_dict(labels[0].to_dict()) == labels[0]
     stats = task.label_stats(labels)
     assert stats["dropped-mention rate"] == pytest.approx(1 / 3)
+    assert (stats["teacher mentions written"], stats["teacher mentions kept"], stats["teacher mentions unknown type"]) == (3, 2, 1)
 
 
 # -- metrics ---------------------------------------------------------------------------------

@@ -329,7 +329,8 @@ class NerTask:
                 for k in keys:
                     tot[k] += int(lab.meta.get(k, 0))
         dropped = sum(tot[r] for r in DROP_REASONS)
-        out: dict[str, Any] = {f"teacher mentions {k.replace('_', ' ')}": v for k, v in tot.items()}
+        out: dict[str, Any] = {f"teacher mentions {'written' if k == 'mentions' else k.replace('_', ' ')}": v
+                               for k, v in tot.items()}
         out["dropped-mention rate"] = dropped / tot["mentions"] if tot["mentions"] else 0.0
         return out
 

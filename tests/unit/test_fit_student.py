@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from llmkd.methods import LabelSettings, RunContext, TrainSettings
-from llmkd.methods.base import fit_student
+from llmkd.methods.base import fit_student, patience_spent
 from llmkd.tasks.classification import ClassificationTask
 from llmkd.types import Example, Prediction
 
@@ -87,3 +87,11 @@ def test_patience_waits_for_a_first_nonzero_dev_score(tmp_path: Path) -> None:
     assert [h["score"] for h in rec["history"]][:5] == [0.0] * 5
     assert rec["best_epoch"] == 6 and rec["best_score"] == 1.0 and student.epochs == 6
     assert rec["stop_reason"] == "no dev gain in 1 evaluations" and rec["history"][-1]["epoch"] == 7
+
+
+def test_patience_spent_is_the_rule_of_every_loop() -> None:
+    h0, h1 = [{"score": 0.0}, {"score": 0.0}], [{"score": 0.0}, {"score": 0.2}]
+    assert patience_spent(2, 2, epoch=5, least=4, history=h1)
+    assert not patience_spent(1, 2, epoch=5, least=4, history=h1)  # patience not used up
+    assert not patience_spent(2, 2, epoch=3, least=4, history=h1)  # min_steps not done
+    assert not patience_spent(2, 2, epoch=5, least=4, history=h0)  # every dev score so far is 0

@@ -89,6 +89,14 @@ def min_epochs(n_examples: int, train: TrainSettings, min_steps: int | None = No
     return math.ceil((train.min_steps if min_steps is None else min_steps) / steps)
 
 
+def patience_spent(bad: int, patience: int, epoch: int, least: int, history: Sequence[dict[str, Any]]) -> bool:
+    """The early-stopping rule of every student loop: ``patience`` evaluations without dev gain,
+    but never before the ``least`` epochs that make ``min_steps`` (see :func:`min_epochs`), nor
+    while every dev score so far is 0 (a tagger still tagging everything O gives nothing to
+    compare)."""
+    return bad >= patience and epoch >= least and any(h["score"] > 0 for h in history)
+
+
 def fit_student(ctx: RunContext, examples: Sequence[Example], *, tag: str, seed: int | None = None,
                 weights: Sequence[float] | None = None, select_on: Sequence[Example] | None = None,
                 plateau: float | None = None) -> tuple[Student, dict[str, Any]]:
@@ -162,7 +170,7 @@ def fit_student(ctx: RunContext, examples: Sequence[Example], *, tag: str, seed:
             bad += 1
         student.save(d / "last")
         _write_json(state_path, state)
-        if bad >= s.patience and state["epoch"] >= least and max(h["score"] for h in state["history"]) > 0:
+        if patience_spent(bad, s.patience, state["epoch"], least, state["history"]):
             reason = (f"{metric} changed by <= {plateau} over {s.patience} evaluations" if plateau is not None
                       else f"no dev gain in {s.patience} evaluations")
             break

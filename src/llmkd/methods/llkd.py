@@ -43,7 +43,7 @@ from ..errors import TeacherError
 from ..labeling import abstention_rate
 from ..selection import LLKDSelector, Selection, SelectionInput, build_selector, loss_weights
 from ..types import Example, RunResult, TeacherLabel
-from .base import RunContext, _write_json, min_epochs
+from .base import RunContext, _write_json, min_epochs, patience_spent
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ class LLKD:
                 _write_json(state_path, state)
                 if previous:
                     shutil.rmtree(d / previous, ignore_errors=True)
-                if bad >= ctx.train.patience and epoch >= least:
+                if patience_spent(bad, ctx.train.patience, epoch, least, state["history"]):
                     reason = f"no dev gain in {ctx.train.patience} evaluations"
                     break
             bar.close()

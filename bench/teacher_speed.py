@@ -9,6 +9,12 @@ max tokens and the same stop string:
 * optimized -- llmkd's LlamaCppTeacher as shipped (shared-prefix KV reuse), writing a fresh cache,
 * cached    -- the same prompts again through the cache (a rerun of ``llmkd label``).
 
+Every row loads the model with the same weight-repacking setting (``--repack``, default ``auto``:
+what ``teacher.repack: auto`` resolves to on this machine, see llmkd/teachers/native.py), the
+anchor included. A second section measures the setting's cost: the anchor and llmkd optimized,
+each with repacking on and off, interleaved on the first ``--repack-n`` prompts, where "on" runs
+at all on this CPU (its probe passes).
+
 The anchor, naive and optimized rows are interleaved in blocks of ``--block`` prompts (the row
 order rotates from block to block), so the load of a shared machine hits every row alike; each
 row has its own model instance, so no row profits from another's KV state.
@@ -45,6 +51,7 @@ from llmkd.config import DataConfig  # noqa: E402
 from llmkd.data import read_examples  # noqa: E402
 from llmkd.tasks.classification import ClassificationTask  # noqa: E402
 from llmkd.teachers.cache import CachedTeacher, TeacherCache  # noqa: E402
+from llmkd.teachers import native  # noqa: E402
 from llmkd.teachers.llamacpp import LlamaCppTeacher  # noqa: E402
 from llmkd.types import Example  # noqa: E402
 
@@ -188,6 +195,8 @@ def main() -> None:
     ap.add_argument("--servers", nargs="+", type=int, default=[1, 2, 4])
     ap.add_argument("--stub-delay", type=float, default=0.05)
     ap.add_argument("--stub-prompts", type=int, default=200)
+    ap.add_argument("--repack", choices=["auto", "on", "off"], default="auto", help="weight repacking of every main row")
+    ap.add_argument("--repack-n", type=int, default=200, help="prompts for the repacking on/off comparison (0: skip)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "teacher_speed.md"))
     args = ap.parse_args()
     command = "python bench/teacher_speed.py " + " ".join(sys.argv[1:])
@@ -197,12 +206,15 @@ def main() -> None:
     import llama_cpp
 
     path = str(zoo.pull(args.model))
+    sha = zoo.ZOO[args.model].sha256 if args.model in zoo.ZOO else zoo.sha256_file(Path(path))
+    repack = native.resolve_repack(path, sha, args.repack, n_threads=args.threads)
     task, prompts = load_prompts(args.n, args.k)
-    kw = dict(n_ctx=2048, n_threads=args.threads)
-    raw = llama_cpp.Llama(model_path=path, n_ctx=2048, n_threads=args.threads, n_threads_batch=args.threads,
-                          n_batch=512, logits_all=False, verbose=False, seed=0)
-    naive = LlamaCppTeacher(model_path=path, weights_sha256="bench", prefix_reuse=False, **kw)
-    opt = LlamaCppTeacher(model_path=path, weights_sha256="bench", **kw)
+    kw = dict(n_ctx=2048, n_threads=args.threads, repack="on" if repack else "off")
+    raw_kw = dict(n_ctx=2048, n_threads=args.threads, n_threads_batch=args.threads, n_batch=512, logits_all=False,
+                  verbose=False, seed=0)
+    raw = native.load_llama(path, repack=repack, **raw_kw)
+    naive = LlamaCppTeacher(model_path=path, weights_sha256=sha, prefix_reuse=False, **kw)
+    opt = LlamaCppTeacher(model_path=path, weights_sha256=sha, **kw)
     tmp = tempfile.mkdtemp(prefix="llmkd-speed-")
     cache = TeacherCache(Path(tmp) / "teacher.sqlite")
     cached_opt = CachedTeacher(opt, cache)
@@ -248,6 +260,33 @@ def main() -> None:
     opt_tok_s = opt_eval / rows["optimized"].seconds  # tokens run through the model (prompt chunks + steps)
     achieved = flops_tok * opt_tok_s / 1e9
 
+    # weight repacking on vs off: anchor and optimized with each setting, interleaved
+    rp_rows: dict[str, Row] = {}
+    probes = {on: native.checked(path, sha, on, n_threads=args.threads) for on in (True, False)}
+    if args.repack_n and probes[True].ok and probes[False].ok:
+        del raw, naive  # free their contexts; opt is still needed for the roofline below
+        rp = prompts[: args.repack_n]
+        models = {}
+        for on in (True, False):
+            tag = "on" if on else "off"
+            models[f"anchor, repack {tag}"] = native.load_llama(path, repack=on, **raw_kw)
+            models[f"llmkd optimized, repack {tag}"] = LlamaCppTeacher(model_path=path, weights_sha256=sha,
+                                                                       **{**kw, "repack": tag})
+        for name, m in models.items():
+            rp_rows[name] = Row(name)
+            if isinstance(m, LlamaCppTeacher):
+                m.count_tokens("x")
+        rp_blocks = [rp[i : i + args.block] for i in range(0, len(rp), args.block)]
+        names = list(models)
+        for b, block in enumerate(tqdm(rp_blocks, desc="repack on/off", unit="block")):
+            for name in names[b % 4:] + names[: b % 4]:
+                m = models[name]
+                fn = (lambda ps, m=m, r=rp_rows[name]: llmkd_loop(m, ps, args.max_tokens, r)) \
+                    if isinstance(m, LlamaCppTeacher) else (lambda ps, m=m, r=rp_rows[name]: anchor_loop(m, ps, args.max_tokens, r))
+                timed(rp_rows[name], fn, block)
+                rp_rows[name].prompts += len(block)
+        del models
+
     so = scale_out([f"prompt {i}" for i in range(args.stub_prompts)], args.servers, args.stub_delay, per_server=2)
     load_after = os.getloadavg()
 
@@ -259,7 +298,10 @@ def main() -> None:
         "# Teacher throughput",
         "",
         f"Generated by `{command}` on {started:%Y-%m-%d %H:%M} ({platform.machine()}, {os.cpu_count()} CPU cores, "
-        f"{platform.python_version()}, llama-cpp-python {llama_cpp.__version__}, {args.threads} threads).",
+        f"{platform.python_version()}, llama-cpp-python {llama_cpp.__version__}, {args.threads} threads; "
+        f"CPU {native.cpu_info()['model']}, flags {' '.join(native.cpu_info()['flags'])}).",
+        f"Weight repacking in every main row, the anchor's included: **{'on' if repack else 'off'}** "
+        f"(`--repack {args.repack}`; llama.cpp build: {native.llama_info()['system_info']}).",
         f"Load average (1/5/15 min) before: {load_before[0]:.1f} / {load_before[1]:.1f} / {load_before[2]:.1f}; "
         f"after: {load_after[0]:.1f} / {load_after[1]:.1f} / {load_after[2]:.1f}. The machine is shared "
         "with other jobs, so absolute rates are low and noisy; the ratios are measured in the same run, "
@@ -318,6 +360,23 @@ def main() -> None:
     ]
     for r in so:
         lines.append(f"| {r['servers']} | {r['seconds']:.2f} | {r['prompts_s']:.1f} | {r['ratio']:.2f} | {r['efficiency']:.2f} |")
+    lines += ["", "## Weight repacking on vs off (this CPU)", ""]
+    lines += [f"- probe, {p.describe()}" for p in probes.values()]
+    if rp_rows:
+        base = rp_rows["llmkd optimized, repack off"]
+        same = sum(a == b for a, b in zip(rp_rows["llmkd optimized, repack on"].texts, base.texts))
+        lines += ["", f"First {args.repack_n} prompts of the same workload, the four rows interleaved in blocks of "
+                  f"{args.block}.", "",
+                  "| row | seconds | prompts/s | x llmkd off | x anchor, same setting |", "|---|---:|---:|---:|---:|"]
+        for name, row in rp_rows.items():
+            tag = name.rsplit(" ", 1)[1]
+            same_anchor_rate = rp_rows[f"anchor, repack {tag}"].rates()["prompts_s"]
+            lines.append(f"| {name} | {row.seconds:.2f} | {row.rates()['prompts_s']:.2f} | "
+                         f"{row.rates()['prompts_s'] / base.rates()['prompts_s']:.2f} | "
+                         f"{row.rates()['prompts_s'] / same_anchor_rate:.2f} |")
+        lines += ["", f"Same greedy reply with repacking on and off (llmkd): {same}/{len(base.texts)}."]
+    else:
+        lines += ["", "Not compared: " + ("--repack-n 0." if not args.repack_n else "a setting does not run on this CPU.")]
     lines += ["", "<!-- notes -->", ""]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -330,7 +389,9 @@ def main() -> None:
             "same_as_naive": same_naive, "cached_speedup": cached_speedup,
             "score": {k: {"seconds": v["seconds"], "evaluated": v["evaluated"]} for k, v in score_rows.items()},
             "score_max_diff": max_diff, "peak_gflops": peak, "achieved_gflops": achieved, "scale_out": so,
-            "load": [load_before, load_after]}
+            "load": [load_before, load_after], "repack": repack,
+            "repack_rows": {k: {**v.rates(), "seconds": v.seconds, "prompts": v.prompts} for k, v in rp_rows.items()},
+            "probes": {("on" if k else "off"): v.__dict__ for k, v in probes.items()}}
     out.with_suffix(".json").write_text(json.dumps(data, indent=1))
     print("\n".join(lines))
 

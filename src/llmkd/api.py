@@ -117,7 +117,8 @@ class _Session:
             student_factory=factory, student_loader=loader, labeled=labeled, pool=self.splits.pool,
             dev=self.splits.dev, test=self.splits.test, shots=self.shots, workdir=workdir, seed=cfg.seed,
             train=TrainSettings(epochs=cfg.student.epochs, patience=cfg.student.patience,
-                                min_steps=cfg.student.min_steps, batch_size=cfg.student.batch_size),
+                                min_steps=cfg.student.min_steps, batch_size=cfg.student.batch_size,
+                                class_balance=cfg.student.class_balance),
             labeling=LabelSettings(mode=cfg.teacher.labeling, confidence=cfg.teacher.confidence,
                                    max_tokens=cfg.teacher.max_tokens, temperature=cfg.teacher.temperature,
                                    constrained=cfg.teacher.constrained),
@@ -151,6 +152,17 @@ def _teacher_counters(t: CachedTeacher | None) -> tuple[float, int, int, int, in
     if t is None:
         return 0.0, 0, 0, 0, 0
     return t.seconds + t.cached_seconds, t.misses, t.hits, t.prompt_tokens, t.completion_tokens
+
+
+def _warnings(run_dir: Path, cfg: RunConfig, pool_labels: list[TeacherLabel], labeled: Any) -> list[str]:
+    """Suspicious results (:mod:`llmkd.diagnostics`), logged and returned for the report."""
+    from .diagnostics import run_warnings
+
+    found = run_warnings(run_dir, cfg.methods, [lab.label for lab in pool_labels if not lab.abstained],
+                         [e.label for e in labeled])
+    for w in found:
+        log.warning("%s", w)
+    return found
 
 
 def run(cfg: RunConfig) -> RunSummary:
@@ -208,8 +220,9 @@ def run(cfg: RunConfig) -> RunSummary:
     rows += [{**lab.to_dict(), "text": texts.get(lab.example_id, "")} for lab in pool_labels]
     write_jsonl(run_dir / "labels.jsonl", rows)
     stats = sess.pool_stats(pool_labels)
-    write_json(run_dir / "metrics.json", {"results": results, "pool": stats})
-    report = render_report(cfg, results, stats, run_dir)
+    warnings = _warnings(run_dir, cfg, pool_labels, sess.splits.labeled)
+    write_json(run_dir / "metrics.json", {"results": results, "pool": stats, "warnings": warnings})
+    report = render_report(cfg, results, stats, run_dir, warnings)
     (run_dir / "report.md").write_text(report)
     return RunSummary(run_dir, results, report)
 
@@ -302,7 +315,8 @@ def evaluate(run_dir: str | Path) -> RunSummary:
     if (run_dir / "vanilla" / "labels.jsonl").exists():
         pool_labels = [TeacherLabel.from_dict(d) for d in read_jsonl(run_dir / "vanilla" / "labels.jsonl")]
     stats = pool_quality(pool_labels, vault, task)
-    write_json(run_dir / "metrics.json", {"results": results, "pool": stats})
-    report = render_report(cfg, results, stats, run_dir)
+    warnings = _warnings(run_dir, cfg, pool_labels, splits.labeled)
+    write_json(run_dir / "metrics.json", {"results": results, "pool": stats, "warnings": warnings})
+    report = render_report(cfg, results, stats, run_dir, warnings)
     (run_dir / "report.md").write_text(report)
     return RunSummary(run_dir, results, report)

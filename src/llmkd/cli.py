@@ -156,7 +156,7 @@ def models_pull(name: Annotated[str, typer.Argument(help="a zoo name from `llmkd
     except LlmkdError as exc:
         _fail(exc)
         return
-    out.print(f"{name}: {path}", highlight=False)
+    out.print(f"{name}: {path}", highlight=False, soft_wrap=True)
 
 
 @cache_app.command("stats")
@@ -182,6 +182,29 @@ def cache_clear(path: Annotated[Optional[Path], typer.Option(help="cache file")]
     out.print(f"deleted {cache.clear(fingerprint)} entries", highlight=False)
 
 
+@app.command()
+def doctor(model: Annotated[Optional[str], typer.Option(help="GGUF to test-generate with: a zoo name or a path "
+                                                              "(default: the default teacher if installed, else the smallest installed zoo teacher)")] = None,
+           no_generate: Annotated[bool, typer.Option("--no-generate", help="skip the llama.cpp generation check")] = False,
+           cache: Annotated[Optional[Path], typer.Option(help="cache file (default: ~/.cache/llmkd/teacher.sqlite)")] = None) -> None:
+    """Check this machine: CPU features, torch, the llama.cpp build, one generation per weight-repacking
+    setting (in a child process), the zoo models, the cache and free disk. Exits 1 when a check fails.
+
+    Example: llmkd doctor --model qwen2.5-coder-1.5b-instruct
+    """
+    _setup()
+    from .doctor import run_checks
+
+    checks = run_checks(model, generate=not no_generate, cache=cache)
+    marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
+    for c in checks:
+        out.print(f"{marks[c.status]} {c.name:<28} {c.detail}", highlight=False, markup=False, soft_wrap=True)
+    failed = [c.name for c in checks if c.status == "fail"]
+    if failed:
+        console.print(f"{len(failed)} check(s) failed: {', '.join(failed)}", highlight=False, markup=False)
+        raise typer.Exit(1)
+
+
 @app.command("config-reference")
 def config_reference_cmd() -> None:
     """Print the markdown reference of every config field and method option (docs/config.md)."""
@@ -201,6 +224,11 @@ def methods_cmd() -> None:
 
 
 def main() -> None:
+    import faulthandler
+
+    # A crash inside a native library (llama.cpp, torch) then prints where it happened instead of
+    # a bare "Segmentation fault"; `llmkd doctor` names the cause where llmkd can probe for it.
+    faulthandler.enable()
     app()
 
 

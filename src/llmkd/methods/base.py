@@ -31,6 +31,20 @@ class TrainSettings:
     patience: int = 3
     min_steps: int = 60
     batch_size: int = 16
+    class_balance: bool = False
+
+
+def class_balanced(examples: Sequence[Example], weights: Sequence[float] | None = None) -> list[float] | None:
+    """Per-example weights times ``n / (K * count(label))``, so that each of the K classes present
+    carries the same total weight (sklearn's "balanced" rule). Only for class labels (strings);
+    ``weights`` is returned unchanged for other label types (spans, trees)."""
+    from collections import Counter
+
+    if not examples or not all(isinstance(e.label, str) for e in examples):
+        return None if weights is None else list(weights)
+    counts = Counter(e.label for e in examples)
+    base = [1.0] * len(examples) if weights is None else list(weights)
+    return [w * len(examples) / (len(counts) * counts[e.label]) for w, e in zip(base, examples)]
 
 
 @dataclass
@@ -124,6 +138,8 @@ def fit_student(ctx: RunContext, examples: Sequence[Example], *, tag: str, seed:
     if not examples:
         raise ValueError(f"{tag}: no training examples (every teacher label abstained?)")
     s = ctx.train
+    if s.class_balance:
+        weights = class_balanced(examples, weights)
     d = ctx.workdir / tag
     d.mkdir(parents=True, exist_ok=True)
     state_path = d / "progress.json"

@@ -27,7 +27,7 @@ def build_teacher(cfg: TeacherConfig) -> Teacher:
                 "Use a zoo name (llmkd models list), a .gguf path, or teacher.backend=hf"
             )
         return LlamaCppTeacher(model_path=path, weights_sha256=zoo.weights_fingerprint(path, sha), chat=chat,
-                               n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, seed=cfg.seed)
+                               n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, seed=cfg.seed, repack=cfg.repack)
     if cfg.backend == "hf":
         from .hf import HFTeacher
 

@@ -23,6 +23,10 @@ trie of the choices (:class:`~llmkd.teachers.base.ChoiceTrie`) inside this loop;
 compiled to GBNF by llama-cpp-python). Token logprobs stay those of the unconstrained model, so a
 reply forced into the label set still shows how sure the model was.
 
+Weight repacking (``repack``: auto / on / off) is chosen per machine by a probe in a child
+process, so that a llama.cpp crash (AMX repacking on Intel Xeons) is named instead of killing the
+run; see :mod:`llmkd.teachers.native`.
+
 Not handled: multi-sequence batching; prompts longer than ``n_ctx - max_tokens`` raise a
 TeacherError.
 """
@@ -35,6 +39,8 @@ from typing import Any, Sequence
 
 from ..errors import TeacherError, require
 from ..types import Reply
+from . import native
+from .native import Repack
 from .base import ChoiceTrie, Constraint, common_prefix, continuation, wants_chat, log_softmax_at, make_fingerprint, pick_token, render_chat
 
 log = logging.getLogger(__name__)
@@ -47,8 +53,13 @@ class LlamaCppTeacher:
     uses_shared_prefix = True  # Prompt.shared changes the chunk layout: the cache keys it
 
     def __init__(self, *, model_path: str, weights_sha256: str, chat: bool = True, n_ctx: int = 4096,
-                 n_threads: int | None = None, n_batch: int = 512, seed: int = 0, prefix_reuse: bool = True) -> None:
+                 n_threads: int | None = None, n_batch: int = 512, seed: int = 0, prefix_reuse: bool = True,
+                 repack: Repack = "auto") -> None:
+        if repack not in ("auto", "on", "off"):
+            raise TeacherError(f"teacher.repack: allowed values are auto, on, off (got {repack!r})")
         self.model_path = model_path
+        self.repack = repack
+        self._repack: bool | None = None  # the setting in force, once resolved (native.resolve_repack)
         self.weights_sha256 = weights_sha256
         self.chat = chat
         self.n_ctx = n_ctx
@@ -64,7 +75,19 @@ class LlamaCppTeacher:
 
     @property
     def fingerprint(self) -> str:
-        return make_fingerprint(backend="llamacpp", weights=self.weights_sha256, chat=self.chat, v=1)
+        # Repacked and plain weights run other kernels, whose rounding can flip a close greedy
+        # choice; "on" keeps the key that every cache entry had before the option existed.
+        extra = {} if self.repacking else {"repack": "off"}
+        return make_fingerprint(backend="llamacpp", weights=self.weights_sha256, chat=self.chat, v=1, **extra)
+
+    @property
+    def repacking(self) -> bool:
+        """Whether the weights are (to be) repacked: ``repack`` resolved on this machine by a probe
+        in a child process whose verdict is cached (:mod:`llmkd.teachers.native`)."""
+        if self._repack is None:
+            self._repack = native.resolve_repack(self.model_path, self.weights_sha256, self.repack,
+                                                 n_threads=self.n_threads)
+        return self._repack
 
     # -- model state --------------------------------------------------------------------------
     def _load(self) -> Any:
@@ -73,9 +96,9 @@ class LlamaCppTeacher:
             import os
 
             threads = self.n_threads or max(1, os.cpu_count() or 1)
-            self._llm = llama_cpp.Llama(model_path=self.model_path, n_ctx=self.n_ctx, n_threads=threads,
-                                        n_threads_batch=threads, n_batch=self.n_batch, logits_all=False,
-                                        verbose=False, seed=self.seed)
+            self._llm = native.load_llama(self.model_path, repack=self.repacking, n_ctx=self.n_ctx, n_threads=threads,
+                                          n_threads_batch=threads, n_batch=self.n_batch, logits_all=False,
+                                          verbose=False, seed=self.seed)
             self._lib = llama_cpp
             meta = self._llm.metadata
             self._chat_template = meta.get("tokenizer.chat_template")

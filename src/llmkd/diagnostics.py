@@ -1,0 +1,68 @@
+"""Warnings for suspicious results: a student that predicts one class, a teacher whose labels of the
+pool are far from the gold examples' class mix. Both are logged during the run and listed under
+"Warnings" in the report. Classification only (class labels are strings); other label types give
+no warning here.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Sequence
+
+COLLAPSE_SHARE = 0.95  # one class in at least this share of a student's test predictions
+SKEW_DISTANCE = 0.3  # total-variation distance between the teacher's pool labels and the gold mix
+
+
+def _shares(labels: Sequence[Any]) -> dict[str, float]:
+    counts = Counter(x for x in labels if isinstance(x, str))
+    n = sum(counts.values())
+    return {k: v / n for k, v in counts.most_common()} if n else {}
+
+
+def prediction_collapse(method: str, predicted: Sequence[Any], gold: Sequence[Any]) -> str | None:
+    """A warning when ``method`` predicts one class for nearly every test example while the test
+    set has more than one class."""
+    pred, truth = _shares(predicted), _shares(gold)
+    if not pred or len(truth) < 2:
+        return None
+    top, share = next(iter(pred.items()))
+    if share < COLLAPSE_SHARE:
+        return None
+    who = "the teacher" if method == "teacher" else "the student"
+    return (f"{method}: {who} predicts {top!r} for {share:.0%} of the test set (which has {len(truth)} classes): "
+            f"it has collapsed to one class. Check the pool's label mix; try student.class_balance=true, a larger "
+            f"pool, teacher.labeling=score or a stronger teacher.")
+
+
+def label_skew(pool_labels: Sequence[Any], gold_labels: Sequence[Any]) -> str | None:
+    """A warning when the teacher's labels of the pool are far (total variation >= SKEW_DISTANCE)
+    from the class mix of the gold labeled examples."""
+    pool, gold = _shares(pool_labels), _shares(gold_labels)
+    if not pool or len(gold) < 2:
+        return None
+    tv = 0.5 * sum(abs(pool.get(k, 0.0) - gold.get(k, 0.0)) for k in set(pool) | set(gold))
+    if tv < SKEW_DISTANCE:
+        return None
+
+    def mix(shares: dict[str, float]) -> str:
+        return ", ".join(f"{k} {v:.0%}" for k, v in sorted(shares.items(), key=lambda kv: -kv[1]))
+
+    return (f"the teacher's labels of the pool are far from the gold examples' class mix (total variation "
+            f"{tv:.2f}): pool {mix(pool)}; gold {mix(gold)}. A student trained on them may lean to one class: "
+            f"student.class_balance=true evens the classes out; a stronger teacher or teacher.labeling=score "
+            f"may label better.")
+
+
+def run_warnings(run_dir: Any, methods: Sequence[str], pool_labels: Sequence[Any], gold_labels: Sequence[Any]) -> list[str]:
+    """Every warning of a run directory: the pool's label mix, then each method's test predictions
+    (``RUN_DIR/METHOD/predictions.jsonl``)."""
+    import json
+    from pathlib import Path
+
+    found = [label_skew(pool_labels, gold_labels)]
+    for m in methods:
+        path = Path(run_dir) / m / "predictions.jsonl"
+        if path.exists():
+            rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+            found.append(prediction_collapse(m, [r["pred"] for r in rows], [r["gold"] for r in rows]))
+    return [w for w in found if w]

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+import pytest
+
 from llmkd.methods import LabelSettings, RunContext, TrainSettings
 from llmkd.methods.base import fit_student, patience_spent
 from llmkd.tasks.classification import ClassificationTask
@@ -95,3 +97,29 @@ def test_patience_spent_is_the_rule_of_every_loop() -> None:
     assert not patience_spent(1, 2, epoch=5, least=4, history=h1)  # patience not used up
     assert not patience_spent(2, 2, epoch=3, least=4, history=h1)  # min_steps not done
     assert not patience_spent(2, 2, epoch=5, least=4, history=h0)  # every dev score so far is 0
+
+
+class WeightRecorder(LateStudent):
+    seen: list[list[float] | None] = []
+
+    def fit_epoch(self, examples: Sequence[Example], weights: Sequence[float] | None = None) -> float:
+        WeightRecorder.seen.append(None if weights is None else list(weights))
+        return super().fit_epoch(examples, weights)
+
+
+def test_class_balance_gives_every_class_the_same_total_weight(tmp_path: Path) -> None:
+    from llmkd.methods.base import class_balanced
+
+    skewed = [Example(f"p{i}", "t", "pos") for i in range(6)] + [Example(f"n{i}", "t", "neg") for i in range(2)]
+    w = class_balanced(skewed)
+    assert sum(w[:6]) == pytest.approx(sum(w[6:])) == 4.0 and sum(w) == pytest.approx(len(skewed))
+    assert class_balanced(skewed, [2.0] * 8) == [2 * x for x in w]  # multiplies existing weights
+    spans = [Example("s", "t", (("PER", 0, 1),))]
+    assert class_balanced(spans) is None and class_balanced(spans, [0.5]) == [0.5]  # not class labels: unchanged
+
+    c = ctx(tmp_path, min_steps=1)
+    WeightRecorder.seen = []
+    c = type(c)(**{**c.__dict__, "student_factory": lambda seed: WeightRecorder(), "student_loader": WeightRecorder.load,
+                   "train": TrainSettings(epochs=1, patience=1, min_steps=1, batch_size=8, class_balance=True)})
+    fit_student(c, skewed, tag="balanced")
+    assert WeightRecorder.seen == [w]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -138,6 +138,12 @@ class TeacherConfig(_Strict):
                             "(on, except on CPUs with AMX, where repacking crashes llama-cpp-python 0.3.36)")
     seed: int = 0
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
+
+    @field_validator("repack", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, v: Any) -> Any:
+        # YAML reads a bare `on` / `off` (in a file or in --set teacher.repack=off) as a boolean
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
 
 class StudentConfig(_Strict):

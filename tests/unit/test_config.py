@@ -254,3 +254,13 @@ def test_a_run_directory_keeps_its_config_once_it_holds_results(tmp_path: Path) 
     assert str(err.value) == (f"{run_dir} holds a run made with a different config (differs in: teacher). "
                               f"Give this run another name (--set name=...) or delete {run_dir} to start over.")
     _check_same_config(run_dir, first)  # the same config resumes
+
+
+def test_teacher_repack_reads_yaml_on_off(tmp_path) -> None:
+    from llmkd.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {train: /a, test: /b}\nteacher: {repack: off}\n")
+    assert load_config(path).teacher.repack == "off"
+    assert load_config(path, ["teacher.repack=on"]).teacher.repack == "on"
+    assert load_config(path, ["teacher.repack=auto"]).teacher.repack == "auto"

@@ -264,3 +264,15 @@ def test_teacher_repack_reads_yaml_on_off(tmp_path) -> None:
     assert load_config(path).teacher.repack == "off"
     assert load_config(path, ["teacher.repack=on"]).teacher.repack == "on"
     assert load_config(path, ["teacher.repack=auto"]).teacher.repack == "auto"
+
+
+def test_vanilla_mix_gold_option_loads_and_builds(tmp_path: Path) -> None:
+    from llmkd.methods import VanillaKD
+
+    cfg = load_config(write(tmp_path, MINIMAL + "method_options:\n  vanilla:\n    mix_gold: true\n"))
+    assert cfg.method_options == {"vanilla": {"mix_gold": True}}
+    method = METHODS["vanilla"].build(cfg.method_options.get("vanilla"))
+    assert isinstance(method, VanillaKD) and method.mix_gold is True
+    assert METHODS["vanilla"].build(None).mix_gold is False
+    with pytest.raises(ConfigError, match=r"method_options\.vanilla\.mix_gld: unknown field"):
+        parse_config(raw(method_options={"vanilla": {"mix_gld": True}}))

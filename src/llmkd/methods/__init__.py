@@ -17,7 +17,7 @@ from .base import LabelSettings, Method, RunContext, TrainSettings, fit_student
 from .baselines import Supervised, TeacherFewShot
 from .llkd import LLKD, LLKDOptions
 from .mckd import MCKD, MCKDOptions, SelfDistill, SelfDistillOptions
-from .vanilla import VanillaKD
+from .vanilla import VanillaKD, VanillaKDOptions
 from .evokd import EvoKD, EvoKDOptions, synth_nofeedback
 
 
@@ -55,7 +55,7 @@ def register(spec: MethodSpec) -> MethodSpec:
 
 register(MethodSpec("teacher", TeacherFewShot, uses_teacher=True, summary="few-shot teacher on the test set"))
 register(MethodSpec("supervised", lambda: Supervised(name="supervised"), summary="student on the k gold examples"))
-register(MethodSpec("vanilla", VanillaKD, uses_teacher=True, summary="teacher labels the pool; one student"))
+register(MethodSpec("vanilla", VanillaKD, options=VanillaKDOptions, uses_teacher=True, summary="teacher labels the pool; one student"))
 register(MethodSpec("llkd", LLKD, options=LLKDOptions, uses_teacher=True,
                     summary="LLKD: keep confident teacher labels the student still needs, per-class adaptive thresholds"))
 register(MethodSpec("supervised_full", lambda: Supervised(name="supervised_full"),

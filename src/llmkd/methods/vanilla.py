@@ -10,10 +10,20 @@ from __future__ import annotations
 
 import time
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from ..errors import TeacherError
 from ..labeling import abstention_rate
 from ..types import Example, RunResult
 from .base import RunContext, fit_student
+
+
+class VanillaKDOptions(BaseModel):
+    """``method_options.vanilla`` in a run config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mix_gold: bool = Field(False, description="add the labeled gold examples to the student's data")
 
 
 class VanillaKD:

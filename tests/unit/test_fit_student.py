@@ -123,3 +123,21 @@ def test_class_balance_gives_every_class_the_same_total_weight(tmp_path: Path) -
                    "train": TrainSettings(epochs=1, patience=1, min_steps=1, batch_size=8, class_balance=True)})
     fit_student(c, skewed, tag="balanced")
     assert WeightRecorder.seen == [w]
+
+
+def test_require_answers_is_one_clear_error_for_every_method() -> None:
+    from llmkd.errors import TeacherError
+    from llmkd.methods.base import require_answers
+    from llmkd.tasks.ner import NerTask
+    from llmkd.types import TeacherLabel
+
+    ok, abst = TeacherLabel("a", "pos", 0.9, False), TeacherLabel("b", None, None, True, raw="Sure! Here you go")
+    assert require_answers([abst, ok], ClassificationTask(labels=LABELS)) == [ok]
+    with pytest.raises(TeacherError) as err:
+        require_answers([abst, abst], ClassificationTask(labels=LABELS))
+    assert str(err.value) == ("the teacher abstained on all 2 pool examples (no reply could be parsed, e.g. "
+                              "'Sure! Here you go'), so there is nothing to train on. Try teacher.labeling=score "
+                              "(argmax over the label set never abstains), a stronger teacher, or another "
+                              "task.instruction.")
+    with pytest.raises(TeacherError, match=r"Try teacher\.chat=false"):  # no label set to score
+        require_answers([abst], NerTask(labels=["PER"]))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
+from ..errors import TeacherError
 from ..labeling import label_examples
 from ..students.base import Student
 from ..types import Example, Prediction, RunResult, TeacherLabel, Unlabeled
@@ -88,6 +89,21 @@ class Method(Protocol):
     name: str
 
     def run(self, ctx: RunContext) -> RunResult: ...
+
+
+def require_answers(labels: Sequence[TeacherLabel], task: Any) -> list[TeacherLabel]:
+    """The labels the teacher answered (abstentions left out); a :class:`TeacherError` saying what
+    happened and what to try when it abstained on every pool example, so that nothing is left to
+    train on. The one wording of that error for every method."""
+    answered = [lab for lab in labels if not lab.abstained]
+    if answered:
+        return answered
+    example = labels[0].raw if labels else ""
+    fix = ("teacher.labeling=score (argmax over the label set never abstains)" if hasattr(task, "options")
+           else "teacher.chat=false (small models copy the demonstrations' format more reliably)")
+    raise TeacherError(
+        f"the teacher abstained on all {len(labels)} pool examples (no reply could be parsed, e.g. {example[:80]!r}), "
+        f"so there is nothing to train on. Try {fix}, a stronger teacher, or another task.instruction.")
 
 
 def _write_json(path: Path, obj: Any) -> None:

@@ -43,7 +43,7 @@ from ..errors import TeacherError
 from ..labeling import abstention_rate
 from ..selection import LLKDSelector, Selection, SelectionInput, build_selector, loss_weights
 from ..types import Example, RunResult, TeacherLabel
-from .base import RunContext, _write_json, min_epochs, patience_spent
+from .base import RunContext, _write_json, min_epochs, patience_spent, require_answers
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +118,7 @@ class LLKD:
 
     def _train_set(self, ctx: RunContext, labels: list[TeacherLabel]) -> tuple[list[Example], np.ndarray]:
         texts = {u.id: u.text for u in ctx.pool}
-        answered = [lab for lab in labels if not lab.abstained]
-        if not answered:
-            raise TeacherError(
-                f"the teacher abstained on all {len(labels)} pool examples, so there is nothing to select from. "
-                "Try teacher.labeling=score, a stronger teacher, or another task.instruction.")
+        answered = require_answers(labels, ctx.task)
         needs_conf = self.options.selection in ("llkd", "fixed", "topk")
         missing = [lab.example_id for lab in answered if lab.confidence is None]
         if needs_conf and missing:

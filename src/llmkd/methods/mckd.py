@@ -53,10 +53,9 @@ from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from ..errors import TeacherError
 from ..labeling import abstention_rate
 from ..types import Example, Prediction, RunResult, TeacherLabel, Unlabeled
-from .base import RunContext, fit_student
+from .base import RunContext, fit_student, require_answers
 
 log = logging.getLogger(__name__)
 
@@ -192,11 +191,8 @@ def _predict(student: Any, items: Sequence[Any], decoding: dict[str, Any]) -> li
 
 def _teacher_labels(ctx: RunContext) -> list[TeacherLabel]:
     labels = ctx.label(ctx.pool, stage="teacher-pool", desc="teacher on pool")
-    if labels and all(lab.abstained for lab in labels):
-        raise TeacherError(
-            f"the teacher abstained on all {len(labels)} pool examples (no reply could be parsed, e.g. "
-            f"{labels[0].raw[:80]!r}), so no student has anything to train on. Try teacher.labeling=score, "
-            "a stronger teacher, or another task.instruction.")
+    if labels:  # an empty pool is left to partition()'s error
+        require_answers(labels, ctx.task)
     return labels
 
 

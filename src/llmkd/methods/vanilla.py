@@ -12,10 +12,9 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import TeacherError
 from ..labeling import abstention_rate
 from ..types import Example, RunResult
-from .base import RunContext, fit_student
+from .base import RunContext, fit_student, require_answers
 
 
 class VanillaKDOptions(BaseModel):
@@ -37,16 +36,7 @@ class VanillaKD:
         labels = ctx.label(ctx.pool, stage="teacher-pool", desc="teacher on pool")         # 1
         label_s = time.perf_counter() - t0
         texts = {u.id: u.text for u in ctx.pool}
-        train = [Example(lab.example_id, texts[lab.example_id], lab.label) for lab in labels if not lab.abstained]
-        if not train:
-            example = labels[0].raw if labels else ""
-            raise TeacherError(
-                f"the teacher abstained on all {len(labels)} pool examples (no reply could be parsed, "
-                f"e.g. {example[:80]!r}), so there is nothing to train on. Try "
-                + ("teacher.labeling=score (argmax over the label set never abstains), " if hasattr(ctx.task, "options") else
-                   "teacher.chat=false (small models copy the demonstrations' format more reliably), ")
-                + "a stronger teacher, or another task.instruction."
-            )
+        train = [Example(lab.example_id, texts[lab.example_id], lab.label) for lab in require_answers(labels, ctx.task)]
         if self.mix_gold:
             train += list(ctx.labeled)
         t1 = time.perf_counter()

@@ -8,7 +8,6 @@ reads.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
 from ..errors import TeacherError
+from ..io import read_json, write_json
 from ..labeling import label_examples
 from ..students.base import Student
 from ..types import Example, Prediction, RunResult, TeacherLabel, Unlabeled
@@ -106,12 +106,6 @@ def require_answers(labels: Sequence[TeacherLabel], task: Any) -> list[TeacherLa
         f"so there is nothing to train on. Try {fix}, a stronger teacher, or another task.instruction.")
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
 def min_epochs(n_examples: int, train: TrainSettings, min_steps: int | None = None) -> int:
     """Epochs over ``n_examples`` that make at least ``min_steps`` (default ``train.min_steps``)
     optimizer steps: a tiny set gets more epochs."""
@@ -165,7 +159,7 @@ def fit_student(ctx: RunContext, examples: Sequence[Example], *, tag: str, seed:
     state: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "best_score": -1.0, "history": [], "done": False,
                              "n_train": len(examples), "total_epochs": total_epochs, "eval_every": eval_every}
     if state_path.exists():
-        saved = json.loads(state_path.read_text())
+        saved = read_json(state_path)
         if saved.get("n_train") == len(examples) and (d / "last").exists():
             state = saved
     if state["done"]:
@@ -201,7 +195,7 @@ def fit_student(ctx: RunContext, examples: Sequence[Example], *, tag: str, seed:
         else:
             bad += 1
         student.save(d / "last")
-        _write_json(state_path, state)
+        write_json(state_path, state)
         if patience_spent(bad, s.patience, state["epoch"], least, state["history"]):
             reason = (f"{metric} changed by <= {plateau} over {s.patience} evaluations" if plateau is not None
                       else f"no dev gain in {s.patience} evaluations")
@@ -210,7 +204,7 @@ def fit_student(ctx: RunContext, examples: Sequence[Example], *, tag: str, seed:
     state["done"], state["stop_reason"], state["dev_metric"] = True, reason, metric
     state["scored_on"] = "dev" if select_on is None else "training fidelity"
     state["kept"] = "latest" if plateau is not None else "best"
-    _write_json(state_path, state)
+    write_json(state_path, state)
     shutil.rmtree(d / "last", ignore_errors=True)
     (d / "last").mkdir()  # keeps the "resumable" marker small once finished
     return ctx.student_loader(d / "best"), state

@@ -60,7 +60,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import TeacherError
 from ..labeling import label_examples
-from ..report import write_json, write_jsonl
+from ..io import read_json, write_json, write_jsonl
 from ..synthesis import (DROP_REASONS, Generated, HygieneCounts, SampleFilter, conll_tokenize, parse_generated,
                          validate_label, validate_text)
 from ..tasks.base import load_template
@@ -455,7 +455,7 @@ class EvoKD:
     def _load_state(self, ctx: RunContext) -> dict[str, Any]:
         path = ctx.workdir / "state.json"
         if path.exists():
-            state = json.loads(path.read_text())
+            state = read_json(path)
             if state.get("options") == self.opts.model_dump() and state.get("feedback") == self.feedback:
                 log.info("%s: resuming after round %d", self.name, len(state["rounds"]))
                 return state

@@ -28,7 +28,6 @@ cannot be scored (it is used when ``labeling.py`` provides it), non-classificati
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -40,10 +39,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import TeacherError
+from ..io import read_json, write_json, write_jsonl
 from ..labeling import abstention_rate
 from ..selection import LLKDSelector, Selection, SelectionInput, build_selector, loss_weights
 from ..types import Example, RunResult, TeacherLabel
-from .base import RunContext, _write_json, min_epochs, patience_spent, require_answers
+from .base import RunContext, min_epochs, patience_spent, require_answers
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class LLKD:
                                  "trace": [], "ever": [], "first_epoch": {}, "times": {}, "done": False,
                                  "n_train": n, "total_epochs": total_epochs, "last": None, "selector": None}
         if state_path.exists():
-            saved = json.loads(state_path.read_text())
+            saved = read_json(state_path)
             if saved.get("n_train") == n and (saved["last"] is None or (d / saved["last"]).exists()):
                 state = saved
         probe = ctx.student_factory(ctx.seed)
@@ -234,7 +234,7 @@ class LLKD:
                 previous = state["last"]
                 student.save(d / f"epoch-{epoch}")
                 state["last"] = f"epoch-{epoch}"
-                _write_json(state_path, state)
+                write_json(state_path, state)
                 if previous:
                     shutil.rmtree(d / previous, ignore_errors=True)
                 if patience_spent(bad, ctx.train.patience, epoch, least, state["history"]):
@@ -244,7 +244,7 @@ class LLKD:
             if not (d / "best").exists():  # no evaluation improved on -1 (cannot happen with scores >= 0)
                 student.save(d / "best")
             state["done"], state["stop_reason"] = True, reason
-            _write_json(state_path, state)
+            write_json(state_path, state)
         best = ctx.student_loader(d / "best")
         preds = best.predict(ctx.test)                                                        # 4
         self._write_provenance(ctx.workdir / "selection.jsonl", train, conf, state)
@@ -273,8 +273,6 @@ class LLKD:
 
     @staticmethod
     def _write_provenance(path: Path, train: list[Example], conf: np.ndarray, state: dict[str, Any]) -> None:
-        from ..report import write_jsonl
-
         write_jsonl(path, ({"id": e.id, "label": e.label, "confidence": float(c),
                             "first_selected_epoch": state["first_epoch"].get(e.id),
                             "times_selected": state["times"].get(e.id, 0)} for e, c in zip(train, conf)))

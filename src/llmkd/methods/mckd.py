@@ -53,6 +53,7 @@ from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from ..io import read_json, read_jsonl, write_json, write_jsonl
 from ..labeling import abstention_rate
 from ..types import Example, Prediction, RunResult, TeacherLabel, Unlabeled
 from .base import RunContext, fit_student, require_answers
@@ -202,8 +203,6 @@ def _examples(items: Sequence[Unlabeled], labels: dict[str, TeacherLabel]) -> li
 
 
 def _read_labels(path: Path) -> dict[str, TeacherLabel]:
-    from ..report import read_jsonl
-
     return {d["id"]: TeacherLabel.from_dict(d) for d in read_jsonl(path)}
 
 
@@ -285,8 +284,6 @@ class MCKD:
         finals[opts.stages] = final_report
         self.stages_ = stage_reports
         self.provenance_ = self._provenance(parts, history)
-        from ..report import write_json, write_jsonl
-
         write_json(wd / "stages.json", {"stages": stage_reports, "finals": finals})
         (wd / "stages.md").write_text(stages_markdown(stage_reports, finals), encoding="utf-8")
         write_jsonl(wd / "provenance.jsonl", self.provenance_)
@@ -304,12 +301,10 @@ class MCKD:
     # -- step 2 --------------------------------------------------------------------------------
     def _partition(self, ctx: RunContext, opts: MCKDOptions) -> list[list[str]]:
         """The random parts, saved to ``partition.json`` so a rerun uses the very same split."""
-        from ..report import write_json
-
         path = ctx.workdir / "partition.json"
         ids = [u.id for u in ctx.pool]
         if path.exists():
-            saved = json.loads(path.read_text())
+            saved = read_json(path)
             if sorted(i for p in saved["parts"] for i in p) == sorted(ids) and len(saved["parts"]) == opts.parts:
                 return saved["parts"]
             log.warning("%s does not match this pool / parts=%d; drawing a new partition", path, opts.parts)
@@ -323,12 +318,10 @@ class MCKD:
                      teacher: list[TeacherLabel]) -> tuple[dict[str, TeacherLabel], dict[str, Any]]:
         """Stage k: a fresh student per part, trained on that part's latest labels, relabels every
         other part. Labels are saved to ``labels-stage<k>.jsonl`` (a rerun loads them)."""
-        from ..report import write_json, write_jsonl
-
         path, rep_path = ctx.workdir / f"labels-stage{k}.jsonl", ctx.workdir / f"stage{k}.json"
         if path.exists() and rep_path.exists():
             log.info("stage %d: labels found in %s; skipping its students", k, path)
-            return _read_labels(path), json.loads(rep_path.read_text())
+            return _read_labels(path), read_json(rep_path)
         votes: dict[str, list[tuple[int, Prediction]]] = {i: [] for i in items}
         students: list[dict[str, Any]] = []
         for i, part in enumerate(parts):

@@ -238,11 +238,6 @@ class HygieneCounts:
     kept: int = 0
     dropped: Counter = field(default_factory=Counter)
 
-    def add(self, other: HygieneCounts) -> None:
-        self.generated += other.generated
-        self.kept += other.kept
-        self.dropped.update(other.dropped)
-
     def to_dict(self) -> dict[str, Any]:
         return {"generated": self.generated, "kept": self.kept,
                 "dropped": {r: int(self.dropped.get(r, 0)) for r in DROP_REASONS},

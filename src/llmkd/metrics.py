@@ -29,7 +29,7 @@ def span_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str] | No
     """Entity-level precision / recall / F1 with seqeval in strict IOB2 mode (type and exact
     boundaries must match), micro-averaged, plus ``precision[T]`` / ``recall[T]`` / ``f1[T]`` /
     ``support[T]`` for every type T. An abstention (``None``) predicts no entity for that sentence
-    and is counted in ``abstention_rate``. ``f1`` comes first: early stopping uses the first key."""
+    and is counted in ``abstention_rate``. ``f1`` comes first (and is NerTask's primary metric)."""
     import warnings
 
     from seqeval.metrics import classification_report

@@ -141,3 +141,24 @@ def test_require_answers_is_one_clear_error_for_every_method() -> None:
                               "task.instruction.")
     with pytest.raises(TeacherError, match=r"Try teacher\.chat=false"):  # no label set to score
         require_answers([abst], NerTask(labels=["PER"]))
+
+
+def test_primary_metric_is_the_tasks_own() -> None:
+    from llmkd.methods.base import primary_metric
+    from llmkd.metrics import classification_scores, span_scores
+    from llmkd.tasks.ner import NerTask
+    from llmkd.tasks.seq2seq import Seq2SeqTask
+
+    cls, ner = ClassificationTask(labels=LABELS), NerTask(labels=["PER"])
+    tree, slots = Seq2SeqTask(target="tree"), Seq2SeqTask(target="slots")
+    assert (cls.primary_metric, ner.primary_metric, tree.primary_metric, slots.primary_metric) == (
+        "macro_f1", "f1", "sentence_f1", "slot_f1")
+    assert primary_metric(cls, classification_scores(["pos"], ["pos"], LABELS)) == "macro_f1"
+    assert primary_metric(ner, span_scores([("B-PER",)], [("B-PER",)])) == "f1"
+    # each is the key the old rule ("macro_f1" if present, else the first key) chose
+    assert list(tree.score(["( ( a ) b )"], ["( ( a ) b )"]))[0] == "sentence_f1"
+    assert list(slots.score(["a O b O"], ["a O b O"]))[0] == "slot_f1"
+    # no dev set ({"loss": ...}) or a task without primary_metric: macro_f1, else the first key
+    assert primary_metric(cls, {"loss": -0.5}) == "loss"
+    assert primary_metric(object(), {"accuracy": 1.0, "macro_f1": 0.5}) == "macro_f1"
+    assert primary_metric(None, {"exact": 1.0, "f1": 0.5}) == "exact"

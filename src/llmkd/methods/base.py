@@ -15,7 +15,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from ..errors import TeacherError
 from ..io import read_json, write_json
@@ -91,6 +91,17 @@ class Method(Protocol):
     def run(self, ctx: RunContext) -> RunResult: ...
 
 
+def primary_metric(task: Any, scores: Mapping[str, Any]) -> str:
+    """The metric of ``scores`` that selects and compares students: the task's ``primary_metric``
+    (classification ``macro_f1``, NER span ``f1``, seq2seq ``sentence_f1`` / ``slot_f1``) where
+    ``scores`` has it; else ``macro_f1`` if present, else the first key (e.g. ``loss`` when
+    there is no dev set, or a task that names no primary metric)."""
+    name = getattr(task, "primary_metric", None)
+    if name in scores:
+        return name
+    return "macro_f1" if "macro_f1" in scores else next(iter(scores))
+
+
 def require_answers(labels: Sequence[TeacherLabel], task: Any) -> list[TeacherLabel]:
     """The labels the teacher answered (abstentions left out); a :class:`TeacherError` saying what
     happened and what to try when it abstained on every pool example, so that nothing is left to
@@ -124,8 +135,8 @@ def patience_spent(bad: int, patience: int, epoch: int, least: int, history: Seq
 def fit_student(ctx: RunContext, examples: Sequence[Example], *, tag: str, seed: int | None = None,
                 weights: Sequence[float] | None = None, select_on: Sequence[Example] | None = None,
                 plateau: float | None = None) -> tuple[Student, dict[str, Any]]:
-    """Train a fresh student on ``examples`` with early stopping on the dev set (macro-F1 or the
-    task's first metric). Checkpoints after every evaluation into ``workdir/tag``; a rerun resumes
+    """Train a fresh student on ``examples`` with early stopping on the dev set (the task's
+    :func:`primary_metric`). Checkpoints after every evaluation into ``workdir/tag``; a rerun resumes
     from the last checkpoint and a finished run just loads the best student.
 
     Tiny training sets get more epochs so that at least ``min_steps`` optimizer steps happen;
@@ -179,7 +190,7 @@ def fit_student(ctx: RunContext, examples: Sequence[Example], *, tag: str, seed:
             continue
         scored = ctx.dev if select_on is None else select_on
         scores = ctx.evaluate(student.predict(scored), scored) if scored else {"loss": -loss}
-        metric = metric or ("macro_f1" if "macro_f1" in scores else next(iter(scores)))
+        metric = metric or primary_metric(ctx.task, scores)
         score = float(scores[metric])
         state["history"].append({"epoch": state["epoch"], "loss": loss, "score": score, "seconds": time.perf_counter() - t0})
         bar.set_postfix(loss=f"{loss:.3f}", dev=f"{score:.3f}")

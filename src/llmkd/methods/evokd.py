@@ -66,7 +66,7 @@ from ..synthesis import (DROP_REASONS, Generated, HygieneCounts, SampleFilter, c
 from ..tasks.base import load_template
 from ..teachers.base import ChatTurn
 from ..types import Example, RunResult, TeacherLabel, Unlabeled
-from .base import RunContext, fit_student, min_epochs
+from .base import RunContext, fit_student, min_epochs, primary_metric
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ class EvoKD:
         state["seed_training"] = {k: record[k] for k in ("best_score", "best_epoch", "stop_reason") if k in record}
         score = ctx.evaluate(student.predict(ctx.dev), ctx.dev) if ctx.dev else {}
         state["round0_dev"] = score
-        self._checkpoint(ctx, student, state, _main_metric(score))
+        self._checkpoint(ctx, student, state, _main_metric(score, ctx.task))
         return student
 
     # -- step 1 -------------------------------------------------------------------------------
@@ -410,7 +410,7 @@ class EvoKD:
         rec.update(n_new=len(batch), n_replay=len(replay), n_train_round=len(train) if batch else 0)
         if not batch:  # nothing new: no training, the round counts towards the plateau
             rec["dev"] = state.get("last_dev") or state.get("round0_dev") or {}
-            return student, _main_metric(rec["dev"])
+            return student, _main_metric(rec["dev"], ctx.task)
         rng.shuffle(train)
         epochs = max(o.epochs_per_round, min_epochs(len(train), ctx.train, o.min_steps_per_round))
         losses = [student.fit_epoch(train) for _ in range(epochs)]
@@ -423,7 +423,7 @@ class EvoKD:
         state["samples"].extend(batch)
         state["last_batch"] = batch
         state["last_dev"] = rec["dev"]
-        return student, _main_metric(rec["dev"])
+        return student, _main_metric(rec["dev"], ctx.task)
 
     # -- step 7 and checkpoints ---------------------------------------------------------------
     def _stop(self, state: dict[str, Any], score: float, r: int) -> str | None:
@@ -479,8 +479,9 @@ class EvoKD:
             total.dropped.update({k: v for k, v in c["dropped"].items() if v})
         rows = [s for rec in state["rounds"] for s in rec.get("samples", [])]
         write_jsonl(ctx.workdir / "synthetic.jsonl", rows)
-        write_curve(ctx.workdir / "learning_curve.svg", state, title=f"{self.name}: dev score per round")
-        (ctx.workdir / "rounds.md").write_text(rounds_markdown(self.name, state))
+        write_curve(ctx.workdir / "learning_curve.svg", state, title=f"{self.name}: dev score per round",
+                    task=ctx.task)
+        (ctx.workdir / "rounds.md").write_text(rounds_markdown(self.name, state, task=ctx.task))
         labels = tuple(TeacherLabel(s["id"], s["label"], s.get("confidence"), False, "teacher", s.get("prompt_id", ""),
                                     raw=s.get("label_raw", ""), stage=f"{self.name}-round{s['round']}")
                        for s in state["samples"])
@@ -561,10 +562,11 @@ def _fill_kind(need: dict[str, int], taken: dict[str, int]) -> str | None:
     return min(open_kinds, key=lambda k: taken[k] / max(1, need[k])) if open_kinds else None
 
 
-def _main_metric(scores: dict[str, float]) -> float:
+def _main_metric(scores: dict[str, float], task: Any) -> float:
+    """The task's :func:`primary_metric` in ``scores``; -1 without scores (no dev set)."""
     if not scores:
         return -1.0
-    return float(scores.get("macro_f1", scores.get("f1", next(iter(scores.values())))))
+    return float(scores[primary_metric(task, scores)])
 
 
 def _acc_by_kind(batch: list[dict[str, Any]], key: str) -> dict[str, float]:
@@ -582,16 +584,16 @@ def _jsonable(rec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def rounds_markdown(name: str, state: dict[str, Any]) -> str:
+def rounds_markdown(name: str, state: dict[str, Any], *, task: Any = None) -> str:
     """Per-round report: dev score, samples generated / kept / dropped by reason, the analysis."""
     lines = [f"# {name}: rounds", "", f"Stopped: {state.get('stop_reason')}. Best round: {state.get('best_round')} "
              f"(dev {state.get('best_score', -1):.4f}; round 0 = gold seeds only, dev "
-             f"{_main_metric(state.get('round0_dev') or {}):.4f}).", "",
+             f"{_main_metric(state.get('round0_dev') or {}, task):.4f}).", "",
              "| round | dev | generated | kept | " + " | ".join(DROP_REASONS) + " | replayed | teacher calls | tokens |",
              "|---:|---:|---:|---:|" + "---:|" * len(DROP_REASONS) + "---:|---:|---:|"]
     for rec in state["rounds"]:
         c = rec["counts"]
-        lines.append(f"| {rec['round']} | {_main_metric(rec.get('dev') or {}):.4f} | {c['generated']} | {c['kept']} | "
+        lines.append(f"| {rec['round']} | {_main_metric(rec.get('dev') or {}, task):.4f} | {c['generated']} | {c['kept']} | "
                      + " | ".join(str(c["dropped"].get(k, 0)) for k in DROP_REASONS)
                      + f" | {rec.get('n_replay', 0)} | {rec.get('teacher_calls', 0)} | {rec.get('teacher_tokens', 0)} |")
     lines += ["", "Student accuracy on each new batch before training on it (by kind), and the LLM's analysis:", ""]
@@ -606,10 +608,10 @@ def rounds_markdown(name: str, state: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_curve(path: Path, state: dict[str, Any], *, title: str) -> None:
+def write_curve(path: Path, state: dict[str, Any], *, title: str, task: Any = None) -> None:
     """A dependency-free SVG learning curve: dev score (y) per round (x), round 0 = seeds only."""
-    pts = [(0, _main_metric(state.get("round0_dev") or {}))]
-    pts += [(rec["round"], _main_metric(rec.get("dev") or {})) for rec in state["rounds"]]
+    pts = [(0, _main_metric(state.get("round0_dev") or {}, task))]
+    pts += [(rec["round"], _main_metric(rec.get("dev") or {}, task)) for rec in state["rounds"]]
     w, h, m = 480, 300, 45
     xmax = max(1, max(x for x, _ in pts))
     def sx(x: float) -> float: return m + (w - 2 * m) * x / xmax

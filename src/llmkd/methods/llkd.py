@@ -43,7 +43,7 @@ from ..io import read_json, write_json, write_jsonl
 from ..labeling import abstention_rate
 from ..selection import LLKDSelector, Selection, SelectionInput, build_selector, loss_weights
 from ..types import Example, RunResult, TeacherLabel
-from .base import RunContext, min_epochs, patience_spent, require_answers
+from .base import RunContext, min_epochs, patience_spent, primary_metric, require_answers
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ class LLKD:
                 state["epoch"] = epoch
                 if epoch % eval_every == 0 or epoch == total_epochs:                          # 3
                     scores = ctx.evaluate(student.predict(ctx.dev), ctx.dev) if ctx.dev else {"loss": -loss}
-                    metric = "macro_f1" if "macro_f1" in scores else next(iter(scores))
+                    metric = primary_metric(ctx.task, scores)
                     score = float(scores[metric])
                     rec["dev"] = score
                     state["dev_metric"] = metric

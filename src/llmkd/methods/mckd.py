@@ -21,7 +21,7 @@ Choices the paper leaves open (documented in docs/methods/mckd.md):
 
 - Checkpoint selection. Default ``selection="fidelity"``: the paper's label-free rule (Sec. 4.1,
   "Model selection"): stop once the student's fit to its *own training pseudo-labels* (the task's
-  first metric, on a 0-1 scale) changed by <= ``fidelity_tol`` = 0.001 ("0.1%") over
+  primary metric, on a 0-1 scale) changed by <= ``fidelity_tol`` = 0.001 ("0.1%") over
   ``fidelity_window`` = 3 evaluations, and keep that checkpoint. ``selection="dev"`` uses the small
   labeled dev set (early stopping on the best dev score). The gold labels of the pool are never
   read (the reference code peeks at them).
@@ -56,7 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from ..io import read_json, read_jsonl, write_json, write_jsonl
 from ..labeling import abstention_rate
 from ..types import Example, Prediction, RunResult, TeacherLabel, Unlabeled
-from .base import RunContext, fit_student, require_answers
+from .base import RunContext, fit_student, primary_metric, require_answers
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +285,7 @@ class MCKD:
         self.stages_ = stage_reports
         self.provenance_ = self._provenance(parts, history)
         write_json(wd / "stages.json", {"stages": stage_reports, "finals": finals})
-        (wd / "stages.md").write_text(stages_markdown(stage_reports, finals), encoding="utf-8")
+        (wd / "stages.md").write_text(stages_markdown(stage_reports, finals, task=ctx.task), encoding="utf-8")
         write_jsonl(wd / "provenance.jsonl", self.provenance_)
         final_labels = [latest[u.id] for u in ctx.pool]
         return RunResult(
@@ -369,12 +369,12 @@ class MCKD:
         return rows
 
 
-def stages_markdown(stages: list[dict[str, Any]], finals: dict[int, dict[str, Any]]) -> str:
+def stages_markdown(stages: list[dict[str, Any]], finals: dict[int, dict[str, Any]], *, task: Any = None) -> str:
     """The per-stage report as markdown (inlined into the run's report.md)."""
     def score(m: dict[str, float] | None) -> str:
         if not m:
             return "–"
-        key = "macro_f1" if "macro_f1" in m else next(iter(m))
+        key = primary_metric(task, m)
         return f"{key} {m[key]:.4f}"
 
     lines = ["## MCKD per stage", "", "| stage | student | train size | epochs | stop | dev | test |",

@@ -66,6 +66,9 @@ def render_prompt(template: str, *, text: str, **context: Any) -> Prompt:
 class Task(Protocol):
     kind: Literal["classification", "ner", "seq2seq"]
     labels: tuple[str, ...]
+    primary_metric: str
+    """The key of :meth:`score` that selects and compares students (early stopping, best round):
+    see :func:`llmkd.methods.base.primary_metric`."""
 
     def render(self, text: str, shots: Sequence[Example]) -> str: ...
 

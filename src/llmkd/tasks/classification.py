@@ -22,6 +22,7 @@ from .base import render_prompt
 class ClassificationTask:
     kind = "classification"
     stop = ("\n",)
+    primary_metric = "macro_f1"
 
     def __init__(self, *, labels: Sequence[str], instruction: str = "Classify the text into one of the labels.",
                  template: str = "classify.v1", label_descriptions: dict[str, str] | None = None,

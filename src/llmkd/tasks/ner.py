@@ -119,6 +119,7 @@ def find_occurrences(tokens: Sequence[str], mention: str) -> list[tuple[str, tup
 class NerTask:
     kind = "ner"
     stop = ("\n\n", "\nSentence:")
+    primary_metric = "f1"  # entity-level span F1 (seqeval, strict IOB2)
 
     def __init__(self, *, labels: Sequence[str], instruction: str = "Find the named entities in the sentence.",
                  template: str = "ner.v1", label_descriptions: dict[str, str] | None = None,

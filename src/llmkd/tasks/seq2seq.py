@@ -61,6 +61,11 @@ class Seq2SeqTask:
         return self.template
 
     @property
+    def primary_metric(self) -> str:
+        """Per-sentence bracket F1 for trees, slot F1 for slots (the first key of :meth:`score`)."""
+        return "sentence_f1" if self.target == "tree" else "slot_f1"
+
+    @property
     def labeled_trees(self) -> bool:
         return self.target == "tree" and bool(self.labels)
 

@@ -18,6 +18,7 @@ from llmkd.methods.evokd import EvoKD
 from llmkd.synthesis import Generated, HygieneCounts, SampleFilter, ngram_embed, parse_generated, validate_label, validate_text
 from llmkd.tasks.classification import ClassificationTask
 from llmkd.types import Example, Prediction, Reply
+from tests import fakes
 
 LABELS = ["negative", "positive"]
 NER_TYPES = ["location", "miscellaneous", "organization", "person"]
@@ -165,31 +166,13 @@ class ScriptedTeacher:
         return [[-1.0] * len(options) for _ in prompts]
 
 
-class MemoStudent:
+class MemoStudent(fakes.MemoStudent):
     """Remembers the labels of the texts it trained on; predicts 'negative' for anything else."""
 
     labels = tuple(LABELS)
 
-    def __init__(self, memory: dict[str, str] | None = None, epochs: int = 0) -> None:
-        self.memory = dict(memory or {})
-        self.epochs = epochs
-
-    def fit_epoch(self, examples: Sequence[Example], weights: Sequence[float] | None = None) -> float:
-        self.memory.update({e.text: e.label for e in examples})
-        self.epochs += 1
-        return 0.1
-
-    def predict(self, examples: Sequence[Any]) -> list[Prediction]:
-        return [Prediction(self.memory.get(e.text, "negative"), {}) for e in examples]
-
-    def save(self, path: str | Path) -> None:
-        Path(path).mkdir(parents=True, exist_ok=True)
-        (Path(path) / "memo.json").write_text(json.dumps({"memory": self.memory, "epochs": self.epochs}))
-
-    @classmethod
-    def load(cls, path: Path) -> MemoStudent:
-        d = json.loads((Path(path) / "memo.json").read_text())
-        return cls(d["memory"], d["epochs"])
+    def fallback(self, text: str) -> str:
+        return "negative"
 
 
 def make_ctx(tmp_path: Path, teacher: Any) -> RunContext:
@@ -365,11 +348,6 @@ class MemoTagger(MemoStudent):
         self.memory.update({e.text: list(e.label) for e in examples})
         self.epochs += 1
         return 0.1
-
-    @classmethod
-    def load(cls, path):
-        d = json.loads((Path(path) / "memo.json").read_text())
-        return cls(d["memory"], d["epochs"])
 
 
 def test_ner_loop_tokenizes_validates_spans_and_keeps_tags(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -12,11 +11,12 @@ from llmkd.methods import LabelSettings, RunContext, TrainSettings
 from llmkd.methods.base import fit_student, patience_spent
 from llmkd.tasks.classification import ClassificationTask
 from llmkd.types import Example, Prediction
+from tests.fakes import JsonStudent
 
 LABELS = ["neg", "pos"]
 
 
-class LateStudent:
+class LateStudent(JsonStudent):
     """Predicts the dev labels right only after 7 epochs, like a tagger leaving its all-O phase."""
 
     def __init__(self, epochs: int = 0) -> None:
@@ -34,13 +34,8 @@ class LateStudent:
             out.append(Prediction(label, {}))
         return out
 
-    def save(self, path: str | Path) -> None:
-        Path(path).mkdir(parents=True, exist_ok=True)
-        (Path(path) / "s.json").write_text(json.dumps({"epochs": self.epochs}))
-
-    @classmethod
-    def load(cls, path: Path) -> LateStudent:
-        return cls(json.loads((Path(path) / "s.json").read_text())["epochs"])
+    def state(self) -> dict[str, Any]:
+        return {"epochs": self.epochs}
 
 
 def ctx(tmp_path: Path, min_steps: int) -> RunContext:
@@ -73,10 +68,6 @@ class SilentStudent(LateStudent):
 
     def predict(self, examples: Sequence[Any]) -> list[Prediction]:
         return [Prediction(e.label if self.epochs >= 6 else None, {}) for e in examples]
-
-    @classmethod
-    def load(cls, path: Path) -> SilentStudent:
-        return cls(json.loads((Path(path) / "s.json").read_text())["epochs"])
 
 
 def test_patience_waits_for_a_first_nonzero_dev_score(tmp_path: Path) -> None:

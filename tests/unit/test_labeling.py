@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import pytest
 
@@ -16,43 +16,19 @@ from llmkd.data import GoldVault
 from llmkd.labeling import abstention_rate, label_examples, prompt_id
 from llmkd.tasks.classification import ClassificationTask
 from llmkd.types import Example, Reply, TeacherLabel, Unlabeled
+from tests import fakes
+from tests.fakes import classify_text as text_of
 
 LABELS = ["negative", "positive", "neutral"]
 SHOTS = (Example("s1", "loved it", "positive"), Example("s2", "hated it", "negative"))
 
 
-def text_of(prompt: str) -> str:
-    """The item's text in a rendered classify.v1 prompt (its last 'Text:' line)."""
-    return prompt.rsplit("Text: ", 1)[1].split("\nLabel:")[0]
+class ScriptedTeacher(fakes.ScriptedTeacher):
+    """The shared scripted teacher, checking that classification replies stop at the line end."""
 
-
-class ScriptedTeacher:
-    """Replies and option scores looked up by the item text inside each prompt."""
-
-    name = "scripted"
-    fingerprint = "scripted-0"
-
-    def __init__(self, replies: dict[str, str], scores: dict[str, list[float]] | None = None,
-                 logprobs: dict[str, tuple[float, ...]] | None = None, batch_size: int = 1) -> None:
-        self.replies = replies
-        self.scores = scores or {}
-        self.logprobs = logprobs or {}
-        self.batch_size = batch_size
-        self.generate_calls: list[list[str]] = []
-        self.score_calls: list[tuple[list[str], list[str]]] = []
-
-    def generate(self, prompts: Sequence[str], *, max_tokens: int, temperature: float = 0.0,
-                 stop: Sequence[str] = (), seed: int = 0) -> list[Reply]:
-        self.generate_calls.append(list(prompts))
-        assert tuple(stop) == ("\n",)
-        return [Reply(self.replies[text_of(p)], token_logprobs=self.logprobs.get(text_of(p))) for p in prompts]
-
-    def score_options(self, prompts: Sequence[str], options: Sequence[str]) -> list[list[float]]:
-        self.score_calls.append((list(prompts), list(options)))
-        return [self.scores[text_of(p)] for p in prompts]
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
+    def generate(self, prompts: Sequence[str], **kw: Any) -> list[Reply]:
+        assert tuple(kw.get("stop", ())) == ("\n",)
+        return super().generate(prompts, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import pytest
 
@@ -16,31 +16,18 @@ from llmkd.errors import ConfigError, TeacherError
 from llmkd.methods import METHODS, LabelSettings, RunContext, TrainSettings
 from llmkd.methods.mckd import MCKD, SelfDistill, combine_votes, label_key, partition, stage_stats
 from llmkd.tasks.classification import ClassificationTask
-from llmkd.types import Example, Prediction, Reply, TeacherLabel, Unlabeled
+from llmkd.types import Example, Prediction, TeacherLabel, Unlabeled
+from tests.fakes import MemoStudent, ScriptedTeacher
 
 LABELS = ("neg", "pos")
 
 
-def text_of(prompt: str) -> str:
-    return prompt.rsplit("Text: ", 1)[1].split("\nLabel:")[0]
-
-
-class Teacher:
-    """Replies looked up by item text: pos/neg by the word 'good', wrong on texts containing
+def reply(text: str) -> str:
+    """The teacher's reply to an item: pos/neg by the word 'good', wrong on texts containing
     'tricky', unparseable on texts containing 'mumble' (an abstention)."""
-
-    fingerprint = "fake-teacher"
-    batch_size = 4
-
-    def generate(self, prompts: Sequence[str], *, max_tokens: int, temperature: float = 0.0,
-                 stop: Sequence[str] = (), seed: int = 0) -> list[Reply]:
-        out = []
-        for p in prompts:
-            t = text_of(p)
-            right = "pos" if "good" in t else "neg"
-            wrong = "neg" if right == "pos" else "pos"
-            out.append(Reply("???" if "mumble" in t else wrong if "tricky" in t else right))
-        return out
+    right = "pos" if "good" in text else "neg"
+    wrong = "neg" if right == "pos" else "pos"
+    return "???" if "mumble" in text else wrong if "tricky" in text else right
 
 
 class Log:
@@ -50,51 +37,45 @@ class Log:
     uid = 0
 
 
-class FakeStudent:
+class FakeStudent(MemoStudent):
     """Memorises its training labels (so relabeling its own data would just copy them) and labels
-    unseen texts by the word 'good', with confidence 0.9 (0.6 for texts containing 'tricky')."""
+    unseen texts by the word 'good', with confidence 0.9 (0.6 for texts containing 'tricky').
+    Logs its fits and predictions; a restored student remembers the ids it trained on."""
 
     labels = LABELS
 
-    def __init__(self, seed: int = 0, trained: dict[str, str] | None = None) -> None:
+    def __init__(self, seed: int = 0, memory: dict[str, str] | None = None, epochs: int = 0,
+                 ids: Sequence[str] = ()) -> None:
+        super().__init__(memory, epochs)
         self.seed = seed
-        self.trained = dict(trained or {})
-        self.restored: set[str] = set()
+        self.restored: set[str] = set(ids)
         Log.uid += 1
         self.uid = Log.uid
+
+    def fallback(self, text: str) -> str:
+        return "pos" if "good" in text else "neg"
 
     def fit_epoch(self, examples: Sequence[Example], weights: Sequence[float] | None = None) -> float:
         if Log.crash_after is not None and len(Log.fits) >= Log.crash_after:
             raise KeyboardInterrupt("simulated kill")
         Log.fits.append((self.uid, tuple(e.id for e in examples)))
-        self.trained.update({e.text: e.label for e in examples})
-        return 0.1
+        return super().fit_epoch(examples, weights)
 
     def predict(self, examples: Sequence) -> list[Prediction]:
         Log.predicts.append((self.uid, frozenset(self._ids), [e.id for e in examples],
                              all(isinstance(e, Unlabeled) for e in examples)))
         out = []
-        for e in examples:
-            label = self.trained.get(e.text) or ("pos" if "good" in e.text else "neg")
+        for e, p in zip(examples, super().predict(examples)):
             conf = 0.6 if "tricky" in e.text else 0.9
-            out.append(Prediction(label, {label: conf, ("neg" if label == "pos" else "pos"): 1 - conf}))
+            out.append(Prediction(p.label, {p.label: conf, ("neg" if p.label == "pos" else "pos"): 1 - conf}))
         return out
 
     @property
     def _ids(self) -> set[str]:
         return self.restored | {i for uid, ids in Log.fits if uid == self.uid for i in ids}
 
-    def save(self, path: str | Path) -> None:
-        Path(path).mkdir(parents=True, exist_ok=True)
-        (Path(path) / "fake.json").write_text(json.dumps({"seed": self.seed, "trained": self.trained,
-                                                           "ids": sorted(self._ids)}))
-
-    @classmethod
-    def load(cls, path: Path) -> FakeStudent:
-        d = json.loads((Path(path) / "fake.json").read_text())
-        st = cls(d["seed"], d["trained"])
-        st.restored = set(d["ids"])  # a restored student remembers what it trained on
-        return st
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "seed": self.seed, "ids": sorted(self._ids)}
 
 
 @pytest.fixture(autouse=True)
@@ -111,7 +92,8 @@ def pool_items(n: int = 24) -> list[Unlabeled]:
 def make_ctx(tmp_path: Path, pool: list[Unlabeled] | None = None, epochs: int = 2) -> RunContext:
     gold = [Example(f"g{i}", f"{'good' if i % 2 else 'bad'} gold {i}", "pos" if i % 2 else "neg") for i in range(4)]
     return RunContext(
-        task=ClassificationTask(labels=LABELS), teacher=Teacher(), student_factory=lambda seed: FakeStudent(seed),
+        task=ClassificationTask(labels=LABELS), teacher=ScriptedTeacher(reply, batch_size=4, fingerprint="fake-teacher"),
+        student_factory=lambda seed: FakeStudent(seed),
         student_loader=FakeStudent.load, labeled=tuple(gold), pool=tuple(pool or pool_items()),
         dev=tuple(gold[:2]), test=(Example("t0", "good test", "pos"), Example("t1", "bad test", "neg")),
         shots=tuple(gold[:2]), workdir=tmp_path, seed=0,

@@ -17,6 +17,7 @@ from llmkd.metrics import span_scores
 from llmkd.tasks import build_task
 from llmkd.tasks.ner import NerTask
 from llmkd.types import Example, Reply, Span, TeacherLabel, Unlabeled
+from tests.fakes import ScriptedTeacher, ner_text
 
 TYPES = ["person", "location", "organization", "misc"]
 
@@ -196,35 +197,19 @@ def test_bad_task_config() -> None:
 
 
 # -- labeling with a scripted teacher ----------------------------------------------------------
-class ScriptedTeacher:
-    name = "scripted"
-    fingerprint = "scripted"
-
-    def __init__(self, replies: dict[str, Reply]) -> None:
-        self.replies = replies
-        self.stops: list = []
-
-    def generate(self, prompts, *, max_tokens, temperature=0.0, stop=(), seed=0):
-        self.stops.append(tuple(stop))
-        return [next(r for key, r in self.replies.items() if p.endswith(f"Sentence: {key}\nEntities:")) for p in prompts]
-
-    def score_options(self, prompts, options):  # pragma: no cover - NER never scores options
-        raise AssertionError("NER has no options to score")
-
-
 def test_label_examples_keeps_meta_and_abstains(task: NerTask) -> None:
     teacher = ScriptedTeacher({"John lives in Rome": Reply(text="person: John\nlocation: Rome\nanimal: cat",
                                                            tokens=("person", ": John", "\n", "location", ": Rome",
                                                                    "\n", "animal: cat"),
                                                            token_logprobs=(-0.1, -0.1, 0.0, -0.2, -0.2, 0.0, -1.0)),
-                               "ok then": Reply(text="Sorry, I can't.")})
+                               "ok then": Reply(text="Sorry, I can't.")}, text_of=ner_text)
     labels = label_examples(task, teacher, [Unlabeled("1", "John lives in Rome"), Unlabeled("2", "ok then")], [],
                             confidence=True, progress=False)
     assert labels[0].label == ("B-person", "O", "O", "B-location")
     assert labels[0].confidence == pytest.approx(math.exp(-0.4))
     assert (labels[0].meta["unknown_type"], labels[0].meta["kept"]) == (1, 2)
     assert labels[1].abstained and labels[1].label is None
-    assert teacher.stops[0] == task.stop
+    assert teacher.stops[0] == task.stop and teacher.score_calls == []  # NER has no options to score
     assert TeacherLabel.from_dict(labels[0].to_dict()) == labels[0]
     stats = task.label_stats(labels)
     assert stats["dropped-mention rate"] == pytest.approx(1 / 3)

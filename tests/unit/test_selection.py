@@ -19,6 +19,7 @@ from llmkd.selection import (FixedThreshold, KeepAll, LLKDSelector, RandomSubset
                              build_selector, entropy, loss_weights, normalized_entropy)
 from llmkd.tasks import build_task
 from llmkd.types import Example, TeacherLabel, Unlabeled
+from tests.fakes import JsonStudent
 
 AB = ("a", "b")
 
@@ -196,15 +197,16 @@ def test_method_options_are_validated_at_config_time() -> None:
 
 
 # -- the LLKD loop with a scripted student ------------------------------------------------------------
-class FakeStudent:
+class FakeStudent(JsonStudent):
     """Predicts each text's stored distribution, sharpened towards the last label it was trained on.
-    Records every fit call; saves / loads its state as JSON."""
+    Records every fit call; a restored student has the label memory and the number of calls."""
 
     labels = AB
 
-    def __init__(self, seed: int = 0, fail_at_call: int | None = None) -> None:
-        self.seen: dict[str, str] = {}
-        self.calls: list[tuple[list[str], list[float] | None]] = []
+    def __init__(self, seed: int = 0, fail_at_call: int | None = None, seen: dict[str, str] | None = None,
+                 n_calls: int = 0) -> None:
+        self.seen: dict[str, str] = dict(seen or {})
+        self.calls: list[tuple[list[str], list[float] | None]] = [([], None)] * n_calls
         self.fail_at_call = fail_at_call
 
     def fit_epoch(self, examples, weights=None) -> float:
@@ -224,17 +226,8 @@ class FakeStudent:
 
         return [Prediction(AB[int(np.argmax(p))], dict(zip(AB, p))) for p in self.predict_proba([e.text for e in examples])]
 
-    def save(self, path) -> None:
-        Path(path).mkdir(parents=True, exist_ok=True)
-        (Path(path) / "fake.json").write_text(json.dumps({"seen": self.seen, "n_calls": len(self.calls)}))
-
-    @classmethod
-    def load(cls, path) -> FakeStudent:
-        st = cls()
-        data = json.loads((Path(path) / "fake.json").read_text())
-        st.seen = data["seen"]
-        st.calls = [([], None)] * data["n_calls"]
-        return st
+    def state(self) -> dict:
+        return {"seen": self.seen, "n_calls": len(self.calls)}
 
 
 def make_ctx(tmp_path: Path, factory, *, epochs: int = 3, n: int = 40) -> RunContext:

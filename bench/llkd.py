@@ -33,6 +33,7 @@ from _common import ROOT, SHORT, machine_line, parser, result_store, start, writ
 from _common import mean_std as _ms
 
 from llmkd import api  # noqa: E402
+from llmkd.build import Session  # noqa: E402
 from llmkd.config import load_config  # noqa: E402
 from llmkd.methods.llkd import LLKD  # noqa: E402
 from llmkd.methods.vanilla import VanillaKD  # noqa: E402
@@ -114,7 +115,7 @@ def main() -> None:
             run_dir = api.run_dir_for(cfg)
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "config.yaml").write_text(api.dump_config(cfg))
-            sess = api._Session(cfg)
+            sess = Session(cfg)
             t0 = time.time()
             base = sess.context("vanilla", run_dir)
             labels = base.label(sess.splits.pool, stage="teacher-pool", desc=f"{ds} {name}")
@@ -124,7 +125,7 @@ def main() -> None:
             old = store["pools"].get(key, {})
             store["pools"][key] = {"pool": pool, "teacher": name, "dataset": ds,
                                    "label_seconds": max(label_s, old.get("label_seconds", 0.0)),  # 0 when cached
-                                   "pool_quality": api.pool_quality(labels, sess._vault)}
+                                   "pool_quality": api.pool_quality(labels, sess.vault)}
             store_path.write_text(json.dumps(store, indent=1))
             if args.label_only:
                 continue
@@ -145,7 +146,7 @@ def main() -> None:
                         out = method_for(row, fraction).run(ctx)
                         res = {"metrics": out.metrics, "extra": {k: v for k, v in out.extra.items() if k != "epochs"},
                                "epochs": out.extra.get("epochs"), "seconds": time.time() - t1,
-                               "selected_label_accuracy": selected_label_accuracy(wd, sess._vault)}
+                               "selected_label_accuracy": selected_label_accuracy(wd, sess.vault)}
                         write_json(done, res)
                         drop_optimizer_state(wd)  # as llmkd.api.run does for a finished method
                         print(f"  {key} seed {seed} {row}: F1 {res['metrics']['macro_f1']:.3f} "

@@ -26,10 +26,10 @@ from typing import Any
 from _common import ROOT, machine_line, mean_std, parser, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
 
 from llmkd import api  # noqa: E402
+from llmkd.build import build_task  # noqa: E402
 from llmkd.config import load_config  # noqa: E402
 from llmkd.data import make_splits  # noqa: E402
 from llmkd.report import read_jsonl  # noqa: E402
-from llmkd.tasks import build_task  # noqa: E402
 
 PRIMARY = ("macro_f1", "sentence_f1", "f1", "exact_match", "accuracy")  # the paper: per-sentence bracket F1
 # v1 Table 1, 50 gold labels: (PTB, CRAFT) parsing F1 of each row, the paper's numbers.

@@ -28,9 +28,9 @@ _EXPORTS = {
     "evaluate": "llmkd.api",
     "RunSummary": "llmkd.api",
     "make_splits": "llmkd.data",
-    "build_teacher": "llmkd.teachers",
-    "build_task": "llmkd.tasks",
-    "make_student_factory": "llmkd.students",
+    "build_teacher": "llmkd.build",
+    "build_task": "llmkd.build",
+    "make_student_factory": "llmkd.build",
     "METHODS": "llmkd.methods",
 }
 

@@ -9,22 +9,22 @@ resumes from its last checkpoint.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .build import Session, build_method, build_task, build_teacher
+from .build import choose_shots, default_cache_path  # noqa: F401 - moved to llmkd.build; importable from here too
 from .config import RunConfig, dump_config, parse_config
-from .data import GoldVault, full_train, make_splits
+from .data import GoldVault, make_splits
 from .errors import ConfigError
-from .methods import METHODS, LabelSettings, RunContext, TrainSettings
+from .methods import METHODS
 from .report import manifest, read_jsonl, render_report, write_json, write_jsonl
 from .students.checkpoint import drop_optimizer_state
-from .tasks import build_task
-from .teachers import CachedTeacher, TeacherCache, build_teacher
+from .teachers import CachedTeacher
 from .teachers.base import common_prefix
-from .types import Example, TeacherLabel
+from .types import TeacherLabel
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +33,6 @@ class RunSummary:
     run_dir: Path
     results: dict[str, dict[str, Any]]
     report: str
-
-
-def default_cache_path(cfg: RunConfig) -> Path:
-    from .zoo import home
-
-    return Path(cfg.cache) if cfg.cache else home() / "teacher.sqlite"
-
-
-def choose_shots(labeled: tuple[Example, ...], cfg: RunConfig) -> tuple[Example, ...]:
-    """The demonstrations of every prompt: a seeded sample of the labeled set, fixed for the run
-    (so all prompts share one prefix), ``task.shots`` of them (default: all, up to max_shots)."""
-    n = cfg.task.shots if cfg.task.shots is not None else min(len(labeled), cfg.task.max_shots)
-    shots = random.Random(cfg.seed + 17).sample(list(labeled), min(n, len(labeled)))
-    return tuple(shots)
 
 
 def run_dir_for(cfg: RunConfig) -> Path:
@@ -81,53 +67,7 @@ def _check_same_config(run_dir: Path, cfg: RunConfig) -> None:
         )
 
 
-class _Session:
-    """Lazily built pieces shared by the methods of one run."""
-
-    def __init__(self, cfg: RunConfig) -> None:
-        self.cfg = cfg
-        self.splits, self._vault = make_splits(cfg.data, cfg.seed)
-        self.task = build_task(cfg.task, self.splits.labels)
-        self.shots = choose_shots(self.splits.labeled, cfg)
-        self._teacher: CachedTeacher | None = None
-        self._students: Any = None
-
-    @property
-    def teacher(self) -> CachedTeacher:
-        if self._teacher is None:
-            self._teacher = CachedTeacher(build_teacher(self.cfg.teacher), TeacherCache(default_cache_path(self.cfg)))
-        return self._teacher
-
-    @property
-    def students(self) -> Any:
-        if self._students is None:
-            from .students import make_student_factory
-
-            self._students = make_student_factory(self.cfg.student, self.splits.labels, task=self.task)
-        return self._students
-
-    def context(self, method: str, workdir: Path) -> RunContext:
-        cfg = self.cfg
-        labeled = self.splits.labeled
-        if method == "supervised_full":
-            labeled = full_train(cfg.data, self.splits, self._vault)
-        factory, loader = self.students
-        return RunContext(
-            task=self.task, teacher=self.teacher if METHODS[method].uses_teacher else None,
-            student_factory=factory, student_loader=loader, labeled=labeled, pool=self.splits.pool,
-            dev=self.splits.dev, test=self.splits.test, shots=self.shots, workdir=workdir, seed=cfg.seed,
-            train=TrainSettings(epochs=cfg.student.epochs, patience=cfg.student.patience,
-                                min_steps=cfg.student.min_steps, batch_size=cfg.student.batch_size,
-                                class_balance=cfg.student.class_balance),
-            labeling=LabelSettings(mode=cfg.teacher.labeling, confidence=cfg.teacher.confidence,
-                                   max_tokens=cfg.teacher.max_tokens, temperature=cfg.teacher.temperature,
-                                   constrained=cfg.teacher.constrained),
-            progress=cfg.progress,
-        )
-
-    def pool_stats(self, labels: list[TeacherLabel]) -> dict[str, Any]:
-        """Pseudo-label quality against the pool's gold: reporting only, after the methods ran."""
-        return pool_quality(labels, self._vault, self.task)
+_Session = Session  # the old private name (kept for scripts that reached into it)
 
 
 def pool_quality(labels: list[TeacherLabel], vault: GoldVault, task: Any = None) -> dict[str, Any]:
@@ -171,7 +111,7 @@ def run(cfg: RunConfig) -> RunSummary:
     _check_same_config(run_dir, cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(cfg))
-    sess = _Session(cfg)
+    sess = Session(cfg)
     hashes: dict[str, str] = {}
     results: dict[str, dict[str, Any]] = {}
     for name in cfg.methods:
@@ -185,10 +125,10 @@ def run(cfg: RunConfig) -> RunSummary:
             results[name] = json.loads(done.read_text())
             continue
         ctx = sess.context(name, wd)
-        before = _teacher_counters(sess._teacher)
+        before = _teacher_counters(sess.built_teacher)
         log.info("running %s", name)
-        res = METHODS[name].build(cfg.method_options.get(name)).run(ctx)
-        after = _teacher_counters(sess._teacher)
+        res = build_method(name, cfg.method_options.get(name)).run(ctx)
+        after = _teacher_counters(sess.built_teacher)
         timings = dict(res.timings)
         if METHODS[name].uses_teacher:
             timings["teacher_seconds"] = after[0] - before[0]
@@ -208,8 +148,8 @@ def run(cfg: RunConfig) -> RunSummary:
         freed = drop_optimizer_state(wd)  # finished methods never train again (see the function)
         if freed:
             log.info("%s: dropped %.0f MB of optimizer state from its finished students", name, freed / 2**20)
-    if sess._teacher is not None:
-        hashes["teacher"] = sess._teacher.fingerprint
+    if sess.built_teacher is not None:
+        hashes["teacher"] = sess.built_teacher.fingerprint
     write_json(run_dir / "manifest.json", manifest(cfg, hashes))
     pool_labels = []
     if (run_dir / "vanilla" / "labels.jsonl").exists():
@@ -219,7 +159,7 @@ def run(cfg: RunConfig) -> RunSummary:
              "prompt_id": "", "raw": "", "stage": "gold"} for e in sess.splits.labeled]
     rows += [{**lab.to_dict(), "text": texts.get(lab.example_id, "")} for lab in pool_labels]
     write_jsonl(run_dir / "labels.jsonl", rows)
-    stats = sess.pool_stats(pool_labels)
+    stats = pool_quality(pool_labels, sess.vault, sess.task)  # pseudo-label quality vs the pool's gold: reporting only
     warnings = _warnings(run_dir, cfg, pool_labels, sess.splits.labeled)
     write_json(run_dir / "metrics.json", {"results": results, "pool": stats, "warnings": warnings})
     report = render_report(cfg, results, stats, run_dir, warnings)
@@ -233,7 +173,7 @@ def label(cfg: RunConfig) -> tuple[Path, list[TeacherLabel]]:
     _check_same_config(run_dir, cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(cfg))
-    sess = _Session(cfg)
+    sess = Session(cfg)
     ctx = sess.context("vanilla", run_dir)
     labels = ctx.label(sess.splits.pool, stage="teacher-pool", desc="teacher on pool")
     (run_dir / "vanilla").mkdir(exist_ok=True)
@@ -244,7 +184,7 @@ def label(cfg: RunConfig) -> tuple[Path, list[TeacherLabel]]:
 def dry_run(cfg: RunConfig, *, calibrate: bool = True) -> dict[str, Any]:
     """What labeling would cost: prompts, prompt tokens, and for local teachers a time estimate
     from a short measured calibration on this machine (3 prompts)."""
-    sess = _Session(cfg)
+    sess = Session(cfg)
     items = list(sess.splits.pool)
     if "teacher" in cfg.methods:
         items += list(sess.splits.test)

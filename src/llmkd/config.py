@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from .errors import ConfigError
 
@@ -167,12 +168,20 @@ class StudentConfig(_Strict):
     max_target_length: int = Field(160, ge=8, description="seq2seq students: longest generated output in tokens")
 
 
-def _known_method(name: str) -> str:
-    from .methods import METHODS
+def _method_checks(info: ValidationInfo) -> dict[str, Any]:
+    """The checks of method names and options. The config knows no method: they come from the
+    validation context when the caller gives one, else from the build step
+    (:func:`llmkd.build.validation_context`), imported here, not at module level (build imports config)."""
+    if info.context is not None:
+        return info.context
+    from .build import validation_context
 
-    if name not in METHODS:
-        raise ValueError(f"unknown method; allowed values are {', '.join(sorted(METHODS))}")
-    return name
+    return validation_context()
+
+
+def _known_method(name: str, info: ValidationInfo) -> str:
+    check = _method_checks(info).get("method_name")
+    return check(name) if check is not None else name
 
 
 class RunConfig(_Strict):
@@ -193,14 +202,10 @@ class RunConfig(_Strict):
     progress: bool = Field(True, description="progress bars on labeling and training")
 
     @model_validator(mode="after")
-    def _method_options(self) -> RunConfig:
-        from .methods import METHODS
-
-        stray = [m for m in self.method_options if m not in METHODS]
-        if stray:
-            raise ValueError(f"method_options for unknown method(s) {stray}; allowed values are {sorted(METHODS)}")
-        for name, options in self.method_options.items():
-            METHODS[name].build(options)  # raises ConfigError naming method_options.<name>.<field>
+    def _method_options(self, info: ValidationInfo) -> RunConfig:
+        check = _method_checks(info).get("method_options")
+        if check is not None:
+            check(self.method_options)  # raises ConfigError naming method_options.<name>.<field>
         return self
 
     @model_validator(mode="after")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmkd.tasks import build_task
+from llmkd.build import build_task
 from llmkd.config import TaskConfig
 from llmkd.students.seq2seq import Seq2SeqStudent
 from llmkd.types import Example

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from llmkd.build import build_task
 from llmkd.errors import ConfigError, ParseError
-from llmkd.tasks import build_task
 from llmkd.config import TaskConfig
 from llmkd.tasks.classification import ClassificationTask
 from llmkd.types import Example, Reply

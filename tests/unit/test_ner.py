@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from llmkd.build import build_task
 from llmkd.config import parse_config
 from llmkd.conll import read_conll, read_seq_in_out, spans_from_tags, tags_from_spans, to_iob2
 from llmkd.data import make_splits
 from llmkd.errors import ConfigError, DataError, ParseError
 from llmkd.labeling import label_examples
 from llmkd.metrics import span_scores
-from llmkd.tasks import build_task
 from llmkd.tasks.ner import NerTask
 from llmkd.types import Example, Reply, Span, TeacherLabel, Unlabeled
 from tests.fakes import ScriptedTeacher, ner_text

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from llmkd.build import build_task
 from llmkd.config import TaskConfig
 from llmkd.errors import ConfigError
 from llmkd.methods import METHODS, RunContext, TrainSettings
 from llmkd.methods.llkd import LLKD
 from llmkd.selection import (FixedThreshold, KeepAll, LLKDSelector, RandomSubset, SelectionInput, TopConfidence,
                              build_selector, entropy, loss_weights, normalized_entropy)
-from llmkd.tasks import build_task
 from llmkd.types import Example, TeacherLabel, Unlabeled
 from tests.fakes import JsonStudent
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from llmkd.build import build_task
 from llmkd.config import DataConfig, SplitConfig, TaskConfig
 from llmkd.data import make_splits
 from llmkd.errors import ConfigError, ParseError
 from llmkd.slots import repair_slots, slot_scores
-from llmkd.tasks import Task, build_task
+from llmkd.tasks import Task
 from llmkd.types import Example, Reply
 
 W = "show flights from new york".split()

@@ -2,7 +2,8 @@
 
 Every method is registered here by name with :func:`register`: a factory that takes the method's
 options as keyword arguments, an optional pydantic model validating those options (given in a
-run config under ``method_options.<name>``), and whether the method needs the teacher.
+run config under ``method_options.<name>``), and whether the method needs the teacher. The build
+step (:mod:`llmkd.build`) validates the options and builds the method.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from ..errors import ConfigError
 from .base import LabelSettings, Method, RunContext, TrainSettings, fit_student
 from .baselines import Supervised, TeacherFewShot
 from .llkd import LLKD, LLKDOptions
@@ -30,19 +30,11 @@ class MethodSpec:
     summary: str = ""
 
     def build(self, options: dict[str, Any] | None = None) -> Method:
-        """Validate ``options`` (ConfigError naming ``method_options.<name>.<field>``) and build."""
-        options = dict(options or {})
-        if self.options is None:
-            if options:
-                raise ConfigError(f"method_options.{self.name}: {self.name} takes no options (got {sorted(options)})")
-            return self.factory()
-        try:
-            parsed = self.options.model_validate(options)
-        except ValidationError as exc:
-            from ..config import _format_errors
+        """Validate ``options`` (ConfigError naming ``method_options.<name>.<field>``) and build:
+        :func:`llmkd.build.build_method`, the one place method options are validated."""
+        from ..build import build_method
 
-            raise ConfigError(_format_errors(exc, "", root=self.options, prefix=f"method_options.{self.name}")) from None
-        return self.factory(**parsed.model_dump())
+        return build_method(self, options)
 
 
 METHODS: dict[str, MethodSpec] = {}

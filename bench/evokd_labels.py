@@ -22,7 +22,7 @@ from _common import ROOT, SHORT, machine_line, mean_std, parser, start, write_ke
 
 from evokd import grid_dir  # noqa: E402  (bench/evokd.py, the grid whose runs this reads)
 
-from llmkd.conll import spans_from_tags  # noqa: E402
+from llmkd.formats.conll import spans_from_tags  # noqa: E402
 from llmkd.metrics import span_scores  # noqa: E402
 from llmkd.students.classifier import ClassifierStudent  # noqa: E402
 from llmkd.students.tagger import TaggerStudent  # noqa: E402

@@ -78,7 +78,7 @@ def write(args: argparse.Namespace, rows: dict, command: str, started: float) ->
         f"Seeds: {args.seeds}. Sizes: labeled {args.labeled} gold (demonstrations drawn from them), dev {args.dev}, "
         f"pool {args.pool}, supervised-N = labeled + {args.full} gold, test subsample {args.test_size}; student "
         f"bert2bert from all-MiniLM-L6-v2, up to {args.epochs} epochs (min {args.min_steps} steps), early stopping "
-        "on the dev set's first metric. Teacher: llama.cpp, greedy, outputs repaired (llmkd.trees / llmkd.slots), "
+        "on the dev set's first metric. Teacher: llama.cpp, greedy, outputs repaired (llmkd.formats.trees / llmkd.formats.slots), "
         "unrepairable outputs are abstentions (scored 0 and counted).",
         "",
         "Parsing: sentence F1 = mean of per-sentence unlabeled bracket F1 (MCKD's number), corpus F1 pooled; "

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmkd.conll import read_conll, words
+from llmkd.formats.conll import read_conll, words
 from llmkd.labeling import label_examples
 from llmkd.students.tagger import TaggerStudent
 from llmkd.tasks.ner import NerTask

@@ -10,7 +10,7 @@ import pytest
 
 from llmkd.build import build_task
 from llmkd.config import parse_config
-from llmkd.conll import read_conll, read_seq_in_out, spans_from_tags, tags_from_spans, to_iob2
+from llmkd.formats.conll import read_conll, read_seq_in_out, spans_from_tags, tags_from_spans, to_iob2
 from llmkd.data import make_splits
 from llmkd.errors import ConfigError, DataError, ParseError
 from llmkd.labeling import label_examples

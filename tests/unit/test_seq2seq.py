@@ -8,7 +8,7 @@ from llmkd.build import build_task
 from llmkd.config import DataConfig, SplitConfig, TaskConfig
 from llmkd.data import make_splits
 from llmkd.errors import ConfigError, ParseError
-from llmkd.slots import repair_slots, slot_scores
+from llmkd.formats.slots import repair_slots, slot_scores
 from llmkd.tasks import Task
 from llmkd.types import Example, Reply
 

@@ -256,7 +256,7 @@ def test_ner_and_seq2seq_grammars() -> None:
 def test_llamacpp_ner_and_seq2seq_grammars_give_readable_replies(llama_pair) -> None:
     """SmolLM2-135M, unconstrained, answers these prompts in prose; under each task's grammar
     every reply is in the task's format (and trees are balanced), so it parses."""
-    from llmkd.trees import tree_words
+    from llmkd.formats.trees import tree_words
 
     _, opt = llama_pair
     for task, prompt, shape in _ner_and_seq2seq_cases():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from llmkd.errors import DataError, ParseError
-from llmkd.trees import (Node, bracket_scores, clean, from_linearized, linearize, read_treebank, read_trees,
+from llmkd.formats.trees import (Node, bracket_scores, clean, from_linearized, linearize, read_treebank, read_trees,
                          repair, spans, tree_words)
 
 PTB = Path(__file__).resolve().parents[3] / "shared" / "data" / "ptb_wsj_sample_nltk" / "treebank" / "combined"

@@ -1,13 +1,13 @@
 """Token-classifier student for NER on any Hugging Face encoder (default: the packaged MiniLM).
 
-Words are the whitespace tokens of an example's text (:func:`llmkd.conll.words`); labels are
+Words are the whitespace tokens of an example's text (:func:`llmkd.formats.conll.words`); labels are
 IOB2 tags. The encoder sees the words through its own tokenizer (``is_split_into_words``); the
 **first subword** of every word carries the word's tag and the other subwords, special tokens
 and padding get ``-100`` (ignored by the loss). The loss of a sentence is the mean token
 cross-entropy over its labeled words; a per-example weight scales it (as in the classifier).
 
 ``predict`` returns a :class:`~llmkd.types.TagPrediction` per sentence: the IOB2 tags (argmax of
-each word's first subword, then :func:`~llmkd.conll.to_iob2` to repair a stray ``I-X`` into
+each word's first subword, then :func:`~llmkd.formats.conll.to_iob2` to repair a stray ``I-X`` into
 ``B-X``), the tag distribution of every word, the decoded spans and a sentence confidence (the
 smallest top-tag probability over the words). Words cut off by ``student.max_length`` are
 predicted ``O`` with probability 1 (raise max_length for long sentences).
@@ -22,7 +22,7 @@ from __future__ import annotations
 import random
 from typing import Any, Sequence
 
-from ..conll import spans_from_tags, tag_set, to_iob2, words
+from ..formats.conll import spans_from_tags, tag_set, to_iob2, words
 from ..types import Example, TagPrediction
 from .base import HasText
 from .checkpoint import optimizer_step

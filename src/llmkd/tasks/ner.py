@@ -1,6 +1,6 @@
 """Named-entity recognition: k-shot span-extraction prompt, mention parser + aligner, seqeval scores.
 
-Labels are tuples of IOB2 tags over the whitespace tokens of the text (see :mod:`llmkd.conll`).
+Labels are tuples of IOB2 tags over the whitespace tokens of the text (see :mod:`llmkd.formats.conll`).
 
 **Prompt** (``ner.v1``): the instruction, the entity types with verbalized descriptions
 (``task.label_descriptions``; default: the type name with ``_`` / ``.`` read as spaces), then the
@@ -50,7 +50,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ..conll import spans_from_tags, tags_from_spans, words
+from ..formats.conll import spans_from_tags, tags_from_spans, words
 from ..errors import ConfigError, ParseError
 from ..metrics import span_scores
 from ..types import Example, Reply, Span, TeacherLabel

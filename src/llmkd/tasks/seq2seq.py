@@ -2,8 +2,8 @@
 
 A :class:`Seq2SeqTask` renders MCKD's few-shot prompt (v1 Table 2: ``Input:`` / ``Output:``
 blocks, then the query; the templates ``parse.v1`` / ``slots.v1`` add a one-line instruction),
-repairs each generated output against the input words (:func:`llmkd.trees.repair`,
-:func:`llmkd.slots.repair_slots`) and scores with bracket F1 or slot F1.
+repairs each generated output against the input words (:func:`llmkd.formats.trees.repair`,
+:func:`llmkd.formats.slots.repair_slots`) and scores with bracket F1 or slot F1.
 
 Labels are target strings: a linearized tree (``( ( The ( big cat ) ) ( sat ) )``; with
 ``data.tree_labels`` ``(S (NP The ( big cat ) ) (VP sat ) )``) or a word/tag sequence
@@ -51,7 +51,7 @@ class Seq2SeqTask:
         self.template = template or DEFAULT_TEMPLATES[target]
         self.max_edit = max_edit
         load_template(self.template)  # fails early, naming the available templates
-        from ..slots import TAG
+        from ..formats.slots import TAG
 
         self.tags = tuple(x for x in self.labels if target == "slots" and TAG.match(x))
         self.intents = tuple(x for x in self.labels if target == "slots" and not TAG.match(x))
@@ -116,11 +116,11 @@ class Seq2SeqTask:
         ParseError when the reply cannot be repaired into a target over the input words."""
         words = text.split()
         if self.target == "tree":
-            from ..trees import repair
+            from ..formats.trees import repair
 
             rep = repair(raw, words, labels=self.labels, max_edit=self.max_edit)
             return rep.tree, {"repairs": rep.actions}
-        from ..slots import repair_slots
+        from ..formats.slots import repair_slots
 
         target, acts = repair_slots(raw, words, with_intent=bool(self.intents), max_edit=self.max_edit)
         return target, {"repairs": acts}
@@ -130,11 +130,11 @@ class Seq2SeqTask:
         words are taken as the input (brackets / tags are still validated and repaired)."""
         if text is None:
             if self.target == "tree":
-                from ..trees import tree_words
+                from ..formats.trees import tree_words
 
                 text = " ".join(tree_words(raw.replace("```", " ")))
             else:
-                from ..slots import TAG
+                from ..formats.slots import TAG
 
                 body = raw.split("|", 1)[-1]
                 text = " ".join(t for t in body.split() if not TAG.match(t))
@@ -173,19 +173,19 @@ class Seq2SeqTask:
         if len(fixed) != len(gold):
             raise ValueError(f"gold has {len(gold)} items, predictions {len(pred)}")
         if self.target == "tree":
-            from ..trees import bracket_scores
+            from ..formats.trees import bracket_scores
 
             return bracket_scores(gold, fixed, labels=self.labels or None)
-        from ..slots import slot_scores
+        from ..formats.slots import slot_scores
 
         return slot_scores(gold, fixed)
 
     def _words(self, target: str) -> list[str]:
         if self.target == "tree":
-            from ..trees import tree_words
+            from ..formats.trees import tree_words
 
             return tree_words(target)
-        from ..slots import parse_target
+        from ..formats.slots import parse_target
 
         try:
             return parse_target(target)[1]

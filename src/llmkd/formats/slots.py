@@ -13,8 +13,8 @@ Target format: every word followed by its BIO slot tag, optionally preceded by t
 * :func:`repair_slots` validates a generated target against the input words: tags are tokens
   matching ``O`` / ``B-x`` / ``I-x``; a word without a tag gets ``O`` (``tag_added``), a tag with
   no word before it is dropped (``tag_dropped``); the words are aligned with the input like tree
-  leaves (:func:`llmkd.trees.align_words`: case restored, merged/split words re-split with the tag
-  continued as ``I-``, missing words restored with ``O``, extra words dropped). More than
+  leaves (:func:`llmkd.formats.trees.align_words`: case restored, merged/split words re-split with
+  the tag continued as ``I-``, missing words restored with ``O``, extra words dropped). More than
   ``max_edit`` of the words changed -> ParseError (an abstention, counted).
 * :func:`slot_scores`: slot F1 via seqeval (corpus level, conlleval chunks), the mean of
   sentence-level chunk F1 (the MCKD code's number; a sentence with no gold and no predicted chunk
@@ -30,8 +30,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-from .errors import DataError, ParseError
-from .types import Example
+from ..errors import DataError, ParseError
+from ..types import Example
 
 TAG = re.compile(r"^(O|[BIbi]-\S+)$")
 SEP = " | "
@@ -151,7 +151,7 @@ def slot_scores(gold: Sequence[str], pred: Sequence[str | None]) -> dict[str, fl
     """Slot F1 (seqeval, corpus), mean sentence chunk F1, exact match, intent accuracy, abstention
     rate. An abstention predicts all-``O`` for the corpus F1 (so its gold slots are missed) and
     scores 0 for the sentence mean; both are also counted in ``abstention_rate``."""
-    from .errors import require
+    from ..errors import require
 
     require("seqeval", "seq2seq", "slot F1")
     from seqeval.metrics import f1_score, precision_score, recall_score

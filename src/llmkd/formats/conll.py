@@ -30,8 +30,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .errors import DataError
-from .types import Example, Span
+from ..errors import DataError
+from ..types import Example, Span
 
 
 # -- BIO helpers ------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence, Union
 
-from .errors import DataError, ParseError
+from ..errors import DataError, ParseError
 
 PUNCT_TAGS = frozenset({",", ".", ":", "``", "''", "-LRB-", "-RRB-", "HYPH", "NFP", "-NONE-"})
 """POS tags whose words are removed before linearizing and scoring (``-NONE-`` = traces)."""

@@ -1,13 +1,16 @@
-"""Read labeled text files and split them into labeled / unlabeled pool / dev / test.
+"""Read labeled text files into gold :class:`~llmkd.types.Example` objects.
 
 Formats: ``jsonl`` (one object per line), ``csv`` / ``tsv`` (header row), and ``label_text``
 (``<label><separator><text>`` per line, e.g. SST-2's ``stsa.binary.*`` or TREC). A field mapping
 names the text and label fields; ``label_regex`` and ``label_map`` turn raw labels into class names.
 
-The gold labels of the unlabeled pool are kept in a :class:`GoldVault`, which is *not* part of
-:class:`Splits` and is never given to method code: it exists only for after-the-fact reporting.
-
-Not handled here: CoNLL and bracketed trees (other task families add their readers).
+Token-tagged NER data (``conll``, ``seq_in_out``) is read by :mod:`llmkd.formats.conll`. Seq2seq
+data (``brackets``, ``slots``) has no classes: the label is the target string (a linearized tree,
+see :mod:`llmkd.formats.trees`, or a word/tag sequence, see :mod:`llmkd.formats.slots`) and
+``text`` is the input words joined by single spaces (:func:`read_split`). ``Splits.labels`` of
+seq2seq data (:func:`label_vocabulary`) carries what the task and student need to know of the
+label vocabulary: the constituent labels of labeled trees (empty for unlabeled trees), and for
+slots the tag set followed by the intents.
 """
 
 from __future__ import annotations
@@ -16,16 +19,15 @@ import codecs
 import csv
 import json
 import logging
-import random
 import re
-from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from .config import DataConfig
-from .errors import DataError
-from .types import Example, Unlabeled
+from ..config import DataConfig
+from ..errors import DataError
+from ..types import Example
+
+SEQ2SEQ_FORMATS = ("brackets", "slots")
 
 log = logging.getLogger(__name__)
 
@@ -147,12 +149,10 @@ def read_examples(path: str | Path, cfg: DataConfig, *, prefix: str = "") -> lis
     if not path.exists():
         raise DataError(f"data file {path} does not exist; check data.train / data.test / data.dev")
     fmt = cfg.format if cfg.format != "auto" else _detect_format(path)
-    if fmt in ("brackets", "slots"):  # seq2seq: target strings, see llmkd.seqdata
-        from .seqdata import read_split
-
+    if fmt in SEQ2SEQ_FORMATS:  # seq2seq: target strings, see read_split
         return read_split(path, cfg, prefix.rstrip(":") or "train")
-    if fmt in ("conll", "seq_in_out"):  # NER: IOB2 tag tuples, see llmkd.conll
-        from .conll import read_tagged
+    if fmt in ("conll", "seq_in_out"):  # NER: IOB2 tag tuples, see llmkd.formats.conll
+        from ..formats.conll import read_tagged
 
         return read_tagged(path, fmt, encoding=cfg.encoding, label_map=cfg.label_map, prefix=prefix, keep=cfg.labels)
     regex = _compile_label_regex(cfg.label_regex) if cfg.label_regex else None
@@ -195,127 +195,44 @@ def check_labels(examples: list[Example], labels: list[str], path: str) -> None:
             )
 
 
-@dataclass(frozen=True)
-class GoldVault:
-    """Gold labels of the unlabeled pool, for after-the-fact reporting only. Method code never
-    receives this object (it is not a field of :class:`Splits` nor of the method's context)."""
-
-    _labels: dict[str, Any]
-
-    def label_of(self, example_id: str) -> Any:
-        return self._labels[example_id]
-
-    def __len__(self) -> int:
-        return len(self._labels)
+# ---- seq2seq data (data.format: brackets / slots) --------------------------------------------
 
 
-@dataclass(frozen=True)
-class Splits:
-    labels: tuple[str, ...]
-    labeled: tuple[Example, ...]
-    pool: tuple[Unlabeled, ...]
-    dev: tuple[Example, ...]
-    test: tuple[Example, ...]
+def read_split(path: str | Path, cfg: DataConfig, split: str) -> list[Example]:
+    """Examples of one split (``train`` / ``dev`` / ``test``) of a seq2seq data source."""
+    from ..formats.trees import clean, linearize, read_treebank
+
+    prefix = f"{split}:"
+    if cfg.format == "slots":
+        from ..formats.slots import read_slots
+
+        return read_slots(path, with_intent=cfg.with_intent, encoding=cfg.encoding, prefix=prefix)
+    out: list[Example] = []
+    for tree_id, tree in read_treebank(path, members=cfg.members.get(split), encoding=cfg.encoding):  # type: ignore[arg-type]
+        cleaned = clean(tree)
+        if cleaned is None:
+            continue  # a tree of punctuation / traces only has no words to parse
+        target = linearize(cleaned, labeled=cfg.tree_labels)
+        words = cleaned.leaves()
+        out.append(Example(prefix + tree_id, " ".join(words), target))
+    if not out:
+        raise DataError(f"{path}: no trees with words found for split {split!r}")
+    return out
 
 
-def _take_per_class(items: list[Example], k: int, labels: list[str], rng: random.Random, what: str,
-                    source: str) -> tuple[list[Example], list[Example]]:
-    by_class: dict[str, list[Example]] = defaultdict(list)
-    for ex in items:
-        by_class[ex.label].append(ex)
-    chosen: list[Example] = []
-    for lab in labels:
-        group = by_class.get(lab, [])
-        if len(group) < k:
-            setting = "labeled_per_class" if what == "labeled" else "dev_per_class"
-            raise DataError(
-                f"{source}: class {lab!r} has only {len(group)} example{'' if len(group) == 1 else 's'} left "
-                f"for the {what} set, but "
-                f"data.split.{setting}={k}; lower data.split.{setting} or add examples of {lab!r}"
-            )
-        chosen.extend(rng.sample(group, k))
-    chosen_ids = {e.id for e in chosen}
-    rng.shuffle(chosen)
-    return chosen, [e for e in items if e.id not in chosen_ids]
+def label_vocabulary(examples: list[Example], cfg: DataConfig) -> tuple[str, ...]:
+    from ..formats.slots import parse_target
+    from ..formats.trees import tree_labels
 
-
-def make_splits(cfg: DataConfig, seed: int) -> tuple[Splits, GoldVault]:
-    """Read the files and make seeded splits. Returns the splits and the pool's gold vault."""
-    if cfg.format in ("brackets", "slots"):  # no classes: split by count (llmkd.seqdata)
-        from .seqdata import make_seq2seq_splits
-
-        return make_seq2seq_splits(cfg, seed)
-    train = read_examples(cfg.train, cfg, prefix="train:")
-    test = read_examples(cfg.test, cfg, prefix="test:")
-    dev_file = read_examples(cfg.dev, cfg, prefix="dev:") if cfg.dev else None
-    from .conll import check_tag_types, entity_types, is_tagged
-
-    tagged = is_tagged(train)  # NER: labels are IOB2 tag tuples, data.labels the entity types
-    if tagged:
-        labels = list(cfg.labels) if cfg.labels else entity_types(train)
-        if cfg.split.labeled_per_class is not None or cfg.split.dev_per_class is not None:
-            raise DataError(
-                f"{cfg.train}: NER sentences have no single class, so data.split.labeled_per_class / dev_per_class "
-                "do not apply; set data.split.labeled_n and data.split.dev_n instead (e.g. {labeled_n: 50, dev_n: 50})"
-            )
-    else:
-        labels = list(cfg.labels) if cfg.labels else sorted({e.label for e in train})
-    check = check_tag_types if tagged else check_labels
-    check(train, labels, cfg.train)
-    check(test, labels, cfg.test)
-    if dev_file is not None:
-        check(dev_file, labels, cfg.dev or "")
-    if len({e.id for e in train}) != len(train):
-        raise DataError(f"{cfg.train}: example ids are not unique; remove duplicate 'id' values")
-
-    rng = random.Random(seed)
-    sp = cfg.split
-    if sp.labeled_per_class is not None:
-        labeled, rest = _take_per_class(train, sp.labeled_per_class, labels, rng, "labeled", cfg.train)
-    else:
-        assert sp.labeled_n is not None
-        if sp.labeled_n >= len(train):
-            raise DataError(f"{cfg.train}: data.split.labeled_n={sp.labeled_n} leaves no unlabeled pool ({len(train)} examples)")
-        shuffled = train[:]
-        rng.shuffle(shuffled)
-        labeled, rest = shuffled[: sp.labeled_n], shuffled[sp.labeled_n :]
-
-    if sp.dev_per_class is not None:
-        dev_source = dev_file if dev_file is not None else rest
-        dev, remaining = _take_per_class(dev_source, sp.dev_per_class, labels, rng, "dev",
-                                         cfg.dev if dev_file is not None and cfg.dev else cfg.train)
-        if dev_file is None:
-            rest = remaining
-    elif sp.dev_n is not None:  # n in total: from the dev file if given, else from the rest of train
-        if dev_file is not None:
-            dev = random.Random(seed + 2).sample(dev_file, min(sp.dev_n, len(dev_file)))
-        else:
-            if sp.dev_n >= len(rest):
-                raise DataError(f"{cfg.train}: data.split.dev_n={sp.dev_n} leaves no unlabeled pool "
-                                f"({len(rest)} examples after the labeled set); lower it or give data.dev")
-            dev, rest = rest[: sp.dev_n], rest[sp.dev_n :]
-    else:
-        dev = list(dev_file) if dev_file is not None else []
-
-    rest = rest[:]
-    rng.shuffle(rest)
-    pool_ex = rest[: sp.pool_size] if sp.pool_size is not None else rest
-    if sp.pool_size is not None and sp.pool_size > len(rest):
-        log.warning("%s: data.split.pool_size=%d but only %d examples are left after the labeled and dev "
-                    "sets; the pool has %d", cfg.train, sp.pool_size, len(rest), len(rest))
-    if not pool_ex:
-        raise DataError(
-            f"{cfg.train}: the unlabeled pool is empty after taking the labeled and dev examples; "
-            "use a larger train file or smaller data.split sizes"
-        )
-    if sp.test_size is not None and sp.test_size < len(test):
-        test = random.Random(seed + 1).sample(test, sp.test_size)
-    pool = tuple(Unlabeled(id=e.id, text=e.text) for e in pool_ex)
-    vault = GoldVault({e.id: e.label for e in pool_ex})
-    return Splits(tuple(labels), tuple(labeled), pool, tuple(dev), tuple(test)), vault
-
-
-def full_train(cfg: DataConfig, splits: Splits, vault: GoldVault) -> tuple[Example, ...]:
-    """The gold labeled set plus the gold labels of the pool: the supervised-full upper bound.
-    Only the runner calls this, for the ``supervised_full`` baseline."""
-    return splits.labeled + tuple(Example(u.id, u.text, vault.label_of(u.id)) for u in splits.pool)
+    if cfg.format == "brackets":
+        if not cfg.tree_labels:
+            return ()
+        return tuple(sorted(set().union(*(tree_labels(e.label) for e in examples))))
+    tags: set[str] = set()
+    intents: set[str] = set()
+    for e in examples:
+        intent, _, t = parse_target(e.label)
+        tags.update(t)
+        if intent:
+            intents.add(intent)
+    return tuple(sorted(tags)) + tuple(sorted(intents))

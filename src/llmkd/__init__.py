@@ -8,7 +8,8 @@ The public API (imported lazily, so ``import llmkd`` stays cheap)::
     print(summary.report)             # the comparison table (also RUN_DIR/report.md)
 
 The pieces the run composes are importable too: :mod:`llmkd.teachers`, :mod:`llmkd.tasks`,
-:mod:`llmkd.students`, :mod:`llmkd.methods`, :mod:`llmkd.data`.
+:mod:`llmkd.students`, :mod:`llmkd.methods`, :mod:`llmkd.data`, :mod:`llmkd.formats`, and
+:mod:`llmkd.build`, which builds them from a config.
 """
 
 from __future__ import annotations

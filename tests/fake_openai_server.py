@@ -12,6 +12,11 @@ Faults are consumed one per request, in order, whatever the endpoint: ``"429"``,
 ``"400"``, ``"timeout"`` (sleep ``hang`` seconds, then answer normally), ``"garbage"`` (200 with a
 body that is not JSON) and ``"no_choices"`` (200 JSON without ``choices``).
 
+``slots=1`` makes it a one-slot server, like a llama.cpp server started with one slot: it
+accepts requests concurrently but handles one at a time (each takes ``delay`` seconds under a
+lock); ``max_busy`` is the most requests it handled at once, ``max_in_flight`` the most it held
+(waiting or handled).
+
 Listens on 127.0.0.1 only, on an ephemeral port; stops when the ``with`` block ends, which also
 cuts every sleep short. Not handled: streaming, ``n > 1``, a list of prompts in one request.
 """
@@ -45,7 +50,8 @@ class FakeOpenAIServer:
 
     ``requests`` holds every request received: ``{"path", "body", "headers"}`` (header names
     lower-cased; ``body`` is None when it was not JSON). ``max_in_flight`` is the most requests
-    handled at once.
+    held at once (waiting for a slot or handled), ``max_busy`` the most handled at once (at most
+    ``slots`` when that is set).
     """
 
     def __init__(
@@ -59,6 +65,7 @@ class FakeOpenAIServer:
         top_logprobs: dict[str, float] | None = None,
         retry_after: str | None = None,
         hang: float = 2.0,
+        slots: int | None = None,
     ) -> None:
         self.script = script or (lambda prompt: "positive")
         self.delay = delay
@@ -69,6 +76,10 @@ class FakeOpenAIServer:
         self.hang = hang
         self.requests: list[dict[str, Any]] = []
         self.max_in_flight = 0
+        self.max_busy = 0
+        self.slots = slots
+        self._slot = threading.BoundedSemaphore(slots) if slots is not None else None
+        self._busy = 0
         self._faults: deque[str] = deque()
         self._in_flight = 0
         self._lock = threading.Lock()
@@ -127,6 +138,22 @@ class FakeOpenAIServer:
         finally:
             with self._lock:
                 self._in_flight -= 1
+
+    @contextmanager
+    def _handling(self) -> Iterator[None]:
+        """One request being handled: waits for a free slot when ``slots`` is set."""
+        if self._slot is not None:
+            self._slot.acquire()
+        with self._lock:
+            self._busy += 1
+            self.max_busy = max(self.max_busy, self._busy)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy -= 1
+            if self._slot is not None:
+                self._slot.release()
 
     def _next_fault(self) -> str | None:
         with self._lock:
@@ -278,7 +305,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         fake._record(self.path, body, {k.lower(): v for k, v in self.headers.items()})
-        with fake._tracked():
+        with fake._tracked(), fake._handling():
             status, payload, headers = fake.handle(self.path, body)
         try:
             self.send_response(status)

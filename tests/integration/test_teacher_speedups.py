@@ -1,38 +1,33 @@
-"""Scale-out: N one-slot loopback servers label about N times faster (the throughput issue's
-target is >= 0.9 N for N <= 4; this test asks for a looser 0.7 N so a loaded CI machine does
-not make it flaky -- the benchmark, bench/teacher_speed.py, measures the real ratio)."""
+"""Scale-out: OpenAITeacher over N one-slot loopback servers spreads its requests over all N and
+keeps at most ``concurrency / N`` in flight at each, which is what makes N servers label about N
+times faster. The speed itself is measured by the benchmark (bench/teacher_speed.py), never by a
+timed assertion here: these checks hold however loaded the machine is."""
 
 from __future__ import annotations
 
-import sys
-import time
-from pathlib import Path
+from contextlib import ExitStack
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import pytest
 
-from teacher_speed import stub_server  # noqa: E402
+from llmkd.teachers.openai import OpenAITeacher
 
-from llmkd.teachers.openai import OpenAITeacher  # noqa: E402
+from tests.fake_openai_server import FakeOpenAIServer
 
 
-def _throughput(n_servers: int, prompts: list[str], delay: float) -> float:
-    servers = [stub_server(delay) for _ in range(n_servers)]
-    try:
-        t = OpenAITeacher(model="stub", base_url=[u for _, u in servers], api_key_env=None,
-                          concurrency=2 * n_servers, max_retries=0)
-        t0 = time.perf_counter()
-        replies = t.generate(prompts, max_tokens=1)
-        assert [r.text for r in replies] == ["positive"] * len(prompts)
-        return len(prompts) / (time.perf_counter() - t0)
-    finally:
-        for httpd, _ in servers:
-            httpd.shutdown()
-            httpd.server_close()
-
-
-def test_n_loopback_servers_give_about_n_times_the_throughput() -> None:
+@pytest.mark.parametrize("n_servers", [1, 2, 4])
+def test_requests_are_spread_over_all_one_slot_servers(n_servers: int) -> None:
     prompts = [f"prompt {i}" for i in range(32)]
-    delay = 0.08  # long enough that client overhead on a loaded machine stays small next to it
-    one = _throughput(1, prompts, delay)
-    for n in (2, 4):
-        assert _throughput(n, prompts, delay) >= 0.7 * n * one
+    per_server = 2
+    with ExitStack() as stack:
+        servers = [stack.enter_context(FakeOpenAIServer(delay=0.02, slots=1)) for _ in range(n_servers)]
+        teacher = OpenAITeacher(model="stub", base_url=[s.base_url for s in servers], api_key_env=None,
+                                concurrency=per_server * n_servers, max_retries=0)
+        replies = teacher.generate(prompts, max_tokens=1)
+    assert [r.text for r in replies] == ["positive"] * len(prompts)
+    counts = [len(s.requests) for s in servers]
+    assert sum(counts) == len(prompts)
+    # the first concurrency requests go out round-robin over equally idle servers
+    assert min(counts) >= per_server
+    for s in servers:
+        assert s.max_busy == 1  # one slot: one request handled at a time
+        assert s.max_in_flight <= per_server  # least-busy balancing never piles onto one server

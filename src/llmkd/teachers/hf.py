@@ -17,7 +17,7 @@ default):
 
 ``prefix_reuse=False`` is the naive reference path: one prompt at a time from scratch, one full
 forward pass per option. Both give the same greedy replies and option log-likelihoods up to
-float rounding (tests/unit/test_teacher_equivalence.py), so the switch is not in the
+float rounding (tests/integration/test_teacher_equivalence.py), so the switch is not in the
 fingerprint. A ``choice`` constraint follows a token trie of the choices; ``json`` / ``grammar``
 constraints are not applied here (logged once; the task's parser decides).
 Not handled: multi-GPU sharding.

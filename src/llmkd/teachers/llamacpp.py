@@ -12,7 +12,7 @@ eval per option token after the first. ``prefix_reuse=False`` is the naive refer
 prompt, and every option of ``score_options``, is evaluated from an empty context. Both paths
 evaluate every position in the same chunk layout, a function of the prompt alone (see
 :meth:`LlamaCppTeacher._layout`), so they give the same greedy replies and option
-log-likelihoods (tests/unit/test_teacher_equivalence.py); the switch is therefore not part of
+log-likelihoods (tests/integration/test_teacher_equivalence.py); the switch is therefore not part of
 the fingerprint. A task's :class:`~llmkd.tasks.base.Prompt` says where its shared part ends; the
 layout then evaluates the example in one chunk from there, which is exactly the work a raw
 llama.cpp loop with prefix matching does (docs/results/teacher_speed.md).

@@ -227,7 +227,7 @@ def checked(model_path: str, weights: str, repack: bool, *, n_threads: int | Non
         rec = _read_verdicts().get(key)
         if rec is not None:
             return ProbeResult(**rec)
-    log.info("checking llama.cpp with weight repacking %s on this CPU (a child process, once per machine and model)",
+    log.info("checking llama.cpp on this CPU with weight repacking %s (a child process, once per machine and model)",
              "on" if repack else "off")
     result = probe(model_path, repack, n_threads=n_threads)
     _write_verdict(key, result)

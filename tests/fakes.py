@@ -45,7 +45,7 @@ class ScriptedTeacher:
                  logprobs: Mapping[str, tuple[float, ...]] | None = None, batch_size: int = 1,
                  fingerprint: str = "scripted-0", text_of: Callable[[str], str] = classify_text) -> None:
         self.replies = replies
-        self.scores = scores or {}
+        self.scores = scores if scores is not None else {}
         self.logprobs = logprobs or {}
         self.batch_size = batch_size
         self.fingerprint = fingerprint

@@ -99,7 +99,7 @@ class EvoKDOptions(BaseModel):
     patience: int = Field(2, ge=0, description="stop after this many rounds without dev gain; 0 = never")
     temperature: float = Field(0.7, gt=0, description="sampling temperature of analysis and generation")
     tokens_per_sample: int = Field(40, ge=8, description="generation max_tokens = this x samples asked for")
-    analysis_max_tokens: int = Field(160, ge=16)
+    analysis_max_tokens: int = Field(160, ge=16, description="max_tokens of the analysis call (the teacher's reading of the student's errors)")
     chat_prompts: bool = Field(True, description="send the analysis and synthesis prompts (instructions, no demonstrations) "
                                                  "as chat turns whatever teacher.chat says; labeling follows teacher.chat")
     max_reasks: int = Field(2, ge=0, description="re-asks with the error appended after an unusable reply")
@@ -109,8 +109,8 @@ class EvoKDOptions(BaseModel):
     leak: float = Field(0.9, gt=0, le=1, description="cosine to a dev/test text at or above which a sample is a leak")
     leak_ngram: int = Field(8, ge=0, description="a shared run of this many words with a dev/test text is a leak; 0 = off")
     embedder: str = Field("all-minilm-l6-v2", description="encoder for near-dup / leak checks (zoo name, dir, hub id) or 'ngram'")
-    min_words: int = Field(2, ge=1)
-    max_words: int = Field(60, ge=1)
+    min_words: int = Field(2, ge=1, description="a generated input with fewer words is dropped as invalid")
+    max_words: int = Field(60, ge=1, description="a generated input with more words is dropped as invalid")
 
 
 @dataclass

@@ -16,7 +16,8 @@ from pydantic import BaseModel
 from .base import LabelSettings, Method, RunContext, TrainSettings, fit_student
 from .baselines import Supervised, TeacherFewShot
 from .llkd import LLKD, LLKDOptions
-from .mckd import MCKD, MCKDOptions, SelfDistill, SelfDistillOptions
+from .mckd import MCKD, MCKDOptions
+from .self_distill import SelfDistill, SelfDistillOptions
 from .vanilla import VanillaKD, VanillaKDOptions
 from .evokd import EvoKD, EvoKDOptions, synth_nofeedback
 

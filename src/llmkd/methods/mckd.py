@@ -13,9 +13,8 @@ The algorithm (paper Sec. 3, "Multistage collaborative KD"; Fig. 1), step by ste
    output. "K-stage MCKD" = K-1 pair stages + the final stage; K = 1 is vanilla KD (Sec. 3.3).
 
 Students learn from hard pseudo-labels (sequence-level KD, Kim & Rush 2016; paper Sec. 3.1).
-The module also holds the paper's extra baseline, :class:`SelfDistill` ("KD + SD w/ filter",
-Sec. 4.2): after vanilla KD the student relabels the pool, the most confident half is kept and a
-new student is trained on it.
+The paper's extra baseline, :class:`~llmkd.methods.self_distill.SelfDistill` ("KD + SD w/ filter",
+Sec. 4.2), lives in :mod:`llmkd.methods.self_distill` and reuses the helpers below.
 
 Choices the paper leaves open (documented in docs/methods/mckd.md):
 
@@ -97,12 +96,6 @@ class MCKDOptions(_SelectionOptions):
             if any(e < 1 for e in value):
                 raise ValueError("every entry must be an int >= 1")
         return value
-
-
-class SelfDistillOptions(_SelectionOptions):
-    """``method_options.self_distill`` in a run config."""
-
-    keep_fraction: float = Field(0.5, gt=0, le=1, description="share of the pool kept, most confident first")
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,57 +403,11 @@ def stage_stats(teacher: Sequence[TeacherLabel], before: dict[str, TeacherLabel]
             "abstained": sum(lab.abstained for lab in after.values())}
 
 
-# --------------------------------------------------------------------------------------------
-# KD + self-distillation with filter (the paper's extra baseline)
-# --------------------------------------------------------------------------------------------
-class SelfDistill:
-    """KD + self-distillation with filter (Zhao et al. 2024, Sec. 4.2 baselines): vanilla KD, then
-    that student relabels the whole pool (including its own training data), the ``keep_fraction``
-    most confident of its labels are kept, and a fresh student is trained on them.
+def __getattr__(name: str) -> Any:
+    """``SelfDistill`` and ``SelfDistillOptions`` moved to :mod:`llmkd.methods.self_distill`; their old
+    import path keeps working (lazily: ``self_distill`` imports this module)."""
+    if name in ("SelfDistill", "SelfDistillOptions"):
+        from . import self_distill
 
-    Confidence is the student's probability of its label (the paper: the mean token log-prob of a
-    generated sequence; a seq2seq student exposes it as ``probs["confidence"]``). Items without a
-    confidence rank last."""
-
-    name = "self_distill"
-
-    def __init__(self, *, keep_fraction: float = 0.5, mix_gold: bool = False, selection: str = "fidelity",
-                 fidelity_tol: float = 0.001, fidelity_window: int = 3,
-                 relabel_decoding: dict[str, Any] | None = None) -> None:
-        self.keep_fraction = keep_fraction
-        self.mix_gold = mix_gold
-        self.selection = selection
-        self.fidelity_tol = fidelity_tol
-        self.fidelity_window = fidelity_window
-        self.relabel_decoding = relabel_decoding
-
-    def run(self, ctx: RunContext) -> RunResult:
-        opts = SelfDistillOptions(keep_fraction=self.keep_fraction, mix_gold=self.mix_gold, selection=self.selection,
-                                  fidelity_tol=self.fidelity_tol, fidelity_window=self.fidelity_window,
-                                  relabel_decoding=self.relabel_decoding or {})
-        gold = list(ctx.labeled) if opts.mix_gold else []
-        t0 = time.perf_counter()
-        teacher = {lab.example_id: lab for lab in _teacher_labels(ctx)}                      # 1 teacher labels D_U
-        label_s = time.perf_counter() - t0
-        kd, kd_record = _selection_fit(ctx, opts, _examples(ctx.pool, teacher) + gold,        # 2 vanilla KD student
-                                       tag="kd", seed=ctx.seed)
-        preds = _predict(kd, ctx.pool, opts.relabel_decoding)                                 # 3 it relabels D_U
-        scored = [(prediction_confidence(p), u, p) for u, p in zip(ctx.pool, preds) if p.label is not None]
-        scored.sort(key=lambda t: -1.0 if t[0] is None else t[0], reverse=True)
-        keep = scored[: max(1, round(opts.keep_fraction * len(ctx.pool)))]                   # 4 keep the most confident
-        train = [Example(u.id, u.text, p.label) for _, u, p in keep] + gold
-        student, record = _selection_fit(ctx, opts, train, tag="sd", seed=ctx.seed + 1)      # 5 fresh student on them
-        test_preds = student.predict(ctx.test)
-        kept = {u.id for _, u, _ in keep}
-        labels = [TeacherLabel(u.id, p.label, prediction_confidence(p), p.label is None, "student", "",
-                               stage="self-distill:kept" if u.id in kept else "self-distill:dropped")
-                  for u, p in zip(ctx.pool, preds)]
-        new = {lab.example_id: lab for lab in labels}
-        return RunResult(
-            self.name, ctx.evaluate(test_preds, ctx.test), tuple(test_preds), tuple(labels),
-            stop_reason=record["stop_reason"],
-            timings={"label_seconds": label_s, "train_seconds": time.perf_counter() - t0 - label_s},
-            extra={"training": record, "n_train": len(train), "kd_student": _student_report(ctx, kd, kd_record)[0],
-                   "kept": len(keep), "relabel": stage_stats(list(teacher.values()), teacher, new),
-                   "options": opts.model_dump()},
-        )
+        return getattr(self_distill, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -53,20 +53,20 @@ import random
 import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import TeacherError
 from ..labeling import label_examples
-from ..io import read_json, write_json, write_jsonl
-from ..synthesis import (DROP_REASONS, Generated, HygieneCounts, SampleFilter, conll_tokenize, parse_generated,
+from ..io import read_json, write_json
+from ..synthesis import (Generated, HygieneCounts, SampleFilter, conll_tokenize, parse_generated,
                          validate_label, validate_text)
 from ..tasks.base import load_template
 from ..teachers.base import ChatTurn
 from ..types import Example, RunResult, TeacherLabel, Unlabeled
-from .base import RunContext, fit_student, min_epochs, primary_metric
+from .base import RunContext, fit_student, min_epochs
+from .reports import _main_metric, rounds_markdown, write_curve, write_rounds_report  # noqa: F401  (re-exports)
 
 log = logging.getLogger(__name__)
 
@@ -478,10 +478,7 @@ class EvoKD:
             total.kept += c["kept"]
             total.dropped.update({k: v for k, v in c["dropped"].items() if v})
         rows = [s for rec in state["rounds"] for s in rec.get("samples", [])]
-        write_jsonl(ctx.workdir / "synthetic.jsonl", rows)
-        write_curve(ctx.workdir / "learning_curve.svg", state, title=f"{self.name}: dev score per round",
-                    task=ctx.task)
-        (ctx.workdir / "rounds.md").write_text(rounds_markdown(self.name, state, task=ctx.task))
+        write_rounds_report(ctx.workdir, self.name, state, rows, task=ctx.task)
         labels = tuple(TeacherLabel(s["id"], s["label"], s.get("confidence"), False, "teacher", s.get("prompt_id", ""),
                                     raw=s.get("label_raw", ""), stage=f"{self.name}-round{s['round']}")
                        for s in state["samples"])
@@ -562,13 +559,6 @@ def _fill_kind(need: dict[str, int], taken: dict[str, int]) -> str | None:
     return min(open_kinds, key=lambda k: taken[k] / max(1, need[k])) if open_kinds else None
 
 
-def _main_metric(scores: dict[str, float], task: Any) -> float:
-    """The task's :func:`primary_metric` in ``scores``; -1 without scores (no dev set)."""
-    if not scores:
-        return -1.0
-    return float(scores[primary_metric(task, scores)])
-
-
 def _acc_by_kind(batch: list[dict[str, Any]], key: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for kind in sorted({s["kind"] for s in batch}):
@@ -582,57 +572,6 @@ def _jsonable(rec: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("counts"), HygieneCounts):
         out["counts"] = out["counts"].to_dict()
     return out
-
-
-def rounds_markdown(name: str, state: dict[str, Any], *, task: Any = None) -> str:
-    """Per-round report: dev score, samples generated / kept / dropped by reason, the analysis."""
-    lines = [f"# {name}: rounds", "", f"Stopped: {state.get('stop_reason')}. Best round: {state.get('best_round')} "
-             f"(dev {state.get('best_score', -1):.4f}; round 0 = gold seeds only, dev "
-             f"{_main_metric(state.get('round0_dev') or {}, task):.4f}).", "",
-             "| round | dev | generated | kept | " + " | ".join(DROP_REASONS) + " | replayed | teacher calls | tokens |",
-             "|---:|---:|---:|---:|" + "---:|" * len(DROP_REASONS) + "---:|---:|---:|"]
-    for rec in state["rounds"]:
-        c = rec["counts"]
-        lines.append(f"| {rec['round']} | {_main_metric(rec.get('dev') or {}, task):.4f} | {c['generated']} | {c['kept']} | "
-                     + " | ".join(str(c["dropped"].get(k, 0)) for k in DROP_REASONS)
-                     + f" | {rec.get('n_replay', 0)} | {rec.get('teacher_calls', 0)} | {rec.get('teacher_tokens', 0)} |")
-    lines += ["", "Student accuracy on each new batch before training on it (by kind), and the LLM's analysis:", ""]
-    for rec in state["rounds"]:
-        acc = rec.get("batch_accuracy_before_training") or {}
-        acc_s = ", ".join(f"{k} {v:.2f}" for k, v in acc.items()) or "n/a"
-        fb = rec.get("feedback")
-        fb_s = f" Feedback set: {fb['evaluated']} evaluated, {fb['wrong']} wrong." if fb else ""
-        lines.append(f"- Round {rec['round']} (batch accuracy: {acc_s}).{fb_s}")
-        if rec.get("analysis"):
-            lines.append(f"  > {rec['analysis']}")
-    return "\n".join(lines) + "\n"
-
-
-def write_curve(path: Path, state: dict[str, Any], *, title: str, task: Any = None) -> None:
-    """A dependency-free SVG learning curve: dev score (y) per round (x), round 0 = seeds only."""
-    pts = [(0, _main_metric(state.get("round0_dev") or {}, task))]
-    pts += [(rec["round"], _main_metric(rec.get("dev") or {}, task)) for rec in state["rounds"]]
-    w, h, m = 480, 300, 45
-    xmax = max(1, max(x for x, _ in pts))
-    def sx(x: float) -> float: return m + (w - 2 * m) * x / xmax
-    def sy(y: float) -> float: return h - m - (h - 2 * m) * max(0.0, min(1.0, y))
-    poly = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">',
-             f'<rect width="{w}" height="{h}" fill="white"/>',
-             f'<text x="{w / 2}" y="18" text-anchor="middle" font-size="13">{title}</text>',
-             f'<line x1="{m}" y1="{h - m}" x2="{w - m}" y2="{h - m}" stroke="black"/>',
-             f'<line x1="{m}" y1="{m}" x2="{m}" y2="{h - m}" stroke="black"/>']
-    for v in (0.0, 0.25, 0.5, 0.75, 1.0):
-        parts.append(f'<text x="{m - 6}" y="{sy(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>')
-        parts.append(f'<line x1="{m}" y1="{sy(v):.1f}" x2="{w - m}" y2="{sy(v):.1f}" stroke="#ddd"/>')
-    for x, y in pts:
-        parts.append(f'<text x="{sx(x):.1f}" y="{h - m + 16}" text-anchor="middle">{x}</text>')
-        parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="#1f77b4"/>')
-    parts += [f'<polyline points="{poly}" fill="none" stroke="#1f77b4" stroke-width="2"/>',
-              f'<text x="{w / 2}" y="{h - 8}" text-anchor="middle">round</text>',
-              f'<text x="12" y="{h / 2}" transform="rotate(-90 12 {h / 2})" text-anchor="middle">dev score</text>',
-              "</svg>"]
-    path.write_text("\n".join(parts) + "\n")
 
 
 def _make_filter(ctx: RunContext, o: EvoKDOptions, state: dict[str, Any]) -> SampleFilter:

@@ -55,7 +55,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from ..io import read_json, read_jsonl, write_json, write_jsonl
 from ..labeling import abstention_rate
 from ..types import Example, Prediction, RunResult, TeacherLabel, Unlabeled
-from .base import RunContext, fit_student, primary_metric, require_answers
+from .base import RunContext, fit_student, require_answers
+from .reports import stages_markdown, write_stages_report  # noqa: F401  (stages_markdown: re-export)
 
 log = logging.getLogger(__name__)
 
@@ -277,9 +278,7 @@ class MCKD:
         finals[opts.stages] = final_report
         self.stages_ = stage_reports
         self.provenance_ = self._provenance(parts, history)
-        write_json(wd / "stages.json", {"stages": stage_reports, "finals": finals})
-        (wd / "stages.md").write_text(stages_markdown(stage_reports, finals, task=ctx.task), encoding="utf-8")
-        write_jsonl(wd / "provenance.jsonl", self.provenance_)
+        write_stages_report(wd, stage_reports, finals, self.provenance_, task=ctx.task)
         final_labels = [latest[u.id] for u in ctx.pool]
         return RunResult(
             self.name, ctx.evaluate(preds, ctx.test), tuple(preds), tuple(final_labels),
@@ -360,31 +359,6 @@ class MCKD:
                 {"stage": k, "label": h[x].label, "abstained": h[x].abstained, "source": h[x].source,
                  "by": h[x].stage, "confidence": h[x].confidence} for k, h in enumerate(history)]})
         return rows
-
-
-def stages_markdown(stages: list[dict[str, Any]], finals: dict[int, dict[str, Any]], *, task: Any = None) -> str:
-    """The per-stage report as markdown (inlined into the run's report.md)."""
-    def score(m: dict[str, float] | None) -> str:
-        if not m:
-            return "–"
-        key = primary_metric(task, m)
-        return f"{key} {m[key]:.4f}"
-
-    lines = ["## MCKD per stage", "", "| stage | student | train size | epochs | stop | dev | test |",
-             "|---|---|---:|---:|---|---|---|"]
-    for st in stages:
-        for s in st["students"]:
-            lines.append(f"| {st['stage']} | part {s['part']} | {s['n_train']} | {s['epochs']} | {s['stop_reason']} | "
-                         f"{score(s.get('dev'))} | {score(s.get('test'))} |")
-    for k, f in sorted(finals.items()):
-        lines.append(f"| final ({k}-stage MCKD) | all parts | {f['n_train']} | {f['epochs']} | {f['stop_reason']} | "
-                     f"{score(f.get('dev'))} | {score(f.get('test'))} |")
-    lines += ["", "| stage | label churn | agreement with teacher | teacher abstentions | filled in | kept previous |",
-              "|---|---:|---:|---:|---:|---:|"]
-    for st in stages:
-        lines.append(f"| {st['stage']} | {st['churn']:.1%} | {st['agreement_with_teacher']:.1%} | "
-                     f"{st['teacher_abstentions']} | {st['abstentions_filled']} | {st['kept_previous']} |")
-    return "\n".join(lines) + "\n"
 
 
 def stage_stats(teacher: Sequence[TeacherLabel], before: dict[str, TeacherLabel],

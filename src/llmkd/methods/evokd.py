@@ -52,7 +52,6 @@ import logging
 import random
 import shutil
 import time
-from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -64,6 +63,7 @@ from ..synthesis import (Generated, HygieneCounts, SampleFilter, conll_tokenize,
                          validate_label, validate_text)
 from ..tasks.base import load_template
 from ..teachers.base import ChatTurn
+from ..teachers.budget import BudgetMeter, BudgetSpent
 from ..types import Example, RunResult, TeacherLabel, Unlabeled
 from .base import RunContext, fit_student, min_epochs
 from .reports import _main_metric, rounds_markdown, write_curve, write_rounds_report  # noqa: F401  (re-exports)
@@ -113,33 +113,6 @@ class EvoKDOptions(BaseModel):
     max_words: int = Field(60, ge=1, description="a generated input with more words is dropped as invalid")
 
 
-@dataclass
-class _Meter:
-    """Counts what reaches the teacher (cached answers included, so budgets are reproducible)."""
-
-    teacher: Any
-    calls: int = 0
-    tokens: int = 0
-
-    @property
-    def batch_size(self) -> int:
-        return getattr(self.teacher, "batch_size", 1)
-
-    def generate(self, prompts: Sequence[str], **kw: Any) -> list[Any]:
-        replies = self.teacher.generate(prompts, **kw)
-        self.calls += len(prompts)
-        self.tokens += sum(r.prompt_tokens + r.completion_tokens for r in replies)
-        return replies
-
-    def score_options(self, prompts: Sequence[str], options: Sequence[str]) -> list[list[float]]:
-        self.calls += len(prompts)
-        return self.teacher.score_options(prompts, options)
-
-
-class _Budget(Exception):
-    """Raised inside a round when a teacher budget is spent."""
-
-
 def _balanced(items: list[dict[str, Any]], n: int, rng: random.Random) -> list[dict[str, Any]]:
     """Up to ``n`` items, round-robin over their (true) labels, so every class gets shown."""
     by: dict[str, list[dict[str, Any]]] = {}
@@ -167,7 +140,7 @@ class EvoKD:
         kind = getattr(ctx.task, "kind", "classification")
         if kind not in ("classification", "ner"):
             raise ValueError(f"{self.name} supports classification and NER tasks; the task is {kind!r}")
-        meter = _Meter(ctx.teacher)
+        meter = BudgetMeter(ctx.teacher, max_calls=o.max_teacher_calls, max_tokens=o.max_teacher_tokens)
         self._run_seed = ctx.seed
         state = self._load_state(ctx)
         hygiene = _make_filter(ctx, o, state)                                             # remembers kept texts
@@ -189,7 +162,7 @@ class EvoKD:
                     analysis = self._analyse(ctx, meter, fb[0], fb[1], state["analyses"], r)  # 2. weakness analysis
                     rec["analysis"] = analysis
                 batch = self._synthesise(ctx, meter, analysis, hygiene, r, rec)          # 3-5. generate, clean, label
-            except _Budget as exc:
+            except BudgetSpent as exc:
                 batch, state["stop_reason"] = rec.pop("partial", []), f"budget: {exc}"
             rec["teacher_calls"], rec["teacher_tokens"] = meter.calls, meter.tokens
             student, score = self._train_round(ctx, student, state, batch, rec)          # 6. train with replay
@@ -242,7 +215,7 @@ class EvoKD:
                 {"evaluated": len(items), "wrong": len(wrong), "right": len(right)})
 
     # -- step 2 -------------------------------------------------------------------------------
-    def _analyse(self, ctx: RunContext, meter: _Meter, wrong: list[dict[str, Any]], right: list[dict[str, Any]],
+    def _analyse(self, ctx: RunContext, meter: BudgetMeter, wrong: list[dict[str, Any]], right: list[dict[str, Any]],
                  history: list[dict[str, Any]], r: int) -> str:
         task = ctx.task
         prompt = load_template(f"evokd_analyze_{_short(task)}.v1").render(
@@ -266,7 +239,7 @@ class EvoKD:
         )
 
     # -- steps 3-5 ----------------------------------------------------------------------------
-    def _synthesise(self, ctx: RunContext, meter: _Meter, analysis: str, filt: SampleFilter, r: int,
+    def _synthesise(self, ctx: RunContext, meter: BudgetMeter, analysis: str, filt: SampleFilter, r: int,
                     rec: dict[str, Any]) -> list[dict[str, Any]]:
         o, task = self.opts, ctx.task
         want = {"hard": o.n_hard, "easy": o.n_easy} if self.feedback else {"plain": o.n_hard + o.n_easy}
@@ -304,7 +277,7 @@ class EvoKD:
             if not fresh:
                 continue
             per = (ctx.labeling.mode == "generate") + _scores(ctx)  # teacher calls per labeled text
-            fresh, spent = self._affordable(meter, fresh, per)
+            fresh, spent = meter.affordable(fresh, per)
             ids = [f"{self.name}-r{r}-c{call}-{i}" for i in range(len(fresh))]
             labels = label_examples(task, meter, [Unlabeled(i, t) for i, (t, _) in zip(ids, fresh)], ctx.shots,
                                     mode=ctx.labeling.mode, confidence=ctx.labeling.confidence,
@@ -326,11 +299,11 @@ class EvoKD:
             kept.extend(good)
             counts.kept += len(good)
             if spent:
-                raise _Budget(spent)
+                raise BudgetSpent(spent)
         rec.pop("partial", None)
         return kept
 
-    def _generate(self, ctx: RunContext, meter: _Meter, analysis: str, need: dict[str, int], r: int, call: int,
+    def _generate(self, ctx: RunContext, meter: BudgetMeter, analysis: str, need: dict[str, int], r: int, call: int,
                   counts: HygieneCounts, samples_log: list[dict[str, Any]]) -> list[Any]:
         o, task = self.opts, ctx.task
         n = sum(need.values())
@@ -365,32 +338,15 @@ class EvoKD:
                     self.name, r, call, o.max_reasks + 1, last[:200])
         return []
 
-    def _ask(self, meter: _Meter, prompt: str, max_tokens: int, *, seed: int) -> Any:
+    def _ask(self, meter: BudgetMeter, prompt: str, max_tokens: int, *, seed: int) -> Any:
         """One sampled generation. ``temperature > 0`` puts the seed into the cache key, so a
         re-ask or another round gets a new sample while a rerun gets the same one back."""
-        self._spend(meter, calls=1)
+        meter.charge(1)
         if self.opts.chat_prompts:
             prompt = ChatTurn(prompt)
         reply = meter.generate([prompt], max_tokens=max_tokens, temperature=self.opts.temperature,
                                seed=self._run_seed * 100_003 + seed)
         return reply[0]
-
-    def _affordable(self, meter: _Meter, items: list[Any], per: int) -> tuple[list[Any], str]:
-        """The items whose labeling still fits the call budget, and the budget message if some
-        did not fit (the caller labels what fits, keeps it, then stops)."""
-        self._spend(meter, calls=per)
-        cap = self.opts.max_teacher_calls
-        if cap is None or per == 0 or meter.calls + per * len(items) <= cap:
-            return items, ""
-        n = (cap - meter.calls) // per
-        return items[:n], f"max_teacher_calls={cap} reached while labeling ({len(items) - n} samples left unlabeled)"
-
-    def _spend(self, meter: _Meter, *, calls: int) -> None:
-        o = self.opts
-        if o.max_teacher_calls is not None and meter.calls + calls > o.max_teacher_calls:
-            raise _Budget(f"max_teacher_calls={o.max_teacher_calls} reached ({meter.calls} used)")
-        if o.max_teacher_tokens is not None and meter.tokens >= o.max_teacher_tokens:
-            raise _Budget(f"max_teacher_tokens={o.max_teacher_tokens} reached ({meter.tokens} used)")
 
     # -- step 6 -------------------------------------------------------------------------------
     def _train_round(self, ctx: RunContext, student: Any, state: dict[str, Any], batch: list[dict[str, Any]],

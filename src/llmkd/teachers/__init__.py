@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Teacher, make_fingerprint, normalize_options
+from .budget import BudgetMeter, BudgetSpent
 from .cache import CachedTeacher, TeacherCache
 
 BACKENDS = ("llamacpp", "hf", "openai")
@@ -19,4 +20,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Teacher", "CachedTeacher", "TeacherCache", "make_fingerprint", "normalize_options", "BACKENDS"]
+__all__ = ["Teacher", "CachedTeacher", "TeacherCache", "BudgetMeter", "BudgetSpent", "make_fingerprint", "normalize_options", "BACKENDS"]

@@ -101,6 +101,22 @@ def choose_shots(labeled: tuple[Example, ...], cfg: RunConfig) -> tuple[Example,
     return tuple(shots)
 
 
+# ---- embedders -------------------------------------------------------------------------------
+
+
+def build_embedder(name: str) -> Callable[..., Any]:
+    """The sentence embedder of EvoKD's near-duplicate / leak checks: ``"ngram"`` (no model), else
+    an encoder resolved through the zoo (zoo name, local dir or Hugging Face id)."""
+    from .synthesis import EncoderEmbedder, ngram_embed
+
+    if name == "ngram":
+        return ngram_embed
+    from . import zoo
+
+    path, _ = zoo.resolve(name)
+    return EncoderEmbedder(str(path))
+
+
 # ---- students --------------------------------------------------------------------------------
 
 

@@ -180,7 +180,6 @@ def test_methods_import_no_backend_zoo_plot_or_report_at_module_level() -> None:
 # TODO(issue 24): methods that still reach these inside a function. Each is a place where the
 # build step should hand the method an object instead; remove an entry when it is fixed.
 LAZY_TODO = {
-    "llmkd.methods.evokd": ["llmkd.zoo"],  # _sample_filter resolves options.embedder through the zoo
     "llmkd.methods.llkd": ["matplotlib", "matplotlib.pyplot", "matplotlib.ticker"],  # LLKD draws selection.png
 }
 

@@ -52,7 +52,7 @@ import logging
 import random
 import shutil
 import time
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -62,6 +62,7 @@ from ..io import read_json, write_json
 from ..synthesis import (Generated, HygieneCounts, SampleFilter, conll_tokenize, parse_generated,
                          validate_label, validate_text)
 from ..tasks.base import load_template
+from ..tasks.ner import ner_label_problem
 from ..teachers.base import ChatTurn
 from ..teachers.budget import BudgetMeter, BudgetSpent
 from ..types import Example, RunResult, TeacherLabel, Unlabeled
@@ -285,7 +286,7 @@ class EvoKD:
                                     stage=f"{self.name}-round{r}", progress=False)            # 5. separate labeling
             good = []
             for (text, k), lab in zip(fresh, labels):
-                why = "abstained" if lab.abstained else (_ner_problem(lab, task.labels, text) if kind_ner
+                why = "abstained" if lab.abstained else (ner_label_problem(lab, task.labels, text) if kind_ner
                                                          else validate_label(lab.label, task.labels, text))
                 entry = {"id": lab.example_id, "text": text, "kind": k, "label": lab.label, "round": r,
                          "confidence": lab.confidence, "label_raw": lab.raw, "prompt_id": lab.prompt_id}
@@ -478,23 +479,6 @@ def _show(task: Any, s: dict[str, Any], *, pred: bool = False) -> dict[str, Any]
     return out
 
 
-def _ner_problem(lab: TeacherLabel, types: Sequence[str], text: str) -> str | None:
-    """NER label hygiene: a mention of an unknown type is ``bad_label``; a mention whose text
-    does not occur in the sentence (the aligner's ``not_in_sentence``) is ``bad_span``. Either
-    drops the whole sentence: its other entities cannot be trusted to be complete."""
-    meta = lab.meta or {}
-    if meta.get("unknown_type"):
-        return "bad_label"
-    if meta.get("not_in_sentence"):
-        return "bad_span"
-    tags = tuple(lab.label)
-    if len(tags) != len(text.split()):
-        return "bad_span"
-    if any(t != "O" and t.split("-", 1)[-1] not in types for t in tags):
-        return "bad_label"
-    return None
-
-
 def _cap(need: dict[str, int], cap: int | None) -> dict[str, int]:
     """At most ``cap`` samples in all, shared out one at a time over the kinds still needed, so a
     capped call asks for hard and easy samples alike: ``{'hard': 25, 'easy': 25}``, 10 ->
@@ -532,15 +516,9 @@ def _jsonable(rec: dict[str, Any]) -> dict[str, Any]:
 
 def _make_filter(ctx: RunContext, o: EvoKDOptions, state: dict[str, Any]) -> SampleFilter:
     """The dedupe / leak filter, primed with the gold seeds and every sample kept so far."""
-    from ..synthesis import EncoderEmbedder, ngram_embed
+    from ..build import build_embedder  # lazy: llmkd.build imports the methods
 
-    if o.embedder == "ngram":
-        embed = ngram_embed
-    else:
-        from .. import zoo
-
-        path, _ = zoo.resolve(o.embedder)
-        embed = EncoderEmbedder(str(path))
+    embed = build_embedder(o.embedder)
     known = [e.text for e in ctx.labeled] + [s["text"] for s in state["samples"]]
     protected = [e.text for e in ctx.dev] + [e.text for e in ctx.test]
     return SampleFilter(embed=embed, protected=protected, known=known, near_dup=o.near_dup, leak=o.leak,

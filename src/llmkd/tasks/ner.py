@@ -336,6 +336,23 @@ class NerTask:
         return out
 
 
+def ner_label_problem(lab: TeacherLabel, types: Sequence[str], text: str) -> str | None:
+    """NER label hygiene for a generated sentence labeled by the teacher (EvoKD step 5): a mention of an unknown type is ``bad_label``; a mention whose text
+    does not occur in the sentence (the aligner's ``not_in_sentence``) is ``bad_span``. Either
+    drops the whole sentence: its other entities cannot be trusted to be complete."""
+    meta = lab.meta or {}
+    if meta.get("unknown_type"):
+        return "bad_label"
+    if meta.get("not_in_sentence"):
+        return "bad_span"
+    tags = tuple(lab.label)
+    if len(tags) != len(text.split()):
+        return "bad_span"
+    if any(t != "O" and t.split("-", 1)[-1] not in types for t in tags):
+        return "bad_label"
+    return None
+
+
 def _prob(reply: Reply, start: int, end: int) -> float | None:
     """exp(sum of logprobs of the reply tokens overlapping characters [start, end)). If the tokens
     do not spell the text (a multi-byte character split across tokens), the whole reply is used."""

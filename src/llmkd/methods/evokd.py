@@ -147,10 +147,7 @@ class EvoKD:
         hygiene = _make_filter(ctx, o, state)                                             # remembers kept texts
         student = self._initial_student(ctx, state)                                      # 0. student on the seeds
         seeds = [{"text": e.text, "label": e.label, "source": "gold", "kind": "gold"} for e in ctx.labeled]
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=o.rounds, initial=len(state["rounds"]), desc=f"{self.name} rounds", unit="round",
-                   disable=not ctx.progress)
+        bar = self._progress_bar(ctx, state)
         while state["stop_reason"] is None:
             r = len(state["rounds"]) + 1
             rec: dict[str, Any] = {"round": r, "analysis": "", "counts": HygieneCounts()}
@@ -163,8 +160,8 @@ class EvoKD:
                     analysis = self._analyse(ctx, meter, fb[0], fb[1], state["analyses"], r)  # 2. weakness analysis
                     rec["analysis"] = analysis
                 batch = self._synthesise(ctx, meter, analysis, hygiene, r, rec)          # 3-5. generate, clean, label
-            except BudgetSpent as exc:
-                batch, state["stop_reason"] = rec.pop("partial", []), f"budget: {exc}"
+            except BudgetSpent as exc:                                                   # a budget ran out: keep the
+                batch, state["stop_reason"] = rec.pop("partial", []), f"budget: {exc}"  #   labeled part, stop
             rec["teacher_calls"], rec["teacher_tokens"] = meter.calls, meter.tokens
             student, score = self._train_round(ctx, student, state, batch, rec)          # 6. train with replay
             state["rounds"].append(_jsonable(rec))
@@ -173,13 +170,19 @@ class EvoKD:
             state["teacher_calls"], state["teacher_tokens"] = meter.calls, meter.tokens
             plateau = self._stop(state, score, r)                                        # 7. plateau / rounds
             state["stop_reason"] = state["stop_reason"] or plateau
-            self._checkpoint(ctx, student, state, score)
+            self._checkpoint(ctx, student, state, score)                                 # resumable round
             bar.update(1)
             bar.set_postfix(dev=f"{score:.3f}", kept=state["rounds"][-1]["counts"]["kept"])
             log.info("%s round %d: dev %.4f, kept %s; %s", self.name, r, score, state["rounds"][-1]["counts"]["kept"],
                      state["stop_reason"] or "continuing")
         bar.close()
-        return self._finish(ctx, state, time.perf_counter() - t_start)
+        return self._finish(ctx, state, time.perf_counter() - t_start)                   # best-dev student; report
+
+    def _progress_bar(self, ctx: RunContext, state: dict[str, Any]) -> Any:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.opts.rounds, initial=len(state["rounds"]), desc=f"{self.name} rounds", unit="round",
+                    disable=not ctx.progress)
 
     # -- step 0 -------------------------------------------------------------------------------
     def _initial_student(self, ctx: RunContext, state: dict[str, Any]) -> Any:

@@ -271,14 +271,14 @@ class MCKD:
         for k in range(1, opts.stages):                                                       # 3 stages 1..K-1
             if opts.final_every_stage:                                                        #   (optional) K'=k final
                 finals[k] = self._final(ctx, opts, items, latest, after=k - 1)[1]
-            latest, report = self._cross_stage(ctx, opts, k, parts, items, latest, teacher)
+            latest, report = self._cross_stage(ctx, opts, k, parts, items, latest, teacher)  #   cross-labeling
             history.append(latest)
             stage_reports.append(report)
         record, final_report, preds = self._final(ctx, opts, items, latest, after=opts.stages - 1)  # 4 final student
         finals[opts.stages] = final_report
         self.stages_ = stage_reports
         self.provenance_ = self._provenance(parts, history)
-        write_stages_report(wd, stage_reports, finals, self.provenance_, task=ctx.task)
+        write_stages_report(wd, stage_reports, finals, self.provenance_, task=ctx.task)       # report (reports.py)
         final_labels = [latest[u.id] for u in ctx.pool]
         return RunResult(
             self.name, ctx.evaluate(preds, ctx.test), tuple(preds), tuple(final_labels),

@@ -129,29 +129,29 @@ class FakeOpenAIServer:
             self.requests.append({"path": path, "body": body, "headers": headers})
 
     @contextmanager
-    def _tracked(self) -> Iterator[None]:
+    def _counting(self, current: str, peak: str) -> Iterator[None]:
+        """Count one request in attribute ``current`` while inside, and keep its maximum in ``peak``."""
         with self._lock:
-            self._in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            setattr(self, current, getattr(self, current) + 1)
+            setattr(self, peak, max(getattr(self, peak), getattr(self, current)))
         try:
             yield
         finally:
             with self._lock:
-                self._in_flight -= 1
+                setattr(self, current, getattr(self, current) - 1)
+
+    def _tracked(self):  # -> context manager: one request received and not yet answered
+        return self._counting("_in_flight", "max_in_flight")
 
     @contextmanager
     def _handling(self) -> Iterator[None]:
         """One request being handled: waits for a free slot when ``slots`` is set."""
         if self._slot is not None:
             self._slot.acquire()
-        with self._lock:
-            self._busy += 1
-            self.max_busy = max(self.max_busy, self._busy)
         try:
-            yield
+            with self._counting("_busy", "max_busy"):
+                yield
         finally:
-            with self._lock:
-                self._busy -= 1
             if self._slot is not None:
                 self._slot.release()
 

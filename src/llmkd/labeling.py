@@ -21,6 +21,7 @@ import logging
 from typing import Any, Sequence
 
 from .errors import ParseError
+from .tasks.base import Constrained, ParsesDetailed, ParsesReply, ScoresOptions, StopsAt
 from .teachers.base import normalize_options
 from .types import Example, TeacherLabel
 
@@ -45,7 +46,7 @@ def label_examples(task: Any, teacher: Any, items: Sequence[Any], shots: Sequenc
 
     if mode not in ("generate", "score"):
         raise ValueError(f"mode must be 'generate' or 'score' (got {mode!r})")
-    options = task.options() if hasattr(task, "options") else None
+    options = task.options() if isinstance(task, ScoresOptions) else None
     if mode == "score" and not options:
         raise ValueError(f"mode='score' needs a task with a label set; {task.kind} has none")
     chunk = max(1, int(getattr(teacher, "batch_size", 1)))
@@ -54,9 +55,9 @@ def label_examples(task: Any, teacher: Any, items: Sequence[Any], shots: Sequenc
     for start in range(0, len(items), chunk):
         batch = items[start : start + chunk]
         prompts = [task.render(x.text, shots) for x in batch]
-        extra = {"constraint": task.constraint()} if constrained and hasattr(task, "constraint") else {}
+        extra = {"constraint": task.constraint()} if constrained and isinstance(task, Constrained) else {}
         replies = teacher.generate(prompts, max_tokens=max_tokens, temperature=temperature,
-                                   stop=getattr(task, "stop", ()), **extra) if mode == "generate" else None
+                                   stop=task.stop if isinstance(task, StopsAt) else (), **extra) if mode == "generate" else None
         scores = teacher.score_options(prompts, options) if options and (confidence or mode == "score") else None
         for i, (x, prompt) in enumerate(zip(batch, prompts)):
             probs = None
@@ -71,9 +72,9 @@ def label_examples(task: Any, teacher: Any, items: Sequence[Any], shots: Sequenc
             raw = replies[i].text
             meta, conf = None, _UNSET
             try:
-                if hasattr(task, "parse_reply"):  # NER: needs the whole reply (per-mention logprobs) + the input
+                if isinstance(task, ParsesReply):  # NER: needs the whole reply (per-mention logprobs) + the input
                     label, conf, meta = task.parse_reply(replies[i], x.text)
-                elif hasattr(task, "parse_detailed"):  # tasks that need the input (seq2seq repair) and report details
+                elif isinstance(task, ParsesDetailed):  # tasks that need the input (seq2seq repair) and report details
                     label, meta = task.parse_detailed(raw, x.text)
                 else:
                     label = task.parse(raw)

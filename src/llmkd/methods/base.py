@@ -21,6 +21,8 @@ from ..errors import TeacherError
 from ..io import read_json, write_json
 from ..labeling import label_examples
 from ..students.base import Student
+from ..tasks.base import ScoresOptions, Task
+from ..teachers.base import Teacher
 from ..types import Example, Prediction, RunResult, TeacherLabel, Unlabeled
 
 log = logging.getLogger(__name__)
@@ -59,8 +61,8 @@ class LabelSettings:
 
 @dataclass
 class RunContext:
-    task: Any
-    teacher: Any
+    task: Task
+    teacher: Teacher | None
     student_factory: Callable[[int], Student]
     student_loader: Callable[[Path], Student]
     labeled: tuple[Example, ...]
@@ -110,7 +112,7 @@ def require_answers(labels: Sequence[TeacherLabel], task: Any) -> list[TeacherLa
     if answered:
         return answered
     example = labels[0].raw if labels else ""
-    fix = ("teacher.labeling=score (argmax over the label set never abstains)" if hasattr(task, "options")
+    fix = ("teacher.labeling=score (argmax over the label set never abstains)" if isinstance(task, ScoresOptions)
            else "teacher.chat=false (small models copy the demonstrations' format more reliably)")
     raise TeacherError(
         f"the teacher abstained on all {len(labels)} pool examples (no reply could be parsed, e.g. {example[:80]!r}), "

@@ -61,7 +61,7 @@ from ..labeling import label_examples
 from ..io import read_json, write_json
 from ..synthesis import (Generated, HygieneCounts, SampleFilter, conll_tokenize, parse_generated,
                          validate_label, validate_text)
-from ..tasks.base import load_template
+from ..tasks.base import ScoresOptions, load_template
 from ..tasks.ner import ner_label_problem
 from ..teachers.base import ChatTurn
 from ..teachers.budget import BudgetMeter, BudgetSpent
@@ -461,7 +461,7 @@ def _short(task: Any) -> str:
 
 
 def _scores(ctx: RunContext) -> bool:
-    return bool(ctx.labeling.confidence or ctx.labeling.mode == "score") and hasattr(ctx.task, "options")
+    return bool(ctx.labeling.confidence or ctx.labeling.mode == "score") and isinstance(ctx.task, ScoresOptions)
 
 
 def _lab(label: Any) -> Any:

@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ..errors import TeacherError
 from ..io import read_json, write_json, write_jsonl
 from ..labeling import abstention_rate
+from ..students.base import ProbaStudent
 from ..selection import LLKDSelector, Selection, SelectionInput, build_selector, loss_weights
 from ..types import Example, RunResult, TeacherLabel
 from .base import RunContext, min_epochs, patience_spent, primary_metric, require_answers
@@ -84,9 +85,12 @@ class LLKDOptions(BaseModel):
 
 def student_probs(student: Any, texts: Sequence[str]) -> np.ndarray:
     """The student's class probabilities (rows in ``student.labels`` order), no gradient."""
-    if hasattr(student, "predict_proba"):
+    if isinstance(student, ProbaStudent):
         return np.asarray(student.predict_proba(list(texts)), dtype=np.float64)
     preds = student.predict([Example("", t, None) for t in texts])
+    if any(not isinstance(p.probs, dict) or not p.probs for p in preds):
+        raise TypeError(f"LLKD needs the student's class probabilities: {type(student).__name__} has no "
+                        "predict_proba (students.base.ProbaStudent) and its predict() gives no probs")
     return np.array([[p.probs.get(c, 0.0) for c in student.labels] for p in preds], dtype=np.float64)
 
 

@@ -5,7 +5,7 @@ between rounds. A :data:`StudentFactory` gives a fresh, seeded student on demand
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 from ..types import Example, Prediction
 
@@ -27,6 +27,18 @@ class Student(Protocol):
         ...
 
     def save(self, path: str | Path) -> None: ...
+
+
+@runtime_checkable
+class ProbaStudent(Student, Protocol):
+    """A :class:`Student` that gives its class probabilities as a matrix (rows in ``labels``
+    order) without building :class:`Prediction` objects: the sentence classifiers
+    (:class:`~llmkd.students.classifier.ClassifierStudent` and its subclasses). LLKD's student
+    term uses it where offered and falls back to :meth:`Student.predict`'s ``probs`` otherwise."""
+
+    def predict_proba(self, texts: Sequence[str]) -> Any:
+        """An ``(n, len(labels))`` array of class probabilities for ``texts``."""
+        ...
 
 
 StudentFactory = Callable[[int], Student]

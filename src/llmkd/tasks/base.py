@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence, runtime_checkable
 
 from ..types import Example, Reply
+
+if TYPE_CHECKING:
+    from ..teachers.base import Constraint
 
 PROMPTS = Path(__file__).parent / "prompts"
 
@@ -79,3 +82,49 @@ class Task(Protocol):
     def label_logprob(self, reply: Reply) -> float | None: ...
 
     def score(self, gold: Sequence[Any], pred: Sequence[Any | None]) -> dict[str, float]: ...
+
+
+# ---- optional capabilities -------------------------------------------------------------------
+# A task offers these beyond :class:`Task` when it can; callers check them with ``isinstance``
+# (each is ``runtime_checkable``), never with ``hasattr`` or by the task's ``kind``.
+# tests/unit/test_contracts.py lists which task class has which.
+
+
+@runtime_checkable
+class ScoresOptions(Protocol):
+    """A closed label set the teacher can score option by option (``teacher.labeling=score``,
+    teacher confidences): classification."""
+
+    def options(self) -> list[str]:
+        """The answer strings to score, one per label, in ``labels`` order."""
+        ...
+
+
+@runtime_checkable
+class Constrained(Protocol):
+    """A constraint on the reply (label choice or GBNF grammar) for ``teacher.constrained=true``."""
+
+    def constraint(self) -> Constraint | None: ...
+
+
+@runtime_checkable
+class ParsesReply(Protocol):
+    """Parses the whole reply (per-mention logprobs) against the input, and computes its own
+    confidence: NER."""
+
+    def parse_reply(self, reply: Reply, text: str) -> tuple[Any, float | None, dict[str, Any]]: ...
+
+
+@runtime_checkable
+class ParsesDetailed(Protocol):
+    """Parses the reply text against the input and reports details (repairs): seq2seq."""
+
+    def parse_detailed(self, raw: str, text: str) -> tuple[Any, dict[str, Any]]: ...
+
+
+@runtime_checkable
+class StopsAt(Protocol):
+    """Stop sequences for the teacher's generation."""
+
+    stop: tuple[str, ...]
+

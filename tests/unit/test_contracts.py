@@ -212,6 +212,53 @@ def test_tasks_built_from_config_are_the_tested_classes() -> None:
     assert type(build_task(TaskConfig(kind="seq2seq", target="slots"), [])) is Seq2SeqTask
 
 
+# task class -> the optional capability protocols of llmkd.tasks.base it offers (exactly these)
+CAPABILITIES = {
+    ClassificationTask: {"ScoresOptions", "Constrained", "StopsAt"},
+    NerTask: {"Constrained", "ParsesReply", "StopsAt"},
+    Seq2SeqTask: {"Constrained", "ParsesDetailed", "StopsAt"},
+}
+
+
+def capability_protocols() -> dict[str, type]:
+    from llmkd.tasks import base
+
+    return {name: getattr(base, name) for name in ("ScoresOptions", "Constrained", "ParsesReply", "ParsesDetailed",
+                                                   "StopsAt")}
+
+
+@pytest.mark.parametrize("case", sorted(TASKS))
+def test_task_offers_exactly_its_capabilities(case: str) -> None:
+    from llmkd.tasks.base import Task
+
+    task = TASKS[case][0]
+    assert isinstance(task, Task)
+    have = {name for name, proto in capability_protocols().items() if isinstance(task, proto)}
+    assert have == CAPABILITIES[type(task)]
+
+
+def test_capabilities_are_checked_with_isinstance_not_hasattr() -> None:
+    """Callers ask a task for an optional capability with ``isinstance(task, ScoresOptions)`` etc.
+    (tasks/base.py), never by probing attributes."""
+    src = Path(__file__).resolve().parents[2] / "src" / "llmkd"
+    files = sorted((src / "methods").glob("*.py")) + [src / "labeling.py"]
+    probes = ("hasattr(ctx.task", "hasattr(task", "hasattr(student", "getattr(task, \"stop\"",
+              "getattr(task, \"options\"", "getattr(task, \"constraint\"")
+    offenders = [f"{p.name}: {n}" for p in files for n in probes if n in p.read_text(encoding="utf-8")]
+    assert not offenders, offenders
+
+
+def test_llkd_needs_student_probabilities() -> None:
+    from llmkd.methods.llkd import student_probs
+    from llmkd.students.base import ProbaStudent
+
+    student = ContractStudent()
+    assert not isinstance(student, ProbaStudent)
+    assert student_probs(student, ["a good film"]).shape == (1, 2)  # falls back to predict()'s probs
+    with pytest.raises(TypeError, match="predict_proba"):
+        student_probs(MemoStudent(), ["a good film"])  # no predict_proba, no probs
+
+
 # ---- teachers -------------------------------------------------------------------------------
 
 
@@ -302,6 +349,8 @@ def test_student_class_contract(cls: type) -> None:
     assert list(inspect.signature(cls.load).parameters)[0] == "path"
     for member in ("fit_epoch", "predict", "save"):
         assert member in dir(Student) and callable(getattr(cls, member))
+    # ProbaStudent (LLKD's fast path): the sentence classifiers; the seq2seq student has no class matrix
+    assert callable(getattr(cls, "predict_proba", None)) == (cls.__name__ != "Seq2SeqStudent")
 
 
 def test_every_student_family_has_a_loader() -> None:

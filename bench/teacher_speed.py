@@ -205,8 +205,8 @@ def main() -> None:
     from tqdm import tqdm
     import llama_cpp
 
-    path = str(zoo.pull(args.model))
-    sha = zoo.ZOO[args.model].sha256 if args.model in zoo.ZOO else zoo.sha256_file(Path(path))
+    path, pinned = zoo.resolve(args.model)  # a zoo name is pulled if needed
+    sha = zoo.weights_fingerprint(path, pinned)
     repack = native.resolve_repack(path, sha, args.repack, n_threads=args.threads)
     task, prompts = load_prompts(args.n, args.k)
     kw = dict(n_ctx=2048, n_threads=args.threads, repack="on" if repack else "off")

@@ -56,13 +56,14 @@ def label_skew(pool_labels: Sequence[Any], gold_labels: Sequence[Any]) -> str | 
 def run_warnings(run_dir: Any, methods: Sequence[str], pool_labels: Sequence[Any], gold_labels: Sequence[Any]) -> list[str]:
     """Every warning of a run directory: the pool's label mix, then each method's test predictions
     (``RUN_DIR/METHOD/predictions.jsonl``)."""
-    import json
     from pathlib import Path
+
+    from .io import read_jsonl
 
     found = [label_skew(pool_labels, gold_labels)]
     for m in methods:
         path = Path(run_dir) / m / "predictions.jsonl"
         if path.exists():
-            rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+            rows = read_jsonl(path)
             found.append(prediction_collapse(m, [r["pred"] for r in rows], [r["gold"] for r in rows]))
     return [w for w in found if w]

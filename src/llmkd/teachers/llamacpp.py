@@ -93,9 +93,7 @@ class LlamaCppTeacher:
     def _load(self) -> Any:
         if self._llm is None:
             llama_cpp = require("llama_cpp", "llamacpp", "the llamacpp teacher backend")
-            import os
-
-            threads = self.n_threads or max(1, os.cpu_count() or 1)
+            threads = native.default_threads(self.n_threads)
             self._llm = native.load_llama(self.model_path, repack=self.repacking, n_ctx=self.n_ctx, n_threads=threads,
                                           n_threads_batch=threads, n_batch=self.n_batch, logits_all=False,
                                           verbose=False, seed=self.seed)

@@ -72,6 +72,11 @@ def cpu_info() -> dict[str, Any]:
     return {"model": model, "machine": platform.machine(), "flags": sorted(f for f in _FLAGS_OF_INTEREST if f in flags)}
 
 
+def default_threads(n_threads: int | None) -> int:
+    """llama.cpp's thread count: the configured one, else every core."""
+    return n_threads or max(1, os.cpu_count() or 1)
+
+
 def has_amx(info: dict[str, Any] | None = None) -> bool:
     return any(f.startswith("amx") for f in (info or cpu_info())["flags"])
 
@@ -169,7 +174,7 @@ def _child(model_path: str, setting: str, n_threads: int | None) -> None:
     import faulthandler
 
     faulthandler.enable()
-    threads = n_threads or max(1, os.cpu_count() or 1)
+    threads = default_threads(n_threads)
     t0 = time.perf_counter()
     llm = load_llama(model_path, repack=setting == "on", n_ctx=512, n_threads=threads, n_threads_batch=threads,
                      verbose=False, seed=0)

@@ -6,6 +6,7 @@
   ``load`` rebuilds the student from it (``cls(**state)``), as a real checkpoint would.
 - :class:`MemoStudent` remembers the label of every text it trained on and predicts it back;
   other texts get :meth:`MemoStudent.fallback`.
+- :func:`ngram_embedder` is ``RunContext.embedder`` without a model: only the ``ngram`` embedder.
 
 Fakes with behaviour of their own (a cache test's echoing teacher, EvoKD's prompt-kind script, a
 student that learns late) stay in their test files, on these bases where they fit.
@@ -28,6 +29,16 @@ def classify_text(prompt: str) -> str:
 def ner_text(prompt: str) -> str:
     """The item's sentence in a rendered ner.v1 prompt (its last 'Sentence:')."""
     return prompt.rsplit("Sentence: ", 1)[1].split("\nEntities:")[0]
+
+
+def ngram_embedder(name: str) -> Callable[..., Any]:
+    """``RunContext.embedder`` for unit tests (in place of ``llmkd.build.build_embedder``): the
+    model-free hashed n-gram embedder; any other name is an error, so no test loads an encoder."""
+    from llmkd.synthesis import ngram_embed
+
+    if name != "ngram":
+        raise AssertionError(f"unit tests use embedder='ngram', not {name!r} (it would load a model)")
+    return ngram_embed
 
 
 class ScriptedTeacher:

@@ -262,7 +262,7 @@ class Session:
             labeling=LabelSettings(mode=cfg.teacher.labeling, confidence=cfg.teacher.confidence,
                                    max_tokens=cfg.teacher.max_tokens, temperature=cfg.teacher.temperature,
                                    constrained=cfg.teacher.constrained),
-            progress=cfg.progress,
+            progress=cfg.progress, embedder=build_embedder,
         )
 
 

@@ -214,8 +214,8 @@ def test_tasks_built_from_config_are_the_tested_classes() -> None:
 
 # task class -> the optional capability protocols of llmkd.tasks.base it offers (exactly these)
 CAPABILITIES = {
-    ClassificationTask: {"ScoresOptions", "Constrained", "StopsAt"},
-    NerTask: {"Constrained", "ParsesReply", "StopsAt"},
+    ClassificationTask: {"ScoresOptions", "Constrained", "StopsAt", "Synthesizes"},
+    NerTask: {"Constrained", "ParsesReply", "StopsAt", "Synthesizes"},
     Seq2SeqTask: {"Constrained", "ParsesDetailed", "StopsAt"},
 }
 
@@ -224,7 +224,7 @@ def capability_protocols() -> dict[str, type]:
     from llmkd.tasks import base
 
     return {name: getattr(base, name) for name in ("ScoresOptions", "Constrained", "ParsesReply", "ParsesDetailed",
-                                                   "StopsAt")}
+                                                   "StopsAt", "Synthesizes")}
 
 
 @pytest.mark.parametrize("case", sorted(TASKS))
@@ -239,11 +239,13 @@ def test_task_offers_exactly_its_capabilities(case: str) -> None:
 
 def test_capabilities_are_checked_with_isinstance_not_hasattr() -> None:
     """Callers ask a task for an optional capability with ``isinstance(task, ScoresOptions)`` etc.
-    (tasks/base.py), never by probing attributes."""
+    (tasks/base.py), never by probing attributes nor by branching on the task's kind."""
     src = Path(__file__).resolve().parents[2] / "src" / "llmkd"
     files = sorted((src / "methods").glob("*.py")) + [src / "labeling.py"]
     probes = ("hasattr(ctx.task", "hasattr(task", "hasattr(student", "getattr(task, \"stop\"",
-              "getattr(task, \"options\"", "getattr(task, \"constraint\"")
+              "getattr(task, \"options\"", "getattr(task, \"constraint\"", "getattr(task, \"kind\"",
+              "getattr(ctx.task, \"kind\"", "task.kind ==", "task.kind !=", "task.kind in ",
+              "getattr(task, \"label_descriptions\"")
     offenders = [f"{p.name}: {n}" for p in files for n in probes if n in p.read_text(encoding="utf-8")]
     assert not offenders, offenders
 

@@ -184,7 +184,8 @@ def make_ctx(tmp_path: Path, teacher: Any) -> RunContext:
     return RunContext(task=task, teacher=teacher, student_factory=lambda seed: MemoStudent(),
                       student_loader=MemoStudent.load, labeled=labeled, pool=(), dev=dev, test=test, shots=labeled,
                       workdir=tmp_path, seed=0, train=TrainSettings(epochs=1, patience=1, min_steps=1, batch_size=4),
-                      labeling=LabelSettings(mode="generate", confidence=False, max_tokens=4), progress=False)
+                      labeling=LabelSettings(mode="generate", confidence=False, max_tokens=4), progress=False,
+                      embedder=fakes.ngram_embedder)
 
 
 OPTS = dict(rounds=3, n_hard=2, n_easy=2, gen_calls_per_round=1, embedder="ngram", patience=0, leak_ngram=0, leak=0.99)
@@ -360,7 +361,8 @@ def test_ner_loop_tokenizes_validates_spans_and_keeps_tags(tmp_path: Path) -> No
     ctx = RunContext(task=task, teacher=ScriptedNerTeacher(), student_factory=lambda seed: MemoTagger(),
                      student_loader=MemoTagger.load, labeled=labeled, pool=(), dev=dev, test=dev, shots=labeled,
                      workdir=tmp_path, seed=0, train=TrainSettings(epochs=1, patience=1, min_steps=1, batch_size=4),
-                     labeling=LabelSettings(mode="generate", confidence=False, max_tokens=32), progress=False)
+                     labeling=LabelSettings(mode="generate", confidence=False, max_tokens=32), progress=False,
+                     embedder=fakes.ngram_embedder)
     res = EvoKD(**{**OPTS, "rounds": 2}).run(ctx)
     c = res.extra["rounds"][0]["counts"]
     assert c["generated"] == 4 and c["dropped"]["bad_span"] == 1 and c["kept"] == 3  # "Berlin" is not in the text
@@ -372,6 +374,20 @@ def test_ner_loop_tokenizes_validates_spans_and_keeps_tags(tmp_path: Path) -> No
     assert all(len(lab) == len(t.split()) for t, lab in kept.items())
     analysis = [p for k, p, _ in ctx.teacher.prompts if k == "analysis"][1]
     assert "PER: Angela Merkel; LOC: Paris" in analysis  # NER labels shown as "type: text" lists
+
+
+def test_only_synthesizing_tasks_and_an_embedder_are_accepted(tmp_path: Path) -> None:
+    from llmkd.tasks.base import Synthesizes
+    from llmkd.tasks.seq2seq import Seq2SeqTask
+
+    task = Seq2SeqTask(target="tree")
+    assert not isinstance(task, Synthesizes)
+    with pytest.raises(ValueError, match="classification and NER tasks.*Seq2SeqTask"):
+        EvoKD(**OPTS).run(dataclasses.replace(make_ctx(tmp_path / "s2s", ScriptedTeacher()), task=task))
+    teacher = ScriptedTeacher()
+    with pytest.raises(ValueError, match="RunContext.embedder"):
+        EvoKD(**OPTS).run(dataclasses.replace(make_ctx(tmp_path / "none", teacher), embedder=None))
+    assert not teacher.prompts  # refused before asking the teacher anything
 
 
 def test_a_line_cut_at_max_tokens_is_dropped(tmp_path: Path) -> None:

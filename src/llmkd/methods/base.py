@@ -75,6 +75,8 @@ class RunContext:
     train: TrainSettings = field(default_factory=TrainSettings)
     labeling: LabelSettings = field(default_factory=LabelSettings)
     progress: bool = True
+    embedder: Callable[[str], Any] | None = None
+    """build.build_embedder: turns an embedder name into an embed function; set by the build step"""
 
     def label(self, items: Sequence[Any], *, stage: str = "teacher", desc: str = "labeling") -> list[TeacherLabel]:
         """Pseudo-label ``items`` with the few-shot teacher (through the cache)."""

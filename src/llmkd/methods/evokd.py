@@ -15,9 +15,9 @@ The loop (one commented step per line in :meth:`EvoKD.run`)::
        round (predicted before the student trained on them, ``feedback_from``); split it into
        wrong and right samples ("wrong" = student label != LLM label, or != gold for seeds)
     2. the LLM analyses the student's weaknesses in words, shown wrong AND right samples and its
-       own analyses of the last ``history`` rounds          (prompt evokd_analyze_<kind>.v1)
+       own analyses of the last ``history`` rounds          (prompt evokd_analyze_<cls|ner>.v1)
     3. the LLM writes ``n_hard`` hard inputs aimed at the weaknesses and ``n_easy`` easy ones
-       that keep coverage                                   (prompt evokd_generate_<kind>.v1)
+       that keep coverage                                   (prompt evokd_generate_<cls|ner>.v1)
        -- unparseable replies are re-asked with the error appended, ``max_reasks`` times
     4. hygiene: validate, dedupe (exact + near-duplicate by embeddings) against everything kept
        so far, drop texts too close to any dev / test text (the leak guard)
@@ -40,7 +40,7 @@ calls of an interrupted round come back from the cache.
 Not handled: the paper's "EvoKD + Init" variant (pre-training on AugGPT data), checking after
 the fact that "hard" samples are hard (we measure it instead: the student's accuracy on each
 batch's hard and easy samples before training is in the per-round record), tasks other than
-classification and NER.
+classification and NER (those that do not offer :class:`llmkd.tasks.base.Synthesizes`).
 """
 
 from __future__ import annotations
@@ -52,17 +52,15 @@ import logging
 import random
 import shutil
 import time
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import TeacherError
 from ..labeling import label_examples
 from ..io import read_json, write_json
-from ..synthesis import (Generated, HygieneCounts, SampleFilter, conll_tokenize, parse_generated,
-                         validate_label, validate_text)
-from ..tasks.base import ScoresOptions, load_template
-from ..tasks.ner import ner_label_problem
+from ..synthesis import Generated, HygieneCounts, SampleFilter, parse_generated, validate_text
+from ..tasks.base import ScoresOptions, Synthesizes, load_template
 from ..teachers.base import ChatTurn
 from ..teachers.budget import BudgetMeter, BudgetSpent
 from ..types import Example, RunResult, TeacherLabel, Unlabeled
@@ -138,9 +136,9 @@ class EvoKD:
     # -- the loop -----------------------------------------------------------------------------
     def run(self, ctx: RunContext) -> RunResult:
         o, t_start = self.opts, time.perf_counter()
-        kind = getattr(ctx.task, "kind", "classification")
-        if kind not in ("classification", "ner"):
-            raise ValueError(f"{self.name} supports classification and NER tasks; the task is {kind!r}")
+        if not isinstance(ctx.task, Synthesizes):
+            raise ValueError(f"{self.name} supports classification and NER tasks (those that offer "
+                             f"tasks.base.Synthesizes); the task is a {type(ctx.task).__name__}")
         meter = BudgetMeter(ctx.teacher, max_calls=o.max_teacher_calls, max_tokens=o.max_teacher_tokens)
         self._run_seed = ctx.seed
         state = self._load_state(ctx)
@@ -221,10 +219,9 @@ class EvoKD:
     # -- step 2 -------------------------------------------------------------------------------
     def _analyse(self, ctx: RunContext, meter: BudgetMeter, wrong: list[dict[str, Any]], right: list[dict[str, Any]],
                  history: list[dict[str, Any]], r: int) -> str:
-        task = ctx.task
-        prompt = load_template(f"evokd_analyze_{_short(task)}.v1").render(
-            instruction=getattr(task, "instruction", ""), labels=list(task.labels),
-            descriptions=getattr(task, "label_descriptions", {}) or {},
+        task = _synth(ctx)
+        prompt = load_template(f"evokd_analyze_{task.synthesis_prompts}.v1").render(
+            instruction=task.instruction, labels=list(task.labels), descriptions=task.synthesis_descriptions(),
             wrong=[_show(task, s, pred=True) for s in wrong], right=[_show(task, s) for s in right],
             history=history[-self.opts.history:] if self.opts.history else [],
         ).strip()
@@ -245,10 +242,9 @@ class EvoKD:
     # -- steps 3-5 ----------------------------------------------------------------------------
     def _synthesise(self, ctx: RunContext, meter: BudgetMeter, analysis: str, filt: SampleFilter, r: int,
                     rec: dict[str, Any]) -> list[dict[str, Any]]:
-        o, task = self.opts, ctx.task
+        o, task = self.opts, _synth(ctx)
         want = {"hard": o.n_hard, "easy": o.n_easy} if self.feedback else {"plain": o.n_hard + o.n_easy}
         counts: HygieneCounts = rec["counts"]
-        kind_ner = getattr(task, "kind", "") == "ner"
         kept: list[dict[str, Any]] = []
         rec["partial"] = kept
         samples_log: list[dict[str, Any]] = []
@@ -261,8 +257,7 @@ class EvoKD:
             need = _cap({k: max(0, v) for k, v in need.items()}, o.max_per_call)
             gens = self._generate(ctx, meter, analysis, need, r, call, counts, samples_log)       # 3. write inputs
             texts: list[tuple[str, str]] = []
-            if kind_ner:  # the tagger and the aligner work on CoNLL-style tokens
-                gens = [Generated(conll_tokenize(g.text), g.kind) for g in gens]
+            gens = [Generated(task.synthesis_text(g.text), g.kind) for g in gens]  # NER: CoNLL-style tokens
             for g in gens:                                                                           # 4. hygiene
                 bad = validate_text(g.text, min_words=o.min_words, max_words=o.max_words)
                 if bad:
@@ -289,8 +284,7 @@ class EvoKD:
                                     stage=f"{self.name}-round{r}", progress=False)            # 5. separate labeling
             good = []
             for (text, k), lab in zip(fresh, labels):
-                why = "abstained" if lab.abstained else (ner_label_problem(lab, task.labels, text) if kind_ner
-                                                         else validate_label(lab.label, task.labels, text))
+                why = "abstained" if lab.abstained else task.synthesis_label_problem(lab, text)
                 entry = {"id": lab.example_id, "text": text, "kind": k, "label": lab.label, "round": r,
                          "confidence": lab.confidence, "label_raw": lab.raw, "prompt_id": lab.prompt_id}
                 if why:
@@ -309,11 +303,10 @@ class EvoKD:
 
     def _generate(self, ctx: RunContext, meter: BudgetMeter, analysis: str, need: dict[str, int], r: int, call: int,
                   counts: HygieneCounts, samples_log: list[dict[str, Any]]) -> list[Any]:
-        o, task = self.opts, ctx.task
+        o, task = self.opts, _synth(ctx)
         n = sum(need.values())
-        prompt = load_template(f"evokd_generate_{_short(task)}.v1").render(
-            instruction=getattr(task, "instruction", ""), labels=list(task.labels),
-            descriptions=getattr(task, "label_descriptions", {}) or {},
+        prompt = load_template(f"evokd_generate_{task.synthesis_prompts}.v1").render(
+            instruction=task.instruction, labels=list(task.labels), descriptions=task.synthesis_descriptions(),
             examples=[_show(task, {"text": e.text, "label": e.label}) for e in ctx.labeled[:16]],
             analysis=analysis, n_hard=need.get("hard", 0), n_easy=need.get("easy", 0), n=n,
         ).strip()
@@ -456,8 +449,9 @@ class EvoKD:
 
 # -- helpers ------------------------------------------------------------------------------------
 
-def _short(task: Any) -> str:
-    return "ner" if getattr(task, "kind", "") == "ner" else "cls"
+def _synth(ctx: RunContext) -> Synthesizes:
+    """The task as a :class:`Synthesizes` (``run`` checked it)."""
+    return cast(Synthesizes, ctx.task)
 
 
 def _scores(ctx: RunContext) -> bool:
@@ -469,16 +463,12 @@ def _lab(label: Any) -> Any:
     return tuple(label) if isinstance(label, list) else label
 
 
-def _show(task: Any, s: dict[str, Any], *, pred: bool = False) -> dict[str, Any]:
-    """A sample as the prompts show it: NER labels as ``type: text; type: text`` (or ``none``)."""
-    def fmt(label: Any) -> Any:
-        if getattr(task, "kind", "") != "ner":
-            return label
-        return task.answer(Example("", s["text"], tuple(label))).replace("\n", "; ")
-
-    out = {"text": s["text"], "label": fmt(s["label"])}
+def _show(task: Synthesizes, s: dict[str, Any], *, pred: bool = False) -> dict[str, Any]:
+    """A sample as the prompts show it (:meth:`Synthesizes.synthesis_label`: NER labels as
+    ``type: text; type: text`` or ``none``)."""
+    out = {"text": s["text"], "label": task.synthesis_label(s["text"], s["label"])}
     if pred:
-        out["pred"] = fmt(s["pred"])
+        out["pred"] = task.synthesis_label(s["text"], s["pred"])
     return out
 
 
@@ -518,10 +508,13 @@ def _jsonable(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _make_filter(ctx: RunContext, o: EvoKDOptions, state: dict[str, Any]) -> SampleFilter:
-    """The dedupe / leak filter, primed with the gold seeds and every sample kept so far."""
-    from ..build import build_embedder  # lazy: llmkd.build imports the methods
-
-    embed = build_embedder(o.embedder)
+    """The dedupe / leak filter, primed with the gold seeds and every sample kept so far. The embed
+    function comes from ``ctx.embedder`` (``build.build_embedder``, set by the build step)."""
+    if ctx.embedder is None:
+        raise ValueError(f"EvoKD needs RunContext.embedder to build its near-duplicate / leak embedder "
+                         f"(embedder={o.embedder!r}); the run context has none. Pass embedder=llmkd.build.build_embedder "
+                         "when building a RunContext by hand (llmkd.build.Session sets it).")
+    embed = ctx.embedder(o.embedder)
     known = [e.text for e in ctx.labeled] + [s["text"] for s in state["samples"]]
     protected = [e.text for e in ctx.dev] + [e.text for e in ctx.test]
     return SampleFilter(embed=embed, protected=protected, known=known, near_dup=o.near_dup, leak=o.leak,

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence, runtime_checkable
 
-from ..types import Example, Reply
+from ..types import Example, Reply, TeacherLabel
 
 if TYPE_CHECKING:
     from ..teachers.base import Constraint
@@ -128,3 +128,30 @@ class StopsAt(Protocol):
 
     stop: tuple[str, ...]
 
+
+
+@runtime_checkable
+class Synthesizes(Protocol):
+    """A teacher can *write* new inputs for it, and the samples can be checked and shown in prompts
+    (EvoKD and ``synth_nofeedback``, :mod:`llmkd.methods.evokd`): classification and NER."""
+
+    instruction: str
+    synthesis_prompts: str
+    """The suffix of the prompt templates ``evokd_analyze_<suffix>.v1`` / ``evokd_generate_<suffix>.v1``."""
+
+    def synthesis_descriptions(self) -> dict[str, str]:
+        """The label descriptions the synthesis prompts get (a template may not show them)."""
+        ...
+
+    def synthesis_label(self, text: str, label: Any) -> Any:
+        """``label`` of ``text`` as the analysis / generation prompts show it."""
+        ...
+
+    def synthesis_text(self, text: str) -> str:
+        """A generated text made ready for hygiene, labeling and the student (e.g. tokenised)."""
+        ...
+
+    def synthesis_label_problem(self, label: TeacherLabel, text: str) -> str | None:
+        """Why the teacher's (non-abstained) label of a generated ``text`` is unusable
+        (a :class:`llmkd.synthesis.HygieneCounts` reason such as ``bad_label``), or None."""
+        ...

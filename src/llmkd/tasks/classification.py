@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from ..errors import ParseError
 from ..metrics import classification_scores
-from ..types import Example, Reply
+from ..types import Example, Reply, TeacherLabel
 from .base import render_prompt
 
 
@@ -91,3 +91,23 @@ class ClassificationTask:
 
     def score(self, gold: Sequence[Any], pred: Sequence[Any | None]) -> dict[str, float]:
         return classification_scores(gold, pred, self.labels)
+
+    # -- synthesis (tasks.base.Synthesizes: EvoKD writes new texts) ----------------------------
+    synthesis_prompts = "cls"
+
+    def synthesis_descriptions(self) -> dict[str, str]:
+        return self.label_descriptions
+
+    def synthesis_label(self, text: str, label: Any) -> Any:
+        """The label itself."""
+        return label
+
+    def synthesis_text(self, text: str) -> str:
+        """The text as written."""
+        return text
+
+    def synthesis_label_problem(self, label: TeacherLabel, text: str) -> str | None:
+        """``bad_label`` for a label outside the label set (:func:`llmkd.synthesis.validate_label`)."""
+        from ..synthesis import validate_label
+
+        return validate_label(label.label, self.labels, text)

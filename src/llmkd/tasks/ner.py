@@ -179,6 +179,28 @@ class NerTask:
             "line ::= type \": \" [^\\n]+\n"
             f"type ::= {gbnf_alternatives(self.labels)}\n")
 
+    # -- synthesis (tasks.base.Synthesizes: EvoKD writes new sentences) ------------------------
+    synthesis_prompts = "ner"
+
+    def synthesis_descriptions(self) -> dict[str, str]:
+        """The entity types' descriptions (the ``evokd_*_ner.v1`` templates do not show them)."""
+        return self.descriptions
+
+    def synthesis_label(self, text: str, label: Any) -> str:
+        """IOB2 tags shown as ``type: text; type: text`` (or ``none``)."""
+        return self.answer(Example("", text, tuple(label))).replace("\n", "; ")
+
+    def synthesis_text(self, text: str) -> str:
+        """CoNLL-style tokens (:func:`llmkd.synthesis.conll_tokenize`): the tagger and the aligner
+        work on them."""
+        from ..synthesis import conll_tokenize
+
+        return conll_tokenize(text)
+
+    def synthesis_label_problem(self, label: TeacherLabel, text: str) -> str | None:
+        """:func:`ner_label_problem`: an unknown type or a span not in the sentence."""
+        return ner_label_problem(label, self.labels, text)
+
     # -- parsing ------------------------------------------------------------------------------
     def mentions(self, raw: str, *, complete: bool = True) -> tuple[list[Mention], bool, int, int]:
         """(mentions, said_none, unparsed_lines, truncated) of a reply. ``complete=False`` drops

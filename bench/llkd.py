@@ -26,7 +26,6 @@ import argparse
 import dataclasses
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 from _common import ROOT, SHORT, machine_line, parser, result_store, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
@@ -37,7 +36,7 @@ from llmkd.build import Session  # noqa: E402
 from llmkd.config import load_config  # noqa: E402
 from llmkd.methods.llkd import LLKD  # noqa: E402
 from llmkd.methods.vanilla import VanillaKD  # noqa: E402
-from llmkd.report import read_jsonl, write_json  # noqa: E402
+from llmkd.report import write_json  # noqa: E402
 from llmkd.students.checkpoint import drop_optimizer_state  # noqa: E402
 
 ROWS = ["vanilla", "llkd", "topk", "random"]  # llkd first: topk and random use its fraction
@@ -63,12 +62,11 @@ def method_for(row: str, fraction: float | None) -> Any:
     return LLKD(**opts)
 
 
-def selected_label_accuracy(workdir: Path, vault: Any) -> float | None:
+def selected_label_accuracy(selection: list[dict[str, Any]] | None, vault: Any) -> float | None:
     """Pseudo-label accuracy of the examples a selector ever kept (reporting only: pool gold)."""
-    path = workdir / "selection.jsonl"
-    if not path.exists():
+    if not selection:
         return None
-    rows = [r for r in read_jsonl(path) if r["first_selected_epoch"] is not None]
+    rows = [r for r in selection if r["first_selected_epoch"] is not None]
     return sum(r["label"] == vault.label_of(r["id"]) for r in rows) / len(rows) if rows else None
 
 
@@ -146,7 +144,7 @@ def main() -> None:
                         out = method_for(row, fraction).run(ctx)
                         res = {"metrics": out.metrics, "extra": {k: v for k, v in out.extra.items() if k != "epochs"},
                                "epochs": out.extra.get("epochs"), "seconds": time.time() - t1,
-                               "selected_label_accuracy": selected_label_accuracy(wd, sess.vault)}
+                               "selected_label_accuracy": selected_label_accuracy(out.records.get("selection"), sess.vault)}
                         write_json(done, res)
                         drop_optimizer_state(wd)  # as llmkd.api.run does for a finished method
                         print(f"  {key} seed {seed} {row}: F1 {res['metrics']['macro_f1']:.3f} "

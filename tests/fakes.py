@@ -122,3 +122,15 @@ class MemoStudent(JsonStudent):
 
     def state(self) -> dict[str, Any]:
         return {"memory": self.memory, "epochs": self.epochs}
+
+
+def write_like_a_run(ctx: Any, res: Any) -> tuple[dict[str, Any], Any]:
+    """What ``llmkd.api.run`` writes for a finished method, into ``ctx.workdir``: result.json,
+    predictions, labels, record tables and the method's rendered files. Returns the result dict
+    and the :class:`~llmkd.method_reports.Rendered` (its markdown sections)."""
+    from llmkd.report import render_method, write_method_result, write_rendered
+
+    result = write_method_result(ctx.workdir, res, ctx.test, dict(res.timings))
+    out = render_method(result, ctx.task)
+    write_rendered(ctx.workdir, out)
+    return result, out

@@ -20,8 +20,11 @@ from .config import RunConfig, dump_config, parse_config
 from .data import GoldVault, make_splits
 from .errors import ConfigError
 from .methods import METHODS
-from .report import manifest, read_jsonl, render_report, write_json, write_jsonl
+from .report import (read_jsonl, read_pool_labels, start_run_dir, write_manifest, write_method_result, write_pool_labels,
+                     write_result, write_run_labels, write_run_report)
+from .report import manifest, write_json, write_jsonl  # noqa: F401 - importable from here, as before
 from .students.checkpoint import drop_optimizer_state
+from .tasks.base import ScoresOptions
 from .teachers import CachedTeacher
 from .teachers.base import common_prefix
 from .types import TeacherLabel
@@ -109,8 +112,7 @@ def run(cfg: RunConfig) -> RunSummary:
     """Run every method in ``cfg.methods`` and write the run directory (resumable)."""
     run_dir = run_dir_for(cfg)
     _check_same_config(run_dir, cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(dump_config(cfg))
+    start_run_dir(run_dir, dump_config(cfg))
     sess = Session(cfg)
     hashes: dict[str, str] = {}
     results: dict[str, dict[str, Any]] = {}
@@ -137,33 +139,18 @@ def run(cfg: RunConfig) -> RunSummary:
             timings["cache_hits"] = after[2] - before[2]
             timings["prompt_tokens"] = after[3] - before[3]
             timings["completion_tokens"] = after[4] - before[4]
-        write_jsonl(wd / "predictions.jsonl", (
-            {"id": ex.id, "gold": ex.label, "pred": None if p is None else p.label, "probs": None if p is None else p.probs}
-            for ex, p in zip(ctx.test, res.predictions)))
-        if res.labels:
-            write_jsonl(wd / "labels.jsonl", (lab.to_dict() for lab in res.labels))
-        results[name] = {"method": name, "metrics": res.metrics, "timings": timings, "stop_reason": res.stop_reason,
-                         "extra": res.extra}
-        write_json(done, results[name])
+        results[name] = write_method_result(wd, res, ctx.test, timings)
         freed = drop_optimizer_state(wd)  # finished methods never train again (see the function)
         if freed:
             log.info("%s: dropped %.0f MB of optimizer state from its finished students", name, freed / 2**20)
     if sess.built_teacher is not None:
         hashes["teacher"] = sess.built_teacher.fingerprint
-    write_json(run_dir / "manifest.json", manifest(cfg, hashes))
-    pool_labels = []
-    if (run_dir / "vanilla" / "labels.jsonl").exists():
-        pool_labels = [TeacherLabel.from_dict(d) for d in read_jsonl(run_dir / "vanilla" / "labels.jsonl")]
-    texts = {u.id: u.text for u in sess.splits.pool}
-    rows = [{"id": e.id, "text": e.text, "label": e.label, "confidence": 1.0, "abstained": False, "source": "gold",
-             "prompt_id": "", "raw": "", "stage": "gold"} for e in sess.splits.labeled]
-    rows += [{**lab.to_dict(), "text": texts.get(lab.example_id, "")} for lab in pool_labels]
-    write_jsonl(run_dir / "labels.jsonl", rows)
+    write_manifest(run_dir, cfg, hashes)
+    pool_labels = read_pool_labels(run_dir)
+    write_run_labels(run_dir, sess.splits.labeled, sess.splits.pool, pool_labels)
     stats = pool_quality(pool_labels, sess.vault, sess.task)  # pseudo-label quality vs the pool's gold: reporting only
     warnings = _warnings(run_dir, cfg, pool_labels, sess.splits.labeled)
-    write_json(run_dir / "metrics.json", {"results": results, "pool": stats, "warnings": warnings})
-    report = render_report(cfg, results, stats, run_dir, warnings)
-    (run_dir / "report.md").write_text(report)
+    report = write_run_report(run_dir, cfg, results, stats, warnings, sess.task)
     return RunSummary(run_dir, results, report)
 
 
@@ -171,13 +158,11 @@ def label(cfg: RunConfig) -> tuple[Path, list[TeacherLabel]]:
     """Label the unlabeled pool only (no training); writes RUN_DIR/labels.jsonl."""
     run_dir = run_dir_for(cfg)
     _check_same_config(run_dir, cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(dump_config(cfg))
+    start_run_dir(run_dir, dump_config(cfg))
     sess = Session(cfg)
     ctx = sess.context("vanilla", run_dir)
     labels = ctx.label(sess.splits.pool, stage="teacher-pool", desc="teacher on pool")
-    (run_dir / "vanilla").mkdir(exist_ok=True)
-    write_jsonl(run_dir / "vanilla" / "labels.jsonl", (lab.to_dict() for lab in labels))
+    write_pool_labels(run_dir, labels)
     return run_dir, labels
 
 
@@ -207,7 +192,7 @@ def dry_run(cfg: RunConfig, *, calibrate: bool = True) -> dict[str, Any]:
         t1 = time.perf_counter()
         for p in probe[1:]:
             teacher.generate([p], max_tokens=cfg.teacher.max_tokens)
-            if cfg.teacher.confidence and hasattr(sess.task, "options"):  # NER has no label set to score
+            if cfg.teacher.confidence and isinstance(sess.task, ScoresOptions):  # NER has no label set to score
                 teacher.score_options([p], sess.task.options())
         per = (time.perf_counter() - t1) / max(1, len(probe) - 1)
         out["seconds_per_prompt_measured"] = round(per, 3)
@@ -250,13 +235,9 @@ def evaluate(run_dir: str | Path) -> RunSummary:
         preds = read_jsonl(run_dir / name / "predictions.jsonl")
         res["metrics"] = task.score([p["gold"] for p in preds], [p["pred"] for p in preds])
         results[name] = res
-        write_json(res_path, res)
-    pool_labels = []
-    if (run_dir / "vanilla" / "labels.jsonl").exists():
-        pool_labels = [TeacherLabel.from_dict(d) for d in read_jsonl(run_dir / "vanilla" / "labels.jsonl")]
+        write_result(run_dir / name, res)
+    pool_labels = read_pool_labels(run_dir)
     stats = pool_quality(pool_labels, vault, task)
     warnings = _warnings(run_dir, cfg, pool_labels, splits.labeled)
-    write_json(run_dir / "metrics.json", {"results": results, "pool": stats, "warnings": warnings})
-    report = render_report(cfg, results, stats, run_dir, warnings)
-    (run_dir / "report.md").write_text(report)
+    report = write_run_report(run_dir, cfg, results, stats, warnings, task)
     return RunSummary(run_dir, results, report)

@@ -7,7 +7,12 @@ Layout::
     RUN_DIR/labels.jsonl       gold labeled examples + teacher labels of the pool (provenance)
     RUN_DIR/metrics.json       every method's test metrics, timings and training record
     RUN_DIR/report.md          the comparison table
-    RUN_DIR/<method>/          predictions.jsonl, result.json, student checkpoints
+    RUN_DIR/<method>/          predictions.jsonl, labels.jsonl, result.json, the method's records
+                               (``RunResult.records`` -> NAME.jsonl) and figures
+                               (:mod:`llmkd.method_reports`); the method's own checkpoints
+
+This module is the only writer of the run directory's results: methods return a
+:class:`~llmkd.types.RunResult` and keep only their checkpoints in their folder.
 """
 
 from __future__ import annotations
@@ -17,12 +22,14 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .io import read_jsonl, write_json, write_jsonl  # re-exported: the writers used to live here
+from .method_reports import RENDERERS, Rendered
 
 __all__ = ["read_jsonl", "write_json", "write_jsonl", "manifest", "table", "per_type_table", "flat_row",
-           "render_report"]
+           "render_report", "start_run_dir", "write_manifest", "write_pool_labels", "read_pool_labels",
+           "write_run_labels", "write_method_result", "write_result", "write_rendered", "render_method", "write_run_report"]
 
 
 def _git_sha() -> str | None:
@@ -116,8 +123,92 @@ def flat_row(result: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def render_report(cfg: Any, results: dict[str, dict[str, Any]], pool_stats: dict[str, Any], run_dir: Path,
-                  warnings: list[str] | None = None) -> str:
+def start_run_dir(run_dir: Path, config_yaml: str) -> None:
+    """Create ``run_dir`` and write the effective config into it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(config_yaml)
+
+
+def write_manifest(run_dir: Path, cfg: Any, model_hashes: dict[str, str]) -> None:
+    write_json(run_dir / "manifest.json", manifest(cfg, model_hashes))
+
+
+def write_pool_labels(run_dir: Path, labels: Sequence[Any]) -> None:
+    """The teacher's labels of the pool (``llmkd label``), where ``vanilla`` keeps them."""
+    (run_dir / "vanilla").mkdir(parents=True, exist_ok=True)
+    write_jsonl(run_dir / "vanilla" / "labels.jsonl", (lab.to_dict() for lab in labels))
+
+
+def read_pool_labels(run_dir: Path) -> list[Any]:
+    """The teacher's labels of the pool from an earlier ``vanilla`` / ``llmkd label`` ([] if none)."""
+    from .types import TeacherLabel
+
+    path = run_dir / "vanilla" / "labels.jsonl"
+    return [TeacherLabel.from_dict(d) for d in read_jsonl(path)] if path.exists() else []
+
+
+def write_run_labels(run_dir: Path, labeled: Sequence[Any], pool: Sequence[Any], pool_labels: Sequence[Any]) -> None:
+    """``RUN_DIR/labels.jsonl``: the gold labeled examples, then the pool's teacher labels with
+    their texts and provenance."""
+    texts = {u.id: u.text for u in pool}
+    rows = [{"id": e.id, "text": e.text, "label": e.label, "confidence": 1.0, "abstained": False, "source": "gold",
+             "prompt_id": "", "raw": "", "stage": "gold"} for e in labeled]
+    rows += [{**lab.to_dict(), "text": texts.get(lab.example_id, "")} for lab in pool_labels]
+    write_jsonl(run_dir / "labels.jsonl", rows)
+
+
+def write_result(wd: Path, result: dict[str, Any]) -> None:
+    """Rewrite a method's ``result.json`` (``llmkd evaluate`` re-scores saved predictions)."""
+    write_json(wd / "result.json", result)
+
+
+def write_method_result(wd: Path, res: Any, test: Sequence[Any], timings: dict[str, Any]) -> dict[str, Any]:
+    """A finished method's folder: ``predictions.jsonl`` (test), ``labels.jsonl`` (its teacher
+    labels), one ``NAME.jsonl`` per record table, then ``result.json`` last (it marks the method
+    done). Returns the result dict that ``result.json`` holds."""
+    write_jsonl(wd / "predictions.jsonl", (
+        {"id": ex.id, "gold": ex.label, "pred": None if p is None else p.label, "probs": None if p is None else p.probs}
+        for ex, p in zip(test, res.predictions)))
+    if res.labels:
+        write_jsonl(wd / "labels.jsonl", (lab.to_dict() for lab in res.labels))
+    for name, rows in res.records.items():
+        write_jsonl(wd / f"{name}.jsonl", rows)
+    result = {"method": res.method, "metrics": res.metrics, "timings": timings, "stop_reason": res.stop_reason,
+              "extra": res.extra}
+    write_result(wd, result)
+    return result
+
+
+def render_method(result: dict[str, Any], task: Any = None) -> Rendered:
+    """How ``result`` is shown (:data:`llmkd.method_reports.RENDERERS`); nothing for other methods."""
+    render = RENDERERS.get(result.get("method", ""))
+    return render(result, task) if render else Rendered()
+
+
+def write_rendered(wd: Path, out: Rendered) -> None:
+    """A method's figures and files (:func:`render_method`) into its folder."""
+    wd.mkdir(parents=True, exist_ok=True)
+    for name, content in out.files.items():
+        if isinstance(content, bytes):
+            (wd / name).write_bytes(content)
+        else:
+            (wd / name).write_text(content, encoding="utf-8")
+
+
+def write_run_report(run_dir: Path, cfg: Any, results: dict[str, dict[str, Any]], pool_stats: dict[str, Any],
+                     warnings: list[str], task: Any = None) -> str:
+    """``metrics.json``, each method's figures, and ``report.md``; returns the report."""
+    write_json(run_dir / "metrics.json", {"results": results, "pool": pool_stats, "warnings": warnings})
+    rendered = {m: render_method(r, task) for m, r in results.items()}
+    for m, out in rendered.items():
+        write_rendered(run_dir / m, out)
+    report = render_report(cfg, results, pool_stats, warnings, rendered)
+    (run_dir / "report.md").write_text(report, encoding="utf-8")
+    return report
+
+
+def render_report(cfg: Any, results: dict[str, dict[str, Any]], pool_stats: dict[str, Any],
+                  warnings: list[str] | None = None, rendered: dict[str, Rendered] | None = None) -> str:
     lines = [
         f"# llmkd run `{cfg.name}`",
         "",
@@ -149,16 +240,12 @@ def render_report(cfg: Any, results: dict[str, dict[str, Any]], pool_stats: dict
             lines.append(f"- {m}: {tr.get('kept', 'best')} {on} {tr.get('dev_metric')} {tr['best_score']:.4f} at epoch "
                          f"{tr['best_epoch']} of {tr['epoch']} ({r.get('stop_reason')})")
     lines.append("")
-    for m, r in results.items():  # a method lists its figures in extra["plots"], relative to its folder
-        extra = r.get("extra", {})
-        if "data_fraction" in extra:
-            lines.append(f"- {m}: trained on {extra['n_train']} of {extra.get('pool_answered', '?')} pseudo-labels "
-                         f"ever selected ({extra['data_fraction']:.1%} of the data)")
-        for plot in extra.get("plots", []):
-            lines.append(f"- {m}: ![{m} {Path(plot).stem}]({m}/{plot})")
-        for doc in extra.get("sections", []):  # markdown a method wrote into its folder, inlined one level down
-            path = run_dir / m / doc
-            if path.exists():
-                lines += ["", "#" + path.read_text(encoding="utf-8").strip(), ""]
+    for m, out in (rendered or {}).items():  # one-line notes, figures linked, then sections inlined
+        texts = [t.strip() for t in out.sections]
+        lines += [f"- {m}: {t}" for t in texts if not t.startswith("#")]
+        lines += [f"- {m}: ![{m} {Path(f).stem}]({m}/{f})" for f in out.files if f.endswith((".png", ".svg"))]
+        for t in texts:
+            if t.startswith("#"):
+                lines += ["", t, ""]
     lines.append("")
     return "\n".join(lines)

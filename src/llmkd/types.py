@@ -153,3 +153,6 @@ class RunResult:
     stop_reason: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: row tables for the run directory: ``records["selection"]`` becomes ``<method>/selection.jsonl``
+    #: (written by :mod:`llmkd.report`, like everything else in the run directory)
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)

@@ -28,6 +28,22 @@ from llmkd.types import Example, Prediction, Reply, RunResult, TeacherLabel, Unl
 from tests.fakes import MemoStudent, ScriptedTeacher
 
 LABELS = ("neg", "pos")
+EXAMPLE_METHOD = Path(__file__).resolve().parents[2] / "docs" / "examples" / "confident_kd.py"
+
+
+def _example_methods() -> dict[str, Any]:
+    """What docs/examples/confident_kd.py registers (one file plus one ``register`` line),
+    registered into a copy of the registry so that no other test sees it."""
+    import runpy
+    from unittest import mock
+
+    with mock.patch.dict(METHODS):
+        runpy.run_path(str(EXAMPLE_METHOD))
+        return {k: v for k, v in METHODS.items() if k not in BUILTIN}
+
+
+BUILTIN = dict(METHODS)
+ALL_METHODS = {**BUILTIN, **_example_methods()}
 
 # method name -> why it cannot run on the shared fakes (it still gets the static checks)
 CANNOT_RUN_ON_FAKES = {
@@ -95,9 +111,16 @@ def test_the_skip_list_names_registered_methods() -> None:
     assert set(CANNOT_RUN_ON_FAKES) <= set(METHODS)
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+def test_the_documented_example_method_is_picked_up() -> None:
+    assert set(ALL_METHODS) - set(METHODS) == {"confident_kd"}
+    code = EXAMPLE_METHOD.read_text()
+    assert len([line for line in code.splitlines() if line.strip()]) <= 30
+    assert "docs/examples/confident_kd.py" in (EXAMPLE_METHOD.parents[1] / "architecture.md").read_text()
+
+
+@pytest.mark.parametrize("name", sorted(ALL_METHODS))
 def test_method_is_described_and_builds(name: str) -> None:
-    spec = METHODS[name]
+    spec = ALL_METHODS[name]
     assert spec.name == name and re.fullmatch(r"[a-z][a-z0-9_]*", name)
     assert spec.summary.strip(), f"{name}: a one-line summary (llmkd methods lists it)"
     assert isinstance(spec.uses_teacher, bool)
@@ -112,11 +135,11 @@ def test_method_is_described_and_builds(name: str) -> None:
     assert spec.build({}).__class__ is method.__class__
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", sorted(ALL_METHODS))
 def test_method_run_keeps_the_run_result_contract(name: str, tmp_path: Path) -> None:
     if name in CANNOT_RUN_ON_FAKES:
         pytest.skip(CANNOT_RUN_ON_FAKES[name])
-    spec = METHODS[name]
+    spec = ALL_METHODS[name]
     ctx = make_ctx(tmp_path)
     result = spec.build(None).run(ctx)
     assert isinstance(result, RunResult)

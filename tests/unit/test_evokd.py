@@ -193,7 +193,8 @@ OPTS = dict(rounds=3, n_hard=2, n_easy=2, gen_calls_per_round=1, embedder="ngram
 
 def test_loop_runs_rounds_counts_samples_and_records_the_analysis(tmp_path: Path) -> None:
     teacher = ScriptedTeacher()
-    res = EvoKD(**OPTS).run(make_ctx(tmp_path, teacher))
+    ctx = make_ctx(tmp_path, teacher)
+    res = EvoKD(**OPTS).run(ctx)
     rounds = res.extra["rounds"]
     assert [r["round"] for r in rounds] == [1, 2, 3]
     assert res.stop_reason == "all 3 rounds done"
@@ -215,8 +216,9 @@ def test_loop_runs_rounds_counts_samples_and_records_the_analysis(tmp_path: Path
     second_analysis = [p for k, p, _ in teacher.prompts if k == "analysis"][1]
     assert "got WRONG" in second_analysis and "got RIGHT" in second_analysis
     assert "Round 1:" in second_analysis  # the earlier analysis is shown (history)
+    _, rendered = fakes.write_like_a_run(ctx, res)  # the files a run writes (llmkd.report)
     assert (tmp_path / "synthetic.jsonl").exists() and (tmp_path / "learning_curve.svg").read_text().startswith("<svg")
-    md = (tmp_path / "rounds.md").read_text()
+    md = rendered.sections[0]
     assert "| round | dev | generated | kept |" in md and "negated praise" in md
     # distinct sampling seeds per round, so the cache returns new samples each round
     seeds = [s for k, _, s in teacher.prompts if k == "generate"]
@@ -366,11 +368,11 @@ def test_ner_loop_tokenizes_validates_spans_and_keeps_tags(tmp_path: Path) -> No
     res = EvoKD(**{**OPTS, "rounds": 2}).run(ctx)
     c = res.extra["rounds"][0]["counts"]
     assert c["generated"] == 4 and c["dropped"]["bad_span"] == 1 and c["kept"] == 3  # "Berlin" is not in the text
-    rows = [json.loads(x) for x in (tmp_path / "synthetic.jsonl").read_text().splitlines()]
+    rows = res.records["synthetic"]
     kept = {r["text"]: r["label"] for r in rows if r["status"] == "kept" and r["round"] == 1}
     first = next(t for t in kept if "Merkel" in t)
     assert first.endswith(" .") and first.split()[-2] == "1009"  # CoNLL-style tokens: "... day 1009 ."
-    assert kept[first][:2] == ["B-PER", "I-PER"] and kept[first][first.split().index("Paris")] == "B-LOC"
+    assert list(kept[first][:2]) == ["B-PER", "I-PER"] and kept[first][first.split().index("Paris")] == "B-LOC"
     assert all(len(lab) == len(t.split()) for t, lab in kept.items())
     analysis = [p for k, p, _ in ctx.teacher.prompts if k == "analysis"][1]
     assert "PER: Angela Merkel; LOC: Paris" in analysis  # NER labels shown as "type: text" lists
@@ -400,7 +402,7 @@ def test_a_line_cut_at_max_tokens_is_dropped(tmp_path: Path) -> None:
             return out
 
     res = EvoKD(**{**OPTS, "rounds": 1}).run(make_ctx(tmp_path, Cut()))
-    rows = [json.loads(x) for x in (tmp_path / "synthetic.jsonl").read_text().splitlines()]
+    rows = res.records["synthetic"]
     assert res.extra["rounds"][0]["counts"]["generated"] == 3  # the cut 4th line is not a sample
     assert not any("thrilling" in r["text"] for r in rows)
 

@@ -160,7 +160,7 @@ def test_components_know_no_config(folder: str) -> None:
     assert not {m: n for m, n in offenders.items() if n}
 
 
-FORBIDDEN_IN_METHODS = ("llmkd.zoo", "llmkd.report", "llmkd.teachers.llamacpp", "llmkd.teachers.hf",
+FORBIDDEN_IN_METHODS = ("llmkd.zoo", "llmkd.report", "llmkd.method_reports", "llmkd.teachers.llamacpp", "llmkd.teachers.hf",
                         "llmkd.teachers.openai", "llmkd.teachers.native", "matplotlib")
 
 
@@ -177,16 +177,11 @@ def test_methods_import_no_backend_zoo_plot_or_report_at_module_level() -> None:
     assert not {m: n for m, n in offenders.items() if n}
 
 
-# TODO(issue 24): methods that still reach these inside a function. Each is a place where the
-# build step should hand the method an object instead; remove an entry when it is fixed.
-LAZY_TODO = {
-    "llmkd.methods.llkd": ["matplotlib", "matplotlib.pyplot", "matplotlib.ticker"],  # LLKD draws selection.png
-}
-
-
-def test_lazy_imports_in_methods_are_only_the_known_todos() -> None:
+def test_methods_import_none_of_them_even_lazily() -> None:
+    """The build step hands a method objects (the student factory, the embedder) and the report
+    renders its records; a method reaches none of these inside a function either."""
     found = {m: _forbidden(_imports(m, everywhere=True)) for m in _method_modules()}
-    assert {m: n for m, n in found.items() if n} == LAZY_TODO
+    assert not {m: n for m, n in found.items() if n}
 
 
 def test_moved_names_stay_importable() -> None:

@@ -17,7 +17,7 @@ from llmkd.methods import METHODS, LabelSettings, RunContext, TrainSettings
 from llmkd.methods.mckd import MCKD, SelfDistill, combine_votes, label_key, partition, stage_stats
 from llmkd.tasks.classification import ClassificationTask
 from llmkd.types import Example, Prediction, TeacherLabel, Unlabeled
-from tests.fakes import MemoStudent, ScriptedTeacher
+from tests.fakes import MemoStudent, ScriptedTeacher, write_like_a_run
 
 LABELS = ("neg", "pos")
 
@@ -150,12 +150,13 @@ def test_final_student_sees_every_item_once_and_abstentions_are_filled(tmp_path:
     assert stage["changed"] == 8 and stage["churn"] == pytest.approx(8 / 20)
     assert stage["agreement_with_teacher"] == pytest.approx(12 / 20)
     assert {lab.source for lab in res.labels} == {"student"}
-    # per-stage files and the report
+    # per-stage files and the report (written by llmkd.report, as a run does)
+    _, rendered = write_like_a_run(ctx, res)
     assert (tmp_path / "labels-stage1.jsonl").exists() and (tmp_path / "provenance.jsonl").exists()
     saved = json.loads((tmp_path / "stages.json").read_text())
     assert [s["part"] for s in saved["stages"][0]["students"]] == [0, 1]
     assert set(saved["stages"][0]["students"][0]) >= {"dev", "test", "n_train", "stop_reason"}
-    md = (tmp_path / "stages.md").read_text()
+    md = rendered.sections[0]
     assert "| 1 | part 0 |" in md and "| final (2-stage MCKD) | all parts | 24 |" in md and "| 1 | 40.0% | 60.0% | 4 | 4 | 0 |" in md
 
 

@@ -260,7 +260,7 @@ def test_llkd_loop_records_thresholds_and_counts_per_epoch(tmp_path: Path) -> No
     assert "p3" not in trained_ids and len(trained_ids) == res.extra["n_train"]
     for ids, w in students[0].calls:  # one call per mini-batch with a kept example, weights of mean 1
         assert 0 < len(ids) <= 8 and sum(w) == pytest.approx(len(ids))
-    rows = [json.loads(x) for x in (tmp_path / "selection.jsonl").read_text().splitlines()]
+    rows = res.records["selection"]  # report.py writes it as llkd/selection.jsonl
     assert sum(r["first_selected_epoch"] is not None for r in rows) == res.extra["n_train"]
     assert "macro_f1" in res.metrics
 
@@ -276,8 +276,8 @@ def test_epoch_granularity_updates_once_per_epoch(tmp_path: Path) -> None:
     student = FakeStudent()
     res = LLKD(granularity="epoch", plot=False).run(make_ctx(tmp_path, lambda seed: student))
     assert len(student.calls) <= 3
-    state = json.loads((tmp_path / "llkd" / "state.json").read_text())
-    assert state["selector"]["updates"] == 3 and len(res.extra["epochs"]) == 3
+    state = json.loads((tmp_path / "llkd" / "progress.json").read_text())
+    assert state["trainer"]["selector"]["updates"] == 3 and len(res.extra["epochs"]) == 3
 
 
 def test_a_killed_run_resumes_from_the_last_finished_epoch(tmp_path: Path) -> None:
@@ -285,7 +285,7 @@ def test_a_killed_run_resumes_from_the_last_finished_epoch(tmp_path: Path) -> No
     first = FakeStudent(fail_at_call=6)  # dies inside epoch 2 (about 5 mini-batches per epoch)
     with pytest.raises(KeyboardInterrupt):
         LLKD(momentum=0.5, plot=False).run(make_ctx(tmp_path / "run", lambda seed: first))
-    state = json.loads((tmp_path / "run" / "llkd" / "state.json").read_text())
+    state = json.loads((tmp_path / "run" / "llkd" / "progress.json").read_text())
     assert state["epoch"] == 1 and not state["done"]
     res = LLKD(momentum=0.5, plot=False).run(make_ctx(tmp_path / "run", lambda seed: FakeStudent(seed)))
     assert res.extra["epochs"] == ref.extra["epochs"]

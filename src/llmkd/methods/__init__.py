@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel
 
-from .base import LabelSettings, Method, RunContext, TrainSettings, fit_student
+from .base import LabelSettings, Method, RunContext, TrainSettings, fit_student, require_answers
 from .baselines import Supervised, TeacherFewShot
 from .llkd import LLKD, LLKDOptions
 from .mckd import MCKD, MCKDOptions
@@ -63,4 +63,4 @@ register(MethodSpec("synth_nofeedback", synth_nofeedback, options=EvoKDOptions, 
                     summary="LLM writes new inputs without student feedback (ZeroGen/AugGPT-style), same loop as evokd"))
 
 __all__ = ["METHODS", "MethodSpec", "register", "Method", "RunContext", "TrainSettings", "LabelSettings",
-           "fit_student", "TeacherFewShot", "Supervised", "VanillaKD", "MCKD", "SelfDistill"]
+           "fit_student", "require_answers", "TeacherFewShot", "Supervised", "VanillaKD", "MCKD", "SelfDistill"]

@@ -65,7 +65,7 @@ from ..teachers.base import ChatTurn
 from ..teachers.budget import BudgetMeter, BudgetSpent
 from ..types import Example, RunResult, TeacherLabel, Unlabeled
 from .base import RunContext, fit_student, min_epochs
-from .reports import _main_metric, rounds_markdown, write_curve, write_rounds_report  # noqa: F401  (re-exports)
+from .training import PlainEpochs, main_score, train_loop
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ class EvoKD:
         state["seed_training"] = {k: record[k] for k in ("best_score", "best_epoch", "stop_reason") if k in record}
         score = ctx.evaluate(student.predict(ctx.dev), ctx.dev) if ctx.dev else {}
         state["round0_dev"] = score
-        self._checkpoint(ctx, student, state, _main_metric(score, ctx.task))
+        self._checkpoint(ctx, student, state, main_score(score, ctx.task))
         return student
 
     # -- step 1 -------------------------------------------------------------------------------
@@ -363,20 +363,20 @@ class EvoKD:
         rec.update(n_new=len(batch), n_replay=len(replay), n_train_round=len(train) if batch else 0)
         if not batch:  # nothing new: no training, the round counts towards the plateau
             rec["dev"] = state.get("last_dev") or state.get("round0_dev") or {}
-            return student, _main_metric(rec["dev"], ctx.task)
+            return student, main_score(rec["dev"], ctx.task)
         rng.shuffle(train)
         epochs = max(o.epochs_per_round, min_epochs(len(train), ctx.train, o.min_steps_per_round))
-        losses = [student.fit_epoch(train) for _ in range(epochs)]
-        rec["epochs"] = epochs
+        student, trained = train_loop(ctx, PlainEpochs(train), n_train=len(train), tag=f"{self.name} round {rec['round']}",
+                                      start=student, fixed_epochs=epochs)                # the shared loop, no stopping
+        rec.update(epochs=epochs, train_loss=trained["loss"])
         after = student.predict([Example(s["id"], s["text"], _lab(s["label"])) for s in batch])
         for s, p in zip(batch, after):
             s["pred_after"] = p.label
-        rec["train_loss"] = losses[-1]
         rec["dev"] = ctx.evaluate(student.predict(ctx.dev), ctx.dev) if ctx.dev else {}
         state["samples"].extend(batch)
         state["last_batch"] = batch
         state["last_dev"] = rec["dev"]
-        return student, _main_metric(rec["dev"], ctx.task)
+        return student, main_score(rec["dev"], ctx.task)
 
     # -- step 7 and checkpoints ---------------------------------------------------------------
     def _stop(self, state: dict[str, Any], score: float, r: int) -> str | None:
@@ -431,7 +431,6 @@ class EvoKD:
             total.kept += c["kept"]
             total.dropped.update({k: v for k, v in c["dropped"].items() if v})
         rows = [s for rec in state["rounds"] for s in rec.get("samples", [])]
-        write_rounds_report(ctx.workdir, self.name, state, rows, task=ctx.task)
         labels = tuple(TeacherLabel(s["id"], s["label"], s.get("confidence"), False, "teacher", s.get("prompt_id", ""),
                                     raw=s.get("label_raw", ""), stage=f"{self.name}-round{s['round']}")
                        for s in state["samples"])
@@ -443,7 +442,8 @@ class EvoKD:
                    "best_dev": state.get("best_dev"), "round0_dev": state.get("round0_dev"),
                    "hygiene": total.to_dict(), "rounds": rounds, "teacher_calls_used": state["teacher_calls"],
                    "teacher_tokens_used": state["teacher_tokens"], "feedback": self.feedback,
-                   "plots": ["learning_curve.svg"], "sections": ["rounds.md"]},
+                   "best_score": state["best_score"]},
+            records={"synthetic": rows},                                                  # report (report.py)
         )
 
 

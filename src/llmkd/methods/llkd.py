@@ -3,7 +3,7 @@
 Li et al., "Learning with Less: Knowledge Distillation from Large Language Models via Unlabeled
 Data", Findings of NAACL 2025 (arXiv 2411.08028). The paper's Sec. 3 (method) could not be read
 here; the threshold update is the FreeMatch-style proposal documented in ``docs/methods/llkd.md``
-and :mod:`llmkd.selection`. The loop, one commented step per line:
+and :mod:`llmkd.selection`. The algorithm box is :meth:`LLKD.run` and :meth:`SelectionEpochs.epoch`:
 
 1. the teacher labels the pool once (cached); ``c_i`` = its probability of ``ŷ_i``, normalised
    over the label set (``teacher.confidence: true``); abstentions are left out;
@@ -14,14 +14,16 @@ and :mod:`llmkd.selection`. The loop, one commented step per line:
    c. it keeps ``c_i ≥ τ^T_t(ŷ_i)`` and ``u_i ≥ τ^S_t(ŷ_i)``, weight ``w_i = c_i · u_i``;
    d. the student takes a gradient step on the kept examples with loss ``Σ w_i CE_i / Σ w_i``;
 3. after every epoch: evaluate on the small gold dev set, keep the best student, stop early after
-   ``student.patience`` epochs without gain; record thresholds and selected counts per class;
-4. evaluate the best student on the test set; plot the per-epoch record (``plot`` extra).
+   ``student.patience`` epochs without gain (the shared loop, :func:`.training.train_loop`);
+4. evaluate the best student on the test set.
 
 ``selection: keep_all | fixed | topk | random`` swaps the selector and keeps the same loop (the
 baselines of the benchmark); strategies that do not look at the student select once, up front.
+The per-epoch record (thresholds, selected counts per class) and every example's provenance
+go to the run's report (``methods/reports.llkd_report``: ``selection.png``, ``selection.jsonl``).
 
-Resumable: the student, the selector's moving averages and the record are checkpointed together
-after every epoch; a killed run restarts the unfinished epoch. Not handled: soft-label (KL)
+Resumable: the student and the selector's moving averages are checkpointed together by the
+shared loop; a killed run restarts the unfinished epoch. Not handled: soft-label (KL)
 distillation, per-sample teacher confidence from generated-token logprobs when the label set
 cannot be scored (it is used when ``labeling.py`` provides it), non-classification tasks.
 """
@@ -30,21 +32,19 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
-from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import TeacherError
-from ..io import read_json, write_json, write_jsonl
 from ..labeling import abstention_rate
 from ..students.base import ProbaStudent
 from ..selection import LLKDSelector, Selection, SelectionInput, build_selector, loss_weights
 from ..types import Example, RunResult, TeacherLabel
-from .base import RunContext, min_epochs, patience_spent, primary_metric, require_answers
+from .base import RunContext, require_answers
+from .training import train_loop
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,84 @@ def student_probs(student: Any, texts: Sequence[str]) -> np.ndarray:
     return np.array([[p.probs.get(c, 0.0) for c in student.labels] for p in preds], dtype=np.float64)
 
 
+class SelectionEpochs:
+    """Step 2 as the shared loop's :class:`~.training.EpochTrainer`: selection and weights per
+    mini-batch (or once per epoch / once up front), with a per-epoch record and provenance."""
+
+    def __init__(self, selector: Any, train: list[Example], conf: np.ndarray, classes: Sequence[str], *,
+                 granularity: str, seed: int, batch_size: int) -> None:
+        self.selector, self.train, self.conf, self.classes = selector, train, conf, tuple(classes)
+        self.y = [e.label for e in train]
+        self.granularity, self.seed, self.bs = granularity, seed, batch_size
+        self.steps = max(1, math.ceil(len(train) / batch_size))
+        self.static: Selection | None = None
+        if not selector.needs_student:                                                        # baselines: once
+            self.static = selector.select(SelectionInput(self.y, conf, self.classes))
+        self.ever = np.zeros(len(train), dtype=bool)
+        self.first_epoch: dict[str, int] = {}
+        self.times: dict[str, int] = {}
+        self.trace: list[list[float]] = []
+
+    def epoch(self, student: Any, epoch: int, tick: Callable[[int], None]) -> tuple[float, dict[str, Any]]:
+        n, y, conf, classes = len(self.train), self.y, self.conf, self.classes
+        kept = np.zeros(n, dtype=np.int64)   # times each example was kept this epoch
+        losses: list[tuple[float, int]] = []
+        if self.static is not None:                                                           # 2 (static)
+            batches = [(np.arange(n), self.static)]
+        elif self.granularity == "epoch":                                                     # 2 (per epoch)
+            batches = [(np.arange(n), None)]
+        else:                                                                                 # 2 (per step)
+            order = np.random.default_rng([self.seed, epoch]).permutation(n)
+            batches = [(order[i:i + self.bs], None) for i in range(0, n, self.bs)]
+        for idx, sel in batches:
+            sel = self._select(student, idx) if sel is None else sel                         # 2a, 2b, 2c
+            losses.append(self._step(student, idx, sel))                                      # 2d
+            kept[idx[sel.keep]] += 1
+            tick(self.steps if len(batches) == 1 else 1)
+        for i in np.flatnonzero(kept):                                                        # provenance
+            self.first_epoch.setdefault(self.train[i].id, epoch)
+            self.times[self.train[i].id] = self.times.get(self.train[i].id, 0) + int(kept[i])
+        self.ever |= kept > 0
+        n_loss = sum(k for _, k in losses)
+        loss = sum(v * k for v, k in losses) / n_loss if n_loss else float("nan")
+        rec = {"epoch": epoch, "loss": loss, "selected": int((kept > 0).sum()),
+               "selected_per_class": {c: int(((kept > 0) & (np.array(y) == c)).sum()) for c in classes},
+               "ever_selected": int(self.ever.sum()), "data_fraction": float(self.ever.mean())}
+        if isinstance(self.selector, LLKDSelector):
+            tt, ts = self.selector.thresholds()
+            rec.update(tau_teacher=self.selector.tau_teacher_, tau_student=self.selector.tau_student_,
+                       teacher_thresholds=dict(zip(classes, map(float, tt))),
+                       student_thresholds=dict(zip(classes, map(float, ts))))
+        return loss, rec
+
+    def _select(self, student: Any, idx: np.ndarray) -> Selection:
+        """2a-2c: the student's need on ``idx``, the threshold update and the kept examples."""
+        probs = student_probs(student, [self.train[i].text for i in idx])                    # 2a
+        sel = self.selector.select(SelectionInput([self.y[i] for i in idx], self.conf[idx], self.classes, probs))
+        self.trace.append([sel.record["tau_teacher"], sel.record["tau_student"], sel.n_kept / len(idx)])
+        return sel
+
+    def _step(self, student: Any, idx: np.ndarray, sel: Selection) -> tuple[float, int]:
+        """2d: train on the kept examples of ``idx`` with weights of mean 1 (loss Σ w CE / Σ w)."""
+        if not sel.n_kept:
+            return 0.0, 0
+        examples = [self.train[i] for i in idx[sel.keep]]
+        return student.fit_epoch(examples, loss_weights(sel)), len(examples)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"selector": self.selector.state_dict(), "ever": np.flatnonzero(self.ever).tolist(),
+                "first_epoch": self.first_epoch, "times": self.times, "trace": self.trace}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("selector"):
+            self.selector.load_state_dict(state["selector"])
+        self.ever[:] = False
+        self.ever[state.get("ever", [])] = True
+        self.first_epoch = dict(state.get("first_epoch", {}))
+        self.times = dict(state.get("times", {}))
+        self.trace = list(state.get("trace", []))
+
+
 class LLKD:
     """Teacher-confidence × student-need sample selection (see the module docstring)."""
 
@@ -101,6 +179,19 @@ class LLKD:
 
     def __init__(self, **options: Any) -> None:
         self.options = LLKDOptions.model_validate(options)
+
+    def run(self, ctx: RunContext) -> RunResult:
+        o, t0 = self.options, time.perf_counter()
+        labels = ctx.label(ctx.pool, stage="teacher-pool", desc="teacher on pool")            # 1 teacher labels, c_i
+        label_s, t1 = time.perf_counter() - t0, time.perf_counter()
+        train, conf = self._train_set(ctx, labels)                                           #   abstentions left out
+        first = ctx.student_factory(ctx.seed)
+        steps = max(1, math.ceil(len(train) / ctx.train.batch_size))
+        trainer = SelectionEpochs(self._selector(first.labels, ctx.seed, steps), train, conf, first.labels,
+                                  granularity=o.granularity, seed=ctx.seed, batch_size=ctx.train.batch_size)
+        best, state = train_loop(ctx, trainer, n_train=len(train), tag="llkd", start=first)  # 2 select + step; 3 dev
+        preds = best.predict(ctx.test)                                                        # 4 test
+        return self._result(ctx, labels, train, conf, state, preds, label_s, time.perf_counter() - t1, steps)
 
     # -- setup ----------------------------------------------------------------------------------
     def step_momentum(self, steps_per_epoch: int) -> float:
@@ -134,187 +225,23 @@ class LLKD:
         conf = np.array([1.0 if lab.confidence is None else lab.confidence for lab in answered], dtype=np.float64)
         return train, np.clip(conf, 0.0, 1.0)
 
-    # -- the loop -------------------------------------------------------------------------------
-    def run(self, ctx: RunContext) -> RunResult:
-        from tqdm.auto import tqdm
-
-        o = self.options
-        t0 = time.perf_counter()
-        labels = ctx.label(ctx.pool, stage="teacher-pool", desc="teacher on pool")            # 1
-        label_s = time.perf_counter() - t0
-        train, conf = self._train_set(ctx, labels)
-        y = [e.label for e in train]
-        n, bs = len(train), ctx.train.batch_size
-        steps = max(1, math.ceil(n / bs))
-        least = min_epochs(n, ctx.train)  # patience waits for them (see fit_student)
-        total_epochs = max(ctx.train.epochs, least)
-        eval_every = max(1, round(total_epochs / ctx.train.epochs))
-        d = ctx.workdir / "llkd"
-        d.mkdir(parents=True, exist_ok=True)
-        state_path = d / "state.json"
-        state: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "best_score": -1.0, "history": [], "epochs": [],
-                                 "trace": [], "ever": [], "first_epoch": {}, "times": {}, "done": False,
-                                 "n_train": n, "total_epochs": total_epochs, "last": None, "selector": None}
-        if state_path.exists():
-            saved = read_json(state_path)
-            if saved.get("n_train") == n and (saved["last"] is None or (d / saved["last"]).exists()):
-                state = saved
-        probe = ctx.student_factory(ctx.seed)
-        classes = tuple(probe.labels)
-        selector = self._selector(classes, ctx.seed, steps)
-        if state["selector"]:
-            selector.load_state_dict(state["selector"])
-        static: Selection | None = None
-        if not selector.needs_student:                                                       # baselines: once
-            static = selector.select(SelectionInput(y, conf, classes))
-        t1 = time.perf_counter()
-        if not state["done"]:
-            student = ctx.student_loader(d / state["last"]) if state["last"] else probe
-            ever = np.zeros(n, dtype=bool)
-            ever[state["ever"]] = True
-            bad = sum(1 for h in state["history"] if h["epoch"] > state["best_epoch"])
-            bar = tqdm(total=total_epochs * steps, initial=state["epoch"] * steps, desc="training llkd",
-                       disable=not ctx.progress, unit="step")
-            reason = "max_epochs"
-            while state["epoch"] < total_epochs:
-                epoch = state["epoch"] + 1
-                kept = np.zeros(n, dtype=np.int64)   # times each example was kept this epoch
-                losses: list[tuple[float, int]] = []
-                last_rec: dict[str, Any] = {}
-                if static is not None:                                                        # 2 (static)
-                    losses.append(self._step(student, train, np.arange(n), static))
-                    kept += static.keep
-                    bar.update(steps)
-                elif o.granularity == "epoch":                                                # 2 (per epoch)
-                    sel = selector.select(SelectionInput(y, conf, classes, student_probs(student, [e.text for e in train])))
-                    losses.append(self._step(student, train, np.arange(n), sel))
-                    kept += sel.keep
-                    last_rec = sel.record
-                    state["trace"].append([last_rec["tau_teacher"], last_rec["tau_student"], sel.n_kept / n])
-                    bar.update(steps)
-                else:                                                                         # 2 (per step)
-                    order = np.random.default_rng([ctx.seed, epoch]).permutation(n)
-                    for start in range(0, n, bs):
-                        idx = order[start:start + bs]
-                        probs = student_probs(student, [train[i].text for i in idx])          # 2a
-                        sel = selector.select(SelectionInput([y[i] for i in idx], conf[idx], classes, probs))  # 2b, 2c
-                        losses.append(self._step(student, train, idx, sel))                  # 2d
-                        kept[idx[sel.keep]] += 1
-                        last_rec = sel.record
-                        state["trace"].append([last_rec["tau_teacher"], last_rec["tau_student"], sel.n_kept / len(idx)])
-                        bar.update(1)
-                for i in np.flatnonzero(kept):                                                # provenance
-                    state["first_epoch"].setdefault(train[i].id, epoch)
-                    state["times"][train[i].id] = state["times"].get(train[i].id, 0) + int(kept[i])
-                ever |= kept > 0
-                n_loss = sum(k for _, k in losses)
-                loss = sum(v * k for v, k in losses) / n_loss if n_loss else float("nan")
-                rec = {"epoch": epoch, "loss": loss, "selected": int((kept > 0).sum()),
-                       "selected_per_class": {c: int(((kept > 0) & (np.array(y) == c)).sum()) for c in classes},
-                       "ever_selected": int(ever.sum()), "data_fraction": float(ever.mean())}
-                if isinstance(selector, LLKDSelector):
-                    tt, ts = selector.thresholds()
-                    rec.update(tau_teacher=selector.tau_teacher_, tau_student=selector.tau_student_,
-                               teacher_thresholds=dict(zip(classes, map(float, tt))),
-                               student_thresholds=dict(zip(classes, map(float, ts))))
-                state["epoch"] = epoch
-                if epoch % eval_every == 0 or epoch == total_epochs:                          # 3
-                    scores = ctx.evaluate(student.predict(ctx.dev), ctx.dev) if ctx.dev else {"loss": -loss}
-                    metric = primary_metric(ctx.task, scores)
-                    score = float(scores[metric])
-                    rec["dev"] = score
-                    state["dev_metric"] = metric
-                    state["history"].append({"epoch": epoch, "loss": loss, "score": score,
-                                             "seconds": time.perf_counter() - t1})
-                    if score > state["best_score"]:
-                        state["best_score"], state["best_epoch"], bad = score, epoch, 0
-                        student.save(d / "best")
-                    else:
-                        bad += 1
-                    bar.set_postfix(kept=f"{rec['selected']}/{n}", dev=f"{score:.3f}")
-                state["epochs"].append(rec)
-                state["ever"] = np.flatnonzero(ever).tolist()
-                state["selector"] = selector.state_dict()
-                previous = state["last"]
-                student.save(d / f"epoch-{epoch}")
-                state["last"] = f"epoch-{epoch}"
-                write_json(state_path, state)
-                if previous:
-                    shutil.rmtree(d / previous, ignore_errors=True)
-                if patience_spent(bad, ctx.train.patience, epoch, least, state["history"]):
-                    reason = f"no dev gain in {ctx.train.patience} evaluations"
-                    break
-            bar.close()
-            if not (d / "best").exists():  # no evaluation improved on -1 (cannot happen with scores >= 0)
-                student.save(d / "best")
-            state["done"], state["stop_reason"] = True, reason
-            write_json(state_path, state)
-        best = ctx.student_loader(d / "best")
-        preds = best.predict(ctx.test)                                                        # 4
-        self._write_provenance(ctx.workdir / "selection.jsonl", train, conf, state)
-        plots = self._plot(state["epochs"], state["trace"], classes, ctx.workdir / "selection.png") if o.plot else []
-        ever_n = len(state["ever"])
+    # -- the record -----------------------------------------------------------------------------
+    def _result(self, ctx: RunContext, labels: list[TeacherLabel], train: list[Example], conf: np.ndarray,
+                state: dict[str, Any], preds: Any, label_s: float, train_s: float, steps: int) -> RunResult:
+        n, kept = len(train), state.get("trainer", {})
+        epochs = state.get("epochs", [])
+        ever_n = len(kept.get("ever", []))
+        first, times = kept.get("first_epoch", {}), kept.get("times", {})
         record = {k: state[k] for k in ("history", "best_epoch", "best_score", "epoch", "total_epochs")}
         record.update(dev_metric=state.get("dev_metric"), stop_reason=state["stop_reason"])
         return RunResult(
-            self.name, ctx.evaluate(preds, ctx.test), tuple(preds), tuple(labels),
-            stop_reason=state["stop_reason"],
-            timings={"label_seconds": label_s, "train_seconds": time.perf_counter() - t1},
+            self.name, ctx.evaluate(preds, ctx.test), tuple(preds), tuple(labels), stop_reason=state["stop_reason"],
+            timings={"label_seconds": label_s, "train_seconds": train_s},
             extra={"training": record, "n_train": ever_n, "pool_answered": n, "data_fraction": ever_n / n,
-                   "mean_epoch_fraction": float(np.mean([r["selected"] for r in state["epochs"]]) / n),
-                   "options": o.model_dump(), "momentum_per_step": self.step_momentum(steps),
-                   "epochs": state["epochs"], "plots": plots,
-                   "pool_abstention_rate": abstention_rate(labels)},
+                   "mean_epoch_fraction": float(np.mean([r["selected"] for r in epochs]) / n) if epochs else 0.0,
+                   "options": self.options.model_dump(), "momentum_per_step": self.step_momentum(steps),
+                   "epochs": epochs, "pool_abstention_rate": abstention_rate(labels)},
+            records={"selection": [{"id": e.id, "label": e.label, "confidence": float(c),
+                                    "first_selected_epoch": first.get(e.id), "times_selected": times.get(e.id, 0)}
+                                   for e, c in zip(train, conf)]},
         )
-
-    @staticmethod
-    def _step(student: Any, train: list[Example], idx: np.ndarray, sel: Selection) -> tuple[float, int]:
-        """Train on the kept examples of ``idx`` with weights of mean 1 (loss Σ w CE / Σ w)."""
-        if not sel.n_kept:
-            return 0.0, 0
-        examples = [train[i] for i in idx[sel.keep]]
-        return student.fit_epoch(examples, loss_weights(sel)), len(examples)
-
-    @staticmethod
-    def _write_provenance(path: Path, train: list[Example], conf: np.ndarray, state: dict[str, Any]) -> None:
-        write_jsonl(path, ({"id": e.id, "label": e.label, "confidence": float(c),
-                            "first_selected_epoch": state["first_epoch"].get(e.id),
-                            "times_selected": state["times"].get(e.id, 0)} for e, c in zip(train, conf)))
-
-    @staticmethod
-    def _plot(epochs: list[dict[str, Any]], trace: list[list[float]], classes: Sequence[str], path: Path) -> list[str]:
-        """Per-class thresholds and selected counts per epoch -> ``path``; returns the file name
-        (relative to the method's folder) for the report, or [] without matplotlib."""
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            log.warning("matplotlib is not installed, so no selection plot was drawn; pip install 'llmkd[plot]'")
-            return []
-        xs = [r["epoch"] for r in epochs]
-        has_tau = bool(epochs) and "teacher_thresholds" in epochs[0]
-        fig, axes = plt.subplots(1, 3 if has_tau else 1, figsize=(15 if has_tau else 5, 3.6), squeeze=False)
-        ax = axes[0]
-        for c in classes:
-            ax[0].plot(xs, [r["selected_per_class"][c] for r in epochs], marker="o", label=c)
-        ax[0].plot(xs, [r["ever_selected"] for r in epochs], "k--", label="ever selected (all)")
-        ax[0].set(title="selected per class", xlabel="epoch", ylabel="examples")
-        ax[0].legend(fontsize=7)
-        if has_tau:
-            for j, (key, title) in enumerate((("teacher_thresholds", "teacher threshold τ^T(y)"),
-                                              ("student_thresholds", "student threshold τ^S(y)")), start=1):
-                for c in classes:
-                    ax[j].plot(xs, [r[key][c] for r in epochs], marker="o", label=c)
-                ax[j].plot(xs, [r["tau_teacher" if j == 1 else "tau_student"] for r in epochs], "k--", label="global τ")
-                ax[j].set(title=title, xlabel="epoch")
-                ax[j].legend(fontsize=7)
-        from matplotlib.ticker import MaxNLocator
-
-        for a in ax:
-            a.xaxis.set_major_locator(MaxNLocator(integer=True))
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return [path.name]

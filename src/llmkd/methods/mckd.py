@@ -56,7 +56,6 @@ from ..io import read_json, read_jsonl, write_json, write_jsonl
 from ..labeling import abstention_rate
 from ..types import Example, Prediction, RunResult, TeacherLabel, Unlabeled
 from .base import RunContext, fit_student, require_answers
-from .reports import stages_markdown, write_stages_report  # noqa: F401  (stages_markdown: re-export)
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +277,6 @@ class MCKD:
         finals[opts.stages] = final_report
         self.stages_ = stage_reports
         self.provenance_ = self._provenance(parts, history)
-        write_stages_report(wd, stage_reports, finals, self.provenance_, task=ctx.task)       # report (reports.py)
         final_labels = [latest[u.id] for u in ctx.pool]
         return RunResult(
             self.name, ctx.evaluate(preds, ctx.test), tuple(preds), tuple(final_labels),
@@ -286,8 +284,8 @@ class MCKD:
             timings={"label_seconds": label_s, "train_seconds": time.perf_counter() - t1},
             extra={"training": record, "n_train": record.get("n_train"), "stages": stage_reports,
                    "finals": {str(k): v for k, v in finals.items()}, "options": opts.model_dump(),
-                   "pool_abstention_rate": abstention_rate(teacher), "part_sizes": [len(p) for p in parts],
-                   "sections": ["stages.md"]},
+                   "pool_abstention_rate": abstention_rate(teacher), "part_sizes": [len(p) for p in parts]},
+            records={"provenance": self.provenance_},                                         # report (report.py)
         )
 
     # -- step 2 --------------------------------------------------------------------------------

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 
 def write_checkpoint(path: str | Path, student: Any, meta: dict[str, Any]) -> None:
@@ -105,3 +106,28 @@ def optimizer_step(student: Any, loss: Any) -> None:
     torch.nn.utils.clip_grad_norm_(student.model_.parameters(), 1.0)
     student.optimizer_.step()
     student.steps_done_ += 1
+
+
+def weighted_epoch(student: Any, n: int, weights: Sequence[float] | None, batch_loss: Callable[[list[int]], Any]) -> float:
+    """One epoch of every student: the ``n`` examples in the student's seeded order (``seed``,
+    ``epochs_done_``), mini-batches of ``batch_size``; ``batch_loss(idx)`` gives the per-example
+    losses of a batch; the step minimises their ``weights``-weighted sum over the batch size.
+    Returns the mean loss and counts the epoch."""
+    import torch
+
+    if weights is not None and len(weights) != n:
+        raise ValueError(f"fit_epoch: {n} examples but {len(weights)} weights")
+    order = list(range(n))
+    random.Random(student.seed * 1000 + student.epochs_done_).shuffle(order)
+    student.model_.train()
+    total, count = 0.0, 0
+    for start in range(0, n, student.batch_size):
+        idx = order[start : start + student.batch_size]
+        per_example = batch_loss(idx)
+        w = torch.tensor([1.0 if weights is None else float(weights[i]) for i in idx], device=per_example.device)
+        loss = (per_example * w).sum() / len(idx)
+        optimizer_step(student, loss)
+        total += loss.item() * len(idx)
+        count += len(idx)
+    student.epochs_done_ += 1
+    return total / max(count, 1)

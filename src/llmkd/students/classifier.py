@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 from pathlib import Path
 from typing import Any, Sequence
 
 from ..types import Example, Prediction
 from .base import HasText
-from .checkpoint import optimizer_step, read_meta, restore_progress, write_checkpoint
+from .checkpoint import read_meta, restore_progress, weighted_epoch, write_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -100,25 +99,14 @@ class ClassifierStudent:
         import torch.nn.functional as F
 
         self._ensure()
-        if weights is not None and len(weights) != len(examples):
-            raise ValueError(f"fit_epoch: {len(examples)} examples but {len(weights)} weights")
         index = {lab: i for i, lab in enumerate(self.labels)}
-        order = list(range(len(examples)))
-        random.Random(self.seed * 1000 + self.epochs_done_).shuffle(order)
-        self.model_.train()
-        total, count = 0.0, 0
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            batch = self._encode([examples[i].text for i in idx])
+
+        def batch_loss(idx: list[int]) -> Any:
             y = torch.tensor([index[examples[i].label] for i in idx], device=self.device_)
-            w = torch.tensor([1.0 if weights is None else float(weights[i]) for i in idx], device=self.device_)
-            logits = self.model_(**batch).logits
-            loss = (F.cross_entropy(logits, y, reduction="none") * w).sum() / len(idx)
-            optimizer_step(self, loss)
-            total += loss.item() * len(idx)
-            count += len(idx)
-        self.epochs_done_ += 1
-        return total / max(count, 1)
+            logits = self.model_(**self._encode([examples[i].text for i in idx])).logits
+            return F.cross_entropy(logits, y, reduction="none")
+
+        return weighted_epoch(self, len(examples), weights, batch_loss)
 
     # -- inference ----------------------------------------------------------------------------
     def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> Any:

@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..types import Example, Prediction
 from .base import HasText
-from .checkpoint import optimizer_step, read_meta, restore_progress, write_checkpoint
+from .checkpoint import read_meta, restore_progress, weighted_epoch, write_checkpoint
 from .classifier import pick_device
 
 log = logging.getLogger(__name__)
@@ -180,28 +179,20 @@ class Seq2SeqStudent:
         return {"input_ids": ids.to(self.device_), "attention_mask": mask.to(self.device_)}, lab.to(self.device_)
 
     def fit_epoch(self, examples: Sequence[Example], weights: Sequence[float] | None = None) -> float:
-        import torch
         import torch.nn.functional as F
 
         self._ensure()
-        if weights is not None and len(weights) != len(examples):
-            raise ValueError(f"fit_epoch: {len(examples)} examples but {len(weights)} weights")
         bad = [e.id for e in examples if not isinstance(e.label, str) or not e.label.strip()]
         if bad:
             raise ValueError(f"fit_epoch: a seq2seq student trains on target strings; examples {bad[:5]} have none")
-        order = list(range(len(examples)))
-        random.Random(self.seed * 1000 + self.epochs_done_).shuffle(order)
-        self.model_.train()
-        total, count = 0.0, 0
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
+
+        def batch_loss(idx: list[int]) -> Any:
             if self.arch_ == "decoder":
                 enc, labels = self._decoder_batch([examples[i].text for i in idx], [examples[i].label for i in idx])
             else:
                 enc = self.tokenizer_([examples[i].text for i in idx], truncation=True, max_length=self.max_length,
                                       padding=True, return_tensors="pt").to(self.device_)
                 labels = self._targets([examples[i].label for i in idx])
-            w = torch.tensor([1.0 if weights is None else float(weights[i]) for i in idx], device=self.device_)
             if self.arch_ == "decoder":
                 logits = self.model_(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits[:, :-1]
                 labels = labels[:, 1:]
@@ -210,13 +201,9 @@ class Seq2SeqStudent:
                                      labels=labels).logits
             tok_loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
                                        ignore_index=-100, reduction="none").view(labels.shape)
-            per_ex = tok_loss.sum(1) / (labels != -100).sum(1).clamp(min=1)
-            loss = (per_ex * w).sum() / len(idx)
-            optimizer_step(self, loss)
-            total += loss.item() * len(idx)
-            count += len(idx)
-        self.epochs_done_ += 1
-        return total / max(count, 1)
+            return tok_loss.sum(1) / (labels != -100).sum(1).clamp(min=1)  # per example
+
+        return weighted_epoch(self, len(examples), weights, batch_loss)
 
     # -- inference ----------------------------------------------------------------------------
     def generate(self, texts: Sequence[str], *, num_beams: int | None = None, batch_size: int = 32,

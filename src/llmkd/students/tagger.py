@@ -19,13 +19,12 @@ Not handled: CRF decoding, label smoothing across subwords, documents longer tha
 
 from __future__ import annotations
 
-import random
 from typing import Any, Sequence
 
 from ..formats.conll import spans_from_tags, tag_set, to_iob2, words
 from ..types import Example, TagPrediction
 from .base import HasText
-from .checkpoint import optimizer_step
+from .checkpoint import weighted_epoch
 from .classifier import ClassifierStudent
 
 
@@ -68,12 +67,9 @@ class TaggerStudent(ClassifierStudent):
         return y
 
     def fit_epoch(self, examples: Sequence[Example], weights: Sequence[float] | None = None) -> float:
-        import torch
         import torch.nn.functional as F
 
         self._ensure()
-        if weights is not None and len(weights) != len(examples):
-            raise ValueError(f"fit_epoch: {len(examples)} examples but {len(weights)} weights")
         known = set(self.outputs)
         batch_words, batch_tags = [], []
         for ex in examples:
@@ -86,25 +82,15 @@ class TaggerStudent(ClassifierStudent):
                 raise ValueError(f"example {ex.id}: tags {sorted(set(bad))} are not in the tag set {list(self.outputs)}")
             batch_words.append(w)
             batch_tags.append(t)
-        order = list(range(len(examples)))
-        random.Random(self.seed * 1000 + self.epochs_done_).shuffle(order)
-        self.model_.train()
-        total, count = 0.0, 0
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
+
+        def batch_loss(idx: list[int]) -> Any:
             enc = self._encode_words([batch_words[i] for i in idx])
             y = self._targets(enc, [batch_tags[i] for i in idx]).to(self.device_)
-            enc = enc.to(self.device_)
-            w = torch.tensor([1.0 if weights is None else float(weights[i]) for i in idx], device=self.device_)
-            logits = self.model_(**enc).logits  # (batch, seq, tags)
+            logits = self.model_(**enc.to(self.device_)).logits  # (batch, seq, tags)
             tok = F.cross_entropy(logits.transpose(1, 2), y, ignore_index=-100, reduction="none")  # (batch, seq)
-            per_sentence = tok.sum(1) / (y != -100).sum(1).clamp(min=1)
-            loss = (per_sentence * w).sum() / len(idx)
-            optimizer_step(self, loss)
-            total += loss.item() * len(idx)
-            count += len(idx)
-        self.epochs_done_ += 1
-        return total / max(count, 1)
+            return tok.sum(1) / (y != -100).sum(1).clamp(min=1)  # per sentence
+
+        return weighted_epoch(self, len(examples), weights, batch_loss)
 
     def predict_word_proba(self, texts: Sequence[str], batch_size: int = 64) -> list[Any]:
         """For each text, an array (words x tags) of tag probabilities at each word's first subword."""

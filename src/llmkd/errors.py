@@ -39,6 +39,11 @@ class MissingExtraError(LlmkdError, ImportError):
         self.extra = extra
 
 
+class StateError(LlmkdError):
+    """Saved state (the teacher cache, a student checkpoint, a run's JSON files) is missing a part
+    or unreadable; the message names the file and what to delete or run to recover."""
+
+
 class ParseError(LlmkdError):
     """A teacher reply could not be parsed; carries the raw reply. Callers turn it into an abstention."""
 

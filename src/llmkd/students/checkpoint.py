@@ -1,7 +1,9 @@
 """Student checkpoints shared by every student: weights (safetensors) + tokenizer via
 ``save_pretrained``, ``student.json`` (hyperparameters and progress) and
-``optimizer.safetensors`` (AdamW moments, so a resumed run continues exactly). A checkpoint is
-written to a temporary folder and swapped in, so a kill -9 never leaves a half-written one."""
+``optimizer.safetensors`` (AdamW moments and torch's random generator state, so a resumed run
+continues exactly: the same dropout masks, the same steps, bit-identical predictions). A
+checkpoint is written to a temporary folder and swapped in, so a kill -9 never leaves a
+half-written one (a temporary folder left by a kill is removed by the next write)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ..errors import StateError
+
 
 def write_checkpoint(path: str | Path, student: Any, meta: dict[str, Any]) -> None:
     """Save ``student.model_`` / ``tokenizer_`` / ``optimizer_`` and ``meta`` (plus its progress
@@ -19,11 +23,15 @@ def write_checkpoint(path: str | Path, student: Any, meta: dict[str, Any]) -> No
     from safetensors.torch import save_file
 
     path = Path(path)
+    import torch
+
     tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # a temporary folder left by a kill during an earlier write
     tmp.mkdir(parents=True, exist_ok=True)
     student.model_.save_pretrained(tmp, safe_serialization=True)
     student.tokenizer_.save_pretrained(tmp)
     tensors, opt_meta = optimizer_tensors(student.model_, student.optimizer_)
+    tensors[RNG_KEY] = torch.get_rng_state()
     save_file(tensors, str(tmp / "optimizer.safetensors"))
     meta = {**meta, "epochs_done": student.epochs_done_, "steps_done": student.steps_done_, "optimizer": opt_meta}
     (tmp / "student.json").write_text(json.dumps(meta, indent=1))
@@ -45,24 +53,68 @@ def drop_optimizer_state(folder: str | Path) -> int:
     freed = 0
     for f in Path(folder).rglob("optimizer.safetensors"):
         freed += f.stat().st_size
+        meta_path = f.parent / "student.json"
+        if meta_path.exists():  # says the file is gone on purpose (restore_progress then does not complain)
+            meta = json.loads(meta_path.read_text())
+            meta_path.write_text(json.dumps({**meta, "optimizer_dropped": True}, indent=1))
         f.unlink()
+    for tmp in Path(folder).rglob("*.tmp"):  # checkpoint writes a kill interrupted
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
     return freed
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
-    return json.loads((Path(path) / "student.json").read_text())
+    """``student.json`` of the checkpoint at ``path``; a :class:`StateError` naming it when it is
+    missing or unreadable."""
+    f = Path(path) / "student.json"
+    try:
+        return json.loads(f.read_text())
+    except FileNotFoundError as exc:
+        raise StateError(f"{f} is missing: {path} is not a complete student checkpoint. Delete the folder "
+                         f"{Path(path)} and rerun (that student is trained again).") from exc
+    except (OSError, ValueError) as exc:
+        raise StateError(f"{f} is unreadable ({exc}). Delete the folder {Path(path)} and rerun (that student is "
+                         "trained again).") from exc
+
+
+def load_into(student: Any, path: str | Path, meta: dict[str, Any]) -> None:
+    """Build ``student`` from the weights at ``path`` and restore its progress; a
+    :class:`StateError` naming the folder when the weights or tokenizer cannot be read."""
+    try:
+        student._build(source=str(path))
+    except Exception as exc:  # noqa: BLE001 - transformers / safetensors raise many types for a bad file
+        raise StateError(f"the student checkpoint {path} cannot be loaded ({type(exc).__name__}: {str(exc)[:200]}). "
+                         f"Delete the folder {Path(path)} and rerun (that student is trained again).") from exc
+    restore_progress(student, path, meta)
 
 
 def restore_progress(student: Any, path: str | Path, meta: dict[str, Any]) -> None:
     """After ``student._build(source=path)``: the epoch / step counters and the optimizer state."""
     from safetensors.torch import load_file
 
+    import torch
+
     student.epochs_done_ = meta["epochs_done"]
     student.steps_done_ = meta["steps_done"]
     opt_file = Path(path) / "optimizer.safetensors"
-    if opt_file.exists():
-        load_optimizer(student.model_, student.optimizer_, load_file(str(opt_file), device=student.device_),
-                       meta["optimizer"])
+    if not opt_file.exists():
+        if meta.get("optimizer_dropped") or not meta["steps_done"]:
+            return  # a finished student (for prediction only), or one that never trained
+        raise StateError(f"{opt_file} is missing, so training cannot resume exactly from {path}. Delete the folder "
+                         f"{Path(path)} (that student is then trained again from the start) and rerun.")
+    try:
+        tensors = load_file(str(opt_file), device=student.device_)
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise StateError(f"{opt_file} is unreadable ({exc}). Delete the folder {Path(path)} (that student is then "
+                         "trained again from the start) and rerun.") from exc
+    rng = tensors.pop(RNG_KEY, None)
+    load_optimizer(student.model_, student.optimizer_, tensors, meta["optimizer"])
+    if rng is not None:
+        torch.set_rng_state(rng.cpu())
+
+
+RNG_KEY = "__rng__.torch"  #: torch's CPU generator state, stored beside the AdamW moments
 
 
 def optimizer_tensors(model: Any, optimizer: Any) -> tuple[dict[str, Any], dict[str, Any]]:

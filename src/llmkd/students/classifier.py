@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from ..types import Example, Prediction
 from .base import HasText
-from .checkpoint import read_meta, restore_progress, weighted_epoch, write_checkpoint
+from .checkpoint import load_into, read_meta, weighted_epoch, write_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +148,7 @@ class ClassifierStudent:
         st = cls(model=meta["base_model"], labels=meta["labels"], max_length=meta["max_length"],
                  batch_size=meta["batch_size"], lr=meta["lr"], weight_decay=meta["weight_decay"],
                  warmup_steps=meta["warmup_steps"], seed=meta["seed"], device=device, threads=threads)
-        st._build(source=str(path))
-        restore_progress(st, path, meta)
+        load_into(st, path, meta)
         return st
 
 

@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 
 from ..types import Example, Prediction
 from .base import HasText
-from .checkpoint import read_meta, restore_progress, weighted_epoch, write_checkpoint
+from .checkpoint import load_into, read_meta, weighted_epoch, write_checkpoint
 from .classifier import pick_device
 
 log = logging.getLogger(__name__)
@@ -279,6 +279,5 @@ class Seq2SeqStudent:
                  batch_size=meta["batch_size"], lr=meta["lr"], weight_decay=meta["weight_decay"],
                  warmup_steps=meta["warmup_steps"], seed=meta["seed"], num_beams=meta["num_beams"],
                  device=device, threads=threads, postprocess=postprocess)
-        st._build(source=str(path))
-        restore_progress(st, path, meta)
+        load_into(st, path, meta)
         return st

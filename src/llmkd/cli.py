@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from .errors import LlmkdError
 
@@ -27,8 +28,10 @@ models_app = typer.Typer(help="The offline model zoo (packaged GGUF teachers and
 cache_app = typer.Typer(help="The teacher cache (SQLite).", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(cache_app, name="cache")
-console = Console(stderr=True)
-out = Console()
+# Plain text: messages carry user data (labels like "[/INST]", paths with "[red]", "file:100:"),
+# which Rich would read as markup or emoji codes. Only the "error:" prefix is styled.
+console = Console(stderr=True, markup=False, emoji=False, highlight=False)
+out = Console(markup=False, emoji=False, highlight=False)
 
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field: --set student.epochs=3 (repeatable)")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars")]
@@ -58,7 +61,7 @@ def _load(config: Path, overrides: list[str] | None, quiet: bool):
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    console.print(Text("error: ", style="bold red") + Text(str(exc)))
     raise typer.Exit(2)
 
 

@@ -179,13 +179,27 @@ def _method_checks(info: ValidationInfo) -> dict[str, Any]:
     return validation_context()
 
 
+def _plain_name(name: str) -> str:
+    """``name`` becomes ``output_dir/name``: one plain folder name, so the run stays inside
+    ``output_dir`` (no path separators, no ``.`` / ``..``, nothing absolute, no control characters)."""
+    bad = (not name.strip() or name in (".", "..") or any(c in name for c in "/\\:")
+           or any(ord(c) < 32 for c in name))
+    if bad:
+        safe = "".join(c if c.isalnum() or c in "._-" else "-" for c in name).strip(".-") or "run"
+        raise ValueError(f"must be a plain folder name (no '/', '\\', ':', '.' or '..'): the run directory is "
+                         f"output_dir/name and must stay inside output_dir. Use e.g. {safe!r}, and output_dir "
+                         "to choose where runs go")
+    return name
+
+
 def _known_method(name: str, info: ValidationInfo) -> str:
     check = _method_checks(info).get("method_name")
     return check(name) if check is not None else name
 
 
 class RunConfig(_Strict):
-    name: str = Field("run", description="run directory name under output_dir")
+    name: Annotated[str, AfterValidator(_plain_name)] = Field(
+        "run", description="run directory name under output_dir (a plain folder name)")
     seed: int = Field(0, description="seed of the splits, demonstrations and students")
     data: DataConfig
     task: TaskConfig = Field(default_factory=TaskConfig)

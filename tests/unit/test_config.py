@@ -104,6 +104,9 @@ TEACHER_FIELDS = ("['backend', 'model', 'gguf_file', 'labeling', 'confidence', '
         ({"teacher": {"modle": "x"}},
          f"teacher.modle: unknown field (check the spelling; the fields here are {TEACHER_FIELDS}) (got 'x')"),
         ({"data": {"train": "/a"}}, "data.test: field required"),
+        ({"name": "../../x"}, "name: must be a plain folder name (no '/', '\\', ':', '.' or '..'): the run directory "
+                              "is output_dir/name and must stay inside output_dir. Use e.g. 'x', and output_dir to "
+                              "choose where runs go (got '../../x')"),
         ({"data": {"train": "/a", "test": "/b", "split": {"labeled_per_class": 4, "labeled_n": 10}}},
          "data.split: set either labeled_per_class or labeled_n, not both "
          "(got labeled_per_class=4, labeled_n=10); set the other one to null"),
@@ -111,12 +114,20 @@ TEACHER_FIELDS = ("['backend', 'model', 'gguf_file', 'labeling', 'confidence', '
          "data.split: set labeled_per_class (k per class) or labeled_n (n in total)"),
     ],
     ids=["epochs-0", "lr-0", "epochs-str", "backend", "labeling", "method", "unknown-top", "unknown-nested",
-         "missing", "both-sizes", "no-size"],
+         "missing", "name-up", "both-sizes", "no-size"],
 )
 def test_validation_error_names_path_rule_and_value(sections: dict[str, Any], line: str) -> None:
     with pytest.raises(ConfigError) as exc:
         parse_config(raw(**sections), source="run.yaml")
     assert str(exc.value) == f"invalid config run.yaml:\n  {line}"
+
+
+@pytest.mark.parametrize("name, fix", [("/tmp/abs", "tmp-abs"), (".", "run"), ("..", "run"), ("a\\b", "a-b"),
+                                       ("C:x", "C-x"), ("  ", "run")])
+def test_the_run_directory_stays_inside_output_dir(name: str, fix: str) -> None:
+    with pytest.raises(ConfigError, match=f"name: must be a plain folder name .* Use e.g. '{fix}'"):
+        parse_config(raw(name=name), source="run.yaml")
+    assert parse_config(raw(name="sst2-run_1.v2"), source="run.yaml").name == "sst2-run_1.v2"
 
 
 def test_every_error_is_listed() -> None:

@@ -173,7 +173,7 @@ def dry_run(cfg: RunConfig, *, calibrate: bool = True) -> dict[str, Any]:
     items = list(sess.splits.pool)
     if "teacher" in cfg.methods:
         items += list(sess.splits.test)
-    prompts = [sess.task.render(x.text, sess.shots) for x in items]
+    prompts = [sess.task.render(x.text, sess.teacher_shots) for x in items]
     teacher = build_teacher(cfg.teacher)
     sample = prompts[:: max(1, len(prompts) // 50)][:50]
     tok = [teacher.count_tokens(p) for p in sample]
@@ -182,7 +182,7 @@ def dry_run(cfg: RunConfig, *, calibrate: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {
         "prompts": len(prompts), "prompt_tokens": int(mean_tok * len(prompts)),
         "prompt_tokens_after_prefix_reuse": int((mean_tok - shared) * len(prompts) + shared) if cfg.teacher.backend != "openai" else None,
-        "max_new_tokens_per_prompt": cfg.teacher.max_tokens, "shots": len(sess.shots),
+        "max_new_tokens_per_prompt": cfg.teacher.max_tokens, "shots": len(sess.teacher_shots),
         "labeling": cfg.teacher.labeling, "confidence_scoring": cfg.teacher.confidence,
     }
     if calibrate and cfg.teacher.backend != "openai":

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from .config import RunConfig, StudentConfig, TaskConfig, TeacherConfig, _format_errors
 from .data import full_train, make_splits
 from .errors import ConfigError
+from .labeling import fit_shots
 from .methods import METHODS, LabelSettings, Method, MethodSpec, RunContext, TrainSettings
 from .students import ClassifierStudent, Student, StudentFactory, TaggerStudent
 from .tasks import ClassificationTask, NerTask, Seq2SeqTask, Task
@@ -222,6 +223,7 @@ class Session:
         self.splits, self.vault = make_splits(cfg.data, cfg.seed)
         self.task = build_task(cfg.task, self.splits.labels)
         self.shots = choose_shots(self.splits.labeled, cfg)
+        self._fitted_shots: tuple[Example, ...] | None = None
         self._teacher: CachedTeacher | None = None
         self._students: Any = None
 
@@ -234,6 +236,16 @@ class Session:
         if self._teacher is None:
             self._teacher = CachedTeacher(build_teacher(self.cfg.teacher), TeacherCache(default_cache_path(self.cfg)))
         return self._teacher
+
+    @property
+    def teacher_shots(self) -> tuple[Example, ...]:
+        """The shots the teacher is shown: :attr:`shots` fitted to its context
+        (:func:`llmkd.labeling.fit_shots`, with a warning when some are dropped)."""
+        if self._fitted_shots is None:
+            texts = [x.text for x in (*self.splits.pool, *self.splits.test)]
+            self._fitted_shots = fit_shots(self.task, self.teacher, self.shots, max_tokens=self.cfg.teacher.max_tokens,
+                                           texts=texts)
+        return self._fitted_shots
 
     @property
     def built_teacher(self) -> CachedTeacher | None:
@@ -252,10 +264,12 @@ class Session:
         if method == "supervised_full":
             labeled = full_train(cfg.data, self.splits, self.vault)
         factory, loader = self.students
+        uses_teacher = METHODS[method].uses_teacher
         return RunContext(
-            task=self.task, teacher=self.teacher if METHODS[method].uses_teacher else None,
+            task=self.task, teacher=self.teacher if uses_teacher else None,
             student_factory=factory, student_loader=loader, labeled=labeled, pool=self.splits.pool,
-            dev=self.splits.dev, test=self.splits.test, shots=self.shots, workdir=workdir, seed=cfg.seed,
+            dev=self.splits.dev, test=self.splits.test, shots=self.teacher_shots if uses_teacher else self.shots,
+            workdir=workdir, seed=cfg.seed,
             train=TrainSettings(epochs=cfg.student.epochs, patience=cfg.student.patience,
                                 min_steps=cfg.student.min_steps, batch_size=cfg.student.batch_size,
                                 class_balance=cfg.student.class_balance),

@@ -19,6 +19,16 @@ class TeacherError(LlmkdError):
     """A teacher backend failed (after retries, where the backend retries)."""
 
 
+class PromptTooLong(TeacherError):
+    """One prompt does not fit the teacher's context. Labeling turns it into an abstention of that
+    example (reason kept in its provenance) and goes on."""
+
+    def __init__(self, n_tokens: int, extra: int, limit: int) -> None:
+        super().__init__(f"prompt of {n_tokens} tokens plus {extra} more does not fit teacher.n_ctx={limit}; "
+                         "raise teacher.n_ctx (the model's trained context allowing)")
+        self.n_tokens, self.extra, self.limit = n_tokens, extra, limit
+
+
 class ModelNotFoundError(LlmkdError):
     """A model name is neither a zoo name, a local path nor a usable hub id."""
 

@@ -20,9 +20,9 @@ import math
 import logging
 from typing import Any, Sequence
 
-from .errors import ParseError
+from .errors import ParseError, PromptTooLong
 from .tasks.base import Constrained, ParsesDetailed, ParsesReply, ScoresOptions, StopsAt
-from .teachers.base import normalize_options
+from .teachers.base import KnowsContext, normalize_options
 from .types import Example, TeacherLabel
 
 log = logging.getLogger(__name__)
@@ -50,50 +50,108 @@ def label_examples(task: Any, teacher: Any, items: Sequence[Any], shots: Sequenc
     if mode == "score" and not options:
         raise ValueError(f"mode='score' needs a task with a label set; {task.kind} has none")
     chunk = max(1, int(getattr(teacher, "batch_size", 1)))
+    extra = {"constraint": task.constraint()} if constrained and isinstance(task, Constrained) else {}
+    stop = task.stop if isinstance(task, StopsAt) else ()
+
+    def ask(prompts: list[str]) -> tuple[Any, Any]:
+        replies = teacher.generate(prompts, max_tokens=max_tokens, temperature=temperature, stop=stop,
+                                   **extra) if mode == "generate" else None
+        scores = teacher.score_options(prompts, options) if options and (confidence or mode == "score") else None
+        return replies, scores
+
     out: list[TeacherLabel] = []
     bar = tqdm(total=len(items), desc=desc, disable=not progress, unit="ex")
     for start in range(0, len(items), chunk):
         batch = items[start : start + chunk]
         prompts = [task.render(x.text, shots) for x in batch]
-        extra = {"constraint": task.constraint()} if constrained and isinstance(task, Constrained) else {}
-        replies = teacher.generate(prompts, max_tokens=max_tokens, temperature=temperature,
-                                   stop=task.stop if isinstance(task, StopsAt) else (), **extra) if mode == "generate" else None
-        scores = teacher.score_options(prompts, options) if options and (confidence or mode == "score") else None
-        for i, (x, prompt) in enumerate(zip(batch, prompts)):
-            probs = None
-            if scores is not None:
-                probs = dict(zip(task.labels, normalize_options(scores[i])))
-            if replies is None:
-                assert probs is not None
-                label = max(probs, key=probs.__getitem__)
-                out.append(TeacherLabel(x.id, label, probs[label], False, "teacher", prompt_id(prompt),
-                                        raw="", stage=stage, probs=probs))
+        try:
+            groups = [(batch, prompts, ask(prompts))]
+        except PromptTooLong:  # one prompt of the batch does not fit: ask one at a time, the rest go on
+            groups = []
+            for x, prompt in zip(batch, prompts):
+                try:
+                    groups.append(([x], [prompt], ask([prompt])))
+                except PromptTooLong as exc:
+                    groups.append(([x], [prompt], exc))
+        for xs, ps, answer in groups:
+            if isinstance(answer, PromptTooLong):
+                out.append(TeacherLabel(xs[0].id, None, None, True, "teacher", prompt_id(ps[0]), stage=stage,
+                                        error=f"too_long: {answer.n_tokens} prompt tokens + {answer.extra} "
+                                              f"> teacher.n_ctx={answer.limit}"))
                 continue
-            raw = replies[i].text
-            meta, conf = None, _UNSET
-            try:
-                if isinstance(task, ParsesReply):  # NER: needs the whole reply (per-mention logprobs) + the input
-                    label, conf, meta = task.parse_reply(replies[i], x.text)
-                elif isinstance(task, ParsesDetailed):  # tasks that need the input (seq2seq repair) and report details
-                    label, meta = task.parse_detailed(raw, x.text)
-                else:
-                    label = task.parse(raw)
-            except ParseError as exc:
-                out.append(TeacherLabel(x.id, None, None, True, "teacher", prompt_id(prompt), raw=raw,
-                                        stage=stage, probs=probs, error=exc.expected))
-                continue
-            if conf is not _UNSET:
-                pass  # the task computed it
-            elif probs is not None and label in probs:
-                conf = probs[label]
-            else:
-                lp = task.label_logprob(replies[i])
-                conf = None if lp is None else float(min(1.0, max(0.0, math.exp(lp))))
-            out.append(TeacherLabel(x.id, label, conf, False, "teacher", prompt_id(prompt), raw=raw,
-                                    stage=stage, probs=probs, meta=meta))
+            replies, scores = answer
+            for i, (x, prompt) in enumerate(zip(xs, ps)):
+                probs = None if scores is None else dict(zip(task.labels, normalize_options(scores[i])))
+                out.append(_label_one(task, x, prompt, None if replies is None else replies[i], probs, stage))
         bar.update(len(batch))
     bar.close()
+    n_long = sum(lab.error.startswith("too_long") for lab in out)
+    if n_long:
+        log.warning("%d of %d inputs do not fit the teacher's context with the demonstrations and abstained "
+                    "(error 'too_long' in their provenance); raise teacher.n_ctx to label them", n_long, len(out))
     return out
+
+
+def _label_one(task: Any, x: Any, prompt: str, reply: Any, probs: dict[str, float] | None, stage: str) -> TeacherLabel:
+    """The label of one item from its reply (generate) or its label-set probabilities (score)."""
+    if reply is None:
+        assert probs is not None
+        label = max(probs, key=probs.__getitem__)
+        return TeacherLabel(x.id, label, probs[label], False, "teacher", prompt_id(prompt), raw="", stage=stage,
+                            probs=probs)
+    raw = reply.text
+    meta, conf = None, _UNSET
+    try:
+        if isinstance(task, ParsesReply):  # NER: needs the whole reply (per-mention logprobs) + the input
+            label, conf, meta = task.parse_reply(reply, x.text)
+        elif isinstance(task, ParsesDetailed):  # tasks that need the input (seq2seq repair) and report details
+            label, meta = task.parse_detailed(raw, x.text)
+        else:
+            label = task.parse(raw)
+    except ParseError as exc:
+        return TeacherLabel(x.id, None, None, True, "teacher", prompt_id(prompt), raw=raw, stage=stage, probs=probs,
+                            error=exc.expected)
+    if conf is not _UNSET:
+        pass  # the task computed it
+    elif probs is not None and label in probs:
+        conf = probs[label]
+    else:
+        lp = task.label_logprob(reply)
+        conf = None if lp is None else float(min(1.0, max(0.0, math.exp(lp))))
+    return TeacherLabel(x.id, label, conf, False, "teacher", prompt_id(prompt), raw=raw, stage=stage, probs=probs,
+                        meta=meta)
+
+
+def fit_shots(task: Any, teacher: Any, shots: Sequence[Example], *, max_tokens: int, texts: Sequence[str],
+              ) -> tuple[Example, ...]:
+    """The demonstrations that fit the teacher's context (``teacher.context_tokens``; all of them
+    where the backend does not say): the prompt with the shots, ``max_tokens`` of reply and a
+    typical input (the 95th percentile of ``texts``, estimated as a token per 3 characters and at
+    most half the context) must fit. Shots are dropped one at a time, the last one of the class
+    that has the most (any last one for labels that are not classes), so that the classes stay
+    as even as they can; a warning says how many were kept.
+
+    The tokenizer is only loaded where a cheap bound (2 characters a token) says the prompt might
+    not fit, so a run with a few short shots never loads the teacher for this."""
+    limit = teacher.context_tokens if isinstance(teacher, KnowsContext) else None
+    if not limit or not shots:
+        return tuple(shots)
+    lengths = sorted(len(t) for t in texts) or [0]
+    reserve = min(limit // 2, lengths[int(0.95 * (len(lengths) - 1))] // 3 + 1)
+    budget = limit - max_tokens - reserve
+    if len(task.render("", shots)) / 2 <= budget:
+        return tuple(shots)
+    kept = list(shots)
+    while kept and teacher.count_tokens(task.render("", kept)) > budget:
+        labels = [e.label for e in kept if isinstance(e.label, str)]
+        most = max(labels, key=labels.count) if len(labels) == len(kept) else None
+        drop = max(i for i, e in enumerate(kept) if most is None or e.label == most)
+        kept.pop(drop)
+    if len(kept) < len(shots):
+        log.warning("the teacher's context (teacher.n_ctx=%d) holds %d of the %d demonstrations with room for "
+                    "max_tokens=%d and a %d-token input; labeling uses those %d. Raise teacher.n_ctx to keep all, "
+                    "or lower task.shots to choose.", limit, len(kept), len(shots), max_tokens, reserve, len(kept))
+    return tuple(kept)
 
 
 def abstention_rate(labels: Sequence[TeacherLabel]) -> float:

@@ -181,3 +181,54 @@ def test_pool_quality_counts_abstentions_as_wrong() -> None:
     }
     assert pool_quality([TeacherLabel("a", None, None, True)], vault)["pseudo-label accuracy (answered)"] == 0.0
     assert pool_quality([], vault) == {}
+
+
+class SmallContext(fakes.ScriptedTeacher):
+    """A teacher with a context of ``limit`` tokens (a token a word), as llama.cpp checks it."""
+
+    def __init__(self, limit: int, **kw: Any) -> None:
+        super().__init__(lambda text: "positive" if "good" in text else "negative", **kw)
+        self.limit = limit
+
+    @property
+    def context_tokens(self) -> int:
+        return self.limit
+
+    def generate(self, prompts: Sequence[str], *, max_tokens: int, **kw: Any) -> list[Reply]:
+        from llmkd.errors import PromptTooLong
+
+        for p in prompts:
+            if self.count_tokens(p) + max_tokens > self.limit:
+                raise PromptTooLong(self.count_tokens(p), max_tokens, self.limit)
+        return super().generate(prompts, max_tokens=max_tokens, **kw)
+
+
+def test_an_over_long_input_abstains_with_its_reason_and_labeling_goes_on(task: ClassificationTask,
+                                                                            tmp_path: Any) -> None:
+    from llmkd.teachers.cache import CachedTeacher, TeacherCache
+
+    teacher = CachedTeacher(SmallContext(60, batch_size=4), TeacherCache(tmp_path / "c.sqlite"))
+    items = [Unlabeled("a", "a good film"), Unlabeled("b", "word " * 80), Unlabeled("c", "a bad film"),
+             Unlabeled("d", "good")]
+    labels = label_examples(task, teacher, items, (), mode="generate", confidence=False, progress=False)
+    assert [lab.label for lab in labels] == ["positive", None, "negative", "positive"]
+    assert labels[1].abstained and labels[1].error.startswith("too_long: ") and "teacher.n_ctx=60" in labels[1].error
+    again = label_examples(task, teacher, items, (), mode="generate", confidence=False, progress=False)
+    assert [lab.label for lab in again] == [lab.label for lab in labels]
+    assert len(teacher.teacher.generate_calls) == 3  # the 3 answers were cached; a rerun asks for none
+
+
+def test_demonstrations_are_fitted_to_the_context_evenly_with_a_warning(task: ClassificationTask, caplog: Any) -> None:
+    from llmkd.labeling import fit_shots
+
+    shots = tuple(Example(f"s{i}", ("good " if i % 3 else "bad ") + "long words here " * 10, "pos" if i % 3 else "neg")
+                  for i in range(12))
+    teacher = SmallContext(400)
+    kept = fit_shots(task, teacher, shots, max_tokens=8, texts=["a short review"] * 10)
+    assert 0 < len(kept) < len(shots)
+    assert teacher.count_tokens(task.render("", kept)) <= 400 - 8 - 5
+    assert [e.id for e in kept] == [e.id for e in shots if e in kept]  # order kept
+    assert {e.label for e in shots if e not in kept} == {"pos"}  # the larger class (8 of 12) gave way first
+    assert f"holds {len(kept)} of the 12 demonstrations" in caplog.text
+    assert fit_shots(task, SmallContext(100_000), shots, max_tokens=8, texts=["x"]) == shots  # all fit: no change
+    assert fit_shots(task, fakes.ScriptedTeacher({}), shots, max_tokens=8, texts=["x"]) == shots  # context unknown

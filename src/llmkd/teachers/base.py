@@ -117,6 +117,15 @@ class Teacher(Protocol):
     # A teacher without it is taken to apply every constraint.
 
 
+@runtime_checkable
+class KnowsContext(Protocol):
+    """A teacher that knows its context window (llama.cpp: ``n_ctx``; the cached wrapper forwards
+    it, None when the backend does not say). Labeling fits the demonstrations to it."""
+
+    @property
+    def context_tokens(self) -> int | None: ...
+
+
 def applies(teacher: Any, constraint: Constraint | None) -> bool | None:
     """Whether ``teacher`` applies ``constraint`` (True for None and for teachers that do not say)."""
     if constraint is None:

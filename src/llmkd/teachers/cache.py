@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..types import Reply
-from .base import ChatTurn, Constraint, Teacher, applies
+from .base import ChatTurn, Constraint, KnowsContext, Teacher, applies
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,11 @@ class CachedTeacher:
 
     def count_tokens(self, text: str) -> int:
         return self.teacher.count_tokens(text)
+
+    @property
+    def context_tokens(self) -> int | None:
+        """The teacher's context window, where the backend knows it (llama.cpp's n_ctx), else None."""
+        return self.teacher.context_tokens if isinstance(self.teacher, KnowsContext) else None
 
     def _cached(self, kind: str, prompts: Sequence[str], params: dict[str, Any], call,
                 store_params=None) -> list[Any]:

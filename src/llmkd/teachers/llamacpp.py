@@ -27,8 +27,9 @@ Weight repacking (``repack``: auto / on / off) is chosen per machine by a probe 
 process, so that a llama.cpp crash (AMX repacking on Intel Xeons) is named instead of killing the
 run; see :mod:`llmkd.teachers.native`.
 
-Not handled: multi-sequence batching; prompts longer than ``n_ctx - max_tokens`` raise a
-TeacherError.
+Not handled: multi-sequence batching. A prompt longer than ``n_ctx - max_tokens`` raises
+:class:`~llmkd.errors.PromptTooLong` before anything is evaluated; labeling makes that example an
+abstention.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import hashlib
 import logging
 from typing import Any, Sequence
 
-from ..errors import TeacherError, require
+from ..errors import PromptTooLong, TeacherError, require
 from ..types import Reply
 from . import native
 from .native import Repack
@@ -205,12 +206,14 @@ class LlamaCppTeacher:
         self._bounds.append(self._llm.n_tokens)  # a one-token chunk
         return self._last_logits()
 
+    @property
+    def context_tokens(self) -> int:
+        """The context window prompts must fit (``n_ctx``); labeling fits the shots to it."""
+        return self.n_ctx
+
     def _check_len(self, n: int, extra: int) -> None:
         if n + extra > self.n_ctx:
-            raise TeacherError(
-                f"prompt of {n} tokens plus {extra} more does not fit teacher.n_ctx={self.n_ctx}; "
-                "raise teacher.n_ctx or lower task.shots"
-            )
+            raise PromptTooLong(n, extra, self.n_ctx)
 
     # -- the protocol -------------------------------------------------------------------------
     def applies(self, constraint: Constraint) -> bool:

@@ -22,6 +22,7 @@ from .errors import ConfigError
 from .methods import METHODS
 from .report import (read_jsonl, read_pool_labels, start_run_dir, write_manifest, write_method_result, write_pool_labels,
                      write_result, write_run_labels, write_run_report)
+from .io import read_json
 from .report import manifest, write_json, write_jsonl  # noqa: F401 - importable from here, as before
 from .students.checkpoint import drop_optimizer_state
 from .tasks.base import ScoresOptions
@@ -122,9 +123,7 @@ def run(cfg: RunConfig) -> RunSummary:
         done = wd / "result.json"
         if done.exists():
             log.info("%s: finished in an earlier run; loading its result", name)
-            import json
-
-            results[name] = json.loads(done.read_text())
+            results[name] = read_json(done)
             continue
         ctx = sess.context(name, wd)
         before = _teacher_counters(sess.built_teacher)
@@ -215,8 +214,6 @@ def _shared_prefix_tokens(teacher: Any, prompts: list[str]) -> int:
 def evaluate(run_dir: str | Path) -> RunSummary:
     """Re-score every finished method's saved test predictions with the current scorer and
     rewrite metrics.json and report.md (no teacher calls, no training)."""
-    import json
-
     import yaml
 
     run_dir = Path(run_dir)
@@ -231,7 +228,7 @@ def evaluate(run_dir: str | Path) -> RunSummary:
         res_path = run_dir / name / "result.json"
         if not res_path.exists():
             continue
-        res = json.loads(res_path.read_text())
+        res = read_json(res_path)
         preds = read_jsonl(run_dir / name / "predictions.jsonl")
         res["metrics"] = task.score([p["gold"] for p in preds], [p["pred"] for p in preds])
         results[name] = res

@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from .errors import StateError
+
 
 def write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
@@ -18,8 +20,20 @@ def write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def _unreadable(path: Path, why: str) -> StateError:
+    return StateError(f"{path} is unreadable ({why}). llmkd wrote it: delete it and rerun, and the step that wrote it "
+                      "runs again (teacher answers come back from the cache)")
+
+
 def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+    """The JSON in ``path``; a :class:`~llmkd.errors.StateError` naming the file, where it
+    breaks and the fix when it is not valid UTF-8 JSON (a file edited by hand, a full disk)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise _unreadable(path, f"not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    except UnicodeDecodeError as exc:
+        raise _unreadable(path, f"not UTF-8 at byte {exc.start}") from exc
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
@@ -31,5 +45,21 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    """The rows of a JSON Lines file; a :class:`~llmkd.errors.StateError` naming file:line (as
+    :func:`read_json`) when a line is not a JSON object."""
+    rows = []
+    try:
+        with Path(path).open(encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise _unreadable(path, f"line {n} is not valid JSON: {exc.msg}") from exc
+                if not isinstance(row, dict):
+                    raise _unreadable(path, f"line {n} is not a JSON object")
+                rows.append(row)
+    except UnicodeDecodeError as exc:
+        raise _unreadable(path, f"not UTF-8 at byte {exc.start}") from exc
+    return rows

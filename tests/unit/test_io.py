@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from llmkd import io, report
 
@@ -16,3 +19,22 @@ def test_write_json_is_atomic_utf8_and_writes_unknown_objects_as_str(tmp_path: P
     io.write_jsonl(tmp_path / "rows.jsonl", ({"i": i, "t": "ü"} for i in range(3)))
     assert io.read_jsonl(tmp_path / "rows.jsonl") == [{"i": i, "t": "ü"} for i in range(3)]
     assert (report.write_json, report.write_jsonl, report.read_jsonl) == (io.write_json, io.write_jsonl, io.read_jsonl)
+
+
+@pytest.mark.parametrize("name, content, where", [
+    ("progress.json", '{"epoch": 1, "history": [', "not valid JSON at line 1 column 26"),
+    ("result.json", b"\xff\xfe{}", "not UTF-8 at byte 0"),
+    ("labels.jsonl", '{"id": "a"}\n{"id": \n', "line 2 is not valid JSON"),
+    ("predictions.jsonl", '{"id": "a"}\n[1, 2]\n', "line 2 is not a JSON object"),
+])
+def test_a_corrupt_state_file_is_one_line_naming_it_and_the_fix(tmp_path: Path, name: str, content: Any,
+                                                               where: str) -> None:
+    from llmkd.errors import StateError
+    from llmkd.io import read_json, read_jsonl
+
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(StateError) as exc:
+        (read_jsonl if name.endswith(".jsonl") else read_json)(path)
+    msg = str(exc.value)
+    assert "\n" not in msg and msg.startswith(f"{path} is unreadable ({where}") and "delete it and rerun" in msg

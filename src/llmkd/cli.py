@@ -61,7 +61,7 @@ def _load(config: Path, overrides: list[str] | None, quiet: bool):
 
 
 def _fail(exc: Exception) -> None:
-    console.print(Text("error: ", style="bold red") + Text(str(exc)))
+    console.print(Text("error: ", style="bold red") + Text(str(exc)), soft_wrap=True)  # never broken into lines
     raise typer.Exit(2)
 
 

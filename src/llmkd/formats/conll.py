@@ -21,8 +21,14 @@ Tags may be IOB1 (CoNLL-2003: ``I-`` everywhere, ``B-`` only between two touchin
 type) or IOB2; both are normalised to IOB2 (:func:`to_iob2`; a no-op on valid IOB2).
 ``data.label_map`` renames entity *types* (``PER`` -> ``person``); mapping a type to ``O``
 removes it, and the key ``"*"`` maps every type that is neither a key nor in ``data.labels``
-(``{"*": O}`` keeps only the listed types: handy for ATIS' 80 slot types). Not handled: IOBES / BILOU tags (rejected with a DataError), nested or discontinuous
-entities, document context (sentences are independent examples).
+(``{"*": O}`` keeps only the listed types: handy for ATIS' 80 slot types).
+
+Checked (DataError naming ``file:line`` and the fix): every token line of a CoNLL file has as many
+columns as the first; the tag column (``data.tag_column``, default the last) holds IOB tags on
+every line; a last column that holds chunk tags only (``B-NP``, ``I-VP``: a CoNLL-2003 file
+without its NER column) is rejected unless ``data.tag_column`` names it. Not handled: IOBES /
+BILOU tags (rejected with a DataError), nested or discontinuous entities, document context
+(sentences are independent examples).
 """
 
 from __future__ import annotations
@@ -120,21 +126,58 @@ def _sentence(tokens: list[str], raw_tags: list[str], label_map: dict[str, str],
         if typ is not None:
             if typ not in label_map and "*" in label_map and typ not in (keep or ()):
                 typ = label_map["*"]
-            typ = label_map.get(typ, typ)
+            mapped_typ = label_map.get(typ, typ)
+            if not mapped_typ.strip():
+                raise DataError(f"{where}: data.label_map maps the entity type {typ!r} to an empty type; map it to a "
+                                "type name, or to 'O' to drop it")
+            typ = mapped_typ
             tag = "O" if typ == "O" else f"{prefix}-{typ}"
         mapped.append(tag)
     return " ".join(tokens), to_iob2(mapped)
 
 
+CHUNK_TYPES = frozenset({"NP", "VP", "PP", "ADVP", "ADJP", "SBAR", "PRT", "CONJP", "INTJ", "LST", "UCP"})
+"""The phrase types of CoNLL-2000 / CoNLL-2003 chunk tags (``B-NP``): a tag column of these only is
+the chunk column, not NER tags."""
+
+_IOBES = ("E-", "S-", "L-", "U-")
+
+
+def _check_tag(tag: str, where: str, column: int, n_cols: int, explicit: bool) -> None:
+    """DataError unless ``tag`` is an IOB tag (O, B-X, I-X), naming the column and the fix."""
+    try:
+        split_tag(tag)
+    except ValueError:
+        pass
+    else:
+        return
+    if tag.startswith(_IOBES):
+        raise DataError(f"{where}: tag {tag!r} (column {column}) is an IOBES/BILOU tag, which is not supported; "
+                        "convert the file to IOB2 (S-X -> B-X, E-X / L-X -> I-X, U-X -> B-X)")
+    which = "data.tag_column" if explicit else "the last column (data.tag_column unset)"
+    raise DataError(
+        f"{where}: column {column} of {n_cols} holds {tag!r}, which is not an NER tag (O, B-<type>, I-<type>); "
+        f"the tags are read from {which}: set data.tag_column to the column of the NER tags (1 = the token)"
+    )
+
+
 def read_conll(path: Path, *, encoding: str = "utf-8", label_map: dict[str, str] | None = None,
-               prefix: str = "", keep: Sequence[str] | None = None) -> list[Example]:
+               prefix: str = "", keep: Sequence[str] | None = None, tag_column: int | None = None) -> list[Example]:
     """Read a CoNLL column file (see the module docstring). Example ids are
-    ``<prefix><line number of the sentence's first token>``."""
+    ``<prefix><line number of the sentence's first token>``. Every token line must have as many
+    columns as the first; the tag column (``tag_column``, 1-based, default the last) must hold IOB
+    tags, and when it is not given, a last column of chunk tags only (``B-NP``: a file without its
+    NER column) is rejected."""
+    from .text import read_text
+
     label_map = label_map or {}
     out: list[Example] = []
     tokens: list[str] = []
     tags: list[str] = []
     first = 0
+    n_cols = 0  # columns of the first token line
+    n_cols_line = 0
+    types: dict[str, int] = {}  # entity type -> first line
 
     def flush() -> None:
         if tokens:
@@ -143,33 +186,49 @@ def read_conll(path: Path, *, encoding: str = "utf-8", label_map: dict[str, str]
         tokens.clear()
         tags.clear()
 
-    try:
-        with path.open(encoding=encoding) as fh:
-            for lineno, line in enumerate(fh, 1):
-                line = line.rstrip("\r\n")
-                if not line.strip():
-                    flush()
-                    continue
-                cols = line.split("\t") if "\t" in line else line.split()
-                cols = [c.strip() for c in cols]
-                if cols[0].startswith("-DOCSTART-"):
-                    flush()
-                    continue
-                if len(cols) < 2 or not cols[0] or not cols[-1]:
-                    raise DataError(
-                        f"{path}:{lineno}: expected a token and a tag separated by whitespace or a tab "
-                        f"(CoNLL format: token first, tag last), got {line!r}"
-                    )
-                if not tokens:
-                    first = lineno
-                tokens.append("".join(cols[0].split()) or "_")  # a token never holds whitespace
-                tags.append(cols[-1])
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid {encoding} ({exc.reason}); set data.encoding, e.g. latin-1") from None
+    for lineno, line in enumerate(read_text(path, encoding).split("\n"), 1):
+        if not line.strip():
+            flush()
+            continue
+        cols = line.split("\t") if "\t" in line else line.split()
+        cols = [c.strip() for c in cols]
+        if cols[0].startswith("-DOCSTART-"):
+            flush()
+            continue
+        if len(cols) < 2 or not cols[0] or not cols[-1]:
+            raise DataError(
+                f"{path}:{lineno}: expected a token and a tag separated by whitespace or a tab "
+                f"(CoNLL format: token first, tag last), got {line!r}"
+            )
+        if not n_cols:
+            n_cols, n_cols_line = len(cols), lineno
+        elif len(cols) != n_cols:
+            raise DataError(
+                f"{path}:{lineno}: {len(cols)} columns, but line {n_cols_line} has {n_cols}; every token line of a "
+                f"CoNLL file needs the same columns (token first, NER tag last): fix this line ({line!r})"
+            )
+        column = tag_column or n_cols
+        if column > n_cols:
+            raise DataError(f"{path}:{lineno}: data.tag_column is {column}, but the lines have {n_cols} columns; "
+                            "set data.tag_column to the column of the NER tags (1 = the token)")
+        tag = cols[column - 1]
+        _check_tag(tag, f"{path}:{lineno}", column, n_cols, tag_column is not None)
+        if tag != "O":
+            types.setdefault(tag[2:], lineno)
+        if not tokens:
+            first = lineno
+        tokens.append("".join(cols[0].split()) or "_")  # a token never holds whitespace
+        tags.append(tag)
     flush()
     if not out:
         raise DataError(f"{path}: no sentences found (expected one 'token ... tag' line per token, "
                         "a blank line between sentences)")
+    if tag_column is None and "NP" in types and set(types) <= CHUNK_TYPES:
+        raise DataError(
+            f"{path}:{types['NP']}: the tag column (column {n_cols}, the last) holds chunk tags (types "
+            f"{', '.join(sorted(types))}), not NER tags: a CoNLL file without its NER column? Use the file with NER "
+            f"tags (CoNLL-2003: token POS chunk NER), or set data.tag_column to the column of the NER tags"
+        )
     return out
 
 
@@ -183,11 +242,10 @@ def read_seq_in_out(folder: Path, *, encoding: str = "utf-8", label_map: dict[st
         have = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
         raise DataError(f"{folder}: format seq_in_out needs the files seq.in and seq.out in this folder; "
                         f"missing {missing}, found {have}")
-    try:
-        sents = fin.read_text(encoding=encoding).splitlines()
-        tagl = fout.read_text(encoding=encoding).splitlines()
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{folder}: not valid {encoding} ({exc.reason}); set data.encoding") from None
+    from .text import read_text
+
+    sents = read_text(fin, encoding).splitlines()
+    tagl = read_text(fout, encoding).splitlines()
     if len(sents) != len(tagl):
         raise DataError(f"{folder}: seq.in has {len(sents)} lines but seq.out has {len(tagl)}; they must match line by line")
     out: list[Example] = []
@@ -206,7 +264,7 @@ def read_seq_in_out(folder: Path, *, encoding: str = "utf-8", label_map: dict[st
 
 
 def read_tagged(path: Path, fmt: str, *, encoding: str = "utf-8", label_map: dict[str, Any] | None = None,
-                prefix: str = "", keep: Sequence[str] | None = None) -> list[Example]:
+                prefix: str = "", keep: Sequence[str] | None = None, tag_column: int | None = None) -> list[Example]:
     """Dispatch on ``fmt`` (``conll`` or ``seq_in_out``)."""
     if fmt == "seq_in_out":
         if not path.is_dir():
@@ -215,7 +273,7 @@ def read_tagged(path: Path, fmt: str, *, encoding: str = "utf-8", label_map: dic
     if path.is_dir():
         raise DataError(f"{path}: is a folder; format conll expects a file (for seq.in/seq.out folders set "
                         "data.format: seq_in_out)")
-    return read_conll(path, encoding=encoding, label_map=label_map, prefix=prefix, keep=keep)
+    return read_conll(path, encoding=encoding, label_map=label_map, prefix=prefix, keep=keep, tag_column=tag_column)
 
 
 def check_tag_types(examples: Sequence[Example], types: Sequence[str], source: str) -> None:

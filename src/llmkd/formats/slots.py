@@ -65,7 +65,9 @@ def read_slots(folder: str | Path, *, with_intent: bool = False, encoding: str =
         have = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
         raise DataError(f"{folder}: format 'slots' needs a folder with {names}; missing {missing}, found {have}"
                         + ("" if folder.is_dir() else " (not a folder: point data.train at the folder)"))
-    cols = [(folder / n).read_text(encoding=encoding).splitlines() for n in names]
+    from .text import read_text
+
+    cols = [read_text(folder / n, encoding).splitlines() for n in names]
     if len({len(c) for c in cols}) != 1:
         raise DataError(f"{folder}: {', '.join(f'{n} has {len(c)} lines' for n, c in zip(names, cols))}; "
                         "they must match line by line")

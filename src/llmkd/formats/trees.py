@@ -4,8 +4,9 @@ MCKD (Zhao et al. 2023, arXiv 2311.08640, v1 §3 and Table 2) casts constituency
 sequence generation: the input is the sentence, the output its *unlabeled* bracketing with every
 word kept as a leaf, e.g. ``( ( The ( big cat ) ) ( sat ) )``. This module does every tree step:
 
-* :func:`read_trees` reads Penn-style bracket files (one or many trees, any line layout; the outer
-  nameless ``( (S ...) )`` wrapper of PTB and CRAFT is allowed).
+* :func:`read_trees` reads Penn-style bracket files (one tree per line, or a tree over several
+  lines with indented continuation lines, as PTB ``.mrg``; the outer nameless ``( (S ...) )``
+  wrapper of PTB and CRAFT is allowed). Unbalanced brackets are a DataError naming the line.
 * :func:`clean` removes traces (``-NONE-``), punctuation (:data:`PUNCT_TAGS`), function tags and
   indices (``NP-SBJ-1`` -> ``NP``), empty constituents and the POS layer (preterminals become
   plain words).  The paper's metric removes punctuation; we remove it from the *input* too, so
@@ -67,21 +68,39 @@ class Node:
 
 # -- reading ------------------------------------------------------------------------------------
 def read_trees(text: str, *, source: str = "<string>") -> list[Node]:
-    """All bracketed trees in ``text`` (Penn format). Raises DataError naming the tree's line when
-    brackets do not balance."""
+    """All bracketed trees in ``text`` (Penn format). A tree starts on a new line, and a line that
+    starts with ``(`` (no indentation) starts a new tree: one tree per line, or a tree over several
+    lines whose continuation lines are indented (PTB ``.mrg``). Raises DataError naming the line
+    when brackets do not balance: a ``)`` that closes nothing, a tree still open where the next
+    tree starts or at the end of the text, or a tree that closes before the end of its line with
+    another one after it on the same line (two bracket errors that cancel out are caught here)."""
     trees: list[Node] = []
     stack: list[Node] = []
     line = 1
+    line_start = 0  # offset of the current line in text
     pos = 0
     start_line = 1
+    closed_at: tuple[int, int] | None = None  # (line, column) where the last tree closed
     for m in re.finditer(r"\(|\)|[^\s()]+|\n", text):
         tok = m.group()
         if tok == "\n":
             line += 1
+            line_start = m.end()
             continue
         if tok == "(":
             if not stack:
+                if closed_at is not None and closed_at[0] == line:
+                    raise DataError(
+                        f"{source}:{line}: the tree starting at line {start_line} closes at column {closed_at[1]} of "
+                        f"this line and another tree starts at column {m.start() - line_start + 1}: a ')' too many "
+                        "in that tree? Remove it (each tree starts on a line of its own)")
                 start_line = line
+            elif m.start() == line_start:
+                raise DataError(
+                    f"{source}:{start_line}: the tree starting here is not closed (missing ')'): {len(stack)} "
+                    f"bracket{'s are' if len(stack) > 1 else ' is'} still open where the next tree starts at line "
+                    f"{line} (a line that starts with '(' starts a tree; indent the lines inside a tree). Add the "
+                    "missing ')'")
             node = Node("")
             if stack:
                 stack[-1].children.append(node)
@@ -93,6 +112,7 @@ def read_trees(text: str, *, source: str = "<string>") -> list[Node]:
             node = stack.pop()
             if not stack:
                 trees.append(node)
+                closed_at = (line, m.start() - line_start + 1)
         else:
             if not stack:
                 raise DataError(f"{source}:{line}: text {tok!r} outside any tree; expected '(' to start a tree")
@@ -102,7 +122,9 @@ def read_trees(text: str, *, source: str = "<string>") -> list[Node]:
             else:
                 top.children.append(tok)
     if stack:
-        raise DataError(f"{source}:{start_line}: the tree starting here is not closed (missing ')')")
+        raise DataError(f"{source}:{start_line}: the tree starting here is not closed (missing ')'): "
+                        f"{len(stack)} bracket{'s are' if len(stack) > 1 else ' is'} still open at the end of the "
+                        "file; add the missing ')'")
     return trees
 
 
@@ -473,6 +495,8 @@ def read_treebank(path: str | Path, *, members: str | list[str] | None = None,
     import tarfile
     from pathlib import Path
 
+    from .text import decode, read_text
+
     path = Path(path)
     if not path.exists():
         raise DataError(f"data file {path} does not exist; check data.train / data.test / data.dev")
@@ -482,22 +506,28 @@ def read_treebank(path: str | Path, *, members: str | list[str] | None = None,
     if path.is_dir():
         for f in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in exts):
             if keep(f.name):
-                files.append((str(f), f.read_text(encoding=encoding)))
+                files.append((str(f), read_text(f, encoding)))
     elif path.name.endswith((".tar.gz", ".tgz", ".tar")):
         with tarfile.open(path) as tar:
             for m in sorted(tar.getmembers(), key=lambda m: m.name):
                 if m.isfile() and Path(m.name).suffix in exts and keep(m.name):
                     fh = tar.extractfile(m)
                     assert fh is not None
-                    files.append((f"{path}!{m.name}", fh.read().decode(encoding)))
+                    files.append((f"{path}!{m.name}", decode(fh.read(), encoding, f"{path}!{m.name}")))
     else:
-        files.append((str(path), path.read_text(encoding=encoding)))
+        files.append((str(path), read_text(path, encoding)))
     if not files:
         raise DataError(f"{path}: no tree files selected (looked for {', '.join(exts)}"
                         f"{'' if members is None else f' matching data.members {members!r}'})")
     out: list[tuple[str, Node]] = []
+    file_of: dict[str, str] = {}  # file stem -> the file it came from
     for name, text in files:
         stem = Path(name.split("!")[-1]).name.split(".")[0]
+        if stem in file_of:
+            raise DataError(f"{name}: its trees would get the ids {stem}:0, {stem}:1, ... of the trees of "
+                            f"{file_of[stem]} (ids are <file name up to the first '.'>:<index>); rename one of the "
+                            "two files, or select one with data.members")
+        file_of[stem] = name
         for i, tree in enumerate(read_trees(text, source=name)):
             out.append((f"{stem}:{i}", tree))
     return out

@@ -64,6 +64,13 @@ class DataConfig(_Strict):
     text_field: str = "text"
     label_field: str = "label"
     separator: str = Field(" ", description="label_text format: what separates label and text")
+    quoting: Literal["auto", "none", "quoted", "multiline"] = Field(
+        "auto", description="csv / tsv: how quotes are read. none: a quote is plain text; quoted: a value that "
+        "starts with \" runs to its closing \" (\"\" inside is a quote), across lines only if no line inside it "
+        "splits into as many fields as the header (a row: a stray quote is an error, never rows swallowed); "
+        "multiline: as quoted, without that check; auto: quoted for csv, none for tsv")
+    tag_column: int | None = Field(
+        None, ge=2, description="conll: the column that holds the NER tags (1 = the token); default: the last")
     label_regex: str | None = Field(None, description="regex whose first group is the label")
     label_map: dict[str, str] = Field(default_factory=dict, description="raw label -> class name")
     labels: list[str] | None = Field(None, description="the label set, in order; default: from data")
@@ -73,6 +80,15 @@ class DataConfig(_Strict):
         "patterns over file names, or the path of a file of document ids (relative to the data file's folder)")
     tree_labels: bool = Field(False, description="brackets: keep constituent labels in the target (labeled F1)")
     with_intent: bool = Field(False, description="slots: prefix the target with the intent ('label' file)")
+
+    @model_validator(mode="after")
+    def _format_options(self) -> DataConfig:
+        for name, formats in (("quoting", ("csv", "tsv")), ("tag_column", ("conll",))):
+            if name in self.model_fields_set and getattr(self, name) not in (None, "auto") \
+                    and self.format not in ("auto", *formats):
+                raise ValueError(f"data.{name} applies to data.format {' / '.join(formats)} only, but data.format "
+                                 f"is {self.format!r}; remove data.{name}")
+        return self
 
 
 class TaskConfig(_Strict):

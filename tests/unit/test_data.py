@@ -294,7 +294,8 @@ DUP_IDS = [{"id": 1, "text": "a", "label": "neg"}, {"id": 1, "text": "b", "label
          "lower data.split.dev_per_class or add examples of 'neg'"),
         ({"labeled_per_class": None, "labeled_n": 40}, None,
          "{train}: data.split.labeled_n=40 leaves no unlabeled pool (40 examples)"),
-        ({}, DUP_IDS, "{train}: example ids are not unique; remove duplicate 'id' values"),
+        ({}, DUP_IDS, "{train}:2: example id '1' is used again (first at {train}:1); every example needs its own "
+                      "id: change or remove one of the two 'id' values"),
     ],
     ids=["pool-empty", "labeled-per-class", "dev-per-class-1", "dev-per-class-2", "labeled-n", "duplicate-ids"],
 )

@@ -3,6 +3,8 @@
 Formats: ``jsonl`` (one object per line), ``csv`` / ``tsv`` (header row), and ``label_text``
 (``<label><separator><text>`` per line, e.g. SST-2's ``stsa.binary.*`` or TREC). A field mapping
 names the text and label fields; ``label_regex`` and ``label_map`` turn raw labels into class names.
+What each reader rejects (stray quotes, empty labels, repeated ids, a BOM or bytes that contradict
+``data.encoding``, a task kind that does not fit the format) is listed in docs/data.md.
 
 Token-tagged NER data (``conll``, ``seq_in_out``) is read by :mod:`llmkd.formats.conll`. Seq2seq
 data (``brackets``, ``slots``) has no classes: the label is the target string (a linearized tree,
@@ -15,7 +17,6 @@ slots the tag set followed by the intents.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import json
 import logging
@@ -24,7 +25,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..config import DataConfig
-from ..errors import DataError
+from ..errors import ConfigError, DataError
+from ..formats.text import decode, decoding
 from ..types import Example
 
 SEQ2SEQ_FORMATS = ("brackets", "slots")
@@ -51,7 +53,7 @@ def _detect_format(path: Path) -> str:
 def _iter_records(path: Path, fmt: str, cfg: DataConfig) -> Iterable[tuple[int, dict[str, Any]]]:
     """Yield (line number, record) pairs."""
     if fmt == "jsonl":
-        with path.open(encoding=cfg.encoding) as fh:
+        with path.open(encoding=decoding(cfg.encoding)) as fh:
             for lineno, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
@@ -66,22 +68,9 @@ def _iter_records(path: Path, fmt: str, cfg: DataConfig) -> Iterable[tuple[int, 
                     raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
                 yield lineno, rec
     elif fmt in ("csv", "tsv"):
-        with path.open(encoding=cfg.encoding, newline="") as fh:
-            reader = csv.DictReader(fh, delimiter="," if fmt == "csv" else "\t")
-            for row in reader:
-                if None in row:
-                    raise DataError(
-                        f"{path}:{reader.line_num}: more fields than the header has; "
-                        f"quote fields that contain the delimiter"
-                    )
-                if None in row.values():
-                    missing = [k for k, v in row.items() if v is None]
-                    raise DataError(
-                        f"{path}:{reader.line_num}: fewer fields than the header has (no value for {missing})"
-                    )
-                yield reader.line_num, row
+        yield from _delimited_records(path, fmt, cfg)
     elif fmt == "label_text":
-        with path.open(encoding=cfg.encoding, errors="strict") as fh:
+        with path.open(encoding=decoding(cfg.encoding), errors="strict") as fh:
             for lineno, line in enumerate(fh, 1):
                 line = line.rstrip("\n").rstrip("\r")
                 if not line.strip():
@@ -97,20 +86,111 @@ def _iter_records(path: Path, fmt: str, cfg: DataConfig) -> Iterable[tuple[int, 
         raise DataError(f"unknown format {fmt!r}")
 
 
+QUOTE_HINT = ("Close the quote (inside a quoted value write a quote as \"\"), or set data.quoting: none "
+              "if quotes in this file are plain text")
+_CSV_QUOTED = re.compile(r'^"(?:[^"]|"")*""(?:[^"]|"")*"$')
+
+
+def quoting(cfg: DataConfig, fmt: str) -> str:
+    """The quote reading of a csv / tsv file: ``data.quoting``, where ``auto`` is ``quoted`` for
+    csv and ``none`` for tsv (quotes are plain text, as GLUE's and most TSV readers take them)."""
+    if cfg.quoting != "auto":
+        return cfg.quoting
+    return "quoted" if fmt == "csv" else "none"
+
+
+def _open_quote(line: str, delimiter: str) -> int | None:
+    """The 1-based column of a quote that opens a value on ``line`` and is not closed on it."""
+    i = 0
+    while True:
+        if line.startswith('"', i):
+            j = i + 1
+            while True:
+                k = line.find('"', j)
+                if k == -1:
+                    return i + 1
+                if not line.startswith('"', k + 1):
+                    break
+                j = k + 2
+            i = k + 1
+        i = line.find(delimiter, i)
+        if i == -1:
+            return None
+        i += 1
+
+
+def _delimited_records(path: Path, fmt: str, cfg: DataConfig) -> Iterable[tuple[int, dict[str, Any]]]:
+    """(line, record) of a csv / tsv file with a header row. A stray quote never swallows the rows
+    after it: with data.quoting ``quoted`` a quoted value may span lines (RFC 4180), but not when a
+    line inside it (after its first line, before its last) splits into as many fields as the header:
+    that line is a row of its own, taken in by a stray quote; ``multiline`` drops this check. A
+    quote that does not close before the end of the file, or text after a closing quote, is an
+    error in every mode."""
+    delimiter = "," if fmt == "csv" else "\t"
+    mode = quoting(cfg, fmt)
+    with path.open(encoding=decoding(cfg.encoding), newline="") as fh:
+        lines = fh.readlines()
+    reader = csv.reader(lines, delimiter=delimiter, strict=True,
+                        quoting=csv.QUOTE_NONE if mode == "none" else csv.QUOTE_MINIMAL)
+    header: list[str] | None = None
+
+    def stray_quote(start: int, end: int | None) -> DataError:
+        col = _open_quote(lines[start - 1], delimiter)
+        assert col is not None  # a value runs past its line only inside a quote opened on it
+        until = "the end of the file" if end is None else f"line {end}"
+        return DataError(
+            f"{path}:{start}: the quote (\") at column {col} opens a value that does not close on this line; "
+            f"read on, the value would run to {until} and swallow the rows in between. {QUOTE_HINT}"
+            + ("" if mode == "multiline" or end is None else " (data.quoting: multiline if the value really spans "
+               "these lines)")
+        )
+
+    def looks_like_rows(start: int, end: int) -> bool:
+        return header is not None and any(
+            len(line.rstrip("\r\n").split(delimiter)) >= len(header) for line in lines[start : end - 1])
+
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            if "end of data" in str(exc):
+                raise stray_quote(start, None) from None
+            if reader.line_num > start:
+                raise stray_quote(start, reader.line_num) from None
+            raise DataError(
+                f"{path}:{reader.line_num}: malformed quoted value ({exc}): a value that starts with a quote "
+                f"must end with it. {QUOTE_HINT}") from None
+        if not row:
+            continue  # a blank line
+        if reader.line_num > start and mode == "quoted" and looks_like_rows(start, reader.line_num):
+            raise stray_quote(start, reader.line_num)
+        if mode == "none":
+            for value in row:
+                if _CSV_QUOTED.match(value):
+                    raise DataError(
+                        f"{path}:{start}: the value {value[:60]!r} looks csv-quoted (in quotes, with quotes "
+                        f"doubled inside), but data.quoting is none, so the quotes would stay in the text; "
+                        f"set data.quoting: quoted")
+        if header is None:
+            header = row
+            continue
+        if len(row) > len(header):
+            fix = ("quote fields that contain the delimiter" if mode != "none" else
+                   "a value contains a tab or the line has a tab too many")
+            raise DataError(f"{path}:{start}: more fields than the header has; {fix}")
+        if len(row) < len(header):
+            raise DataError(
+                f"{path}:{start}: fewer fields than the header has (no value for {header[len(row):]})")
+        yield start, dict(zip(header, row))
+
+
 def _check_encoding(path: Path, encoding: str) -> None:
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise DataError(f"data.encoding: unknown encoding {encoding!r}; use e.g. utf-8 or latin-1") from None
-    with path.open("rb") as fh:
-        for lineno, line in enumerate(fh, 1):
-            try:
-                line.decode(encoding)
-            except UnicodeDecodeError as exc:
-                raise DataError(
-                    f"{path}:{lineno}: not valid {encoding} ({exc.reason} at byte {exc.start} of the line); "
-                    "set data.encoding to the file's encoding, e.g. latin-1"
-                ) from None
+    """DataError naming file:line of the first byte that is not valid ``encoding``, or a byte order
+    mark that contradicts it (see :mod:`llmkd.formats.text`)."""
+    decode(path.read_bytes(), encoding, str(path))
 
 
 def _compile_label_regex(pattern: str) -> re.Pattern[str]:
@@ -154,9 +234,11 @@ def read_examples(path: str | Path, cfg: DataConfig, *, prefix: str = "") -> lis
     if fmt in ("conll", "seq_in_out"):  # NER: IOB2 tag tuples, see llmkd.formats.conll
         from ..formats.conll import read_tagged
 
-        return read_tagged(path, fmt, encoding=cfg.encoding, label_map=cfg.label_map, prefix=prefix, keep=cfg.labels)
+        return read_tagged(path, fmt, encoding=cfg.encoding, label_map=cfg.label_map, prefix=prefix, keep=cfg.labels,
+                           tag_column=cfg.tag_column)
     regex = _compile_label_regex(cfg.label_regex) if cfg.label_regex else None
     out: list[Example] = []
+    first_line: dict[str, int] = {}
     _check_encoding(path, cfg.encoding)
     for lineno, rec in _iter_records(path, fmt, cfg):
         for field_name in (cfg.text_field, cfg.label_field):
@@ -171,18 +253,95 @@ def read_examples(path: str | Path, cfg: DataConfig, *, prefix: str = "") -> lis
                 raise DataError(f"{path}:{lineno}: field {cfg.text_field!r} must be a non-empty string, got {text!r}")
             if raw is None or not str(raw).strip():
                 raise DataError(f"{path}:{lineno}: field {cfg.label_field!r} is empty; every example needs a label")
-            raw_label = str(raw).strip()
-            if regex is not None:
-                m = regex.search(raw_label)
-                if not m:
-                    raise DataError(f"{path}:{lineno}: label {raw_label!r} does not match data.label_regex {cfg.label_regex!r}")
-                raw_label = m.group(1)
-            label = cfg.label_map.get(raw_label, raw_label)
+            if ex_id in first_line:
+                raise DataError(
+                    f"{path}:{lineno}: example id {ex_id!r} is used again (first at {path}:{first_line[ex_id]}); "
+                    "every example needs its own id: change or remove one of the two 'id' values"
+                )
+            first_line[ex_id] = lineno
+            label = _label(str(raw).strip(), regex, cfg, f"{path}:{lineno}")
             out.append(Example(id=ex_id, text=text.strip(), label=label))
     if not out:
         what = "rows below the header" if fmt in ("csv", "tsv") else "non-blank lines"
         raise DataError(f"{path}: no examples found (the file is empty: it has no {what})")
+    _reject_tagged_lines(out, path, fmt)
     return out
+
+
+def _label(raw_label: str, regex: re.Pattern[str] | None, cfg: DataConfig, where: str) -> str:
+    """The class name of a raw label: ``data.label_regex``'s first group, then ``data.label_map``.
+    An empty result is a DataError: every example needs a label."""
+    if regex is not None:
+        m = regex.search(raw_label)
+        if not m:
+            raise DataError(f"{where}: label {raw_label!r} does not match data.label_regex {cfg.label_regex!r}")
+        group = m.group(1)
+        if not group or not group.strip():
+            how = "took no part in the match" if group is None else f"matched {group!r}"
+            raise DataError(
+                f"{where}: data.label_regex {cfg.label_regex!r} gives an empty label for {raw_label!r} (its first "
+                f"group {how}); make the group match the label's characters, e.g. + instead of * or ?"
+            )
+        raw_label = group
+    label = cfg.label_map.get(raw_label, raw_label)
+    if not label.strip():
+        raise DataError(f"{where}: data.label_map maps {raw_label!r} to an empty label; map it to a class name")
+    return label
+
+
+_TAG_WORD = re.compile(r"(O|[BIES]-\S+)")
+
+
+def _reject_tagged_lines(examples: list[Example], path: Path, fmt: str) -> None:
+    """DataError when 'classification' examples are the lines of a token-tagged (CoNLL) file: most
+    texts are a few words ending in an IOB tag (``EU B-ORG`` read as label ``EU``, text ``B-ORG``)."""
+    tagged = [e for e in examples if len(e.text.split()) <= 4 and _TAG_WORD.fullmatch(e.text.split()[-1])]
+    if len(tagged) >= max(2, 0.8 * len(examples)):
+        raise DataError(
+            f"{path}: this looks like token-tagged NER data (CoNLL: one token and its tag per line), not "
+            f"classification data read as {fmt}: {len(tagged)} of {len(examples)} texts end in an IOB tag, e.g. "
+            f"{tagged[0].text!r} (label {tagged[0].label!r}); set data.format: conll and task.kind: ner"
+        )
+
+
+KIND_OF_FORMAT = {"conll": "ner", "seq_in_out": "ner", "brackets": "seq2seq", "slots": "seq2seq"}
+"""data.format -> the task kind its examples are for (every other format: classification)."""
+
+_WHAT = {
+    "classification": "classification data (one class label per text)",
+    "ner": "token-tagged NER data (one IOB tag per token)",
+    "seq2seq": "seq2seq data (a target string per input: trees or slot sequences)",
+}
+_FORMATS_OF = {
+    "classification": "jsonl, csv, tsv or label_text",
+    "ner": "conll (a CoNLL column file) or seq_in_out (a seq.in/seq.out folder)",
+    "seq2seq": "brackets (task.target: tree) or slots (task.target: slots)",
+}
+_TARGET_FORMAT = {"tree": "brackets", "slots": "slots"}
+
+
+def data_format(cfg: DataConfig) -> str:
+    """data.format, or the format the train file's extension names when it is ``auto``."""
+    return cfg.format if cfg.format != "auto" else _detect_format(Path(cfg.train))
+
+
+def check_task_data(kind: str, target: str | None, cfg: DataConfig) -> None:
+    """ConfigError when ``task.kind`` (and a seq2seq ``task.target``) does not fit the data format,
+    naming the kind the data is for and the setting to change. Runs before any file is read."""
+    fmt = data_format(cfg)
+    data_kind = KIND_OF_FORMAT.get(fmt, "classification")
+    how = f"data.format {fmt!r}" + (f" (from the extension of data.train {cfg.train})" if cfg.format == "auto" else "")
+    if kind != data_kind:
+        raise ConfigError(
+            f"task.kind is {kind!r}, but {how} is {_WHAT[data_kind]}, not {_WHAT[kind]}; set task.kind: {data_kind}, "
+            f"or give {kind} data (data.format: {_FORMATS_OF[kind]})"
+        )
+    if kind == "seq2seq" and target is not None and _TARGET_FORMAT[target] != fmt:
+        other = next(t for t, f in _TARGET_FORMAT.items() if f == fmt)
+        raise ConfigError(
+            f"task.target is {target!r}, which needs data.format: {_TARGET_FORMAT[target]}, but {how} is given; "
+            f"set task.target: {other}, or give {_TARGET_FORMAT[target]} data"
+        )
 
 
 def check_labels(examples: list[Example], labels: list[str], path: str) -> None:

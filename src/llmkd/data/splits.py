@@ -84,8 +84,7 @@ def make_splits(cfg: DataConfig, seed: int) -> tuple[Splits, GoldVault]:
     check(test, labels, cfg.test)
     if dev_file is not None:
         check(dev_file, labels, cfg.dev or "")
-    if len({e.id for e in train}) != len(train):
-        raise DataError(f"{cfg.train}: example ids are not unique; remove duplicate 'id' values")
+    # example ids are unique per file: the readers reject a repeated id naming both lines
 
     rng = random.Random(seed)
     sp = cfg.split
@@ -139,8 +138,6 @@ def make_seq2seq_splits(cfg: DataConfig, seed: int) -> tuple[Splits, GoldVault]:
     train = read_split(cfg.train, cfg, "train")
     test = read_split(cfg.test, cfg, "test")
     dev_file = read_split(cfg.dev, cfg, "dev") if cfg.dev else None
-    if len({e.id for e in train}) != len(train):
-        raise DataError(f"{cfg.train}: example ids are not unique")
     sp = cfg.split
     n_lab = sp.labeled_n if sp.labeled_n is not None else sp.labeled_per_class
     n_dev = sp.dev_n if sp.dev_n is not None else (sp.dev_per_class or 0)

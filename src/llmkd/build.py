@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 from pydantic import ValidationError
 
 from .config import RunConfig, StudentConfig, TaskConfig, TeacherConfig, _format_errors
-from .data import full_train, make_splits
+from .data import check_task_data, full_train, make_splits
 from .errors import ConfigError
 from .labeling import fit_shots
 from .methods import METHODS, LabelSettings, Method, MethodSpec, RunContext, TrainSettings
@@ -220,6 +220,7 @@ class Session:
 
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
+        check_task_data(cfg.task.kind, cfg.task.target, cfg.data)  # before any file is read
         self.splits, self.vault = make_splits(cfg.data, cfg.seed)
         self.task = build_task(cfg.task, self.splits.labels)
         self.shots = choose_shots(self.splits.labeled, cfg)

@@ -267,6 +267,15 @@ def test_task_kind_that_fits(kind: str, target: str | None, data: dict[str, Any]
     check_task_data(kind, target, cfg(**data))
 
 
+def test_session_checks_the_task_kind_before_reading(tmp_path: Path) -> None:
+    from llmkd.build import Session
+
+    raw = {"data": {"train": str(tmp_path / "absent.jsonl"), "test": str(tmp_path / "absent.jsonl")},
+           "task": {"kind": "ner"}}
+    with pytest.raises(ConfigError, match=r"task.kind is 'ner', but data.format 'jsonl'"):
+        Session(parse_config(raw))
+
+
 @pytest.mark.parametrize("data, fragment", [
     ({"format": "jsonl", "quoting": "none"},
      "data.quoting applies to data.format csv / tsv only, but data.format is 'jsonl'; remove data.quoting"),

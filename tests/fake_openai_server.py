@@ -12,6 +12,11 @@ Faults are consumed one per request, in order, whatever the endpoint: ``"429"``,
 ``"400"``, ``"timeout"`` (sleep ``hang`` seconds, then answer normally), ``"garbage"`` (200 with a
 body that is not JSON) and ``"no_choices"`` (200 JSON without ``choices``).
 
+``GET /v1/models`` lists ``models`` (default: one entry like the llama.cpp server's, id
+``fake-model``, ``root`` = ``served``, ``created`` = the request time); ``models_status`` other than
+200 answers that status instead. GETs are recorded in ``gets``, not ``requests``, and use up no
+fault. Replies carry ``"model": reply_model`` (default: the requested name).
+
 ``slots=1`` makes it a one-slot server, like a llama.cpp server started with one slot: it
 accepts requests concurrently but handles one at a time (each takes ``delay`` seconds under a
 lock); ``max_busy`` is the most requests it handled at once, ``max_in_flight`` the most it held
@@ -66,6 +71,10 @@ class FakeOpenAIServer:
         retry_after: str | None = None,
         hang: float = 2.0,
         slots: int | None = None,
+        served: str = "fake-weights-v1",
+        models: list[dict[str, Any]] | None = None,
+        models_status: int = 200,
+        reply_model: str | None = None,
     ) -> None:
         self.script = script or (lambda prompt: "positive")
         self.delay = delay
@@ -74,7 +83,12 @@ class FakeOpenAIServer:
         self.top_logprobs = dict(top_logprobs or {})
         self.retry_after = retry_after
         self.hang = hang
+        self.served = served
+        self.models = models
+        self.models_status = models_status
+        self.reply_model = reply_model
         self.requests: list[dict[str, Any]] = []
+        self.gets: list[str] = []
         self.max_in_flight = 0
         self.max_busy = 0
         self.slots = slots
@@ -190,6 +204,22 @@ class FakeOpenAIServer:
             return self._completions(body)
         return _error(404, f"no route {path}")
 
+    def handle_get(self, path: str) -> tuple[int, bytes, dict[str, str]]:
+        """(status, body bytes, extra headers) for a GET: ``/v1/models`` only."""
+        with self._lock:
+            self.gets.append(path)
+        route = path.split("?", 1)[0]
+        if route not in ("/v1/models", "/models"):
+            return _error(404, f"no route {path}")
+        if self.models_status != 200:
+            return _error(self.models_status, "models listing unavailable (scripted)")
+        import time
+
+        models = self.models if self.models is not None else [
+            {"id": "fake-model", "object": "model", "created": int(time.time()), "owned_by": "fake", "root": self.served}
+        ]
+        return _json(200, {"object": "list", "data": models})
+
     # ---- replies -------------------------------------------------------------------------
 
     def _logprob(self, token: str) -> float:
@@ -240,7 +270,7 @@ class FakeOpenAIServer:
             ]}
         usage = {"prompt_tokens": len(tokenize(prompt)), "completion_tokens": len(tokens)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        return _json(200, {"id": "chatcmpl-fake", "object": "chat.completion", "model": body.get("model"),
+        return _json(200, {"id": "chatcmpl-fake", "object": "chat.completion", "model": self.reply_model or body.get("model"),
                            "choices": [choice], "usage": usage})
 
     def _completions(self, body: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:
@@ -281,7 +311,7 @@ class FakeOpenAIServer:
                                   "top_logprobs": tops, "text_offset": offsets}
         usage = {"prompt_tokens": len(prompt_tokens), "completion_tokens": len(generated)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        return _json(200, {"id": "cmpl-fake", "object": "text_completion", "model": body.get("model"),
+        return _json(200, {"id": "cmpl-fake", "object": "text_completion", "model": self.reply_model or body.get("model"),
                            "choices": [choice], "usage": usage})
 
 
@@ -316,6 +346,23 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(payload)
         except OSError:  # the client gave up (a "timeout" fault): nothing to answer
+            pass
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server naming
+        fake: FakeOpenAIServer = self.server.fake  # type: ignore[attr-defined]
+        status, payload, headers = fake.handle_get(self.path)
+        self._answer(status, payload, headers)
+
+    def _answer(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
+        try:
+            self.send_response(status)
+            headers.setdefault("Content-Type", "text/plain")
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except OSError:  # the client gave up: nothing to answer
             pass
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet

@@ -61,7 +61,8 @@ def build_teacher(cfg: TeacherConfig) -> Teacher:
         o = cfg.openai
         return OpenAITeacher(model=cfg.model, base_url=o.base_url, api_key_env=o.api_key_env,
                              concurrency=o.concurrency, max_retries=o.max_retries, timeout=o.timeout,
-                             backoff=o.backoff, chat=chat, seed=cfg.seed, guided=o.guided)
+                             backoff=o.backoff, chat=chat, seed=cfg.seed, guided=o.guided,
+                             max_backoff=o.max_backoff, identify=o.identify)
     raise ConfigError(f"teacher.backend: allowed values are {BACKENDS} (got {cfg.backend!r})")
 
 

@@ -122,6 +122,12 @@ class OpenAIConfig(_Strict):
     max_retries: int = Field(5, ge=0)
     timeout: float = Field(60.0, gt=0)
     backoff: float = Field(0.5, ge=0, description="first retry delay in seconds, doubled each try")
+    max_backoff: float = Field(30.0, gt=0, description="longest delay between two retries in seconds: the "
+                                                       "doubling stops there (each delay is 0-10% shorter at random)")
+    identify: bool = Field(True, description="key the cache by the model the server reports at GET /models "
+                                             "(id, root, owned_by, size, ...), so that another model served under "
+                                             "the same name is asked afresh; false: by teacher.model alone "
+                                             "(cached answers are then reused without asking the server)")
     guided: Literal["vllm", "llamacpp", "openai", "none"] = Field(
         "vllm", description="how a constraint (teacher.constrained) is sent: vLLM guided_*, llama.cpp server "
                             "grammar/json_schema, OpenAI response_format, or not at all")

@@ -99,12 +99,19 @@ def test_teacher_protocol_and_count_tokens() -> None:
 
 
 def test_fingerprint_ignores_base_urls() -> None:
-    a = make("http://127.0.0.1:1/v1")
-    b = make(["http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1"], concurrency=9)
+    # issue 25: the fingerprint also holds what the server says it serves (GET /models), so the
+    # URLs are compared with servers that serve the same weights; identify=False: the name alone
+    with FakeOpenAIServer() as s1, FakeOpenAIServer() as s2, FakeOpenAIServer() as s3:
+        a = make(s1.base_url)
+        b = make([s2.base_url, s3.base_url], concurrency=9)
+        assert a.fingerprint == b.fingerprint
+    a = make("http://127.0.0.1:1/v1", identify=False)
+    b = make(["http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1"], concurrency=9, identify=False)
     assert a.fingerprint == b.fingerprint
-    assert a.fingerprint != make("http://127.0.0.1:1/v1", chat=False).fingerprint
-    assert a.fingerprint != make("http://127.0.0.1:1/v1", model="other").fingerprint
-    assert a.fingerprint != make("http://127.0.0.1:1/v1", guided="none").fingerprint  # decides what a constraint does
+    assert a.fingerprint != make("http://127.0.0.1:1/v1", chat=False, identify=False).fingerprint
+    assert a.fingerprint != make("http://127.0.0.1:1/v1", model="other", identify=False).fingerprint
+    # decides what a constraint does
+    assert a.fingerprint != make("http://127.0.0.1:1/v1", guided="none", identify=False).fingerprint
 
 
 @pytest.mark.parametrize(
@@ -371,3 +378,216 @@ def test_a_chat_turn_goes_to_chat_completions_in_plain_mode() -> None:
     by_path = {r["path"]: r["body"] for r in server.requests}
     assert by_path["/v1/completions"]["prompt"] == "plain"
     assert by_path["/v1/chat/completions"]["messages"] == [{"role": "user", "content": "turn"}]
+
+
+# ---- issue 25 ------------------------------------------------------------------------------
+
+
+class NoLogprobsServer(FakeOpenAIServer):
+    """A server that answers but never returns logprobs (nor echo): like a proxy that drops them."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(supports_echo=False, **kw)
+
+    def _chat(self, body: dict[str, Any]) -> Any:
+        return super()._chat({k: v for k, v in body.items() if k not in ("logprobs", "top_logprobs")})
+
+    def _completions(self, body: dict[str, Any]) -> Any:
+        return super()._completions({k: v for k, v in body.items() if k != "logprobs"})
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_scoring_against_a_server_without_logprobs_fails_clearly_and_caches_nothing(tmp_path, chat: bool) -> None:
+    """Issue 25 item 1: every item got the first label at 0.5 and the -inf scores were cached."""
+    from llmkd.labeling import label_examples
+    from llmkd.tasks.classification import ClassificationTask
+    from llmkd.teachers.cache import CachedTeacher, TeacherCache
+    from llmkd.types import Unlabeled
+
+    task = ClassificationTask(labels=["negative", "positive"])
+    items = [Unlabeled(f"u{i}", f"text {i}") for i in range(3)]
+    cache = TeacherCache(tmp_path / "c.sqlite")
+    with NoLogprobsServer() as server:
+        teacher = CachedTeacher(make(server.base_url, chat=chat), cache)
+        with pytest.raises(TeacherError) as info:
+            label_examples(task, teacher, items, (), mode="score", progress=False)
+    message = str(info.value)
+    assert "needs token logprobs" in message and "returned none in 3 of 3 replies" in message
+    assert "teacher.labeling: generate" in message and "teacher.confidence: false" in message
+    assert "nothing was cached" in message and server.base_url in message
+    assert cache.stats()["entries"] == 0
+    top = {"negative": -2.0, "positive": -0.1}
+    with FakeOpenAIServer(script=lambda p: "positive", supports_echo=False, top_logprobs=top) as fixed:
+        labels = label_examples(task, CachedTeacher(make(fixed.base_url, chat=chat), cache), items, (),
+                                mode="score", progress=False)
+    assert len(fixed.requests) >= 3  # the rerun asks the fixed server
+    assert [lab.label for lab in labels] == ["positive"] * 3 and labels[0].confidence > 0.8
+
+
+def test_scoring_without_top_alternatives_fails_too() -> None:
+    """A server that returns the generated token's logprob but no top_logprobs would score every
+    other option -inf: the label would be whatever the model wrote, at confidence 1.0."""
+
+    class NoTop(FakeOpenAIServer):
+        def _chat(self, body: dict[str, Any]) -> Any:
+            return super()._chat({k: v for k, v in body.items() if k != "top_logprobs"})
+
+    with NoTop() as server:
+        with pytest.raises(TeacherError, match="needs token logprobs"):
+            make(server.base_url).score_options(["q"], ["positive", "negative"])
+
+
+class IntContent(FakeOpenAIServer):
+    """Replies whose content is an int (the first ``bad`` of them), then good ones."""
+
+    def __init__(self, bad: int, value: Any = 5, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.bad = bad
+        self.value = value
+
+    def _chat(self, body: dict[str, Any]) -> Any:
+        status, payload, headers = super()._chat(body)
+        with self._lock:
+            self.bad -= 1
+            broken = self.bad >= 0
+        if broken:
+            import json
+
+            data = json.loads(payload)
+            data["choices"][0]["message"]["content"] = self.value
+            payload = json.dumps(data).encode()
+        return status, payload, headers
+
+
+@pytest.mark.parametrize("value", [5, ["a", "list"]])
+def test_a_reply_whose_content_is_not_a_string_is_retried(value: Any) -> None:
+    with IntContent(bad=1, value=value) as server:
+        (reply,) = make(server.base_url).generate(["x"], max_tokens=4)
+    assert reply.text == "positive" and len(server.requests) == 2
+
+
+def test_a_server_that_keeps_sending_malformed_replies_fails_and_nothing_is_cached(tmp_path) -> None:
+    from llmkd.teachers.cache import CachedTeacher, TeacherCache
+
+    cache = TeacherCache(tmp_path / "c.sqlite")
+    with IntContent(bad=100, value=[1, 2]) as server:
+        with pytest.raises(TeacherError) as info:
+            CachedTeacher(make(server.base_url, max_retries=2), cache).generate(["x"], max_tokens=4)
+    assert "failed after 3 attempts" in str(info.value)
+    assert "malformed reply: choices[0].message.content is not a string (got list [1, 2])" in str(info.value)
+    assert cache.stats()["entries"] == 0
+
+
+def test_retry_backoff_is_capped() -> None:
+    """Issue 25 item 2: the delay doubled without bound (backoff * 2**attempt)."""
+    teacher = make("http://127.0.0.1:1/v1", backoff=0.5, max_backoff=30.0)
+    delays = [teacher._retry_delay(a) for a in range(200)]
+    assert all(0 <= d <= 30.0 for d in delays)
+    assert delays[0] <= 0.5 and delays[0] >= 0.45
+    assert min(delays[10:]) >= 27.0  # at the cap, minus at most 10% jitter
+    assert len({round(d, 6) for d in delays[10:]}) > 1  # jittered, not in lockstep
+    assert teacher._retry_delay(5000) <= 30.0  # no OverflowError on 2**5000
+    assert teacher._retry_delay(0, retry_after=45.0) == 45.0  # the server's Retry-After still wins
+    with FakeOpenAIServer(faults=["500"] * 3) as server:
+        start = time.monotonic()
+        (reply,) = make(server.base_url, backoff=60.0, max_backoff=0.05).generate(["x"], max_tokens=4)
+        assert time.monotonic() - start < 5.0
+    assert reply.text == "positive" and len(server.requests) == 4
+    with pytest.raises(ConfigError, match=re.escape("max_backoff (teacher.openai.max_backoff) must be > 0")):
+        make("http://127.0.0.1:1/v1", max_backoff=0)
+
+
+def test_url_credentials_are_never_shown() -> None:
+    """Issue 25 item 3: user:password@ in base_url."""
+    from llmkd.teachers.base import redact_url
+
+    assert redact_url("https://alice:s3cret@host:8000/v1") == "https://alice:***@host:8000/v1"
+    assert redact_url("https://tok3n@host/v1") == "https://***@host/v1"
+    assert redact_url("https://host/v1?api_key=s3cret&x=1") == "https://host/v1?api_key=***&x=1"
+    assert redact_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/v1"
+    with FakeOpenAIServer(faults=["500"] * 5) as server:
+        url = server.base_url.replace("http://", "http://alice:s3cret@")
+        teacher = make(url, max_retries=1)
+        other = make(server.base_url.replace("http://", "http://bob:other@"), max_retries=1)
+        assert teacher.fingerprint == other.fingerprint  # the credentials are no part of it
+        with pytest.raises(TeacherError) as info:
+            teacher.generate(["x"], max_tokens=4)
+    for shown in (str(info.value), repr(teacher), str(teacher.served_identity())):
+        assert "s3cret" not in shown
+    assert "alice:***@127.0.0.1" in str(info.value)
+    import base64
+
+    sent = {r["headers"].get("authorization") for r in server.requests}  # still sent, as Basic auth
+    assert sent == {"Basic " + base64.b64encode(b"alice:s3cret").decode(), "Basic " + base64.b64encode(b"bob:other").decode()} \
+        or sent == {"Basic " + base64.b64encode(b"alice:s3cret").decode()}
+
+
+# ---- issue 25 item 4: the cache knows which model answered -----------------------------------
+
+
+def test_another_model_served_under_the_same_name_is_asked_afresh(tmp_path) -> None:
+    from llmkd.teachers.cache import CachedTeacher, TeacherCache
+
+    cache = TeacherCache(tmp_path / "c.sqlite")
+    prompts = ["a", "b", "c"]
+    with FakeOpenAIServer(script=lambda p: "positive", served="/models/qwen-7b") as first:
+        assert [r.text for r in CachedTeacher(make(first.base_url), cache).generate(prompts, max_tokens=4)] == \
+            ["positive"] * 3
+    with FakeOpenAIServer(script=lambda p: "negative", served="/models/llama-8b") as second:
+        again = CachedTeacher(make(second.base_url), cache)
+        assert [r.text for r in again.generate(prompts, max_tokens=4)] == ["negative"] * 3
+    assert len(second.requests) == 3 and again.misses == 3
+    with FakeOpenAIServer(script=lambda p: "other", served="/models/qwen-7b") as restarted:  # same weights, new port
+        rerun = CachedTeacher(make(restarted.base_url), cache)
+        assert [r.text for r in rerun.generate(prompts, max_tokens=4)] == ["positive"] * 3
+    assert restarted.requests == [] and len(restarted.gets) == 1  # the volatile `created` is left out
+
+
+def test_a_pool_serving_different_models_under_one_name_is_refused() -> None:
+    with FakeOpenAIServer(served="/models/a") as a, FakeOpenAIServer(served="/models/b") as b:
+        teacher = make([a.base_url, b.base_url])
+        with pytest.raises(TeacherError) as info:
+            teacher.generate(["x"], max_tokens=4)
+    assert "serve different models under the name 'fake-model'" in str(info.value)
+    assert "/models/a" in str(info.value) and "/models/b" in str(info.value)
+    assert a.requests == [] and b.requests == []
+
+
+def test_a_server_that_lists_no_models_is_keyed_by_the_name(caplog: pytest.LogCaptureFixture) -> None:
+    with FakeOpenAIServer(models_status=404) as server:
+        teacher = make(server.base_url)
+        assert teacher.fingerprint == make(server.base_url, identify=False).fingerprint
+        assert teacher.served_identity() is None
+    assert "does not say which model it serves" in caplog.text
+    assert len(server.gets) == 1  # asked once per teacher, not per use
+
+
+def test_identity_keeps_only_stable_fields() -> None:
+    from llmkd.teachers.openai import _model_entry, _stable_identity
+
+    now = 2_000_000_000.0
+    vllm = {"id": "teacher", "object": "model", "created": int(now), "owned_by": "vllm", "root": "/m/Qwen2.5-7B",
+            "parent": None, "max_model_len": 32768, "permission": [{"id": "modelperm-123", "created": int(now)}]}
+    assert _stable_identity(vllm, now) == {"id": "teacher", "owned_by": "vllm", "root": "/m/Qwen2.5-7B",
+                                           "max_model_len": 32768}
+    hosted = {"id": "gpt-4o-mini", "object": "model", "created": 1721172741, "owned_by": "system"}
+    assert _stable_identity(hosted, now)["created"] == 1721172741
+    llamacpp = {"id": "q.gguf", "created": int(now), "owned_by": "llamacpp",
+                "meta": {"n_params": 494032768, "size": 531065856, "n_vocab": 151936, "n_ctx_train": 32768}}
+    assert _stable_identity(llamacpp, now)["meta"]["size"] == 531065856
+    listing = {"data": [hosted, {"id": "gpt-4o"}]}
+    assert _model_entry(listing, "gpt-4o-mini") == (hosted, "")
+    assert _model_entry(listing, "nope")[0] is None
+    assert _model_entry({"data": [llamacpp]}, "any-name") == (llamacpp, "")  # one-model server
+    assert _model_entry({"models": [{"id": "llama3:latest"}, {"id": "x"}]}, "llama3")[0] == {"id": "llama3:latest"}
+
+
+def test_a_server_down_when_identified_gives_a_fingerprint_that_matches_nothing() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    teacher = make(f"http://127.0.0.1:{port}/v1", max_retries=0)
+    assert teacher.fingerprint != make(f"http://127.0.0.1:{port}/v1", identify=False).fingerprint
+    with pytest.raises(TeacherError, match=r"GET http://127\.0\.0\.1:\d+/v1/models failed after 1 attempt; .*"
+                                           r"teacher\.openai\.identify: false"):
+        teacher.generate(["x"], max_tokens=4)

@@ -134,6 +134,34 @@ def applies(teacher: Any, constraint: Constraint | None) -> bool | None:
     return True if check is None else check(constraint)
 
 
+_SECRET_QUERY = {"key", "api_key", "apikey", "api-key", "token", "access_token", "auth", "password", "secret",
+                 "sig", "signature", "code"}
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the credentials it carries masked, for configs, logs and messages:
+    ``https://user:pass@host`` -> ``https://user:***@host``, a user part alone (often a token) ->
+    ``***@host``, and the values of query parameters named like secrets (``?api_key=***``)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # not a URL: mask anything between '//' and '@' all the same
+        import re
+
+        return re.sub(r"//[^/@]*@", "//***@", url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{host}" if colon and user else f"***@{host}"
+    query = "&".join(
+        f"{name}=***" if sep and name.lower() in _SECRET_QUERY else f"{name}{sep}{value}"
+        for name, sep, value in (item.partition("=") for item in parts.query.split("&"))
+    ) if parts.query else ""
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
 def make_fingerprint(**parts: Any) -> str:
     """A short, stable id of everything that decides a teacher's replies."""
     blob = json.dumps(parts, sort_keys=True, default=str)

@@ -2,9 +2,12 @@
 
 Requests run concurrently (asyncio + httpx, at most ``concurrency`` in flight) and are spread
 over one or more base URLs, each request going to the URL with the fewest requests in flight
-(ties go round-robin). Transient failures are retried with exponential backoff: HTTP 429 and 5xx,
-timeouts, connection errors, and replies that are not JSON or carry no ``choices``. Any other 4xx
-fails at once with the server's message.
+(ties go round-robin). Transient failures are retried with exponential backoff (``backoff``
+doubled each try, capped at ``max_backoff``, default :data:`DEFAULT_MAX_BACKOFF` = 30 s, each wait
+0-10% shorter at random so that a pool does not retry in lockstep): HTTP 429 and 5xx, timeouts,
+connection errors, and malformed replies (not JSON, no ``choices``, or a reply text that is not a
+string). Any other 4xx fails at once with the server's message. A reply that is not accepted is
+never returned, so it never reaches the cache.
 
 Not handled: streaming, ``n > 1``, tool calls, images, several prompts in one request, and exact
 token counts (:meth:`OpenAITeacher.count_tokens` is an estimate). The ``concurrency`` bound holds
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import email.utils
+import json
 import logging
 import math
 import os
@@ -24,16 +28,17 @@ import random
 import threading
 import time
 from typing import Any, Coroutine, Literal, Sequence, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..errors import ConfigError, TeacherError, require
 from ..types import Reply
-from .base import Constraint, gbnf_literal, make_fingerprint, wants_chat
+from .base import Constraint, gbnf_literal, make_fingerprint, redact_url, wants_chat
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 _RETRY_AFTER_CAP = 60.0  # seconds: a longer Retry-After header is cut to this
+DEFAULT_MAX_BACKOFF = 30.0  # seconds: the longest wait between two retries (teacher.openai.max_backoff)
 _TOP_LOGPROBS = 20  # alternatives asked for by the score_options fallback
 _ECHO_REFUSED = (400, 404, 422)  # statuses that mean "this server does not do echo scoring"
 _TOKEN_MARKS = " \t\r\n\u2581\u0120"  # whitespace plus the SentencePiece / GPT-2 space marks
@@ -118,6 +123,8 @@ class OpenAITeacher:
         chat: bool = True,
         seed: int = 0,
         guided: str = "vllm",
+        max_backoff: float = DEFAULT_MAX_BACKOFF,
+        identify: bool = True,
     ) -> None:
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
         if not urls or not all(isinstance(u, str) and u.strip() for u in urls):
@@ -134,6 +141,9 @@ class OpenAITeacher:
             raise ConfigError(f"OpenAITeacher: timeout (teacher.openai.timeout) must be > 0 seconds; got {timeout!r}")
         if not backoff >= 0:
             raise ConfigError(f"OpenAITeacher: backoff (teacher.openai.backoff) must be >= 0 seconds; got {backoff!r}")
+        if not max_backoff > 0:
+            raise ConfigError(f"OpenAITeacher: max_backoff (teacher.openai.max_backoff) must be > 0 seconds; "
+                              f"got {max_backoff!r}")
         if guided not in _GUIDED:
             raise ConfigError(f"OpenAITeacher: guided (teacher.openai.guided) must be one of {list(_GUIDED)}; got {guided!r}")
         self.guided = guided
@@ -146,13 +156,22 @@ class OpenAITeacher:
         self.max_retries = max_retries
         self.timeout = timeout
         self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.identify = identify
         self.chat = chat
         self.seed = seed
-        self._urls = [u.strip().rstrip("/") for u in urls]
+        self._urls = [u.strip().rstrip("/") for u in urls]  # as given: shown redacted (redact_url)
+        # what goes to httpx: the URL without its user:password part, which travels as BasicAuth
+        # (what httpx made of it anyway), so that httpx's own request log never holds the password
+        self._targets = [_split_credentials(u) for u in self._urls]
         self._balancer = _Balancer(len(self._urls))
         self._rng = random.Random(seed)
         self._score_path: Literal["echo", "top"] | None = None  # found out on first use
         self._echo_max_tokens = 0
+        self._identity_lock = threading.Lock()
+        self._identity: dict[str, Any] | None = None  # what the server reports serving (served_identity)
+        self._identified = False
+        self._ssl: Any = None
 
     def __repr__(self) -> str:
         urls = [_redact(u) for u in self._urls]
@@ -161,10 +180,107 @@ class OpenAITeacher:
 
     @property
     def fingerprint(self) -> str:
-        """Backend, model, chat mode and the guided-decoding dialect (it decides whether a
-        constrained request is honoured). The base URLs are left out on purpose, so that a pool of
-        identical servers (or the same server moved to another port) shares the cache."""
-        return make_fingerprint(backend="openai", model=self.model, chat=self.chat, guided=self.guided)
+        """Backend, model name, chat mode, the guided-decoding dialect (it decides whether a
+        constrained request is honoured) and, with ``identify`` (the default), the identity of
+        the model the server reports serving under that name (:meth:`served_identity`), so that
+        another model served under the same name does not reuse the first one's cached answers.
+        The base URLs are left out on purpose: a pool of identical servers, or the same server
+        moved to another host or port, shares the cache. Where the server reports no identity
+        (or ``identify=False``), the fingerprint is that of the name alone, as before.
+
+        Never raises: while no base URL answers, the identity part is ``"unidentified"``, which
+        matches no stored answer (the next request then reports the error), and the server is
+        asked again on the next use."""
+        parts: dict[str, Any] = dict(backend="openai", model=self.model, chat=self.chat, guided=self.guided)
+        served: Any = None
+        if self.identify:
+            try:
+                served = self.served_identity()
+            except TeacherError as exc:
+                log.debug("openai teacher: fingerprint without the served model: %s", exc)
+                served = "unidentified"
+        if served:
+            parts["served"] = served
+        return make_fingerprint(**parts)
+
+    def served_identity(self) -> dict[str, Any] | None:
+        """What the server says it serves under ``model``: the stable fields of its ``GET
+        /models`` entry (see :func:`_stable_identity`), looked up once per instance on every base
+        URL (they must agree); None where the server reports nothing usable. Raises TeacherError
+        when no base URL answers, or when the URLs of a pool serve different models."""
+        with self._identity_lock:
+            if not self._identified:
+                self._identity = _run_sync(self._identify())
+                self._identified = True
+            return self._identity
+
+    async def _identify(self) -> dict[str, Any] | None:
+        httpx = require("httpx", "openai", "the openai teacher backend")
+        async with httpx.AsyncClient(timeout=self.timeout, verify=self._ssl_context(httpx)) as client:
+            found = await asyncio.gather(*(self._served_at(httpx, client, i) for i in range(len(self._urls))))
+        answered = [(url, state, what) for url, state, what in found if state != "down"]
+        down = [(url, what) for url, state, what in found if state == "down"]
+        if not answered:
+            url, last = down[-1]
+            raise TeacherError(
+                f"openai teacher: GET {_redact(url)}/models failed after {self.max_retries + 1} attempt"
+                f"{'s' if self.max_retries else ''}; last error: {last}. The cache is keyed by the model the "
+                f"server reports serving, so it must answer: check that the server is up at teacher.openai.base_url, "
+                f"or set teacher.openai.identify: false to key the cache by teacher.model ({self.model!r}) alone."
+            )
+        for url, last in down:
+            log.warning("openai teacher: %s did not answer GET /models (%s); identifying the model by the other "
+                        "base URLs", _redact(url), last)
+        seen = {json.dumps(what if state == "ok" else None, sort_keys=True) for _, state, what in answered}
+        if len(seen) > 1:
+            shown = "; ".join(f"{_redact(url)}: {what if state == 'ok' else 'reports nothing (' + what + ')'}"
+                              for url, state, what in answered)
+            raise TeacherError(
+                f"openai teacher: the servers in teacher.openai.base_url serve different models under the name "
+                f"{self.model!r}: {shown}. Their answers would be mixed in one run and one cache entry; list only "
+                "servers of one model in teacher.openai.base_url (or give each model its own name and run)."
+            )
+        _, state, what = answered[0]
+        if state != "ok":
+            log.warning("openai teacher: the server does not say which model it serves under %r (%s); the cache "
+                        "is keyed by that name alone, so if another model is served under it later, clear the "
+                        "cache (llmkd cache clear) or rename it", self.model, what)
+            return None
+        log.info("openai teacher: %s is served as %s; the cache is keyed by it", self.model, what)
+        return what
+
+    async def _served_at(self, httpx: Any, client: Any, index: int) -> tuple[str, str, Any]:
+        """(url, "ok", identity) | (url, "unreported", why) | (url, "down", last error) for base URL ``index``."""
+        url = self._urls[index]
+        target, auth = self._targets[index]
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            retry_after = None
+            try:
+                key = self._api_key()
+                response = await client.get(target + "/models", auth=auth,
+                                            headers={"Authorization": f"Bearer {key}"} if key else {})
+            except httpx.TimeoutException:
+                last = f"no reply within {self.timeout:g}s (timeout)"
+            except httpx.TransportError as exc:
+                last = self._scrub(f"connection error ({type(exc).__name__}: {exc})")
+            else:
+                status = response.status_code
+                if 200 <= status < 300:
+                    try:
+                        data = response.json()
+                    except ValueError:
+                        return url, "unreported", "its GET /models reply is not JSON"
+                    entry, why = _model_entry(data, self.model)
+                    identity = _stable_identity(entry) if entry is not None else {}
+                    return (url, "ok", identity) if identity else (url, "unreported", why or "no usable fields")
+                if status != 429 and (status < 500 or status == 501):
+                    return url, "unreported", f"GET /models answered HTTP {status}"
+                last = f"HTTP {status}: {self._scrub(_server_message(response))}"
+                retry_after = _retry_after(response.headers.get("retry-after"))
+            if attempt < self.max_retries:
+                await asyncio.sleep(self._retry_delay(attempt, retry_after))
+        return url, "down", last
 
     def count_tokens(self, text: str) -> int:
         """A rough estimate, ``max(1, len(text) // 4)``: the server's tokenizer is in general not
@@ -285,11 +401,29 @@ class OpenAITeacher:
             else:
                 body["logprobs"] = _TOP_LOGPROBS
             requests.append((path, body))
-        candidates = [_first_token_candidates(data, chat=self.chat) for data in self._post_batch(requests)]
-        if missing := sum(not c for c in candidates):
-            log.warning("openai teacher: no top logprobs in %d of %d replies; their options all score -inf",
-                        missing, len(candidates))
+        replies = self._post_batch(requests)
+        candidates = [_first_token_candidates(data, chat=self.chat) for data in replies]
+        if missing := [i for i, (c, data) in enumerate(zip(candidates, replies))
+                       if not c or not _has_top_logprobs(data, chat=self.chat)]:
+            raise self._no_logprobs(replies[missing[0]], len(missing), len(replies), path)
         return [[_match_first_token(c, option) for option in options] for c in candidates]
+
+    def _no_logprobs(self, data: dict[str, Any], n: int, total: int, path: str) -> TeacherError:
+        """The error for replies to a scoring request that carry no logprobs. Not retried: a server
+        either returns logprobs or it does not, and scores made up without them would be wrong."""
+        got = _dict(data["choices"][0]).get("logprobs")
+        shown = repr(got) if len(repr(got)) <= 120 else repr(got)[:120] + "..."
+        urls = ", ".join(_redact(u) for u in self._urls)
+        return TeacherError(
+            f"openai teacher: scoring the label set needs token logprobs, but {urls} (model {self.model!r}) "
+            f"returned none in {n} of {total} replies to POST {path} with max_tokens=1 and "
+            f"{'logprobs=true, top_logprobs=' if self.chat else 'logprobs='}{_TOP_LOGPROBS} "
+            f"(choices[0].logprobs was {shown}); {'' if self.chat else 'echo scoring (echo=true) was not available either; '}"
+            "no score was made up and nothing was cached. teacher.labeling: score and teacher.confidence: true need "
+            "a server that returns logprobs (prompt logprobs with echo on /completions, or top_logprobs): "
+            "set teacher.labeling: generate and teacher.confidence: false, or serve the model with a server "
+            "that returns logprobs (e.g. vLLM, or the llama.cpp server)."
+        )
 
     # ---- HTTP ----------------------------------------------------------------------------
 
@@ -302,26 +436,47 @@ class OpenAITeacher:
             body["prompt"] = str(prompt)
         return body
 
+    def _ssl_context(self, httpx: Any) -> Any:
+        """One TLS context per teacher, made on first use: building it (loading the CA bundle)
+        costs about 50 ms, which every request batch paid when each client made its own."""
+        if self._ssl is None:
+            self._ssl = httpx.create_ssl_context()
+        return self._ssl
+
     def _api_key(self) -> str | None:
         if not self.api_key_env:
             return None
         return os.environ.get(self.api_key_env) or None
 
     def _scrub(self, text: str) -> str:
-        """Remove the API key from text that came from elsewhere (a server's error message)."""
+        """Remove the API key and any password in the base URLs from text that came from elsewhere
+        (a server's error message, an exception)."""
         key = self._api_key()
-        return text.replace(key, "***") if key else text
+        secrets = [key] if key else []
+        for url in self._urls:
+            try:
+                parts = urlsplit(url)
+                secrets += [p for p in (parts.password, unquote(parts.password or "")) if p and len(p) >= 3]
+            except ValueError:
+                continue
+        for secret in secrets:
+            text = text.replace(secret, "***")
+        for url in self._urls:
+            text = text.replace(url, redact_url(url))
+        return text
 
     def _post_batch(self, requests: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
         """POST every (path, body), at most ``concurrency`` at once; replies in input order."""
         if not requests:
             return []
+        if self.identify:
+            self.served_identity()  # once: which model answers is known before its first answer
         return _run_sync(self._post_all(requests))
 
     async def _post_all(self, requests: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
         httpx = require("httpx", "openai", "the openai teacher backend")
         semaphore = asyncio.Semaphore(self.concurrency)
-        async with httpx.AsyncClient(timeout=self.timeout) as client:
+        async with httpx.AsyncClient(timeout=self.timeout, verify=self._ssl_context(httpx)) as client:
 
             async def one(path: str, body: dict[str, Any]) -> dict[str, Any]:
                 async with semaphore:
@@ -343,29 +498,26 @@ class OpenAITeacher:
         last = ""
         for attempt in range(attempts):
             index = self._balancer.acquire()
-            url = self._urls[index] + path
-            tried.append(_redact(url))
+            url, auth = self._targets[index][0] + path, self._targets[index][1]
+            tried.append(_redact(self._urls[index] + path))
             retry_after = None
             try:
                 key = self._api_key()
                 headers = {"Authorization": f"Bearer {key}"} if key else {}
-                response = await client.post(url, json=body, headers=headers)
+                response = await client.post(url, json=body, headers=headers, auth=auth)
             except httpx.TimeoutException:
                 last = f"no reply within {self.timeout:g}s (timeout)"
             except httpx.TransportError as exc:
                 last = f"connection error ({type(exc).__name__}: {exc})"
             else:
-                data, last, retry_after = self._check(response, tried[-1])
+                data, last, retry_after = self._check(response, tried[-1], path)
                 if data is not None:
                     return data
             finally:
                 self._balancer.release(index)
             last = self._scrub(last)
             if attempt + 1 < attempts:
-                delay = self.backoff * 2**attempt
-                delay += self._rng.uniform(0.0, 0.1 * delay)  # jitter, so a pool does not retry in lockstep
-                if retry_after is not None:
-                    delay = max(delay, min(retry_after, _RETRY_AFTER_CAP))
+                delay = self._retry_delay(attempt, retry_after)
                 log.warning("openai teacher: %s from %s; retry %d of %d in %.2fs",
                             last, tried[-1], attempt + 1, self.max_retries, delay)
                 await asyncio.sleep(delay)
@@ -379,9 +531,19 @@ class OpenAITeacher:
             f"teacher.openai.timeout (now {self.timeout:g}s)."
         )
 
-    def _check(self, response: Any, url: str) -> tuple[dict[str, Any] | None, str, float | None]:
+    def _retry_delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry ``attempt + 1``: ``backoff * 2**attempt`` capped at
+        ``max_backoff``, minus 0-10% jitter (so the wait never passes the cap and a pool does not
+        retry in lockstep); at least the server's Retry-After (itself cut to 60 s)."""
+        delay = min(self.max_backoff, self.backoff * 2.0 ** min(attempt, 64))  # 2**64: no float overflow
+        delay -= self._rng.uniform(0.0, 0.1 * delay)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, _RETRY_AFTER_CAP))
+        return delay
+
+    def _check(self, response: Any, url: str, path: str = "") -> tuple[dict[str, Any] | None, str, float | None]:
         """(reply JSON, "", None) for a good reply; (None, what went wrong, Retry-After seconds)
-        for a retryable one; raises :class:`_Refused` for any other 4xx."""
+        for a retryable one (a malformed reply included); raises :class:`_Refused` for any other 4xx."""
         status = response.status_code
         if 200 <= status < 300:
             try:
@@ -390,6 +552,8 @@ class OpenAITeacher:
                 return None, f"HTTP {status} with a body that is not JSON: {response.text[:200]!r}", None
             if not _has_choices(data):
                 return None, f"HTTP {status} JSON without 'choices': {str(data)[:200]}", None
+            if problem := _malformed(data, chat=path.endswith("/chat/completions")):
+                return None, f"HTTP {status} with a malformed reply: {problem}", None
             return data, "", None
         message = self._scrub(_server_message(response))
         if status == 429 or status >= 500:
@@ -446,12 +610,67 @@ def _run_sync(coro: Coroutine[Any, Any, _T]) -> _T:
         return pool.submit(asyncio.run, coro).result()
 
 
-def _redact(url: str) -> str:
-    """The URL without any user:password part."""
-    parts = urlsplit(url)
+_redact = redact_url  # the old private name
+
+
+def _split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """(``url`` without its ``user:password@`` part, (user, password) or None)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url, None
     if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+        return url, None
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=host)), (unquote(user), unquote(password))
+
+
+_IDENTITY_FIELDS = ("id", "root", "parent", "owned_by", "max_model_len")  # vLLM, OpenAI, Ollama, llama.cpp
+_META_FIELDS = ("vocab_type", "n_vocab", "n_ctx_train", "n_embd", "n_params", "size")  # llama.cpp server
+_CREATED_RECENT = 600.0  # seconds: a `created` this close to now is the request time, not the model's
+
+
+def _model_entry(data: Any, model: str) -> tuple[dict[str, Any] | None, str]:
+    """The ``GET /models`` entry of ``model`` (the entry named so; ``model:latest`` for Ollama;
+    the only entry of a one-model server such as the llama.cpp server, which answers any name),
+    or (None, why not)."""
+    entries = _dict(data).get("data")
+    if not isinstance(entries, list):
+        entries = _dict(data).get("models")
+    if not isinstance(entries, list):
+        return None, "its GET /models reply has no 'data' list"
+    entries = [e for e in entries if isinstance(e, dict)]
+    for name in (model, model + ":latest"):
+        named = [e for e in entries if e.get("id") == name]
+        if len(named) == 1:
+            return named[0], ""
+    if len(entries) == 1:
+        return entries[0], ""
+    return None, f"its GET /models lists {len(entries)} models, none with id {model!r}"
+
+
+def _stable_identity(entry: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+    """The fields of a ``GET /models`` entry that say which model it is and stay the same from one
+    request to the next: ``id``, ``root`` and ``parent`` (vLLM: the weights path / the base of a
+    LoRA adapter), ``owned_by``, ``max_model_len``, the llama.cpp server's ``meta`` (vocabulary,
+    parameter count, file size), and ``created`` unless it lies within 10 minutes of now (vLLM and
+    the llama.cpp server put the request time there; OpenAI and Ollama the model's date). Left out:
+    ``permission`` (vLLM makes a new id per request) and anything else."""
+    now = time.time() if now is None else now
+    out: dict[str, Any] = {}
+    for name in _IDENTITY_FIELDS:
+        value = entry.get(name)
+        if isinstance(value, str) or _is_number(value):
+            out[name] = value
+    meta = _dict(entry.get("meta"))
+    kept = {k: meta[k] for k in _META_FIELDS if isinstance(meta.get(k), str) or _is_number(meta.get(k))}
+    if kept:
+        out["meta"] = kept
+    created = entry.get("created")
+    if _is_number(created) and abs(float(created) - now) > _CREATED_RECENT:
+        out["created"] = int(created)
+    return out
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -465,6 +684,29 @@ def _is_number(value: Any) -> bool:
 def _has_choices(data: Any) -> bool:
     choices = _dict(data).get("choices")
     return isinstance(choices, list) and bool(choices) and isinstance(choices[0], dict)
+
+
+def _malformed(data: dict[str, Any], *, chat: bool) -> str:
+    """What makes a reply with ``choices`` unusable ("" if nothing): the reply text must be a string
+    (or absent / null: an empty reply). Anything else is not turned into text and cached."""
+    choice = data["choices"][0]
+    if chat:
+        message = choice.get("message")
+        if message is None:
+            return ""
+        if not isinstance(message, dict):
+            return f"choices[0].message is not an object (got {_kind(message)})"
+        content, where = message.get("content"), "choices[0].message.content"
+    else:
+        content, where = choice.get("text"), "choices[0].text"
+    if content is None or isinstance(content, str):
+        return ""
+    return f"{where} is not a string (got {_kind(content)})"
+
+
+def _kind(value: Any) -> str:
+    shown = repr(value)
+    return f"{type(value).__name__} {shown[:80] + '...' if len(shown) > 80 else shown}"
 
 
 def _server_message(response: Any) -> str:
@@ -562,6 +804,19 @@ def _first_token_candidates(data: dict[str, Any], *, chat: bool) -> dict[str, fl
             if _is_number(value):
                 out.setdefault(token, float(value))
     return out
+
+
+def _has_top_logprobs(data: dict[str, Any], *, chat: bool) -> bool:
+    """Whether the reply lists alternatives for its first token (``top_logprobs``): without them
+    only the generated token would score, and every other option would get -inf."""
+    logprobs = _dict(data["choices"][0].get("logprobs"))
+    if chat:
+        content = logprobs.get("content")
+        first = _dict(content[0]) if isinstance(content, list) and content else {}
+        top = first.get("top_logprobs")
+        return isinstance(top, list) and bool(top)
+    top = logprobs.get("top_logprobs")
+    return isinstance(top, list) and bool(top) and isinstance(top[0], dict) and bool(top[0])
 
 
 def _match_first_token(candidates: dict[str, float], option: str) -> float:

@@ -63,6 +63,8 @@ def _check_same_config(run_dir: Path, cfg: RunConfig) -> None:
     for d in (old, new):  # fields that do not change what a run computes
         for key in ("progress", "methods", "output_dir", "cache"):  # where it is (relative or absolute) is not what
             d.pop(key, None)
+        if isinstance(d.get("teacher"), dict) and isinstance(d["teacher"].get("openai"), dict):
+            d["teacher"]["openai"].pop("base_url", None)  # where the server runs: the cache keys what it serves
     if old != new:
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         raise ConfigError(

@@ -366,4 +366,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
 
 
 def dump_config(cfg: RunConfig) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    """The config as YAML (what RUN_DIR/config.yaml holds). Credentials in teacher.openai.base_url
+    are masked (``https://user:***@host``): a run folder is shared, a password is not."""
+    from .teachers.base import redact_url
+
+    data = cfg.model_dump(mode="json")
+    urls = data["teacher"]["openai"]["base_url"]
+    data["teacher"]["openai"]["base_url"] = redact_url(urls) if isinstance(urls, str) else [redact_url(u) for u in urls]
+    return yaml.safe_dump(data, sort_keys=False)

@@ -1,0 +1,67 @@
+"""Issue 25 items 3 and 5, through the API with the loopback OpenAI server: credentials in
+teacher.openai.base_url never reach the run folder or the log, and a run resumed against the
+same model on another port is the same run."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmkd import api
+from llmkd.config import dump_config, parse_config
+from llmkd.errors import ConfigError
+from tests.fake_openai_server import FakeOpenAIServer
+
+
+def config(tmp_path: Path, base_url: str, **teacher: Any):
+    rows = [{"text": f"{'good' if i % 2 else 'bad'} film number {i}", "label": "positive" if i % 2 else "negative"}
+            for i in range(40)]
+    for name in ("train", "test"):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return parse_config({
+        "name": "creds", "seed": 0,
+        "data": {"train": str(tmp_path / "train.jsonl"), "test": str(tmp_path / "test.jsonl"),
+                 "split": {"labeled_per_class": 2, "dev_per_class": 2, "pool_size": 6}},
+        "teacher": {"backend": "openai", "model": "fake", "confidence": False,
+                    "openai": {"base_url": base_url, "api_key_env": None, "max_retries": 0}, **teacher},
+        "methods": ["vanilla"], "output_dir": str(tmp_path / "runs"), "cache": str(tmp_path / "cache.sqlite"),
+        "progress": False,
+    })
+
+
+def script(prompt: str) -> str:
+    return "positive" if prompt.rstrip().rsplit("Text:", 1)[-1].count("good") else "negative"
+
+
+def test_url_credentials_never_reach_the_run_folder_or_the_log(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with FakeOpenAIServer(script=script) as server:
+        url = server.base_url.replace("http://", "http://alice:s3cret-pw@")
+        run_dir, labels = api.label(config(tmp_path, url))
+    assert len(labels) == 6
+    written = (run_dir / "config.yaml").read_text()
+    assert "s3cret-pw" not in written and "alice:***@127.0.0.1" in written
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert "s3cret-pw" not in path.read_text(errors="replace"), path
+    assert "s3cret-pw" not in caplog.text
+    with FakeOpenAIServer() as server:
+        cfg = config(tmp_path, [server.base_url.replace("http://", "http://bob:pw2@"), server.base_url])
+        assert "pw2" not in dump_config(cfg) and "bob:***@" in dump_config(cfg)
+
+
+def test_a_rerun_against_the_same_model_on_another_port_resumes(tmp_path: Path) -> None:
+    """Issue 25 item 5: only the port changed, and the rerun refused with "different config"."""
+    with FakeOpenAIServer(script=script) as first:
+        run_dir, labels = api.label(config(tmp_path, first.base_url))
+    with FakeOpenAIServer(script=script) as moved:  # the same weights, served from another port
+        again_dir, again = api.label(config(tmp_path, moved.base_url))
+    assert again_dir == run_dir and [lab.label for lab in again] == [lab.label for lab in labels]
+    assert moved.requests == []  # the cache knows the served model: nothing is asked again
+    with FakeOpenAIServer(script=script) as moved:
+        with pytest.raises(ConfigError, match=r"differs in: teacher"):
+            api.label(config(tmp_path, moved.base_url, model="another-model"))

@@ -128,6 +128,27 @@ CORPUS: list[BadInput] = [
                                                        "data.train": "FILE:three.jsonl"},
              files={"three.jsonl": _jsonl(_reviews(20) + [{"text": "meh", "label": "neutral"}])}),
     BadInput("too-few-per-class", "labeled_per_class", config={"data.split.labeled_per_class": 500}),
+    BadInput("csv-stray-quote", "stray.csv:4: the quote (\") at column 1 opens a value that does not close on this line",
+             config={"data.train": "FILE:stray.csv"},
+             files={"stray.csv": "text,label\n" + "".join(f"review {i} ok,{'positive' if i % 2 else 'negative'}\n"
+                                                          for i in range(2)) + '"a stray quote,negative\n'
+                    + "".join(f"review {i} ok,{'positive' if i % 2 else 'negative'}\n" for i in range(2, 200))}),
+    BadInput("duplicate-id", "dup.jsonl:2: example id 'a' is used again (first at ",
+             config={"data.train": "FILE:dup.jsonl"},
+             files={"dup.jsonl": _jsonl([{"id": "a", **r} for r in _reviews(2)] + _reviews(20))}),
+    BadInput("label-regex-empty", "gives an empty label", config={
+        "data.train": "FILE:lt.txt", "data.test": "FILE:lt.txt", "data.format": "label_text", "data.separator": " ",
+        "data.label_regex": "(\\d*)", "data.labels": None},
+        files={"lt.txt": "".join(f"{'pos' if i % 2 else 'neg'} review {i}\n" for i in range(40))}),
+    BadInput("ner-on-classification-data", "task.kind is 'ner', but data.format",
+             config={"task.kind": "ner", "teacher.labeling": "generate", "data.train": "FILE:c.csv",
+                     "data.test": "FILE:c.csv"},
+             files={"c.csv": "text,label\n" + "".join(f"review {i},{'positive' if i % 2 else 'negative'}\n"
+                                                      for i in range(40))}),
+    BadInput("conll-chunk-column", "holds chunk tags (types NP, VP), not NER tags", config={
+        "task.kind": "ner", "teacher.labeling": "generate", "data.train": "FILE:d.conll", "data.test": "FILE:d.conll",
+        "data.labels": None},
+        files={"d.conll": "".join(f"EU{i} NNP B-NP\nrejects VBZ B-VP\n\n" for i in range(20))}),
 ]
 
 

@@ -162,27 +162,84 @@ def models_pull(name: Annotated[str, typer.Argument(help="a zoo name from `llmkd
     out.print(f"{name}: {path}", highlight=False, soft_wrap=True)
 
 
+def _cache_file(path: Optional[Path]) -> Path:
+    from .zoo import home
+
+    return path or home() / "teacher.sqlite"
+
+
 @cache_app.command("stats")
 def cache_stats(path: Annotated[Optional[Path], typer.Option(help="cache file (default: ~/.cache/llmkd/teacher.sqlite)")] = None) -> None:
     """Entries, teacher calls, hits and repeated calls (always 0 unless entries were re-asked)."""
     from .teachers.cache import TeacherCache
-    from .zoo import home
 
-    out.print(json.dumps(TeacherCache(path or home() / "teacher.sqlite").stats(), indent=1), highlight=False)
+    try:
+        stats = TeacherCache(_cache_file(path)).stats()
+    except LlmkdError as exc:
+        _fail(exc)
+        return
+    typer.echo(json.dumps(stats, indent=1))  # plain: rich would wrap long strings inside the JSON
+
+
+@cache_app.command("check")
+def cache_check(path: Annotated[Optional[Path], typer.Option(help="cache file (default: ~/.cache/llmkd/teacher.sqlite)")] = None,
+                repair: Annotated[bool, typer.Option("--repair", help="copy the readable, well-formed rows into a fresh "
+                                                     "file and keep the damaged one as <file>.corrupt-<time>")] = False) -> None:
+    """Check the cache file: SQLite's integrity check, rows that cannot be read or do not parse,
+    counts per request kind. Exits 1 when it is damaged (and --repair was not given). Never writes
+    without --repair; run --repair while no llmkd process uses the cache.
+
+    Example: llmkd cache check --repair
+    """
+    from .teachers.cache import check_cache_file, repair_cache_file
+
+    file = _cache_file(path)
+    report = check_cache_file(file)
+    typer.echo(json.dumps(report, indent=1, default=str))
+    if not repair:
+        if not report["ok"]:
+            typer.echo(f"{file} is damaged: `llmkd cache check --path {file} --repair` keeps its readable entries, "
+                       f"`llmkd cache clear --path {file}` starts an empty cache", err=True)
+            raise typer.Exit(1)
+        return
+    if not report["exists"] or (report["ok"] and not report.get("all_-inf_scores (never used)")):
+        typer.echo(f"{file}: nothing to repair")
+        return
+    try:
+        done = repair_cache_file(file)
+    except (LlmkdError, OSError) as exc:
+        _fail(exc)
+        return
+    typer.echo(json.dumps(done, indent=1))
 
 
 @cache_app.command("clear")
 def cache_clear(path: Annotated[Optional[Path], typer.Option(help="cache file")] = None,
                 fingerprint: Annotated[Optional[str], typer.Option(help="only this teacher's entries (prefix)")] = None,
                 yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False) -> None:
-    """Delete cached teacher answers (all, or one teacher's)."""
-    from .teachers.cache import TeacherCache
-    from .zoo import home
+    """Delete cached teacher answers (all, or one teacher's). A damaged cache file is deleted
+    as a whole (without --fingerprint); the next run starts an empty cache."""
+    from .errors import StateError
+    from .teachers.cache import TeacherCache, reset_cache_file
 
-    cache = TeacherCache(path or home() / "teacher.sqlite")
-    if not yes and sys.stdin.isatty():
-        typer.confirm(f"delete {'all' if not fingerprint else fingerprint} entries of {cache.path}?", abort=True)
-    out.print(f"deleted {cache.clear(fingerprint)} entries", highlight=False)
+    file = _cache_file(path)
+    ask = not yes and sys.stdin.isatty()
+    try:
+        cache = TeacherCache(file)
+        if ask:
+            typer.confirm(f"delete {'all' if not fingerprint else fingerprint} entries of {cache.path}?", abort=True)
+        deleted = cache.clear(fingerprint)
+    except StateError as exc:
+        if fingerprint:
+            _fail(StateError(f"{exc} One teacher's entries cannot be picked out of a damaged file: run "
+                             f"`llmkd cache check --path {file} --repair` first, or clear it all (no --fingerprint)."))
+            return
+        if ask:
+            typer.confirm(f"{file} is damaged; delete the whole file?", abort=True)
+        reset_cache_file(file)
+        typer.echo(f"{file} was damaged; deleted it (and its -wal / -shm files): the next run starts an empty cache")
+        return
+    out.print(f"deleted {deleted} entries", highlight=False)
 
 
 @app.command()

@@ -264,3 +264,57 @@ def test_the_shared_prefix_hint_is_keyed_only_for_backends_that_lay_out_by_it() 
     assert cache_key("fp", "generate", hinted, {}) == cache_key("fp", "generate", plain, {})
     assert cache_key("fp", "generate", hinted, {}, layout=True) != cache_key("fp", "generate", plain, {}, layout=True)
     assert cache_key("fp", "generate", Prompt(plain), {}, layout=True) == cache_key("fp", "generate", plain, {}, layout=True)
+
+
+# ---- issue 25 item 1: what is never cached ---------------------------------------------------
+
+
+class NoScores(FakeTeacher):
+    """Scores every option -inf, as a server without logprobs made the OpenAI teacher do."""
+
+    def score_options(self, prompts: Sequence[str], options: Sequence[str]) -> list[list[float]]:
+        self.scored.append(list(prompts))
+        return [[float("-inf")] * len(options) for _ in prompts]
+
+
+def test_all_minus_inf_scores_are_not_cached_and_old_ones_are_asked_again(cache: TeacherCache) -> None:
+    from llmkd.teachers.cache import cache_key
+
+    t = CachedTeacher(NoScores(), cache)
+    assert t.score_options(["p"], ["a", "b"]) == [[float("-inf")] * 2]
+    assert cache.stats()["entries"] == 0
+    # a row written before this check (issue 25: the -inf scores were cached) is not served
+    key = cache_key("fp-a", "score_options", "q", {"options": ["a", "b"]})
+    cache.put(key, "fp-a", "score_options", [float("-inf"), float("-inf")], 0.1)
+    fixed = CachedTeacher(FakeTeacher(), cache)
+    assert fixed.score_options(["q"], ["a", "b"]) == [[-1.0, -2.0]]
+    assert fixed.teacher.scored == [["q"]] and fixed.misses == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "bad", "problem"),
+    [
+        ("generate", {"text": 5, "tokens": [], "token_logprobs": None}, "a reply whose text is not a string"),
+        ("score_options", [-1.0], "1 scores for 2 options"),
+        ("score_options", [float("nan"), -1.0], "an option score that is NaN or +inf"),
+        ("score_options", ["x", -1.0], "option scores that are not a list of numbers"),
+    ],
+)
+def test_malformed_answers_raise_and_are_never_cached(cache: TeacherCache, method: str, bad, problem: str) -> None:
+    from llmkd.errors import TeacherError
+
+    class Bad(FakeTeacher):
+        def generate(self, prompts, **kw):
+            return [Reply.from_dict(bad) if p == "bad" else r for p, r in zip(prompts, super().generate(prompts, **kw))]
+
+        def score_options(self, prompts, options):
+            return [bad if p == "bad" else s for p, s in zip(prompts, super().score_options(prompts, options))]
+
+    t = CachedTeacher(Bad(), cache)
+    with pytest.raises(TeacherError) as info:
+        if method == "generate":
+            t.generate(["good", "bad"], max_tokens=8)
+        else:
+            t.score_options(["good", "bad"], ["a", "b"])
+    assert f"1 of 2 {method} answers are malformed ({problem}" in str(info.value)
+    assert cache.stats()["entries"] == 1  # the good one

@@ -19,6 +19,24 @@ from ..types import Example, Reply, TeacherLabel
 from .base import render_prompt
 
 
+#: templates that show texts exactly as written (kept to reproduce earlier results); every other
+#: template gets them through :func:`as_data`
+RAW_TEMPLATES = frozenset({"classify.v1"})
+_FIELD = re.compile(r"\b(text|labels?|answer)\s*:", re.IGNORECASE)
+_TAG = re.compile(r"</?\s*text\s*>", re.IGNORECASE)
+
+
+def as_data(text: str) -> str:
+    """A text as the prompt shows it between ``<text>`` and ``</text>`` (``classify.v2``): on one
+    line (whitespace runs become one space, so no line of it can pass for a demonstration), without
+    the delimiters themselves (it cannot close its own block), and with the prompt's field markers
+    (``Text:``, ``Label:``, ``Labels:``, ``Answer:``) written ``Label -`` (a fake ``Label: positive``
+    inside a review is no longer the prompt's answer field). Our choice; measured in
+    ``bench/reliability.py`` (injection flip rates)."""
+    flat = " ".join(_TAG.sub(" ", text).split())
+    return _FIELD.sub(lambda m: m.group(1) + " -", flat)
+
+
 class ClassificationTask:
     kind = "classification"
     stop = ("\n",)
@@ -44,13 +62,14 @@ class ClassificationTask:
         return self.template
 
     def render(self, text: str, shots: Sequence[Example]) -> str:
+        data = (lambda t: t) if self.template in RAW_TEMPLATES else as_data
         return render_prompt(
             self.template,
             instruction=self.instruction,
             labels=self.labels,
             descriptions=self.label_descriptions,
-            shots=[{"text": s.text, "label": s.label} for s in shots],
-            text=text,
+            shots=[{"text": data(s.text), "label": s.label} for s in shots],
+            text=data(text),
         )
 
     def constraint(self) -> Any:

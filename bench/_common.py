@@ -49,6 +49,17 @@ def start(name: str) -> tuple[str, float]:
     return f"python bench/{name}.py " + " ".join(sys.argv[1:]), time.time()
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), for the machine line of a results doc."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def machine_line(started: float, wall_of: str = "") -> str:
     """Date, machine, load average (other jobs on the machine slow every timing) and wall time.
 

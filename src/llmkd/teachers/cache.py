@@ -535,6 +535,7 @@ class CachedTeacher:
                 with self.cache.holding(sorted(mine), owner):  # released on the way out, answered or not
                     self._ask(kind, [(k, first[k]) for k in todo], prompts, params, call, store_params,
                               n_options, found, fp, layout)
+                deadline = time.monotonic() + self.cache.wait_timeout  # the timeout counts waiting only
             elif time.monotonic() > deadline:
                 log.warning("teacher cache %s: %d prompt(s) claimed by another process are still unanswered after "
                             "%.0f s; asking the teacher here", self.cache.path, len(pending), self.cache.wait_timeout)

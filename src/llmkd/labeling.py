@@ -81,7 +81,9 @@ def label_examples(task: Any, teacher: Any, items: Sequence[Any], shots: Sequenc
                 continue
             replies, scores = answer
             for i, (x, prompt) in enumerate(zip(xs, ps)):
-                probs = None if scores is None else dict(zip(task.labels, normalize_options(scores[i])))
+                # every option at -inf: the teacher gave no label any probability; never a uniform guess
+                scored = scores is not None and any(s > -math.inf for s in scores[i])
+                probs = dict(zip(task.labels, normalize_options(scores[i]))) if scored else None
                 out.append(_label_one(task, x, prompt, None if replies is None else replies[i], probs, stage))
         bar.update(len(batch))
     bar.close()
@@ -95,7 +97,9 @@ def label_examples(task: Any, teacher: Any, items: Sequence[Any], shots: Sequenc
 def _label_one(task: Any, x: Any, prompt: str, reply: Any, probs: dict[str, float] | None, stage: str) -> TeacherLabel:
     """The label of one item from its reply (generate) or its label-set probabilities (score)."""
     if reply is None:
-        assert probs is not None
+        if probs is None:
+            return TeacherLabel(x.id, None, None, True, "teacher", prompt_id(prompt), stage=stage,
+                                error="no_score: every label scored -inf (the teacher gave none of them a probability)")
         label = max(probs, key=probs.__getitem__)
         return TeacherLabel(x.id, label, probs[label], False, "teacher", prompt_id(prompt), raw="", stage=stage,
                             probs=probs)

@@ -232,3 +232,13 @@ def test_demonstrations_are_fitted_to_the_context_evenly_with_a_warning(task: Cl
     assert f"holds {len(kept)} of the 12 demonstrations" in caplog.text
     assert fit_shots(task, SmallContext(100_000), shots, max_tokens=8, texts=["x"]) == shots  # all fit: no change
     assert fit_shots(task, fakes.ScriptedTeacher({}), shots, max_tokens=8, texts=["x"]) == shots  # context unknown
+
+
+def test_all_labels_at_minus_inf_is_an_abstention_never_the_first_label(task: ClassificationTask) -> None:
+    inf = float("-inf")
+    teacher = ScriptedTeacher({"x": "positive", "y": "positive"}, scores={"x": [inf, inf, inf], "y": [-2.0, -0.1, -3.0]})
+    labels = run(task, teacher, items("x", "y"), mode="score")
+    assert labels[0].abstained and labels[0].label is None and labels[0].error.startswith("no_score")
+    assert labels[1].label == "positive"
+    gen = run(task, teacher, items("x"), mode="generate", confidence=True)
+    assert gen[0].label == "positive" and gen[0].probs is None  # the parsed reply stands; no made-up probabilities

@@ -128,18 +128,26 @@ def make_student_factory(cfg: StudentConfig, labels: Sequence[str], task: Any = 
     The encoder is resolved through the zoo once (zoo name, local dir or Hugging Face id).
     ``task`` picks the student family: a seq2seq task gets :class:`Seq2SeqStudent` (its outputs
     repaired by the task), an NER task the token tagger (:class:`TaggerStudent`, ``labels`` = the
-    entity types), anything else the classifier."""
+    entity types), anything else the classifier. ``student.targets`` / ``temperature`` /
+    ``soft_weight`` go to the classifier (soft or mix with a tagger or seq2seq student: ConfigError)."""
     from . import zoo
 
+    kind = getattr(task, "kind", None)
+    if cfg.targets != "hard" and kind in ("seq2seq", "ner"):  # RunConfig says so too; this is for StudentConfig alone
+        raise ConfigError(f"student.targets: {cfg.targets} is for classification students; a {kind} student trains "
+                          "on hard labels (the teacher gives no per-token distribution). Use student.targets: hard")
     path, _ = zoo.resolve(cfg.model)
-    if getattr(task, "kind", None) == "seq2seq":
+    if kind == "seq2seq":
         return _seq2seq_factory(cfg, path, labels, task)
-    cls = TaggerStudent if getattr(task, "kind", None) == "ner" else ClassifierStudent
+    cls = TaggerStudent if kind == "ner" else ClassifierStudent
+    # soft targets (student.targets) are the classifier's; the tagger trains on hard tags
+    soft = ({"targets": cfg.targets, "temperature": cfg.temperature, "soft_weight": cfg.soft_weight}
+            if cls is ClassifierStudent else {})
 
     def factory(seed: int) -> Student:
         return cls(model=path, labels=labels, max_length=cfg.max_length, batch_size=cfg.batch_size,
                                  lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
-                                 seed=seed, device=cfg.device, threads=cfg.threads)
+                                 seed=seed, device=cfg.device, threads=cfg.threads, **soft)
 
     def loader(directory: Path) -> Student:
         return cls.load(directory, device=cfg.device, threads=cfg.threads)
@@ -274,7 +282,7 @@ class Session:
             workdir=workdir, seed=cfg.seed,
             train=TrainSettings(epochs=cfg.student.epochs, patience=cfg.student.patience,
                                 min_steps=cfg.student.min_steps, batch_size=cfg.student.batch_size,
-                                class_balance=cfg.student.class_balance),
+                                class_balance=cfg.student.class_balance, targets=cfg.student.targets),
             labeling=LabelSettings(mode=cfg.teacher.labeling, confidence=cfg.teacher.confidence,
                                    max_tokens=cfg.teacher.max_tokens, temperature=cfg.teacher.temperature,
                                    constrained=cfg.teacher.constrained),

@@ -184,6 +184,20 @@ class StudentConfig(_Strict):
                            "teacher that gives one class most of the pool does not make the student predict only "
                            "that class (students trained through the shared loop: supervised, vanilla, MCKD, "
                            "self_distill and EvoKD's seed student; LLKD and EvoKD's rounds keep their own weighting)")
+    targets: Literal["hard", "soft", "mix"] = Field(
+        "hard", description="classification students: what they learn from teacher labels. hard: the label "
+                            "(cross-entropy); soft: the teacher's label distribution at student.temperature (KL, "
+                            "Hinton et al. 2015), from the cache (teacher.confidence: true or teacher.labeling: "
+                            "score), no extra teacher calls; mix: alpha x hard + (1 - alpha) x soft with 1 - alpha = "
+                            "student.soft_weight. Gold examples always train on their label. Not for ner / "
+                            "seq2seq (no per-token teacher distribution). docs/students.md")
+    temperature: float = Field(1.0, gt=0, description="targets soft / mix: T of the KL term: the teacher's "
+                                                      "distribution p^(1/T) renormalised, the student's "
+                                                      "softmax(z/T), the KL scaled by T^2; >1 flattens both "
+                                                      "(unused with targets: hard)")
+    soft_weight: float = Field(0.5, ge=0, le=1, description="targets mix: weight of the soft (KL) term; the hard "
+                                                            "cross-entropy gets 1 - soft_weight (hard: 1, soft: 0 "
+                                                            "whatever this says)")
     device: str = "auto"
     threads: int | None = None
     num_beams: int = Field(1, ge=1, description="seq2seq students: beam size at prediction (1 = greedy)")
@@ -242,6 +256,21 @@ class RunConfig(_Strict):
         check = _method_checks(info).get("method_options")
         if check is not None:
             check(self.method_options)  # raises ConfigError naming method_options.<name>.<field>
+        return self
+
+    @model_validator(mode="after")
+    def _soft_targets(self) -> RunConfig:
+        targets = self.student.targets
+        if targets == "hard":
+            return self
+        if self.task.kind != "classification":
+            raise ValueError(f"student.targets: {targets} needs the teacher's distribution over classes for each "
+                             f"training example; a {self.task.kind} student learns per token and the teacher gives "
+                             "no per-token distribution (at most span-level probabilities). Use student.targets: hard")
+        if not self.teacher.confidence and self.teacher.labeling != "score":
+            raise ValueError(f"student.targets: {targets} trains on the teacher's label distribution, which "
+                             "teacher.confidence: false does not compute. Set teacher.confidence: true (scores the "
+                             "label set, cached) or teacher.labeling: score, or use student.targets: hard")
         return self
 
     @model_validator(mode="after")

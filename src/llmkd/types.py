@@ -11,11 +11,14 @@ Source = Literal["gold", "teacher", "student"]
 @dataclass(frozen=True)
 class Example:
     """A labeled example (gold, or pseudo-labeled for training). ``label`` is a class name for
-    classification; other task families store their own label type here."""
+    classification; other task families store their own label type here. ``soft``: the teacher's
+    probability of every class (classification, ``TeacherLabel.probs``), set by the methods when
+    ``student.targets`` is ``soft`` or ``mix``; None (gold examples, hard targets) trains on ``label``."""
 
     id: str
     text: str
     label: Any
+    soft: dict[str, float] | None = field(default=None, hash=False)  # a dict: left out of the hash
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
+from ..errors import ConfigError
 from ..io import read_json, write_json
 from ..students.base import Student
-from ..types import Example
+from ..types import Example, TeacherLabel
 
 if TYPE_CHECKING:
     from .base import RunContext
@@ -37,6 +38,7 @@ class TrainSettings:
     min_steps: int = 60
     batch_size: int = 16
     class_balance: bool = False
+    targets: str = "hard"  #: student.targets: soft / mix put the teacher's distribution on examples (teacher_examples)
 
 
 def class_balanced(examples: Sequence[Example], weights: Sequence[float] | None = None) -> list[float] | None:
@@ -48,6 +50,33 @@ def class_balanced(examples: Sequence[Example], weights: Sequence[float] | None 
     counts = Counter(e.label for e in examples)
     base = [1.0] * len(examples) if weights is None else list(weights)
     return [w * len(examples) / (len(counts) * counts[e.label]) for w, e in zip(base, examples)]
+
+
+def teacher_examples(labels: Sequence[TeacherLabel], texts: Mapping[str, str], targets: str = "hard",
+                     ) -> list[Example]:
+    """Training examples from the teacher's answered labels (abstentions left out), in order.
+
+    With ``targets`` ``soft`` or ``mix`` (``student.targets``, ``ctx.train.targets``) each carries
+    the teacher's label distribution (``TeacherLabel.probs``, computed when the label was asked and
+    cached with it: no teacher call here) as ``Example.soft``; a label without one is a
+    :class:`ConfigError` naming the fix (teacher.confidence: true). Labels a student gave
+    (``source: student``, MCKD's relabels) train on the hard label. With ``hard`` the examples are
+    exactly ``Example(id, text, label)``."""
+    out = []
+    for lab in labels:
+        if lab.abstained:
+            continue
+        soft = None
+        if targets != "hard" and lab.source == "teacher":
+            if not lab.probs:
+                raise ConfigError(
+                    f"student.targets: {targets} trains on the teacher's label distribution, but the teacher label "
+                    f"of {lab.example_id!r} has none (teacher.confidence: false, or a task without a label set). Set "
+                    "teacher.confidence: true (scores the label set; cached) or teacher.labeling: score, or use "
+                    "student.targets: hard")
+            soft = dict(lab.probs)
+        out.append(Example(lab.example_id, texts[lab.example_id], lab.label, soft=soft))
+    return out
 
 
 def primary_metric(task: Any, scores: Mapping[str, Any]) -> str:

@@ -3,6 +3,11 @@
 ``save`` writes safetensors weights, the tokenizer, ``student.json`` (labels, hyperparameters,
 epochs done) and ``optimizer.safetensors`` (AdamW moments), so training resumes exactly where it
 stopped. No pickle is written or read.
+``targets`` (``student.targets``): ``hard`` trains on the label (cross-entropy); ``soft`` on the
+teacher's label distribution (``Example.soft``) at ``temperature``, ``mix`` on both (weight
+``soft_weight`` on the soft term): :func:`llmkd.students.losses.distill_loss`. An example without
+``soft`` (gold) trains on its label whatever the setting.
+
 Not handled: multi-label targets, gradient accumulation, multi-GPU (use Accelerate around it).
 """
 
@@ -16,6 +21,7 @@ from typing import Any, Sequence
 from ..types import Example, Prediction
 from .base import HasText
 from .checkpoint import load_into, read_meta, weighted_epoch, write_checkpoint
+from .losses import distill_loss, hard_weight, soft_matrix
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +39,18 @@ def pick_device(device: str) -> str:
 class ClassifierStudent:
     kind = "classifier"  # written to student.json
     auto_model = "AutoModelForSequenceClassification"  # the transformers head class
+    soft_targets = True  # trains on Example.soft (targets soft / mix); the tagger does not
 
     def __init__(self, *, model: str, labels: Sequence[str], max_length: int = 128, batch_size: int = 16,
                  lr: float = 1e-4, weight_decay: float = 0.01, warmup_steps: int = 10, seed: int = 0,
-                 device: str = "auto", threads: int | None = None, progress: bool = False) -> None:
+                 device: str = "auto", threads: int | None = None, progress: bool = False,
+                 targets: str = "hard", temperature: float = 1.0, soft_weight: float = 0.5) -> None:
+        hard_weight(targets, soft_weight)  # a ValueError for an unknown targets
+        if targets != "hard" and not self.soft_targets:
+            raise ValueError(f"{type(self).__name__} trains on hard labels only (targets={targets!r}): per-token "
+                             "teacher distributions do not exist; use targets='hard'")
+        if not temperature > 0 or not 0.0 <= soft_weight <= 1.0:
+            raise ValueError(f"temperature must be > 0 and soft_weight in [0, 1] (got {temperature}, {soft_weight})")
         self.model_name = model
         self.labels = tuple(labels)
         self.max_length = max_length
@@ -48,6 +62,9 @@ class ClassifierStudent:
         self.device = device
         self.threads = threads
         self.progress = progress
+        self.targets = targets
+        self.temperature = float(temperature)
+        self.soft_weight = float(soft_weight)
         self.epochs_done_ = 0
         self.steps_done_ = 0
         self._built = False
@@ -101,10 +118,15 @@ class ClassifierStudent:
         self._ensure()
         index = {lab: i for i, lab in enumerate(self.labels)}
 
+        alpha = hard_weight(self.targets, self.soft_weight)
+
         def batch_loss(idx: list[int]) -> Any:
             y = torch.tensor([index[examples[i].label] for i in idx], device=self.device_)
             logits = self.model_(**self._encode([examples[i].text for i in idx])).logits
-            return F.cross_entropy(logits, y, reduction="none")
+            if self.targets == "hard":  # exactly the loss before soft targets existed
+                return F.cross_entropy(logits, y, reduction="none")
+            soft, has_soft = soft_matrix([examples[i].soft for i in idx], self.labels)
+            return distill_loss(logits, y, soft, has_soft, temperature=self.temperature, alpha=alpha)
 
         return weighted_epoch(self, len(examples), weights, batch_loss)
 
@@ -140,6 +162,7 @@ class ClassifierStudent:
             "kind": self.kind, "base_model": self.model_name, "labels": list(self.labels),
             "max_length": self.max_length, "batch_size": self.batch_size, "lr": self.lr,
             "weight_decay": self.weight_decay, "warmup_steps": self.warmup_steps, "seed": self.seed,
+            "targets": self.targets, "temperature": self.temperature, "soft_weight": self.soft_weight,
         })
 
     @classmethod
@@ -147,7 +170,10 @@ class ClassifierStudent:
         meta = read_meta(path)
         st = cls(model=meta["base_model"], labels=meta["labels"], max_length=meta["max_length"],
                  batch_size=meta["batch_size"], lr=meta["lr"], weight_decay=meta["weight_decay"],
-                 warmup_steps=meta["warmup_steps"], seed=meta["seed"], device=device, threads=threads)
+                 warmup_steps=meta["warmup_steps"], seed=meta["seed"], device=device, threads=threads,
+                 # checkpoints written before soft targets existed trained on hard labels
+                 targets=meta.get("targets", "hard"), temperature=meta.get("temperature", 1.0),
+                 soft_weight=meta.get("soft_weight", 0.5))
         load_into(st, path, meta)
         return st
 

@@ -33,6 +33,7 @@ class TaggerStudent(ClassifierStudent):
 
     kind = "tagger"
     auto_model = "AutoModelForTokenClassification"
+    soft_targets = False  # no per-token teacher distribution exists (the teacher gives spans at most)
 
     @property
     def outputs(self) -> tuple[str, ...]:

@@ -25,7 +25,8 @@ The loop (one commented step per line in :meth:`EvoKD.run`)::
        abstentions and labels outside the label set are dropped, never defaulted
     6. train the same student further on the new batch + replay of earlier rounds (the paper's
        "review") + the gold seeds, ``epochs_per_round`` epochs and at least ``min_steps_per_round``
-       optimizer steps; evaluate on the dev set
+       optimizer steps; evaluate on the dev set (``student.targets: soft | mix``: the synthetic
+       samples also carry step 5's label distribution; the seeds train on their gold labels)
     7. keep the best-dev round's student; stop on plateau (``patience``) or budget
 
 The "generation without feedback" baseline (``synth_nofeedback``, ZeroGen / AugGPT-style) is
@@ -56,7 +57,7 @@ from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import TeacherError
+from ..errors import ConfigError, TeacherError
 from ..labeling import label_examples
 from ..io import read_json, write_json
 from ..synthesis import Generated, HygieneCounts, SampleFilter, parse_generated, validate_text
@@ -190,7 +191,9 @@ class EvoKD:
             raise ValueError(f"{self.name}: no gold seed examples; set data.split.labeled_per_class >= 1")
         # The seed student depends only on the seeds, the seed and the training settings, so evokd and
         # synth_nofeedback of one run directory share it (trained once, in RUN_DIR/_shared).
-        key = hashlib.sha256(json.dumps([sorted(e.id for e in ctx.labeled), ctx.seed, vars(ctx.train)],
+        # (student.targets left out: the seeds are gold and train on their labels whatever it says)
+        settings = {k: v for k, v in vars(ctx.train).items() if k != "targets"}
+        key = hashlib.sha256(json.dumps([sorted(e.id for e in ctx.labeled), ctx.seed, settings],
                                         sort_keys=True).encode()).hexdigest()[:12]
         shared = dataclasses.replace(ctx, workdir=ctx.workdir.parent / "_shared")
         student, record = fit_student(shared, list(ctx.labeled), tag=f"seed-student-{key}")
@@ -291,8 +294,10 @@ class EvoKD:
                     counts.dropped[why] += 1
                     samples_log.append({**entry, "status": why})
                 else:
-                    good.append(entry)
                     samples_log.append({**entry, "status": "kept"})
+                    if ctx.train.targets != "hard":  # soft / mix: the teacher's distribution, kept in state.json
+                        entry["probs"] = lab.probs
+                    good.append(entry)
             filt.accept([s["text"] for s in good])
             kept.extend(good)
             counts.kept += len(good)
@@ -357,7 +362,7 @@ class EvoKD:
         history = [s for s in state["samples"]]
         rng = random.Random(self._seed(state, 2))
         replay = rng.sample(history, round(o.replay * len(history))) if history and o.replay > 0 else []
-        train = [Example(s["id"], s["text"], _lab(s["label"])) for s in batch + replay]
+        train = _train_examples(ctx, batch + replay)
         if o.replay_gold:
             train += list(ctx.labeled)
         rec.update(n_new=len(batch), n_replay=len(replay), n_train_round=len(train) if batch else 0)
@@ -456,6 +461,25 @@ def _synth(ctx: RunContext) -> Synthesizes:
 
 def _scores(ctx: RunContext) -> bool:
     return bool(ctx.labeling.confidence or ctx.labeling.mode == "score") and isinstance(ctx.task, ScoresOptions)
+
+
+def _train_examples(ctx: RunContext, samples: list[dict[str, Any]]) -> list[Example]:
+    """The synthetic samples as training examples; with ``student.targets`` soft / mix each carries
+    the labeling call's distribution over the label set (``Example.soft``). None of them having one
+    (teacher.confidence: false) is a :class:`ConfigError` naming the fix; a few without one train
+    on their label (as :func:`.training.teacher_examples`)."""
+    if ctx.train.targets == "hard":
+        return [Example(s["id"], s["text"], _lab(s["label"])) for s in samples]
+    missing = [s["id"] for s in samples if not s.get("probs")]
+    if samples and len(missing) == len(samples):
+        raise ConfigError(f"student.targets: {ctx.train.targets} trains on the teacher's label distribution, but the "
+                          f"synthetic samples were labeled without one (e.g. {missing[0]!r}). Set teacher.confidence: "
+                          "true (scores the label set) or teacher.labeling: score, or use student.targets: hard")
+    if missing:
+        log.warning("student.targets: %s: %d of %d synthetic samples have no label distribution; they train on "
+                    "their hard label", ctx.train.targets, len(missing), len(samples))
+    return [Example(s["id"], s["text"], _lab(s["label"]), soft=dict(s["probs"]) if s.get("probs") else None)
+            for s in samples]
 
 
 def _lab(label: Any) -> Any:

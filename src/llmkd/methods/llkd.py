@@ -23,8 +23,10 @@ The per-epoch record (thresholds, selected counts per class) and every example's
 go to the run's report (``methods/reports.llkd_report``: ``selection.png``, ``selection.jsonl``).
 
 Resumable: the student and the selector's moving averages are checkpointed together by the
-shared loop; a killed run restarts the unfinished epoch. Not handled: soft-label (KL)
-distillation, per-sample teacher confidence from generated-token logprobs when the label set
+shared loop; a killed run restarts the unfinished epoch. ``student.targets: soft | mix`` swaps
+CE_i in 2d for the soft-target loss (KL to the teacher's label distribution at
+``student.temperature``, ``llmkd.students.losses``); selection and weights are unchanged.
+Not handled: per-sample teacher confidence from generated-token logprobs when the label set
 cannot be scored (it is used when ``labeling.py`` provides it), non-classification tasks.
 """
 
@@ -44,7 +46,7 @@ from ..students.base import ProbaStudent
 from ..selection import LLKDSelector, Selection, SelectionInput, build_selector, loss_weights
 from ..types import Example, RunResult, TeacherLabel
 from .base import RunContext, require_answers
-from .training import train_loop
+from .training import teacher_examples, train_loop
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +223,7 @@ class LLKD:
                 f"selection={self.options.selection} needs the teacher's confidence in each pseudo-label, but "
                 f"{len(missing)} of {len(answered)} labels have none (e.g. {missing[0]}). Set teacher.confidence=true "
                 "(scores the label set) or use teacher.labeling=score.")
-        train = [Example(lab.example_id, texts[lab.example_id], lab.label) for lab in answered]
+        train = teacher_examples(answered, texts, ctx.train.targets)  # soft / mix: + the teacher's probs
         conf = np.array([1.0 if lab.confidence is None else lab.confidence for lab in answered], dtype=np.float64)
         return train, np.clip(conf, 0.0, 1.0)
 

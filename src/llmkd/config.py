@@ -94,7 +94,10 @@ class DataConfig(_Strict):
 class TaskConfig(_Strict):
     kind: Literal["classification", "seq2seq", "ner"] = "classification"
     target: Literal["tree", "slots"] | None = Field(None, description="seq2seq: what is generated")
-    template: str = "classify.v1"
+    template: str = Field(
+        "classify.v2", description="classification prompt: classify.v2 shows each text as delimited data "
+        "(one line, field markers neutralised; docs/results/reliability.md), classify.v1 as written (the "
+        "template of the results in docs/results made before 2026-12-06)")
     instruction: str = "Classify the text into one of the labels."
     label_descriptions: dict[str, str] = Field(default_factory=dict)
     aliases: dict[str, str] = Field(default_factory=dict, description="reply word -> label")

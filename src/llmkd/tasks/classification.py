@@ -43,7 +43,7 @@ class ClassificationTask:
     primary_metric = "macro_f1"
 
     def __init__(self, *, labels: Sequence[str], instruction: str = "Classify the text into one of the labels.",
-                 template: str = "classify.v1", label_descriptions: dict[str, str] | None = None,
+                 template: str = "classify.v2", label_descriptions: dict[str, str] | None = None,
                  aliases: dict[str, str] | None = None) -> None:
         self.labels = tuple(labels)
         self.instruction = instruction

@@ -63,6 +63,8 @@ def _check_same_config(run_dir: Path, cfg: RunConfig) -> None:
     for d in (old, new):  # fields that do not change what a run computes
         for key in ("progress", "methods", "output_dir", "cache"):  # where it is (relative or absolute) is not what
             d.pop(key, None)
+        if isinstance(d.get("teacher"), dict):
+            d["teacher"].pop("gate", None)  # whether to stop on a weak teacher: a stopped run goes on with warn
         if isinstance(d.get("teacher"), dict) and isinstance(d["teacher"].get("openai"), dict):
             d["teacher"]["openai"].pop("base_url", None)  # where the server runs: the cache keys what it serves
     if old != new:
@@ -100,15 +102,33 @@ def _teacher_counters(t: CachedTeacher | None) -> tuple[float, int, int, int, in
     return t.seconds + t.cached_seconds, t.misses, t.hits, t.prompt_tokens, t.completion_tokens
 
 
-def _warnings(run_dir: Path, cfg: RunConfig, pool_labels: list[TeacherLabel], labeled: Any) -> list[str]:
-    """Suspicious results (:mod:`llmkd.diagnostics`), logged and returned for the report."""
+def _warnings(run_dir: Path, cfg: RunConfig, pool_labels: list[TeacherLabel], labeled: Any,
+              gate: dict[str, Any] | None = None) -> list[str]:
+    """Suspicious results (:mod:`llmkd.diagnostics`), logged and returned for the report; the
+    teacher gate's warning (logged when the gate ran) first."""
     from .diagnostics import run_warnings
 
     found = run_warnings(run_dir, cfg.methods, [lab.label for lab in pool_labels if not lab.abstained],
                          [e.label for e in labeled])
     for w in found:
         log.warning("%s", w)
-    return found
+    return ([gate["warning"]] if gate and gate.get("warning") else []) + found
+
+
+def _gate(cfg: RunConfig, sess: Session, run_dir: Path) -> dict[str, Any] | None:
+    """The teacher gate (:mod:`llmkd.gate`) before any method runs, while a method that uses the
+    teacher is still to run; once they have all finished, the gate's record of that run."""
+    from .gate import teacher_gate
+
+    asking = [m for m in cfg.methods if METHODS[m].uses_teacher]
+    if asking and all((run_dir / m / "result.json").exists() for m in asking):
+        return _earlier_gate(run_dir)
+    return teacher_gate(cfg, sess, run_dir)
+
+
+def _earlier_gate(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "metrics.json"
+    return read_json(path).get("gate") if path.exists() else None
 
 
 def run(cfg: RunConfig) -> RunSummary:
@@ -119,6 +139,7 @@ def run(cfg: RunConfig) -> RunSummary:
     sess = Session(cfg)
     hashes: dict[str, str] = {}
     results: dict[str, dict[str, Any]] = {}
+    gate = _gate(cfg, sess, run_dir)
     for name in cfg.methods:
         wd = run_dir / name
         wd.mkdir(exist_ok=True)
@@ -150,8 +171,8 @@ def run(cfg: RunConfig) -> RunSummary:
     pool_labels = read_pool_labels(run_dir)
     write_run_labels(run_dir, sess.splits.labeled, sess.splits.pool, pool_labels)
     stats = pool_quality(pool_labels, sess.vault, sess.task)  # pseudo-label quality vs the pool's gold: reporting only
-    warnings = _warnings(run_dir, cfg, pool_labels, sess.splits.labeled)
-    report = write_run_report(run_dir, cfg, results, stats, warnings, sess.task)
+    warnings = _warnings(run_dir, cfg, pool_labels, sess.splits.labeled, gate)
+    report = write_run_report(run_dir, cfg, results, stats, warnings, sess.task, gate=gate)
     return RunSummary(run_dir, results, report)
 
 
@@ -170,6 +191,8 @@ def label(cfg: RunConfig) -> tuple[Path, list[TeacherLabel]]:
 def dry_run(cfg: RunConfig, *, calibrate: bool = True) -> dict[str, Any]:
     """What labeling would cost: prompts, prompt tokens, and for local teachers a time estimate
     from a short measured calibration on this machine (3 prompts)."""
+    from .gate import skip_reason
+
     sess = Session(cfg)
     items = list(sess.splits.pool)
     if "teacher" in cfg.methods:
@@ -185,6 +208,7 @@ def dry_run(cfg: RunConfig, *, calibrate: bool = True) -> dict[str, Any]:
         "prompt_tokens_after_prefix_reuse": int((mean_tok - shared) * len(prompts) + shared) if cfg.teacher.backend != "openai" else None,
         "max_new_tokens_per_prompt": cfg.teacher.max_tokens, "shots": len(sess.teacher_shots),
         "labeling": cfg.teacher.labeling, "confidence_scoring": cfg.teacher.confidence,
+        "gate_dev_prompts": 0 if skip_reason(cfg, sess) else len(sess.splits.dev),  # llmkd run's teacher gate
     }
     if calibrate and cfg.teacher.backend != "openai":
         probe = prompts[:3]
@@ -237,6 +261,7 @@ def evaluate(run_dir: str | Path) -> RunSummary:
         write_result(run_dir / name, res)
     pool_labels = read_pool_labels(run_dir)
     stats = pool_quality(pool_labels, vault, task)
-    warnings = _warnings(run_dir, cfg, pool_labels, splits.labeled)
-    report = write_run_report(run_dir, cfg, results, stats, warnings, task)
+    gate = _earlier_gate(run_dir)
+    warnings = _warnings(run_dir, cfg, pool_labels, splits.labeled, gate)
+    report = write_run_report(run_dir, cfg, results, stats, warnings, task, gate=gate)
     return RunSummary(run_dir, results, report)

@@ -163,12 +163,18 @@ class TeacherConfig(_Strict):
                             "tried in a child process, once per machine and model, and the first that runs is used "
                             "(on, except on CPUs with AMX, where repacking crashes llama-cpp-python 0.3.36)")
     seed: int = 0
+    gate: Literal["warn", "stop", "off"] = Field(
+        "warn", description="before the pool is labeled, score the teacher on the dev set beside the student "
+                            "trained on the k gold examples, and estimate the labeling cost (costs one dev "
+                            "labeling and one small student). When the teacher is near chance or below that "
+                            "student (margin max(0.05, 1/n_dev)): warn = a warning, the run goes on; stop = "
+                            "an error before labeling (exit code 2); off = no gate. docs/teachers.md")
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
 
-    @field_validator("repack", mode="before")
+    @field_validator("repack", "gate", mode="before")
     @classmethod
     def _yaml_on_off(cls, v: Any) -> Any:
-        # YAML reads a bare `on` / `off` (in a file or in --set teacher.repack=off) as a boolean
+        # YAML reads a bare `on` / `off` (in a file or in --set teacher.repack=off / teacher.gate=off) as a boolean
         return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
 

@@ -29,7 +29,8 @@ from .method_reports import RENDERERS, Rendered
 
 __all__ = ["read_jsonl", "write_json", "write_jsonl", "manifest", "table", "per_type_table", "flat_row",
            "render_report", "start_run_dir", "write_manifest", "write_pool_labels", "read_pool_labels",
-           "write_run_labels", "write_method_result", "write_result", "write_rendered", "render_method", "write_run_report"]
+           "write_run_labels", "write_method_result", "write_result", "write_rendered", "render_method", "write_run_report",
+           "gate_section"]
 
 
 def _git_sha() -> str | None:
@@ -196,19 +197,48 @@ def write_rendered(wd: Path, out: Rendered) -> None:
 
 
 def write_run_report(run_dir: Path, cfg: Any, results: dict[str, dict[str, Any]], pool_stats: dict[str, Any],
-                     warnings: list[str], task: Any = None) -> str:
-    """``metrics.json``, each method's figures, and ``report.md``; returns the report."""
-    write_json(run_dir / "metrics.json", {"results": results, "pool": pool_stats, "warnings": warnings})
+                     warnings: list[str], task: Any = None, gate: dict[str, Any] | None = None) -> str:
+    """``metrics.json``, each method's figures, and ``report.md``; returns the report. ``gate``: the
+    teacher gate's record (:mod:`llmkd.gate`), kept under ``gate`` in metrics.json."""
+    metrics = {"results": results, "pool": pool_stats, "warnings": warnings}
+    write_json(run_dir / "metrics.json", metrics if gate is None else {**metrics, "gate": gate})
     rendered = {m: render_method(r, task) for m, r in results.items()}
     for m, out in rendered.items():
         write_rendered(run_dir / m, out)
-    report = render_report(cfg, results, pool_stats, warnings, rendered)
+    report = render_report(cfg, results, pool_stats, warnings, rendered, gate=gate)
     (run_dir / "report.md").write_text(report, encoding="utf-8")
     return report
 
 
+def gate_section(gate: dict[str, Any] | None) -> list[str]:
+    """The report's lines on the teacher gate (:mod:`llmkd.gate`); none without a record."""
+    if not gate:
+        return []
+    lines = ["## Teacher gate (dev set, before the pool was labeled)", ""]
+    if gate["status"] == "skipped":
+        return lines + [f"Skipped: {gate['reason']}.", ""]
+    m = gate["metric"]
+    chance = ", ".join(f"{k} {v:.4f}" for k, v in gate["chance_parts"].items())
+    lines += [
+        f"| on the {gate['n_dev']} dev examples | {m} |", "|---|---:|",
+        f"| teacher (few-shot; abstention rate {gate['teacher_abstention_rate']:.3f}) | {gate['teacher']:.4f} |",
+        f"| student trained on the {gate['n_labeled']} gold examples (`{gate['student_checkpoint']}`) | "
+        f"{gate['student']:.4f} |",
+        f"| chance ({chance}) | {gate['chance']:.4f} |", "",
+        f"- margin {gate['margin']:.4f} (the larger of 0.05 and one dev example; the student's dev score is "
+        "optimistic: its epoch was chosen on this dev set)",
+        f"- estimated labeling cost: {gate['prompts_to_label']} prompts x {gate['seconds_per_prompt']:.3f} s = "
+        f"{gate['estimated_labeling_seconds']:.0f} s" + (f", about {gate['estimated_prompt_tokens']} prompt tokens"
+                                                        if gate["estimated_prompt_tokens"] else ""),
+        f"- verdict: **{gate['status']}**" + (f" ({'; '.join(gate['problems'])}); teacher.gate: {gate['mode']}"
+                                              if gate["problems"] else ""), "",
+    ]
+    return lines
+
+
 def render_report(cfg: Any, results: dict[str, dict[str, Any]], pool_stats: dict[str, Any],
-                  warnings: list[str] | None = None, rendered: dict[str, Rendered] | None = None) -> str:
+                  warnings: list[str] | None = None, rendered: dict[str, Rendered] | None = None,
+                  gate: dict[str, Any] | None = None) -> str:
     lines = [
         f"# llmkd run `{cfg.name}`",
         "",
@@ -226,6 +256,7 @@ def render_report(cfg: Any, results: dict[str, dict[str, Any]], pool_stats: dict
     ]
     if warnings:
         lines += ["## Warnings", "", *[f"- {w}" for w in warnings], ""]
+    lines += gate_section(gate)
     by_type = per_type_table({m: flat_row(r) for m, r in results.items()})
     if by_type:
         lines += ["## Span F1 per entity type (seqeval, strict IOB2)", "", by_type, ""]

@@ -337,16 +337,7 @@ class _Handler(BaseHTTPRequestHandler):
         fake._record(self.path, body, {k.lower(): v for k, v in self.headers.items()})
         with fake._tracked(), fake._handling():
             status, payload, headers = fake.handle(self.path, body)
-        try:
-            self.send_response(status)
-            headers.setdefault("Content-Type", "text/plain")
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-        except OSError:  # the client gave up (a "timeout" fault): nothing to answer
-            pass
+        self._answer(status, payload, headers)
 
     def do_GET(self) -> None:  # noqa: N802 - the http.server naming
         fake: FakeOpenAIServer = self.server.fake  # type: ignore[attr-defined]
@@ -362,7 +353,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
-        except OSError:  # the client gave up: nothing to answer
+        except OSError:  # the client gave up (e.g. a "timeout" fault): nothing to answer
             pass
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet

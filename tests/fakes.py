@@ -21,6 +21,15 @@ from typing import Any, Callable, Mapping, Sequence
 from llmkd.types import Example, Prediction, Reply
 
 
+def write_file(path: Path, content: str | bytes) -> Path:
+    """Write ``content`` (UTF-8 text, or bytes as they are) to ``path``; returns ``path``."""
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
 def classify_text(prompt: str) -> str:
     """The item's text in a rendered classify prompt (its last 'Text:' line; classify.v2's
     ``<text>...</text>`` delimiters taken off)."""

@@ -14,6 +14,7 @@ import pytest
 from llmkd.config import DataConfig, parse_config
 from llmkd.data import check_task_data, read_examples, read_split
 from llmkd.errors import ConfigError, DataError
+from tests.fakes import write_file
 
 
 def cfg(**kw: Any) -> DataConfig:
@@ -26,12 +27,7 @@ def read(path: Path, c: DataConfig) -> list:
     return read_split(path, c, "train") if c.format == "brackets" else read_examples(path, c)
 
 
-def write(path: Path, content: str | bytes) -> Path:
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content, encoding="utf-8")
-    return path
+write = write_file
 
 
 QUOTE_FIX = ('Close the quote (inside a quoted value write a quote as ""), or set data.quoting: none if quotes in '

@@ -14,6 +14,7 @@ import pytest
 from llmkd.config import DataConfig
 from llmkd.data import GoldVault, Splits, check_labels, full_train, make_splits, read_examples
 from llmkd.errors import DataError
+from tests.fakes import write_file
 from llmkd.types import Example, Unlabeled
 
 
@@ -23,12 +24,7 @@ def cfg(**kw: Any) -> DataConfig:
     return DataConfig(**base)
 
 
-def write(path: Path, text: str | bytes) -> Path:
-    if isinstance(text, bytes):
-        path.write_bytes(text)
-    else:
-        path.write_text(text, encoding="utf-8")
-    return path
+write = write_file
 
 
 def jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:

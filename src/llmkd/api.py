@@ -20,7 +20,7 @@ from .config import RunConfig, dump_config, parse_config
 from .data import GoldVault, make_splits
 from .errors import ConfigError
 from .methods import METHODS
-from .report import (read_jsonl, read_pool_labels, start_run_dir, write_manifest, write_method_result, write_pool_labels,
+from .report import (missing_files, read_jsonl, read_pool_labels, start_run_dir, write_manifest, write_method_result, write_pool_labels,
                      write_result, write_run_labels, write_run_report)
 from .io import read_json
 from .report import manifest, write_json, write_jsonl  # noqa: F401 - importable from here, as before
@@ -145,9 +145,14 @@ def run(cfg: RunConfig) -> RunSummary:
         wd.mkdir(exist_ok=True)
         done = wd / "result.json"
         if done.exists():
-            log.info("%s: finished in an earlier run; loading its result", name)
-            results[name] = read_json(done)
-            continue
+            earlier = read_json(done)
+            missing = missing_files(wd, earlier)
+            if not missing:
+                log.info("%s: finished in an earlier run; loading its result", name)
+                results[name] = earlier
+                continue
+            log.warning("%s: %s of its finished run is missing; running it again (teacher answers and trained "
+                        "students come back from the cache and its checkpoints)", name, ", ".join(missing))
         ctx = sess.context(name, wd)
         before = _teacher_counters(sess.built_teacher)
         log.info("running %s", name)

@@ -166,18 +166,27 @@ def write_result(wd: Path, result: dict[str, Any]) -> None:
 def write_method_result(wd: Path, res: Any, test: Sequence[Any], timings: dict[str, Any]) -> dict[str, Any]:
     """A finished method's folder: ``predictions.jsonl`` (test), ``labels.jsonl`` (its teacher
     labels), one ``NAME.jsonl`` per record table, then ``result.json`` last (it marks the method
-    done). Returns the result dict that ``result.json`` holds."""
+    done, and lists those files: :func:`missing_files`). Returns the result dict it holds."""
     write_jsonl(wd / "predictions.jsonl", (
         {"id": ex.id, "gold": ex.label, "pred": None if p is None else p.label, "probs": None if p is None else p.probs}
         for ex, p in zip(test, res.predictions)))
+    files = ["predictions.jsonl"]
     if res.labels:
         write_jsonl(wd / "labels.jsonl", (lab.to_dict() for lab in res.labels))
+        files.append("labels.jsonl")
     for name, rows in res.records.items():
         write_jsonl(wd / f"{name}.jsonl", rows)
+        files.append(f"{name}.jsonl")
     result = {"method": res.method, "metrics": res.metrics, "timings": timings, "stop_reason": res.stop_reason,
-              "extra": res.extra}
+              "extra": res.extra, "files": files}
     write_result(wd, result)
     return result
+
+
+def missing_files(wd: Path, result: dict[str, Any]) -> list[str]:
+    """The files a finished method wrote beside its ``result.json`` that are gone (deleted, e.g.
+    after an error said to): the method then runs again, from the cache and its checkpoints."""
+    return [f for f in result.get("files", ["predictions.jsonl"]) if not (wd / f).exists()]
 
 
 def render_method(result: dict[str, Any], task: Any = None) -> Rendered:

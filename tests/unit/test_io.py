@@ -38,3 +38,17 @@ def test_a_corrupt_state_file_is_one_line_naming_it_and_the_fix(tmp_path: Path, 
         (read_jsonl if name.endswith(".jsonl") else read_json)(path)
     msg = str(exc.value)
     assert "\n" not in msg and msg.startswith(f"{path} is unreadable ({where}") and "delete it and rerun" in msg
+
+
+def test_a_finished_method_missing_a_file_it_wrote_is_run_again(tmp_path: Path) -> None:
+    from llmkd.report import missing_files, write_method_result
+    from llmkd.types import Example, Prediction, RunResult, TeacherLabel
+
+    res = RunResult("vanilla", {"macro_f1": 1.0}, (Prediction("pos", {}),),
+                    (TeacherLabel("u1", "pos", 0.9, False),), records={"selection": [{"id": "u1"}]})
+    result = write_method_result(tmp_path, res, [Example("t1", "x", "pos")], {})
+    assert result["files"] == ["predictions.jsonl", "labels.jsonl", "selection.jsonl"]
+    assert missing_files(tmp_path, result) == []
+    (tmp_path / "labels.jsonl").unlink()  # what a StateError about it says to do
+    assert missing_files(tmp_path, io.read_json(tmp_path / "result.json")) == ["labels.jsonl"]
+    assert missing_files(tmp_path, {"method": "old"}) == []  # a result.json from before the list: predictions there

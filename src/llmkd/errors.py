@@ -23,10 +23,17 @@ class PromptTooLong(TeacherError):
     """One prompt does not fit the teacher's context. Labeling turns it into an abstention of that
     example (reason kept in its provenance) and goes on."""
 
-    def __init__(self, n_tokens: int, extra: int, limit: int) -> None:
-        super().__init__(f"prompt of {n_tokens} tokens plus {extra} more does not fit teacher.n_ctx={limit}; "
-                         "raise teacher.n_ctx (the model's trained context allowing)")
-        self.n_tokens, self.extra, self.limit = n_tokens, extra, limit
+    def __init__(self, n_tokens: int, extra: int, limit: int, *, server: str = "") -> None:
+        super().__init__(server or f"prompt of {n_tokens} tokens plus {extra} more does not fit teacher.n_ctx={limit}; "
+                                   "raise teacher.n_ctx (the model's trained context allowing)")
+        self.n_tokens, self.extra, self.limit, self.server = n_tokens, extra, limit, server
+
+    @property
+    def reason(self) -> str:
+        """One line for an example's provenance."""
+        if self.server:
+            return f"too_long: the server refused the prompt as too long ({self.server[:200]})"
+        return f"too_long: {self.n_tokens} prompt tokens + {self.extra} > teacher.n_ctx={self.limit}"
 
 
 class ModelNotFoundError(LlmkdError):

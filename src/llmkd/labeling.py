@@ -76,8 +76,7 @@ def label_examples(task: Any, teacher: Any, items: Sequence[Any], shots: Sequenc
         for xs, ps, answer in groups:
             if isinstance(answer, PromptTooLong):
                 out.append(TeacherLabel(xs[0].id, None, None, True, "teacher", prompt_id(ps[0]), stage=stage,
-                                        error=f"too_long: {answer.n_tokens} prompt tokens + {answer.extra} "
-                                              f"> teacher.n_ctx={answer.limit}"))
+                                        error=answer.reason))
                 continue
             replies, scores = answer
             for i, (x, prompt) in enumerate(zip(xs, ps)):

@@ -591,3 +591,28 @@ def test_a_server_down_when_identified_gives_a_fingerprint_that_matches_nothing(
     with pytest.raises(TeacherError, match=r"GET http://127\.0\.0\.1:\d+/v1/models failed after 1 attempt; .*"
                                            r"teacher\.openai\.identify: false"):
         teacher.generate(["x"], max_tokens=4)
+
+
+def test_a_prompt_the_server_finds_too_long_abstains_and_the_rest_are_labeled(tmp_path) -> None:
+    """Issue 25 item 4 for servers: vLLM / llama.cpp server answer 400 'maximum context length'."""
+    from tests.fake_openai_server import _error
+    from llmkd.labeling import label_examples
+    from llmkd.tasks.classification import ClassificationTask
+    from llmkd.teachers.cache import CachedTeacher, TeacherCache
+    from llmkd.types import Unlabeled
+
+    import json
+
+    class SmallContextServer(FakeOpenAIServer):
+        def handle(self, path: str, body: Any) -> Any:
+            if body and "LONG" in json.dumps(body):
+                return _error(400, "This model's maximum context length is 2048 tokens. However, you requested 9000")
+            return super().handle(path, body)
+
+    task = ClassificationTask(labels=["negative", "positive"])
+    items = [Unlabeled("a", "fine"), Unlabeled("b", "LONG " * 50), Unlabeled("c", "good")]
+    with SmallContextServer(script=lambda p: "positive") as server:
+        teacher = CachedTeacher(make(server.base_url, concurrency=4), TeacherCache(tmp_path / "c.sqlite"))
+        labels = label_examples(task, teacher, items, (), mode="generate", confidence=False, progress=False)
+    assert [lab.label for lab in labels] == ["positive", None, "positive"]
+    assert labels[1].error.startswith("too_long: the server refused the prompt as too long (HTTP 400: This model's maximum")

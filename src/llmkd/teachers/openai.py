@@ -25,12 +25,13 @@ import logging
 import math
 import os
 import random
+import re
 import threading
 import time
 from typing import Any, Coroutine, Literal, Sequence, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from ..errors import ConfigError, TeacherError, require
+from ..errors import ConfigError, PromptTooLong, TeacherError, require
 from ..types import Reply
 from .base import Constraint, gbnf_literal, make_fingerprint, redact_url, wants_chat
 
@@ -40,7 +41,10 @@ _T = TypeVar("_T")
 _RETRY_AFTER_CAP = 60.0  # seconds: a longer Retry-After header is cut to this
 DEFAULT_MAX_BACKOFF = 30.0  # seconds: the longest wait between two retries (teacher.openai.max_backoff)
 _TOP_LOGPROBS = 20  # alternatives asked for by the score_options fallback
-_ECHO_REFUSED = (400, 404, 422)  # statuses that mean "this server does not do echo scoring"
+_ECHO_REFUSED = (400, 404, 422)
+#: how vLLM, the llama.cpp server and OpenAI word "this prompt does not fit the context"
+_TOO_LONG = re.compile(r"maximum context length|context length|context size|exceeds? the (?:available )?context|"
+                       r"too many tokens|prompt is too long|max_model_len|n_ctx", re.IGNORECASE)  # statuses that mean "this server does not do echo scoring"
 _TOKEN_MARKS = " \t\r\n\u2581\u0120"  # whitespace plus the SentencePiece / GPT-2 space marks
 
 
@@ -556,6 +560,8 @@ class OpenAITeacher:
                 return None, f"HTTP {status} with a malformed reply: {problem}", None
             return data, "", None
         message = self._scrub(_server_message(response))
+        if status in (400, 413, 422) and _TOO_LONG.search(message):  # this prompt only: it abstains, the rest go on
+            raise PromptTooLong(-1, -1, -1, server=f"HTTP {status}: {message}")
         if status == 429 or status >= 500:
             return None, f"HTTP {status}: {message}", _retry_after(response.headers.get("retry-after"))
         if status in (401, 403):

@@ -380,7 +380,7 @@ def test_evokd_synthetic_samples_carry_the_labeling_distribution(tmp_path: Path)
         def score_options(self, prompts: Sequence[str], options: Sequence[str]) -> list[list[float]]:
             return [[-0.3, -1.2] if "good" in p.rsplit("Text:", 1)[-1] else [-1.0, -0.4] for p in prompts]
 
-    base = ev.make_ctx(tmp_path, ScoringTeacher())
+    base = ev.make_ctx(tmp_path / "run", ScoringTeacher())  # EvoKD shares seed students in workdir.parent
     ctx = dataclasses.replace(base, labeling=dataclasses.replace(base.labeling, confidence=True),
                               train=dataclasses.replace(base.train, targets="soft"),
                               student_factory=lambda seed: RecordingEvo(), student_loader=RecordingEvo.load)

@@ -62,11 +62,16 @@ def test_stop_strings_cut_the_reply(teacher: LlamaCppTeacher) -> None:
 
 
 def test_prompt_longer_than_context_is_a_clear_error(smollm2_path: str) -> None:
-    from llmkd.errors import TeacherError
+    """PromptTooLong (a TeacherError): labeling makes that example an abstention and goes on."""
+    from llmkd.errors import PromptTooLong
 
     small = LlamaCppTeacher(model_path=smollm2_path, weights_sha256="test", n_ctx=256)
-    with pytest.raises(TeacherError, match="raise teacher.n_ctx or lower task.shots"):
+    assert small.context_tokens == 256
+    with pytest.raises(PromptTooLong, match=r"does not fit teacher.n_ctx=256; raise teacher.n_ctx") as exc:
         small.generate(["word " * 400], max_tokens=4)
+    assert exc.value.limit == 256 and exc.value.extra == 4 and exc.value.reason.startswith("too_long: ")
+    with pytest.raises(PromptTooLong):
+        small.score_options(["word " * 400], ["a", "b"])
 
 
 def test_chat_mode_and_chat_turns(smollm2_path: str) -> None:

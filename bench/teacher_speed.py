@@ -62,7 +62,8 @@ def load_prompts(n: int, k: int) -> tuple[ClassificationTask, list[str]]:
     cfg = DataConfig(train=str(SST2), test=str(SST2), format="label_text", separator=" ",
                      label_map={"0": "negative", "1": "positive"}, labels=["negative", "positive"])
     rows = read_examples(SST2, cfg)
-    task = ClassificationTask(labels=["negative", "positive"], instruction="Classify the sentiment of the movie review.")
+    task = ClassificationTask(labels=["negative", "positive"], instruction="Classify the sentiment of the movie review.",
+                              template="classify.v1")  # the template of docs/results/teacher_speed.md
     shots: list[Example] = []
     for lab in task.labels:
         shots += [r for r in rows if r.label == lab][:k]

@@ -20,7 +20,7 @@ and :mod:`llmkd.selection`. The algorithm box is :meth:`LLKD.run` and :meth:`Sel
 ``selection: keep_all | fixed | topk | random`` swaps the selector and keeps the same loop (the
 baselines of the benchmark); strategies that do not look at the student select once, up front.
 The per-epoch record (thresholds, selected counts per class) and every example's provenance
-go to the run's report (``methods/reports.llkd_report``: ``selection.png``, ``selection.jsonl``).
+go to the run's report (``llmkd.method_reports.llkd_report``: ``selection.png``; ``selection.jsonl``).
 
 Resumable: the student and the selector's moving averages are checkpointed together by the
 shared loop; a killed run restarts the unfinished epoch. ``student.targets: soft | mix`` swaps
@@ -112,7 +112,6 @@ class SelectionEpochs:
         self.ever = np.zeros(len(train), dtype=bool)
         self.first_epoch: dict[str, int] = {}
         self.times: dict[str, int] = {}
-        self.trace: list[list[float]] = []
 
     def epoch(self, student: Any, epoch: int, tick: Callable[[int], None]) -> tuple[float, dict[str, Any]]:
         n, y, conf, classes = len(self.train), self.y, self.conf, self.classes
@@ -149,9 +148,7 @@ class SelectionEpochs:
     def _select(self, student: Any, idx: np.ndarray) -> Selection:
         """2a-2c: the student's need on ``idx``, the threshold update and the kept examples."""
         probs = student_probs(student, [self.train[i].text for i in idx])                    # 2a
-        sel = self.selector.select(SelectionInput([self.y[i] for i in idx], self.conf[idx], self.classes, probs))
-        self.trace.append([sel.record["tau_teacher"], sel.record["tau_student"], sel.n_kept / len(idx)])
-        return sel
+        return self.selector.select(SelectionInput([self.y[i] for i in idx], self.conf[idx], self.classes, probs))
 
     def _step(self, student: Any, idx: np.ndarray, sel: Selection) -> tuple[float, int]:
         """2d: train on the kept examples of ``idx`` with weights of mean 1 (loss Σ w CE / Σ w)."""
@@ -162,7 +159,7 @@ class SelectionEpochs:
 
     def state_dict(self) -> dict[str, Any]:
         return {"selector": self.selector.state_dict(), "ever": np.flatnonzero(self.ever).tolist(),
-                "first_epoch": self.first_epoch, "times": self.times, "trace": self.trace}
+                "first_epoch": self.first_epoch, "times": self.times}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("selector"):
@@ -171,7 +168,6 @@ class SelectionEpochs:
         self.ever[state.get("ever", [])] = True
         self.first_epoch = dict(state.get("first_epoch", {}))
         self.times = dict(state.get("times", {}))
-        self.trace = list(state.get("trace", []))
 
 
 class LLKD:

@@ -169,8 +169,12 @@ def train_loop(ctx: RunContext, trainer: EpochTrainer, *, n_train: int, tag: str
 
     s = ctx.train
     desc = f"training {tag}"
+
+    def first_student() -> Student:  # ``start``, else a fresh one; not built when a checkpoint is resumed
+        return start if start is not None else ctx.student_factory(ctx.seed if seed is None else seed)
+
     if fixed_epochs is not None:
-        student = start if start is not None else ctx.student_factory(ctx.seed if seed is None else seed)
+        student = first_student()
         bar = tqdm(total=fixed_epochs * trainer.steps, desc=desc, disable=not ctx.progress, unit="ep")
         losses = [trainer.epoch(student, e, bar.update)[0] for e in range(1, fixed_epochs + 1)]
         bar.close()
@@ -194,7 +198,7 @@ def train_loop(ctx: RunContext, trainer: EpochTrainer, *, n_train: int, tag: str
         student = ctx.student_loader(d / state["last"])
         trainer.load_state_dict(state.get("trainer") or {})
     else:
-        student = start if start is not None else ctx.student_factory(ctx.seed if seed is None else seed)
+        student = first_student()
     metric = state.get("dev_metric")
     bad = sum(1 for h in state["history"] if h["epoch"] > state["best_epoch"])  # evaluations since the best
     unit = "step" if trainer.steps > 1 else "ep"

@@ -178,7 +178,6 @@ def _predictions(run_dir: Path) -> dict[str, Any]:
 def kill(args: argparse.Namespace) -> dict[str, Any]:
     import os
     import shutil
-    import signal
     import subprocess
 
     from llmkd.teachers.cache import TeacherCache
@@ -192,28 +191,14 @@ def kill(args: argparse.Namespace) -> dict[str, Any]:
     points = {
         # the teacher gate labels the 8 dev texts, the teacher method the 40 test texts, then the pool
         "pool labeling (20 of 60 answers cached)": lambda d: _cache_entries(d / "cache.sqlite") >= 8 + 40 + 20,
-        "vanilla training (after its first checkpoint)":
-            lambda d: any(json.loads(p.read_text() or "{}").get("epoch", 0) >= 1 and not json.loads(p.read_text()).get("done")
-                          for p in (d / "runs" / "k" / "vanilla").glob("*/progress.json") if p.stat().st_size),
+        "vanilla training (after its first checkpoint)": _first_checkpoint,
         "after vanilla's result.json": lambda d: (d / "runs" / "k" / "vanilla" / "result.json").exists(),
     }
     rows = {}
     for i, (point, reached) in enumerate(points.items()):
         folder = base / f"point{i}"
         cfg = _tiny_config(folder, "k")
-        proc = subprocess.Popen(_llmkd("run", str(cfg), "-q"), env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        hit = False
-        while proc.poll() is None:
-            try:
-                hit = reached(folder)
-            except (OSError, ValueError):  # a file being replaced under us
-                hit = False
-            if hit:
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-            time.sleep(0.05)
-        proc.wait()
+        hit = _run_until(cfg, folder, env, reached)
         done = subprocess.run(_llmkd("run", str(cfg), "-q"), env=env, capture_output=True, text=True)
         stats = TeacherCache(folder / "cache.sqlite").stats()
         same = done.returncode == 0 and _predictions(folder / "runs" / "k") == reference

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LEASE = 30.0  # seconds a claim holds without renewal; the owner renews it every lease / 3
 DEFAULT_WAIT_TIMEOUT = 600.0  # seconds a process waits for another's claimed keys before asking itself
+LOCK_TIMEOUT = 60.0  # seconds a process waits for another's lock on the file before giving up
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -100,15 +101,20 @@ def _state_error(path: Path, exc: sqlite3.Error) -> StateError:
             f"as {path.name}.corrupt-<time>), or `llmkd cache clear --path {path}` to start an empty cache; "
             "entries that are lost are asked from the teacher again."
         )
-    if "locked" in str(exc).lower() or "busy" in str(exc).lower():
+    if _is_locked(exc):
         return StateError(
-            f"teacher cache {path} stayed locked by another process for over 60 s ({exc}); wait for that "
+            f"teacher cache {path} stayed locked by another process for over {LOCK_TIMEOUT:.0f} s ({exc}); wait for that "
             f"process, or give this run its own cache file (cache: in the config)."
         )
     return StateError(
         f"teacher cache {path} cannot be used ({type(exc).__name__}: {exc}); check that its folder is writable "
         f"and the disk is not full, or point cache: in the config at another file."
     )
+
+
+def _is_locked(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
 
 
 def _owner_alive(owner: str) -> bool:
@@ -144,16 +150,32 @@ class TeacherCache:
         self.wait_timeout = wait_timeout
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False)
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-            self._db.commit()
-            self._db.execute("SELECT key, value FROM entries LIMIT 1").fetchall()  # the first page reads
-        except sqlite3.Error as exc:
-            self._db.close()
-            raise _state_error(self.path, exc) from None
+        self._db = sqlite3.connect(str(self.path), timeout=LOCK_TIMEOUT, check_same_thread=False)
+        # Switching a new file to WAL, and its first schema, can answer "database is locked" at
+        # once, without SQLite's busy wait, while another process does the same: retry those
+        # until LOCK_TIMEOUT, as the busy wait does for everything else.
+        give_up = time.monotonic() + LOCK_TIMEOUT
+        delay = 0.01
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(_SCHEMA)
+                self._db.commit()
+                self._db.execute("SELECT key, value FROM entries LIMIT 1").fetchall()  # the first page reads
+                break
+            except sqlite3.OperationalError as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.rollback()
+                if _is_locked(exc) and time.monotonic() < give_up:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.5)
+                    continue
+                self._db.close()
+                raise _state_error(self.path, exc) from None
+            except sqlite3.Error as exc:
+                self._db.close()
+                raise _state_error(self.path, exc) from None
 
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:

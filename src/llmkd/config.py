@@ -71,6 +71,10 @@ class DataConfig(_Strict):
         "multiline: as quoted, without that check; auto: quoted for csv, none for tsv")
     tag_column: int | None = Field(
         None, ge=2, description="conll: the column that holds the NER tags (1 = the token); default: the last")
+    columns: dict[Literal["train", "dev", "test"], list[str]] = Field(
+        default_factory=dict, description="csv / tsv files without a header row: the names of their columns, per "
+        "split, e.g. {train: [text, label], test: [label, title, text]} (AG News); a list names the columns of every "
+        "split's file; a split not named here has a header row")
     label_regex: str | None = Field(None, description="regex whose first group is the label")
     label_map: dict[str, str] = Field(default_factory=dict, description="raw label -> class name")
     labels: list[str] | None = Field(None, description="the label set, in order; default: from data")
@@ -81,10 +85,24 @@ class DataConfig(_Strict):
     tree_labels: bool = Field(False, description="brackets: keep constituent labels in the target (labeled F1)")
     with_intent: bool = Field(False, description="slots: prefix the target with the intent ('label' file)")
 
+    @field_validator("columns", mode="before")
+    @classmethod
+    def _columns_everywhere(cls, v: Any) -> Any:
+        return {split: v for split in ("train", "dev", "test")} if isinstance(v, list) else v
+
+    @field_validator("columns")
+    @classmethod
+    def _columns_named(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for split, names in v.items():
+            if not names or any(not n.strip() for n in names) or len(set(names)) != len(names):
+                raise ValueError(f"data.columns.{split}: {names!r}; give each column a distinct, non-empty name, "
+                                 "e.g. [text, label]")
+        return v
+
     @model_validator(mode="after")
     def _format_options(self) -> DataConfig:
-        for name, formats in (("quoting", ("csv", "tsv")), ("tag_column", ("conll",))):
-            if name in self.model_fields_set and getattr(self, name) not in (None, "auto") \
+        for name, formats in (("quoting", ("csv", "tsv")), ("tag_column", ("conll",)), ("columns", ("csv", "tsv"))):
+            if name in self.model_fields_set and getattr(self, name) not in (None, "auto", {}) \
                     and self.format not in ("auto", *formats):
                 raise ValueError(f"data.{name} applies to data.format {' / '.join(formats)} only, but data.format "
                                  f"is {self.format!r}; remove data.{name}")

@@ -338,3 +338,29 @@ def test_run_context_holds_no_pool_gold(tmp_path: Path) -> None:
                      dev=splits.dev, test=splits.test, shots=(), workdir=tmp_path)
     assert ctx.pool and all(type(u) is Unlabeled for u in ctx.pool)
     assert not any(isinstance(getattr(ctx, f.name), GoldVault) for f in dataclasses.fields(ctx))
+
+
+def test_headerless_csv_and_tsv_take_their_column_names_from_data_columns(tmp_path: Path) -> None:
+    """AG News: a header-less tsv train file (text, label) and a header-less csv test file
+    (label, title, text) in one config; every line is a row."""
+    train = write_file(tmp_path / "train.tsv", "a cat sat\tSci/Tech\nthe match ended\tSports\n")
+    test = write_file(tmp_path / "test.csv", '"4","T","new chips"\n"2","U","a ""big"" win"\n')
+    cfg = DataConfig(train=str(train), test=str(test), columns={"train": ["text", "label"], "test": ["label", "title", "text"]},
+                     label_map={"2": "Sports", "4": "Sci/Tech"})
+    assert [(e.text, e.label) for e in read_examples(train, cfg, prefix="train:")] == [("a cat sat", "Sci/Tech"), ("the match ended", "Sports")]
+    assert [(e.text, e.label) for e in read_examples(test, cfg, prefix="test:")] == [("new chips", "Sci/Tech"), ('a "big" win', "Sports")]
+    everywhere = DataConfig(train=str(train), test=str(train), columns=["text", "label"])
+    assert everywhere.columns == {"train": ["text", "label"], "dev": ["text", "label"], "test": ["text", "label"]}
+    assert len(read_examples(train, everywhere, prefix="test:")) == 2
+
+
+def test_data_columns_errors(tmp_path: Path) -> None:
+    short = write_file(tmp_path / "s.csv", "pos,good\nneg\n")
+    cfg = DataConfig(train=str(short), test=str(short), columns=["label", "text"])
+    with pytest.raises(DataError, match=r"s.csv:2: fewer fields than data.columns names \(no value for \['text'\]\)"):
+        read_examples(short, cfg, prefix="train:")
+    for bad in (["text", "text"], ["text", " "], []):
+        with pytest.raises(ValueError, match="distinct, non-empty name"):
+            DataConfig(train="a.csv", test="b.csv", columns=bad)
+    with pytest.raises(ValueError, match="data.columns applies to data.format csv / tsv only"):
+        DataConfig(train="a.jsonl", test="b.jsonl", format="jsonl", columns=["text", "label"])

@@ -1,6 +1,6 @@
 """Read labeled text files into gold :class:`~llmkd.types.Example` objects.
 
-Formats: ``jsonl`` (one object per line), ``csv`` / ``tsv`` (header row), and ``label_text``
+Formats: ``jsonl`` (one object per line), ``csv`` / ``tsv`` (a header row, or ``data.columns``), and ``label_text``
 (``<label><separator><text>`` per line, e.g. SST-2's ``stsa.binary.*`` or TREC). A field mapping
 names the text and label fields; ``label_regex`` and ``label_map`` turn raw labels into class names.
 What each reader rejects (stray quotes, empty labels, repeated ids, a BOM or bytes that contradict
@@ -50,8 +50,8 @@ def _detect_format(path: Path) -> str:
     )
 
 
-def _iter_records(path: Path, fmt: str, cfg: DataConfig) -> Iterable[tuple[int, dict[str, Any]]]:
-    """Yield (line number, record) pairs."""
+def _iter_records(path: Path, fmt: str, cfg: DataConfig, split: str = "train") -> Iterable[tuple[int, dict[str, Any]]]:
+    """Yield (line number, record) pairs (``split``: whose ``data.columns`` a csv / tsv file has)."""
     if fmt == "jsonl":
         with path.open(encoding=decoding(cfg.encoding)) as fh:
             for lineno, line in enumerate(fh, 1):
@@ -68,7 +68,7 @@ def _iter_records(path: Path, fmt: str, cfg: DataConfig) -> Iterable[tuple[int, 
                     raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
                 yield lineno, rec
     elif fmt in ("csv", "tsv"):
-        yield from _delimited_records(path, fmt, cfg)
+        yield from _delimited_records(path, fmt, cfg, cfg.columns.get(split))  # type: ignore[call-overload]
     elif fmt == "label_text":
         with path.open(encoding=decoding(cfg.encoding), errors="strict") as fh:
             for lineno, line in enumerate(fh, 1):
@@ -119,8 +119,10 @@ def _open_quote(line: str, delimiter: str) -> int | None:
         i += 1
 
 
-def _delimited_records(path: Path, fmt: str, cfg: DataConfig) -> Iterable[tuple[int, dict[str, Any]]]:
-    """(line, record) of a csv / tsv file with a header row. A stray quote never swallows the rows
+def _delimited_records(path: Path, fmt: str, cfg: DataConfig,
+                       columns: list[str] | None = None) -> Iterable[tuple[int, dict[str, Any]]]:
+    """(line, record) of a csv / tsv file with a header row, or with none when ``columns`` names
+    its columns (``data.columns``). A stray quote never swallows the rows
     after it: with data.quoting ``quoted`` a quoted value may span lines (RFC 4180), but not when a
     line inside it (after its first line, before its last) splits into as many fields as the header:
     that line is a row of its own, taken in by a stray quote; ``multiline`` drops this check. A
@@ -132,7 +134,8 @@ def _delimited_records(path: Path, fmt: str, cfg: DataConfig) -> Iterable[tuple[
         lines = fh.readlines()
     reader = csv.reader(lines, delimiter=delimiter, strict=True,
                         quoting=csv.QUOTE_NONE if mode == "none" else csv.QUOTE_MINIMAL)
-    header: list[str] | None = None
+    header: list[str] | None = list(columns) if columns else None
+    what = "data.columns names" if columns else "the header has"
 
     def stray_quote(start: int, end: int | None) -> DataError:
         col = _open_quote(lines[start - 1], delimiter)
@@ -180,10 +183,10 @@ def _delimited_records(path: Path, fmt: str, cfg: DataConfig) -> Iterable[tuple[
         if len(row) > len(header):
             fix = ("quote fields that contain the delimiter" if mode != "none" else
                    "a value contains a tab or the line has a tab too many")
-            raise DataError(f"{path}:{start}: more fields than the header has; {fix}")
+            raise DataError(f"{path}:{start}: more fields than {what}; {fix}")
         if len(row) < len(header):
             raise DataError(
-                f"{path}:{start}: fewer fields than the header has (no value for {header[len(row):]})")
+                f"{path}:{start}: fewer fields than {what} (no value for {header[len(row):]})")
         yield start, dict(zip(header, row))
 
 
@@ -240,7 +243,7 @@ def read_examples(path: str | Path, cfg: DataConfig, *, prefix: str = "") -> lis
     out: list[Example] = []
     first_line: dict[str, int] = {}
     _check_encoding(path, cfg.encoding)
-    for lineno, rec in _iter_records(path, fmt, cfg):
+    for lineno, rec in _iter_records(path, fmt, cfg, prefix.rstrip(":") or "train"):
         for field_name in (cfg.text_field, cfg.label_field):
             if field_name not in rec:
                 which = "text_field" if field_name == cfg.text_field else "label_field"

@@ -1,0 +1,213 @@
+"""Student vs teacher: what closes the gap between a distilled student and its few-shot teacher.
+
+Writes docs/results/student_vs_teacher.md (the tables, the exact commands, machine, CPU, date,
+seeds). For each (dataset, teacher, pool size, seed) one `llmkd run` of examples/<dataset>.yaml
+labels the test subsample and the pool (rows: teacher few-shot, supervised-k, and the first
+student configuration); every further student configuration is another `llmkd run` of the
+vanilla method over the same, cached teacher answers (no new teacher calls), plus the same
+student trained on the pool's gold labels. A student configuration is the student model, its
+targets (hard: the teacher's label; soft: its label distribution; mix: both, see
+docs/students.md) and class balancing.
+
+    python bench/student_vs_teacher.py                               # the issue's grid
+    python bench/student_vs_teacher.py --datasets sst2 --seeds 0 --pools 1000 --students minilm
+
+`--lrs` adds a learning-rate sweep of each student (hard targets), chosen on the dev set
+(8 per class), never on test: the table marks the chosen rate.
+
+Results accumulate in docs/results/student_vs_teacher.json (keyed by dataset, teacher, pool,
+configuration and seed; a killed run resumes from its run folders and the teacher cache).
+`--report-only` rewrites the doc from the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from _common import ROOT, SHORT, cpu_model, machine_line, parser, start, write_keeping_notes  # noqa: E402
+from _common import mean_std as _ms
+
+from llmkd import api  # noqa: E402
+from llmkd.config import load_config  # noqa: E402
+
+STUDENTS = {"minilm": "all-minilm-l6-v2", "mpnet": "all-mpnet-base-v2"}
+STUDENT_NAME = {"minilm": "MiniLM-L6", "mpnet": "mpnet-base"}
+DEFAULT_LR = 1e-4  # StudentConfig.lr
+
+
+def variants(args: argparse.Namespace) -> list[dict]:
+    """The student configurations of one cell, the first one run with the teacher rows."""
+    out = []
+    for st in args.students:
+        for tg in args.targets:
+            out.append({"student": st, "targets": tg, "balance": False, "lr": DEFAULT_LR})
+        if args.balance:
+            out.append({"student": st, "targets": "hard", "balance": True, "lr": DEFAULT_LR})
+        for lr in args.lrs:
+            if lr != DEFAULT_LR:
+                out.append({"student": st, "targets": "hard", "balance": False, "lr": lr})
+    return out
+
+
+def tag(v: dict) -> str:
+    return f"{v['student']}-{v['targets']}" + ("-bal" if v["balance"] else "") + (
+        "" if v["lr"] == DEFAULT_LR else f"-lr{v['lr']:g}")
+
+
+def label(v: dict) -> str:
+    return (f"vanilla KD, {STUDENT_NAME[v['student']]}, {v['targets']}" + (", balanced" if v["balance"] else "")
+            + ("" if v["lr"] == DEFAULT_LR else f", lr {v['lr']:g}"))
+
+
+def main() -> None:
+    ap = parser(__doc__, "student_vs_teacher", ["sst2", "trec", "ag_news", "banking77"])
+    ap.add_argument("--pools", nargs="+", type=int, default=[1000, 5000])
+    ap.add_argument("--students", nargs="+", choices=sorted(STUDENTS), default=["minilm", "mpnet"])
+    ap.add_argument("--targets", nargs="+", choices=["hard", "soft", "mix"], default=["hard", "soft", "mix"])
+    ap.add_argument("--balance", action="store_true", help="add each student with class-balanced hard targets")
+    ap.add_argument("--lrs", nargs="*", type=float, default=[], help="learning rates to sweep (hard targets)")
+    ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--test-size", type=int, default=500)
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--n-threads", type=int, default=None, help="teacher threads (1 when other jobs share the CPU)")
+    ap.add_argument("--report-only", action="store_true")
+    args = ap.parse_args()
+    command, started = start("student_vs_teacher")
+    store_path = Path(args.out).with_suffix(".json")
+    store = json.loads(store_path.read_text()) if store_path.exists() else {"commands": [], "runs": {}}
+    settings = {"k": args.k, "test_size": args.test_size, "epochs": args.epochs}
+    if store.get("settings") not in (None, settings):
+        print(f"{store_path}: other settings than {settings}; starting a new table")
+        store = {"commands": [], "runs": {}}
+    store["settings"] = settings
+    if args.report_only:
+        write(args, store, started)
+        return
+    store["commands"].append(command)
+    for ds in args.datasets:
+        for teacher in args.teachers:
+            for pool in args.pools:
+                for seed in args.seeds:
+                    for i, v in enumerate(variants(args)):
+                        run_cell(args, store, store_path, started, ds, teacher, pool, seed, v, first=i == 0)
+
+
+def run_cell(args: argparse.Namespace, store: dict, store_path, started: float, ds: str, teacher: str, pool: int,
+             seed: int, v: dict, *, first: bool) -> None:
+    name = SHORT.get(teacher, teacher)
+    prefix = f"{ds}/{name}/{pool}"
+    gold_label = f"supervised on the pool's gold, {STUDENT_NAME[v['student']]}"
+    want_gold = v["targets"] == "hard" and not v["balance"] and v["lr"] == DEFAULT_LR
+    key = f"{prefix}/{label(v)}/{seed}"
+    if key in store["runs"] and (not want_gold or f"{prefix}/{gold_label}/{seed}" in store["runs"]):
+        return
+    methods = (["teacher", "supervised"] if first else []) + ["vanilla"] + (["supervised_full"] if want_gold else [])
+    overrides = [
+        f"name={ds}-{name}-p{pool}-k{args.k}-t{args.test_size}-e{args.epochs}-s{seed}-{tag(v)}",
+        f"seed={seed}", f"output_dir={args.runs}", f"teacher.model={teacher}",
+        f"data.split.labeled_per_class={args.k}", f"data.split.dev_per_class={args.k}",
+        f"data.split.pool_size={pool}", f"data.split.test_size={args.test_size}",
+        f"student.model={STUDENTS[v['student']]}", f"student.targets={v['targets']}",
+        f"student.class_balance={str(v['balance']).lower()}", f"student.lr={v['lr']}",
+        f"student.epochs={args.epochs}", f"methods={json.dumps(methods)}", "progress=false",
+        f"teacher.gate={'warn' if first else 'off'}",
+    ] + ([f"teacher.n_threads={args.n_threads}"] if args.n_threads else [])
+    cfg = load_config(ROOT / "examples" / f"{ds}.yaml", overrides)
+    t0 = time.time()
+    summary = api.run(cfg)
+    wall = time.time() - t0
+    print(f"{ds} {name} pool {pool} seed {seed} {tag(v)}: {wall:.0f}s", flush=True)
+    pool_metrics = json.loads((summary.run_dir / "metrics.json").read_text()).get("pool", {})
+    for m, res in summary.results.items():
+        row = {"teacher": f"teacher few-shot ({name})", "supervised": "supervised-k (k gold per class), MiniLM-L6"
+               if v["student"] == "minilm" else f"supervised-k, {STUDENT_NAME[v['student']]}",
+               "vanilla": label(v), "supervised_full": gold_label}[m]
+        training = (res.get("extra") or {}).get("training") or {}
+        entry = {"dataset": ds, "teacher": name, "pool": pool, "label": row, "seed": seed,
+                 "metrics": res["metrics"], "dev": training.get("best_score"), "timings": res.get("timings", {}),
+                 "lr": v["lr"], "student": v["student"], "targets": v["targets"], "balance": v["balance"]}
+        if m == "vanilla":
+            entry["pool_label_accuracy"] = pool_metrics.get("pseudo-label accuracy (all, abstention = wrong)")
+            entry["wall_seconds"] = wall if not first else None
+        store["runs"][f"{prefix}/{row}/{seed}"] = entry
+    store_path.write_text(json.dumps(store, indent=1))
+    write(args, store, started)
+
+
+def _paired(by_seed_a: dict[int, float], by_seed_b: dict[int, float]) -> list[float]:
+    return [by_seed_a[s] - by_seed_b[s] for s in by_seed_a if s in by_seed_b]
+
+
+def write(args: argparse.Namespace, store: dict, started: float) -> None:
+    cells: dict[str, dict[str, list[dict]]] = {}
+    for run in store["runs"].values():
+        cells.setdefault(f"{run['dataset']} — teacher {run['teacher']}, pool {run['pool']}", {}) \
+             .setdefault(run["label"], []).append(run)
+    s = store["settings"]
+    lines = [
+        "# Student vs teacher",
+        "",
+        "Commands (in order; each adds its runs to the tables):  ",
+        *[f"`{c}`  " for c in store["commands"]],
+        machine_line(started, "of the last command") + f" CPU: {cpu_model()}.  ",
+        f"Seeds: {sorted({r['seed'] for r in store['runs'].values()})} (each seed draws the k-shot labeled set, the "
+        f"demonstrations, the dev set, the pool and the test subsample, and initialises the student). k = {s['k']} "
+        f"gold per class (labeled set, demonstrations) and {s['k']} per class for dev; test subsample "
+        f"{s['test_size']}; students up to {s['epochs']} epochs (more for tiny sets, min 60 steps), early stopping "
+        "on the dev set; teacher prompt classify.v2, greedy, confidence from scoring the label set (the soft "
+        "targets' distribution, from the cache).",
+        "",
+        "Numbers: test macro-F1 and accuracy, mean ± std over seeds; \"Δ teacher\" is the row's macro-F1 minus "
+        "the teacher's, paired by seed; \"dev\" is the dev macro-F1 early stopping kept (what a user sees "
+        "before test); \"train s\" the wall time of that row's `llmkd run` with the teacher's answers cached.",
+        "",
+    ]
+    soft_vs_hard: list[float] = []
+    for cell, rows in sorted(cells.items()):
+        teacher_rows = [r for label_, rs in rows.items() if label_.startswith("teacher") for r in rs]
+        t_by_seed = {r["seed"]: r["metrics"]["macro_f1"] for r in teacher_rows}
+        lines += [f"## {cell}", "", "| row | macro-F1 | accuracy | Δ teacher | dev | pool label acc | train s | n |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        order = ["teacher", "supervised-k", "vanilla", "supervised on"]
+        for prefix in order:
+            for row, rs in rows.items():
+                if not row.startswith(prefix):
+                    continue
+                f1 = {r["seed"]: r["metrics"]["macro_f1"] for r in rs}
+                delta = _paired(f1, t_by_seed) if not row.startswith("teacher") else []
+                walls = [r["wall_seconds"] for r in rs if r.get("wall_seconds")]
+                lines.append(f"| {row} | {_ms(list(f1.values()))} | {_ms([r['metrics']['accuracy'] for r in rs])} | "
+                             f"{_ms(delta, '{:+.3f}')} | {_ms([r['dev'] for r in rs])} | "
+                             f"{_ms([r.get('pool_label_accuracy') for r in rs])} | "
+                             f"{(f'{statistics.mean(walls):.0f}' if walls else '–')} | {len(rs)} |")
+        lines.append("")
+        # soft vs hard, same student, pool and seed
+        for st in STUDENT_NAME.values():
+            hard = {r["seed"]: r["metrics"]["macro_f1"] for r in rows.get(f"vanilla KD, {st}, hard", [])}
+            for tg in ("soft", "mix"):
+                soft = {r["seed"]: r["metrics"]["macro_f1"] for r in rows.get(f"vanilla KD, {st}, {tg}", [])}
+                soft_vs_hard += [(tg, d) for d in _paired(soft, hard)]  # type: ignore[misc]
+        sweep = {r[0]["lr"]: r for label_, r in rows.items() if label_.startswith("vanilla KD") and
+                 r[0]["targets"] == "hard" and not r[0]["balance"] and r[0]["student"] == "minilm"}
+        if len(sweep) > 1:
+            best = max(sweep, key=lambda lr: statistics.mean(x["dev"] or 0 for x in sweep[lr]))
+            lines += [f"Learning-rate sweep (MiniLM-L6, hard targets): chosen on dev: **{best:g}** "
+                      f"(dev {statistics.mean(x['dev'] for x in sweep[best]):.3f}; test macro-F1 "
+                      f"{statistics.mean(x['metrics']['macro_f1'] for x in sweep[best]):.3f}).", ""]
+    if soft_vs_hard:
+        lines += ["## Soft / mix against hard targets (same student, pool and seed)", "",
+                  "| targets | cells | mean Δ macro-F1 vs hard | soft better in |", "|---|---:|---:|---:|"]
+        for tg in ("soft", "mix"):
+            ds_ = [d for t, d in soft_vs_hard if t == tg]
+            if ds_:
+                lines.append(f"| {tg} | {len(ds_)} | {statistics.mean(ds_):+.3f} | {sum(d > 0 for d in ds_)}/{len(ds_)} |")
+        lines.append("")
+    write_keeping_notes(args.out, "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -126,8 +126,9 @@ def make_student_factory(cfg: StudentConfig, labels: Sequence[str], task: Any = 
                          ) -> tuple[StudentFactory, Callable[[Path], Student]]:
     """(factory, loader): ``factory(seed)`` builds a fresh student, ``loader(dir)`` restores one.
     The encoder is resolved through the zoo once (zoo name, local dir or Hugging Face id).
-    ``task`` picks the student family: a seq2seq task gets :class:`Seq2SeqStudent` (its outputs
-    repaired by the task), an NER task the token tagger (:class:`TaggerStudent`, ``labels`` = the
+    ``task`` picks the student family: a tree task gets the span parser
+    (:class:`~llmkd.students.span_parser.SpanParserStudent`; ``student.parser: seq2seq`` for
+    bert2bert), another seq2seq task :class:`Seq2SeqStudent` (its outputs repaired by the task), an NER task the token tagger (:class:`TaggerStudent`, ``labels`` = the
     entity types), anything else the classifier. ``student.targets`` / ``temperature`` /
     ``soft_weight`` go to the classifier (soft or mix with a tagger or seq2seq student: ConfigError)."""
     from . import zoo
@@ -137,6 +138,8 @@ def make_student_factory(cfg: StudentConfig, labels: Sequence[str], task: Any = 
         raise ConfigError(f"student.targets: {cfg.targets} is for classification students; a {kind} student trains "
                           "on hard labels (the teacher gives no per-token distribution). Use student.targets: hard")
     path, _ = zoo.resolve(cfg.model)
+    if kind == "seq2seq" and getattr(task, "target", None) == "tree" and cfg.parser == "span":
+        return _span_parser_factory(cfg, path, labels)
     if kind == "seq2seq":
         return _seq2seq_factory(cfg, path, labels, task)
     cls = TaggerStudent if kind == "ner" else ClassifierStudent
@@ -151,6 +154,21 @@ def make_student_factory(cfg: StudentConfig, labels: Sequence[str], task: Any = 
 
     def loader(directory: Path) -> Student:
         return cls.load(directory, device=cfg.device, threads=cfg.threads)
+
+    return factory, loader
+
+
+def _span_parser_factory(cfg: StudentConfig, path: str, labels: Sequence[str],
+                         ) -> tuple[StudentFactory, Callable[[Path], Student]]:
+    from .students.span_parser import SpanParserStudent
+
+    def factory(seed: int) -> Student:
+        return SpanParserStudent(model=path, labels=labels, max_length=cfg.max_length, batch_size=cfg.batch_size,
+                                 lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, seed=seed,
+                                 device=cfg.device, threads=cfg.threads)
+
+    def loader(directory: Path) -> Student:
+        return SpanParserStudent.load(directory, device=cfg.device, threads=cfg.threads)
 
     return factory, loader
 

@@ -227,6 +227,11 @@ class StudentConfig(_Strict):
                                                             "whatever this says)")
     device: str = "auto"
     threads: int | None = None
+    parser: Literal["span", "seq2seq"] = Field(
+        "span", description="task.target: tree: the student. span: a span-based chart parser on the encoder (a "
+                            "valid tree over the input words by construction, one encoder pass per sentence; "
+                            "trains on a CPU); seq2seq: a bert2bert / seq2seq model that generates the linearized "
+                            "tree (a GPU). Slot filling always uses seq2seq. docs/students.md")
     num_beams: int = Field(1, ge=1, description="seq2seq students: beam size at prediction (1 = greedy)")
     max_target_length: int = Field(160, ge=8, description="seq2seq students: longest generated output in tokens")
 

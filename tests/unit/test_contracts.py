@@ -354,9 +354,10 @@ def _accepting_constraint(generate: Any) -> Any:
 def student_classes() -> list[type]:
     from llmkd.students.classifier import ClassifierStudent
     from llmkd.students.seq2seq import Seq2SeqStudent
+    from llmkd.students.span_parser import SpanParserStudent
     from llmkd.students.tagger import TaggerStudent
 
-    return [ClassifierStudent, TaggerStudent, Seq2SeqStudent]
+    return [ClassifierStudent, TaggerStudent, Seq2SeqStudent, SpanParserStudent]
 
 
 @pytest.mark.parametrize("cls", student_classes(), ids=lambda c: c.__name__)
@@ -374,8 +375,8 @@ def test_student_class_contract(cls: type) -> None:
     assert list(inspect.signature(cls.load).parameters)[0] == "path"
     for member in ("fit_epoch", "predict", "save"):
         assert member in dir(Student) and callable(getattr(cls, member))
-    # ProbaStudent (LLKD's fast path): the sentence classifiers; the seq2seq student has no class matrix
-    assert callable(getattr(cls, "predict_proba", None)) == (cls.__name__ != "Seq2SeqStudent")
+    # ProbaStudent (LLKD's fast path): the sentence classifiers; the tree / sequence students have no class matrix
+    assert callable(getattr(cls, "predict_proba", None)) == (cls.__name__ not in ("Seq2SeqStudent", "SpanParserStudent"))
 
 
 def test_every_student_family_has_a_loader() -> None:

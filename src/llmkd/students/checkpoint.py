@@ -147,12 +147,12 @@ def load_optimizer(model: Any, optimizer: Any, tensors: dict[str, Any], meta: di
 
 
 def optimizer_step(student: Any, loss: Any) -> None:
-    """One AdamW step on ``loss`` at the student's scheduled learning rate (``_lr_at``), with
-    gradient clipping at 1.0; counts the step."""
+    """One AdamW step on ``loss`` at the student's scheduled learning rate (``_lr_at``, times a
+    parameter group's ``lr_scale`` where it has one), with gradient clipping at 1.0; counts the step."""
     import torch
 
     for group in student.optimizer_.param_groups:
-        group["lr"] = student._lr_at(student.steps_done_)
+        group["lr"] = student._lr_at(student.steps_done_) * group.get("lr_scale", 1.0)
     student.optimizer_.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(student.model_.parameters(), 1.0)

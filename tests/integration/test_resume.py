@@ -15,6 +15,7 @@ from llmkd.methods import LabelSettings, RunContext, TrainSettings, fit_student
 from llmkd.students.checkpoint import drop_optimizer_state
 from llmkd.students.classifier import ClassifierStudent
 from llmkd.students.seq2seq import Seq2SeqStudent
+from llmkd.students.span_parser import SpanParserStudent
 from llmkd.students.tagger import TaggerStudent
 from llmkd.tasks.classification import ClassificationTask
 from llmkd.tasks.ner import NerTask
@@ -31,6 +32,8 @@ NER = [Example(f"n{i}", t, tags) for i, (t, tags) in enumerate([
     ("Paris is big", ("B-LOC", "O", "O"))] * 3)]
 SLOTS = [Example(f"s{i}", f"fly from {a} to {b}", f"fly O from O {a} B-from to O {b} B-to")
          for i, (a, b) in enumerate([("boston", "denver"), ("dallas", "miami"), ("austin", "seattle"), ("denver", "boston")])]
+TREES = [Example(f"t{i}", f"the {a} sat on a {b}", f"( ( the {a} ) ( sat ( on ( a {b} ) ) ) )")
+         for i, (a, b) in enumerate([("cat", "mat"), ("dog", "rug"), ("man", "chair"), ("bird", "branch")])]
 
 
 def kinds(minilm: str) -> dict[str, tuple[Any, Callable[[int], Any], Callable[[Path], Any], list[Example]]]:
@@ -45,6 +48,8 @@ def kinds(minilm: str) -> dict[str, tuple[Any, Callable[[int], Any], Callable[[P
                     lambda seed: Seq2SeqStudent(labels=["B-from", "B-to", "O"], seed=seed, max_length=16,
                                                 max_target_length=24, **common),
                     Seq2SeqStudent.load, SLOTS),
+        "span_parser": (Seq2SeqTask(target="tree"), lambda seed: SpanParserStudent(seed=seed, max_length=16, **common),
+                        SpanParserStudent.load, TREES),
     }
 
 
@@ -76,7 +81,7 @@ def outputs(student: Any, data: list[Example]) -> list[Any]:
     return [(p.label, p.probs) for p in student.predict(data)]
 
 
-@pytest.mark.parametrize("kind", ["classifier", "tagger", "seq2seq"])
+@pytest.mark.parametrize("kind", ["classifier", "tagger", "seq2seq", "span_parser"])
 def test_a_resumed_training_is_the_uninterrupted_one(kind: str, minilm_path: str, tmp_path: Path) -> None:
     task, factory, loader, data = kinds(minilm_path)[kind]
     whole, record = fit_student(ctx_for(tmp_path / "whole", task, factory, loader, data), data, tag="s")

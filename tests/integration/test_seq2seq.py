@@ -56,7 +56,8 @@ def _right_branching(prompt: str) -> str:
     return tree
 
 
-def test_llmkd_run_parsing_end_to_end(minilm_path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("parser", ["span", "seq2seq"])
+def test_llmkd_run_parsing_end_to_end(parser: str, minilm_path, tmp_path: Path) -> None:
     from llmkd import api
     from llmkd.config import load_config
 
@@ -75,7 +76,7 @@ def test_llmkd_run_parsing_end_to_end(minilm_path, tmp_path: Path) -> None:
             "teacher": {"backend": "openai", "model": "fake", "max_tokens": 64, "confidence": False,
                         "openai": {"base_url": server.base_url, "api_key_env": None}},
             "student": {"model": minilm_path, "epochs": 1, "min_steps": 2, "batch_size": 4, "max_length": 24,
-                        "max_target_length": 32, "threads": 2},
+                        "max_target_length": 32, "threads": 2, "parser": parser},
             "methods": ["teacher", "supervised", "vanilla"],
             "output_dir": str(tmp_path / "runs"), "cache": str(tmp_path / "cache.sqlite"), "progress": False,
         }
@@ -93,3 +94,7 @@ def test_llmkd_run_parsing_end_to_end(minilm_path, tmp_path: Path) -> None:
     labels = [json.loads(x) for x in (summary.run_dir / "vanilla" / "labels.jsonl").read_text().splitlines()]
     assert len(labels) == 6 and all(lab["meta"] == {"repairs": {}} for lab in labels)
     assert (summary.run_dir / "report.md").exists()
+    kind = json.loads(next((summary.run_dir / "vanilla").rglob("student.json")).read_text())["kind"]
+    assert kind == {"span": "span_parser", "seq2seq": "seq2seq"}[parser]
+    if parser == "span":  # a tree over the input words for every test sentence, never an abstention
+        assert res["vanilla"]["metrics"]["abstention_rate"] == 0.0

@@ -1,0 +1,89 @@
+"""The span-parser student on real data and models: it learns PTB trees (MiniLM), and a whole
+`llmkd run` of MCKD-2 on 20 short PTB sentences with the SmolLM2 teacher and the span-parser
+student (the default for tree tasks). Marked slow: they load packaged models; skipped when the
+PTB sample (/work/shared/data/ptb_wsj_sample_nltk) is absent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llmkd.config import DataConfig
+from llmkd.formats.trees import bracket_scores, tree_words
+from llmkd.students.span_parser import SpanParserStudent
+
+pytestmark = pytest.mark.slow
+
+PTB = Path(__file__).resolve().parents[3] / "shared" / "data" / "ptb_wsj_sample_nltk" / "treebank" / "combined"
+needs_ptb = pytest.mark.skipif(not PTB.is_dir(), reason=f"the PTB sample is not at {PTB}")
+
+
+def right_branching(words: list[str]) -> str:
+    tree = words[-1]
+    for w in reversed(words[:-1]):
+        tree = f"( {w} {tree} )"
+    return tree if len(words) > 1 else f"( {tree} )"
+
+
+@needs_ptb
+def test_it_learns_ptb_trees(minilm_path: str) -> None:
+    from llmkd.data.readers import read_split
+
+    cfg = DataConfig(train=str(PTB), test=str(PTB), format="brackets", members={"train": ["wsj_000*"]})
+    data = read_split(PTB, cfg, "train")[:20]
+    gold = [e.label for e in data]
+    baseline = bracket_scores(gold, [right_branching(e.text.split()) for e in data])["sentence_f1"]
+    st = SpanParserStudent(model=minilm_path, batch_size=4, lr=3e-4, warmup_steps=0, seed=0, threads=2)
+    for _ in range(6):
+        st.fit_epoch(data)
+    preds = st.predict(data)
+    assert all(tree_words(p.label) == e.text.split() for p, e in zip(preds, data))
+    f1 = bracket_scores(gold, [p.label for p in preds])["sentence_f1"]
+    assert baseline < 0.4 and f1 > baseline + 0.25, (baseline, f1)
+
+
+@needs_ptb
+def test_llmkd_run_mckd_parsing_with_the_span_parser(smollm2_path: str, minilm_path: str, tmp_path: Path) -> None:
+    """MCKD-2 end to end on the 20 shortest PTB sentences of 4+ words (SmolLM2 labels 8 of them)."""
+    from llmkd import api
+    from llmkd.config import load_config
+    from llmkd.formats.trees import Node, clean, read_trees
+
+    def penn(node: Node) -> str:  # a tree back in treebank brackets
+        return f"({node.label} " + " ".join(penn(c) if isinstance(c, Node) else c for c in node.children) + ")"
+
+    def n_words(tree: Node) -> int:
+        cleaned = clean(tree)
+        return len(cleaned.leaves()) if cleaned else 0
+
+    trees = [t for f in sorted(PTB.glob("wsj_00[0-4]*.mrg")) for t in read_trees(f.read_text())]
+    short = [penn(t) for t in sorted((t for t in trees if 4 <= n_words(t) <= 8), key=n_words)[:20]]
+    (tmp_path / "wsj_a.mrg").write_text("\n".join(short[:14]) + "\n")
+    (tmp_path / "wsj_b.mrg").write_text("\n".join(short[14:]) + "\n")
+    cfg = {
+        "name": "tiny_mckd_parse", "seed": 0,
+        "data": {"train": str(tmp_path), "test": str(tmp_path), "format": "brackets",
+                 "members": {"train": ["wsj_a*"], "test": ["wsj_b*"]},
+                 "split": {"labeled_per_class": None, "labeled_n": 4, "dev_per_class": None, "dev_n": 2,
+                           "pool_size": 8, "test_size": 6}},
+        "task": {"kind": "seq2seq", "target": "tree", "shots": 2},
+        "teacher": {"backend": "llamacpp", "model": smollm2_path, "max_tokens": 40, "confidence": False, "gate": "off",
+                    "chat": False, "n_threads": 2},
+        "student": {"model": minilm_path, "epochs": 1, "min_steps": 0, "batch_size": 4, "max_length": 32,
+                    "threads": 2},
+        "methods": ["mckd"], "method_options": {"mckd": {"stages": 2}},
+        "output_dir": str(tmp_path / "runs"), "cache": str(tmp_path / "cache.sqlite"), "progress": False,
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    summary = api.run(load_config(path))
+    metrics = summary.results["mckd"]["metrics"]
+    assert 0.0 <= metrics["sentence_f1"] <= 1.0 and metrics["abstention_rate"] == 0.0  # a tree for every sentence
+    wd = summary.run_dir / "mckd"
+    meta = json.loads(next(wd.rglob("student.json")).read_text())
+    assert meta["kind"] == "span_parser"
+    stage1 = [json.loads(x) for x in (wd / "labels-stage1.jsonl").read_text().splitlines()]
+    assert stage1 and all(lab["source"] == "student" and lab["confidence"] is not None for lab in stage1)

@@ -21,6 +21,7 @@ app = typer.Typer(
     "  llmkd run examples/sst2.yaml --set student.epochs=3\n\n"
     "  llmkd label examples/sst2.yaml --dry-run\n\n"
     "  llmkd eval runs/sst2\n\n"
+    "  llmkd export runs/sst2-demo --to my-model\n\n"
     "  llmkd models list",
     no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
 )
@@ -136,6 +137,66 @@ def demo(quiet: QuietOpt = False, set_: SetOpt = None,
 
     overrides = [f"output_dir={output_dir}", *(set_ or [])]
     run(demo_config_path(), overrides, quiet)
+
+
+@app.command("export")
+def export_cmd(run_dir: Annotated[Path, typer.Argument(help="a run directory written by `llmkd run`")],
+               to: Annotated[Path, typer.Option("--to", help="the folder to write (a Hugging Face model folder)")],
+               method: Annotated[Optional[str], typer.Option(help="whose student (default: the run's best by its test metric)")] = None,
+               onnx: Annotated[bool, typer.Option("--onnx", help="also write onnx/model.onnx, checked on the test set")] = False,
+               quantize: Annotated[Optional[str], typer.Option(help="int8: also a dynamic int8 ONNX file (with --onnx)")] = None,
+               force: Annotated[bool, typer.Option("--force", help="replace a non-empty --to folder")] = False,
+               check: Annotated[bool, typer.Option("--check/--no-check", help="re-check on the run's test set")] = True) -> None:
+    """Export a run's student to a folder that transformers.pipeline loads, with a model card.
+
+    Example: llmkd export runs/sst2-demo --to my-model --onnx --quantize int8
+    """
+    _setup()
+    from .export import ExportCheckFailed, export
+
+    try:
+        report = export(run_dir, to, method=method, onnx=onnx, quantize=quantize, force=force, check=check)
+    except ExportCheckFailed as exc:
+        console.print(Text("error: ", style="bold red") + Text(str(exc)), soft_wrap=True)
+        raise typer.Exit(1)
+    except LlmkdError as exc:
+        _fail(exc)
+        return
+    for line in report.lines():
+        out.print(line, highlight=False, soft_wrap=True)
+
+
+@app.command("predict")
+def predict_cmd(model: Annotated[Path, typer.Argument(help="an exported model folder or a run directory")],
+                input_: Annotated[str, typer.Option("--input", "-i", help="jsonl / csv / tsv / text file, or - for stdin")],
+                output: Annotated[Optional[Path], typer.Option("--output", "-o", help="output file (default: stdout)")] = None,
+                format_: Annotated[str, typer.Option("--format", help="output format: jsonl or csv")] = "jsonl",
+                text_field: Annotated[str, typer.Option(help="the text field of jsonl / csv / tsv records")] = "text",
+                input_format: Annotated[str, typer.Option(help="auto (by extension), jsonl, csv, tsv or text")] = "auto",
+                method: Annotated[Optional[str], typer.Option(help="a run directory's method (default: its best)")] = None,
+                onnx: Annotated[Optional[str], typer.Option(help="fp32 or int8: predict with the exported ONNX file")] = None,
+                batch_size: Annotated[int, typer.Option(help="inputs per batch")] = 64,
+                quiet: QuietOpt = False) -> None:
+    """Predict labels (with probabilities) or entity spans for every input.
+
+    Example: llmkd predict my-model --input reviews.csv --output predictions.csv --format csv
+    """
+    _setup()
+    from . import predict as p
+
+    try:
+        if format_ not in ("jsonl", "csv"):
+            raise p.ConfigError(f"--format must be jsonl or csv. Got {format_!r}.")
+        items = p.read_inputs(input_, text_field=text_field, fmt=input_format)
+        student, what = p.load_predictor(model, method=method, onnx=onnx)
+        console.print(what, highlight=False, soft_wrap=True)
+        rows = p.prediction_rows(student, items, batch_size=batch_size, progress=not quiet and sys.stderr.isatty())
+        p.write_rows(rows, output, format_)
+    except LlmkdError as exc:
+        _fail(exc)
+        return
+    if output is not None:
+        console.print(f"{len(rows)} predictions -> {output}", highlight=False, soft_wrap=True)
 
 
 @models_app.command("list")

@@ -215,12 +215,10 @@ def _entity_key(ents: Sequence[dict[str, Any]]) -> tuple:
 def _span_key(pred: Any, text: str) -> tuple:
     """llmkd's spans of ``text`` as (char start, char end, type) in ``" ".join(words)``."""
     from .formats.conll import words
+    from .predict import word_starts
 
     ws = words(text)
-    starts, pos = [], 0
-    for w in ws:
-        starts.append(pos)
-        pos += len(w) + 1
+    starts = word_starts(ws)
     return tuple(sorted((starts[s.start], starts[s.end - 1] + len(ws[s.end - 1]), s.type) for s in pred.spans))
 
 

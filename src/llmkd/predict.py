@@ -152,14 +152,20 @@ def _row(item: Unlabeled, pred: Any) -> dict[str, Any]:
         return {"id": item.id, "text": item.text, "label": pred.label,
                 "probs": {k: round(v, 6) for k, v in pred.probs.items()}}
     words = item.text.split()
-    starts, pos = [], 0
-    for w in words:
-        starts.append(pos)
-        pos += len(w) + 1
+    starts = word_starts(words)
     return {"id": item.id, "text": item.text, "tags": list(pred.label),
             "spans": [{"start": s.start, "end": s.end, "char_start": starts[s.start],
                        "char_end": starts[s.end - 1] + len(words[s.end - 1]), "type": s.type, "text": s.text}
                       for s in spans]}
+
+
+def word_starts(words: Sequence[str]) -> list[int]:
+    """The character offset of each word in ``" ".join(words)`` (where NER spans are placed)."""
+    starts, pos = [], 0
+    for w in words:
+        starts.append(pos)
+        pos += len(w) + 1
+    return starts
 
 
 def render(rows: Iterable[dict[str, Any]], fmt: str) -> str:

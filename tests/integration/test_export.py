@@ -12,6 +12,7 @@ import pytest
 
 from llmkd.export import choose_method, export, load_student, find_student
 from llmkd.formats.conll import words
+from llmkd.types import Unlabeled
 from tests.integration.export_runs import classification_run, ner_run
 
 pytestmark = pytest.mark.slow
@@ -39,7 +40,7 @@ def test_export_picks_the_best_method_names_it_and_round_trips_through_pipeline(
 
     student = load_student(find_student(cls_run, best))
     texts = ["a good film, number 7", "a bad film", "good", "an utterly bad, bad film, number 12345 " * 5]
-    ours = student.predict([type("X", (), {"text": t})() for t in texts])
+    ours = student.predict([Unlabeled(str(i), t) for i, t in enumerate(texts)])
     pipe = pipeline("text-classification", model=str(folder), device="cpu")
     theirs = pipe(texts, truncation=True, top_k=None)
     assert [p.label for p in ours] == [max(r, key=lambda d: d["score"])["label"] for r in theirs]
@@ -84,7 +85,7 @@ def test_ner_export_round_trips_through_the_token_classification_pipeline(tmp_pa
     student = load_student(find_student(run, "supervised_full"))
     texts = ["Peter Blackburn visited the European Commission in Brussels on Monday",
              "German officials met EU farm ministers", "Nothing to see here"]
-    ours = student.predict([type("X", (), {"text": t})() for t in texts])
+    ours = student.predict([Unlabeled(str(i), t) for i, t in enumerate(texts)])
     pipe = pipeline("token-classification", model=str(folder), aggregation_strategy="first", device="cpu")
     for text, pred, ents in zip(texts, ours, pipe(texts)):
         starts = [text.index(w) for w in words(text)]  # these texts have single spaces and unique words

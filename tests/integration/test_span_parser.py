@@ -12,20 +12,13 @@ import pytest
 import yaml
 
 from llmkd.config import DataConfig
-from llmkd.formats.trees import bracket_scores, tree_words
+from llmkd.formats.trees import bracket_scores, right_branching, tree_words
 from llmkd.students.span_parser import SpanParserStudent
 
 pytestmark = pytest.mark.slow
 
 PTB = Path(__file__).resolve().parents[3] / "shared" / "data" / "ptb_wsj_sample_nltk" / "treebank" / "combined"
 needs_ptb = pytest.mark.skipif(not PTB.is_dir(), reason=f"the PTB sample is not at {PTB}")
-
-
-def right_branching(words: list[str]) -> str:
-    tree = words[-1]
-    for w in reversed(words[:-1]):
-        tree = f"( {w} {tree} )"
-    return tree if len(words) > 1 else f"( {tree} )"
 
 
 @needs_ptb
@@ -74,12 +67,15 @@ def test_llmkd_run_mckd_parsing_with_the_span_parser(smollm2_path: str, minilm_p
                     "chat": False, "n_threads": 2},
         "student": {"model": minilm_path, "epochs": 1, "min_steps": 0, "batch_size": 4, "max_length": 32,
                     "threads": 2},
-        "methods": ["mckd"], "method_options": {"mckd": {"stages": 2}},
+        "methods": ["trivial", "mckd"], "method_options": {"mckd": {"stages": 2}},
         "output_dir": str(tmp_path / "runs"), "cache": str(tmp_path / "cache.sqlite"), "progress": False,
     }
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     summary = api.run(load_config(path))
+    trivial = summary.results["trivial"]["metrics"]  # right-branching, scored like every other row
+    gold = [json.loads(x)["gold"] for x in (summary.run_dir / "trivial" / "predictions.jsonl").read_text().splitlines()]
+    assert trivial["sentence_f1"] == bracket_scores(gold, [right_branching(tree_words(g)) for g in gold])["sentence_f1"]
     metrics = summary.results["mckd"]["metrics"]
     assert 0.0 <= metrics["sentence_f1"] <= 1.0 and metrics["abstention_rate"] == 0.0  # a tree for every sentence
     wd = summary.run_dir / "mckd"

@@ -187,3 +187,24 @@ def test_duplicate_brackets_match_like_evalb():
     assert s["labeled_f1"] == 1.0  # both VP copies match, as in EVALB
     half = bracket_scores([gold], ["(S (NP a ) (VP b c ) )"], labels=["S", "NP", "VP"])
     assert half["labeled_f1"] == pytest.approx(2 * 1.0 * 0.75 / 1.75)  # P 3/3, R 3/4
+
+
+@pytest.mark.parametrize("words,tree", [(["a"], "( a )"), (["a", "b"], "( a b )"), (["a", "b", "c"], "( a ( b c ) )"),
+                                        (["a", "b", "c", "d"], "( a ( b ( c d ) ) )")])
+def test_right_branching(words, tree):
+    from llmkd.formats.trees import right_branching
+
+    assert right_branching(words) == tree
+    assert tree_words(tree) == words
+
+
+def test_the_trivial_baseline_of_each_seq2seq_target():
+    from llmkd.tasks.base import HasTrivialBaseline
+    from llmkd.tasks.seq2seq import Seq2SeqTask
+
+    tree = Seq2SeqTask(target="tree")
+    assert isinstance(tree, HasTrivialBaseline) and tree.trivial_name == "right-branching trees"
+    gold = "( ( The ( big cat ) ) sat )"  # right-branching finds none of its two inner constituents
+    assert tree.score([gold], [tree.trivial("The big cat sat", [])])["sentence_f1"] == pytest.approx(2 * (1 / 3) * (1 / 3) / (2 / 3))
+    slots = Seq2SeqTask(target="slots", labels=["B-city", "I-city", "flight"])
+    assert slots.trivial("to boston", []) == "flight | to O boston O"

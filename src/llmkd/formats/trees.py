@@ -176,6 +176,23 @@ def linearize(tree: Node, *, labeled: bool = False) -> str:
     return " ".join(parts)
 
 
+def right_branching(words: Sequence[str]) -> str:
+    """The right-branching unlabeled tree over ``words`` (``( a ( b ( c d ) ) )``): every suffix of
+    two or more words is a constituent. Parsing's trivial baseline; English leans right, so it
+    scores well above zero (MCKD's teacher has to beat it to be worth distilling)."""
+    if not words:
+        raise ValueError("a tree needs at least one word")
+    root = node = Node("")
+    for i, word in enumerate(words):
+        if i < len(words) - 2:
+            child = Node("")
+            node.children.extend([word, child])
+            node = child
+        else:
+            node.children.append(word)
+    return linearize(root)
+
+
 def from_linearized(text: str, *, labels: Iterable[str] | None = None) -> Node:
     """Read a linearized tree (strict: one balanced tree). ``labels``: the label set of labeled
     trees; ``(X`` with X outside it is read as a bracket followed by the word X."""

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from pydantic import BaseModel
 
 from .base import LabelSettings, Method, RunContext, TrainSettings, fit_student, require_answers
-from .baselines import Supervised, TeacherFewShot
+from .baselines import Supervised, TeacherFewShot, Trivial
 from .llkd import LLKD, LLKDOptions
 from .mckd import MCKD, MCKDOptions
 from .self_distill import SelfDistill, SelfDistillOptions
@@ -48,6 +48,7 @@ def register(spec: MethodSpec) -> MethodSpec:
 
 register(MethodSpec("teacher", TeacherFewShot, uses_teacher=True, summary="few-shot teacher on the test set"))
 register(MethodSpec("supervised", lambda: Supervised(name="supervised"), summary="student on the k gold examples"))
+register(MethodSpec("trivial", Trivial, summary="no model: the most frequent gold class, right-branching trees (parsing), all-O tags (slots)"))
 register(MethodSpec("vanilla", VanillaKD, options=VanillaKDOptions, uses_teacher=True, summary="teacher labels the pool; one student"))
 register(MethodSpec("llkd", LLKD, options=LLKDOptions, uses_teacher=True,
                     summary="LLKD: keep confident teacher labels the student still needs, per-class adaptive thresholds"))

@@ -131,6 +131,19 @@ class StopsAt(Protocol):
 
 
 @runtime_checkable
+class HasTrivialBaseline(Protocol):
+    """A prediction that needs no model (the ``trivial`` method, :mod:`llmkd.methods.baselines`):
+    right-branching trees, all-``O`` slot tags, the gold labeled set's most frequent class."""
+
+    trivial_name: str
+    """What the baseline is, for the report (``right-branching trees``)."""
+
+    def trivial(self, text: str, labeled: Sequence[Any]) -> Any:
+        """The baseline's label for ``text`` (``labeled``: the gold labeled examples)."""
+        ...
+
+
+@runtime_checkable
 class Synthesizes(Protocol):
     """A teacher can *write* new inputs for it, and the samples can be checked and shown in prompts
     (EvoKD and ``synth_nofeedback``, :mod:`llmkd.methods.evokd`): classification and NER."""

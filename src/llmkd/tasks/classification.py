@@ -11,6 +11,7 @@ contain other labels as words ("positive" and "very positive").
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Any, Sequence
 
 from ..errors import ParseError
@@ -110,6 +111,17 @@ class ClassificationTask:
 
     def score(self, gold: Sequence[Any], pred: Sequence[Any | None]) -> dict[str, float]:
         return classification_scores(gold, pred, self.labels)
+
+    # -- the trivial baseline (tasks.base.HasTrivialBaseline) -----------------------------------
+    trivial_name = "the labeled set's most frequent class"
+
+    def trivial(self, text: str, labeled: Sequence[Example]) -> str:
+        """The most frequent class of the gold ``labeled`` examples (ties: the first in label
+        order); the same for every ``text``."""
+        counts = Counter(ex.label for ex in labeled)
+        if not counts:
+            raise ValueError("the trivial baseline needs at least one labeled example")
+        return max(self.labels, key=lambda lab: (counts.get(lab, 0), -self.labels.index(lab)))
 
     # -- synthesis (tasks.base.Synthesizes: EvoKD writes new texts) ----------------------------
     synthesis_prompts = "cls"

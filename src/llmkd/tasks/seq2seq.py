@@ -69,6 +69,23 @@ class Seq2SeqTask:
     def labeled_trees(self) -> bool:
         return self.target == "tree" and bool(self.labels)
 
+    # -- the trivial baseline (tasks.base.HasTrivialBaseline) -----------------------------------
+    @property
+    def trivial_name(self) -> str:
+        return "right-branching trees" if self.target == "tree" else "every word tagged O"
+
+    def trivial(self, text: str, labeled: Sequence[Example] = ()) -> str:
+        """The right-branching tree over ``text``'s words; for slots, every word tagged ``O``
+        (and the first intent, when the targets carry one). ``labeled`` is not used."""
+        words = text.split()
+        if self.target == "tree":
+            from ..formats.trees import right_branching
+
+            return right_branching(words)
+        from ..formats.slots import to_target
+
+        return to_target(words, ["O"] * len(words), self.intents[0] if self.intents else None)
+
     def vocabulary(self) -> list[str]:
         """Strings a student tokenizer should keep whole (labeled brackets ``(NP``, slot tags,
         intents): the seq2seq student adds them as tokens, so ``B-fromloc.city_name`` is one."""

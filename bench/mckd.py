@@ -36,6 +36,7 @@ PRIMARY = ("macro_f1", "sentence_f1", "f1", "exact_match", "accuracy")  # the pa
 PAPER = {"teacher": (69.1, 60.0), "supervised": (0.0, 0.0), "vanilla": (71.6, 63.8), "self_distill": (72.4, 64.3),
          "mckd2": (73.9, 66.9), "mckd3": (74.2, 67.5)}
 ROWS = [  # key, label
+    ("trivial", "trivial (right-branching trees; classification: the majority class)"),
     ("teacher", "teacher few-shot"),
     ("supervised", "supervised-k (gold labeled set only)"),
     ("vanilla", "vanilla KD (dev-set early stopping)"),
@@ -101,13 +102,31 @@ def stage_quality(cfg: Any, run_dir: Path) -> list[dict[str, Any]]:
 def collect(summary: api.RunSummary) -> dict[str, dict[str, float]]:
     r = summary.results
     rows: dict[str, dict[str, float]] = {}
-    for key in ("teacher", "supervised", "vanilla", "self_distill"):
+    for key in ("trivial", "teacher", "supervised", "vanilla", "self_distill"):
         if key in r:
             rows[key] = r[key]["metrics"]
     if "mckd" in r:
         for k, final in r["mckd"]["extra"]["finals"].items():
             rows[f"mckd{k}"] = final["test"]
     return rows
+
+
+def training_notes(summary: api.RunSummary) -> dict[str, str]:
+    """How long each row's student trained and why it stopped (``N ep, reason``), and the
+    seconds per epoch; MCKD's finals and stage students from its stage reports."""
+    out: dict[str, str] = {}
+
+    def note(rec: dict[str, Any]) -> str:
+        hist = rec.get("history") or []
+        per = hist[-1]["seconds"] / hist[-1]["epoch"] if hist and hist[-1].get("epoch") else None
+        return (f"{rec.get('epoch', len(hist))} ep ({rec.get('stop_reason', '?')}, kept {rec.get('best_epoch', '?')}"
+                + (f", {per:.0f} s/ep" if per else "") + ")")
+
+    for key in ("supervised", "vanilla", "self_distill", "mckd"):
+        res = summary.results.get(key)
+        if res and (res.get("extra") or {}).get("training"):
+            out[key] = note(res["extra"]["training"])
+    return out
 
 
 def main() -> None:
@@ -123,7 +142,8 @@ def main() -> None:
         d = results.setdefault(ds, {"rows": {}, "stages": {}, "ablations": {}, "config": None})
         for seed in args.seeds:
             cfg, summary = run_one(ds, seed, [], f"mckd-{ds}-s{seed}", args,
-                                   ["teacher", "supervised", "vanilla", "self_distill", "mckd"])
+                                   ["trivial", "teacher", "supervised", "vanilla", "self_distill", "mckd"])
+            d.setdefault("training", {})[seed] = training_notes(summary)
             d["config"] = cfg
             for key, metrics in collect(summary).items():
                 d["rows"].setdefault(key, []).append(metrics)
@@ -219,6 +239,13 @@ def write(args: argparse.Namespace, results: dict[str, Any], command: str, start
                 lines.append(f"| {seed} | {r['stage']} {'(teacher)' if r['stage'] == 0 else ''} | {100 * r['pool']:.1f} | "
                              f"{r['abstained']} | {_pct(r.get('churn'))} | {_pct(r.get('agree'))} | {r.get('filled', '–')} | "
                              f"{', '.join(f'{100 * x:.1f}' for x in r.get('students', [])) or '–'} |")
+        if d.get("training"):
+            lines += ["", "Students (seed by seed): epochs run, why they stopped, the epoch kept, seconds per epoch "
+                      "(vanilla KD and supervised: dev-set early stopping; KD+SD and MCKD: training fidelity).", "",
+                      "| seed | row | training |", "|---:|---|---|"]
+            for seed, notes in d["training"].items():
+                for key, text in notes.items():
+                    lines.append(f"| {seed} | {key} | {text} |")
         if d["ablations"]:
             lines += ["", "### Ablations", "",
                       "| variant | seed | vanilla KD (dev) | MCKD-1 | KD+SD | MCKD-2 | MCKD-3 | MCKD-3 − MCKD-1 | pool labels by stage |",

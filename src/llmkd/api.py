@@ -65,6 +65,8 @@ def _check_same_config(run_dir: Path, cfg: RunConfig) -> None:
             d.pop(key, None)
         if isinstance(d.get("teacher"), dict):
             d["teacher"].pop("gate", None)  # whether to stop on a weak teacher: a stopped run goes on with warn
+            for key in ("n_threads", "repack"):  # how fast llama.cpp runs here; its answers are cached
+                d["teacher"].pop(key, None)
         if isinstance(d.get("teacher"), dict) and isinstance(d["teacher"].get("openai"), dict):
             d["teacher"]["openai"].pop("base_url", None)  # where the server runs: the cache keys what it serves
     if old != new:

@@ -117,6 +117,28 @@ def restore_progress(student: Any, path: str | Path, meta: dict[str, Any]) -> No
 RNG_KEY = "__rng__.torch"  #: torch's CPU generator state, stored beside the AdamW moments
 
 
+class LazyStudent:
+    """What every student shares: its torch parts (model, tokenizer, optimizer) are built on first
+    use by the subclass's ``_build`` (so a factory call is cheap and a loader can restore into
+    them), and its learning rate warms up linearly over ``warmup_steps`` to ``lr``."""
+
+    _built: bool
+    lr: float
+    warmup_steps: int
+
+    def _build(self) -> None:
+        raise NotImplementedError
+
+    def _ensure(self) -> None:
+        if not self._built:
+            self._build()
+
+    def _lr_at(self, step: int) -> float:
+        if self.warmup_steps and step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        return self.lr
+
+
 def optimizer_tensors(model: Any, optimizer: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """AdamW state as named tensors (safetensors cannot hold the pickled state_dict)."""
     names = {id(p): n for n, p in model.named_parameters()}

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 from ..types import Example, Prediction
 from .base import HasText
-from .checkpoint import load_into, read_meta, weighted_epoch, write_checkpoint
+from .checkpoint import LazyStudent, load_into, read_meta, weighted_epoch, write_checkpoint
 from .losses import distill_loss, hard_weight, soft_matrix
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def pick_device(device: str) -> str:
     return "cpu"
 
 
-class ClassifierStudent:
+class ClassifierStudent(LazyStudent):
     kind = "classifier"  # written to student.json
     auto_model = "AutoModelForSequenceClassification"  # the transformers head class
     soft_targets = True  # trains on Example.soft (targets soft / mix); the tagger does not
@@ -97,19 +97,10 @@ class ClassifierStudent:
         self.optimizer_ = torch.optim.AdamW(self.model_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         self._built = True
 
-    def _ensure(self) -> None:
-        if not self._built:
-            self._build()
-
     # -- training -----------------------------------------------------------------------------
     def _encode(self, texts: Sequence[str]) -> Any:
         return self.tokenizer_(list(texts), truncation=True, max_length=self.max_length, padding=True,
                                return_tensors="pt").to(self.device_)
-
-    def _lr_at(self, step: int) -> float:
-        if self.warmup_steps and step < self.warmup_steps:
-            return self.lr * (step + 1) / self.warmup_steps
-        return self.lr
 
     def fit_epoch(self, examples: Sequence[Example], weights: Sequence[float] | None = None) -> float:
         import torch

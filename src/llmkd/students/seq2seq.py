@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 
 from ..types import Example, Prediction
 from .base import HasText
-from .checkpoint import load_into, read_meta, weighted_epoch, write_checkpoint
+from .checkpoint import LazyStudent, load_into, read_meta, weighted_epoch, write_checkpoint
 from .classifier import pick_device
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ ENCODER_ONLY = {"bert", "roberta", "distilbert", "electra", "xlm-roberta", "mpne
 SEP = "\n=>"  # decoder-only students: the input, then this, then the target
 
 
-class Seq2SeqStudent:
+class Seq2SeqStudent(LazyStudent):
     def __init__(self, *, model: str, labels: Sequence[str] = (), extra_tokens: Sequence[str] = (),
                  max_length: int = 128, max_target_length: int = 160, batch_size: int = 16, lr: float = 1e-4,
                  weight_decay: float = 0.01, warmup_steps: int = 10, seed: int = 0, num_beams: int = 1,
@@ -133,16 +133,7 @@ class Seq2SeqStudent:
         self.optimizer_ = torch.optim.AdamW(self.model_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         self._built = True
 
-    def _ensure(self) -> None:
-        if not self._built:
-            self._build()
-
     # -- training -----------------------------------------------------------------------------
-    def _lr_at(self, step: int) -> float:
-        if self.warmup_steps and step < self.warmup_steps:
-            return self.lr * (step + 1) / self.warmup_steps
-        return self.lr
-
     def _targets(self, labels: Sequence[str]) -> Any:
         import torch
 

@@ -54,7 +54,7 @@ from typing import Any, Sequence
 from ..formats.trees import Node, from_linearized, linearize
 from ..types import Example, Prediction
 from .base import HasText
-from .checkpoint import load_into, read_meta, weighted_epoch, write_checkpoint
+from .checkpoint import LazyStudent, load_into, read_meta, weighted_epoch, write_checkpoint
 from .classifier import pick_device
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ def cky(scores: Any) -> list[tuple[int, int]]:
     return out
 
 
-class SpanParserStudent:
+class SpanParserStudent(LazyStudent):
     """``labels``: the task's constituent labels (``data.tree_labels``); empty = unlabeled trees."""
 
     kind = "span_parser"  # written to student.json
@@ -196,15 +196,6 @@ class SpanParserStudent:
                   {"params": list(self.model_.scorer.parameters()), "lr_scale": self.head_lr_scale}]
         self.optimizer_ = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
         self._built = True
-
-    def _ensure(self) -> None:
-        if not self._built:
-            self._build()
-
-    def _lr_at(self, step: int) -> float:
-        if self.warmup_steps and step < self.warmup_steps:
-            return self.lr * (step + 1) / self.warmup_steps
-        return self.lr
 
     # -- encoding -----------------------------------------------------------------------------
     def _chunks(self, batch_words: Sequence[Sequence[str]]) -> list[tuple[int, int, int]]:

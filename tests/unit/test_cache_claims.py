@@ -38,18 +38,26 @@ print(teacher.misses, teacher.hits)
 """
 
 
+def run_together(code: str, args: Sequence[str], n: int, *, wait: float = 1.0) -> list[tuple[int, str, str]]:
+    """Start ``n`` Python processes running ``code`` with ``args``, let them import, release them
+    at once (each reads a line first), and return (exit code, stdout, stderr) of each."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    procs = [subprocess.Popen([sys.executable, "-c", code, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(n)]
+    time.sleep(wait)
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    outs = [p.communicate(timeout=120) for p in procs]
+    return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
+
+
 def test_processes_sharing_a_cache_ask_each_prompt_once(tmp_path: Path) -> None:
     n = 48
     with FakeOpenAIServer(delay=0.02) as server:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-        procs = [subprocess.Popen([sys.executable, "-c", CHILD, server.base_url, str(tmp_path / "c.sqlite"), str(n)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env) for _ in range(3)]
-        time.sleep(1.0)
-        for p in procs:
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        outs = [p.communicate(timeout=120)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs), outs
+        done = run_together(CHILD, [server.base_url, str(tmp_path / "c.sqlite"), str(n)], 3)
+    outs = [out for _, out, _ in done]
+    assert all(rc == 0 for rc, _, _ in done), done
     misses = [int(o.split()[0]) for o in outs]
     assert len(server.requests) == n  # without claims: up to 3 * n
     assert sum(misses) == n and TeacherCache(tmp_path / "c.sqlite").stats()["repeated_calls"] == 0
@@ -163,14 +171,6 @@ TeacherCache(sys.argv[1])
 def test_processes_creating_one_cache_file_at_once_all_open_it(tmp_path: Path) -> None:
     """Switching a new file to WAL answers "database is locked" at once (no busy wait) while
     another process does the same; before the retry, about 1 open in 24 failed here."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     for trial in range(4):
-        path = tmp_path / f"c{trial}.sqlite"
-        procs = [subprocess.Popen([sys.executable, "-c", OPENER, str(path)], stdin=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, env=env) for _ in range(6)]
-        time.sleep(0.8)
-        for p in procs:
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        errs = [p.communicate(timeout=120)[1] for p in procs]
-        assert all(p.returncode == 0 for p in procs), errs
+        done = run_together(OPENER, [str(tmp_path / f"c{trial}.sqlite")], 6, wait=0.8)
+        assert all(rc == 0 for rc, _, _ in done), [err for _, _, err in done]

@@ -94,18 +94,29 @@ def main() -> None:
                 for seed in args.seeds:
                     for i, v in enumerate(variants(args)):
                         run_cell(args, store, store_path, started, ds, teacher, pool, seed, v, first=i == 0)
+                    for i, v in enumerate(variants(args)):  # the gold rows last: they do not tell targets apart
+                        if is_plain(v):
+                            run_cell(args, store, store_path, started, ds, teacher, pool, seed, v, first=i == 0,
+                                     gold=True)
+
+
+def is_plain(v: dict) -> bool:
+    """The student's default configuration (hard targets, no balancing, default lr): its run
+    folder also trains the same student on the pool's gold labels."""
+    return v["targets"] == "hard" and not v["balance"] and v["lr"] == DEFAULT_LR
 
 
 def run_cell(args: argparse.Namespace, store: dict, store_path, started: float, ds: str, teacher: str, pool: int,
-             seed: int, v: dict, *, first: bool) -> None:
+             seed: int, v: dict, *, first: bool, gold: bool = False) -> None:
+    """One `llmkd run`: the variant's vanilla KD (with the teacher rows when ``first``), or with
+    ``gold`` the supervised-on-the-pool's-gold row in the same run folder."""
     name = SHORT.get(teacher, teacher)
     prefix = f"{ds}/{name}/{pool}"
     gold_label = f"supervised on the pool's gold, {STUDENT_NAME[v['student']]}"
-    want_gold = v["targets"] == "hard" and not v["balance"] and v["lr"] == DEFAULT_LR
-    key = f"{prefix}/{label(v)}/{seed}"
-    if key in store["runs"] and (not want_gold or f"{prefix}/{gold_label}/{seed}" in store["runs"]):
+    key = f"{prefix}/{gold_label if gold else label(v)}/{seed}"
+    if key in store["runs"]:
         return
-    methods = (["teacher", "supervised"] if first else []) + ["vanilla"] + (["supervised_full"] if want_gold else [])
+    methods = ["supervised_full"] if gold else (["teacher", "supervised"] if first else []) + ["vanilla"]
     overrides = [
         f"name={ds}-{name}-p{pool}-k{args.k}-t{args.test_size}-e{args.epochs}-s{seed}-{tag(v)}",
         f"seed={seed}", f"output_dir={args.runs}", f"teacher.model={teacher}",
@@ -114,7 +125,7 @@ def run_cell(args: argparse.Namespace, store: dict, store_path, started: float, 
         f"student.model={STUDENTS[v['student']]}", f"student.targets={v['targets']}",
         f"student.class_balance={str(v['balance']).lower()}", f"student.lr={v['lr']}",
         f"student.epochs={args.epochs}", f"methods={json.dumps(methods)}", "progress=false",
-        f"teacher.gate={'warn' if first else 'off'}",
+        f"teacher.gate={'warn' if first and not gold else 'off'}",
     ] + ([f"teacher.n_threads={args.n_threads}"] if args.n_threads else [])
     cfg = load_config(ROOT / "examples" / f"{ds}.yaml", overrides)
     t0 = time.time()
@@ -133,6 +144,8 @@ def run_cell(args: argparse.Namespace, store: dict, store_path, started: float, 
         if m == "vanilla":
             entry["pool_label_accuracy"] = pool_metrics.get("pseudo-label accuracy (all, abstention = wrong)")
             entry["wall_seconds"] = wall if not first else None
+        if m == "supervised_full":
+            entry["wall_seconds"] = wall
         store["runs"][f"{prefix}/{row}/{seed}"] = entry
     store_path.write_text(json.dumps(store, indent=1))
     write(args, store, started)

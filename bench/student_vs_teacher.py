@@ -26,9 +26,8 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
-from _common import ROOT, SHORT, cpu_model, machine_line, parser, start, write_keeping_notes  # noqa: E402
+from _common import ROOT, SHORT, cpu_model, machine_line, parser, result_store, start, write_keeping_notes  # noqa: E402
 from _common import mean_std as _ms
 
 from llmkd import api  # noqa: E402
@@ -77,17 +76,12 @@ def main() -> None:
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args()
     command, started = start("student_vs_teacher")
-    store_path = Path(args.out).with_suffix(".json")
-    store = json.loads(store_path.read_text()) if store_path.exists() else {"commands": [], "runs": {}}
     settings = {"k": args.k, "test_size": args.test_size, "epochs": args.epochs}
-    if store.get("settings") not in (None, settings):
-        print(f"{store_path}: other settings than {settings}; starting a new table")
-        store = {"commands": [], "runs": {}}
-    store["settings"] = settings
+    store, store_path = result_store(args.out, settings, command)
     if args.report_only:
+        store["commands"].pop()  # a rewrite of the doc measured nothing
         write(args, store, started)
         return
-    store["commands"].append(command)
     for ds in args.datasets:
         for teacher in args.teachers:
             for pool in args.pools:

@@ -141,17 +141,29 @@ def find_student(run_dir: str | Path, method: str, result: dict[str, Any] | None
     return path
 
 
-def load_student(path: str | Path, *, threads: int | None = None) -> Any:
-    """The classifier or tagger student saved at ``path`` (a checkpoint folder), on the CPU."""
+def load_student(path: str | Path, *, threads: int | None = None, task: Any = None) -> Any:
+    """The student saved at ``path`` (a checkpoint folder), on the CPU: a classifier, tagger or span
+    parser; a seq2seq student also needs its ``task`` (whose ``postprocess`` repairs its outputs)."""
+    import importlib
+
     from .students.checkpoint import read_meta
     from .students.classifier import ClassifierStudent
     from .students.tagger import TaggerStudent
 
     kind = read_meta(path).get("kind")
     cls = {"classifier": ClassifierStudent, "tagger": TaggerStudent}.get(kind)
-    if cls is None:
+    if cls is not None:
+        return cls.load(path, device="cpu", threads=threads)
+    if kind not in OWN_FORMAT:
         raise ConfigError(_own_format_message(kind, path))
-    return cls.load(path, device="cpu", threads=threads)
+    module, name = OWN_FORMAT[kind]
+    own = getattr(importlib.import_module(module), name)
+    if kind == "seq2seq":
+        if task is None:
+            raise ConfigError(f"{path} is a seq2seq student: its outputs are repaired by its task, which is not known "
+                              "here; predict with its run folder, or a folder exported by this version of llmkd")
+        return own.load(path, device="cpu", threads=threads, postprocess=task.postprocess)
+    return own.load(path, device="cpu", threads=threads)
 
 
 def _own_format_message(kind: Any, path: Any) -> str:
@@ -303,7 +315,8 @@ def export(run_dir: str | Path, to: str | Path, *, method: str | None = None, on
                                                     quantize, report))
     info = {"kind": kind, "labels": meta["labels"], "max_length": meta.get("max_length"), "method": method,
             "run": str(run_dir), "student_folder": str(src.relative_to(run_dir)), "base_model": meta.get("base_model"),
-            "pipeline_task": PIPELINE_TASK.get(kind), "checks": report.checks, "onnx": report.onnx}
+            "pipeline_task": PIPELINE_TASK.get(kind), "checks": report.checks, "onnx": report.onnx,
+            "task": data.cfg.task.model_dump(mode="json")}
     (tmp / "llmkd.json").write_text(json.dumps(info, indent=1))
     (tmp / "README.md").write_text(model_card(run_dir, method, results, meta, data, report), encoding="utf-8")
     if to.exists():

@@ -8,10 +8,12 @@ without the text field, or with an empty one, is a :class:`~llmkd.errors.DataErr
 ``file:line``.
 
 Output (:func:`prediction_rows`, :func:`write_rows`): per input its id and text, and the label
-with every label's probability (classifier) or the entity spans (tagger: word indices, characters
-in the whitespace-joined words, type, text). jsonl or csv; a file is written whole to
+with every label's probability (classifier), the entity spans (tagger: word indices, characters
+in the whitespace-joined words, type, text), or one structure and its confidence (span parser: a
+bracketed tree over the input's whitespace words; seq2seq: the repaired output, ``null`` where it
+could not be repaired). jsonl or csv; a file is written whole to
 ``NAME.tmp`` and renamed, so an error never leaves a half-written output.
-Not handled: seq2seq and parser students (load them with their own class), GPU batching knobs.
+Not handled: ONNX for span-parser and seq2seq students, GPU batching knobs.
 """
 
 from __future__ import annotations
@@ -29,26 +31,34 @@ from .errors import ConfigError, DataError
 from .types import Unlabeled
 
 FORMATS = ("jsonl", "csv", "tsv", "text")
+PIPELINE_KINDS = ("classifier", "tagger")  # the others (span_parser, seq2seq) predict one structure per input
 
 
 def load_predictor(model_or_run: str | Path, *, method: str | None = None, onnx: str | None = None,
                    threads: int | None = None) -> tuple[Any, str]:
     """(student, what it is) for a run folder or an exported folder. ``onnx``: ``fp32`` / ``int8``
     predicts through the exported ONNX file instead of torch (exported folders only)."""
+    from .build import build_task
+    from .config import TaskConfig
+    from .export import choose_method, find_student, load_student
+    from .students.checkpoint import read_meta
+
     path = Path(model_or_run)
     if (path / "llmkd.json").exists():  # an exported folder
+        info = json.loads((path / "llmkd.json").read_text())
+        what = f"exported {info['kind']} {path} ({info['method']} of {info['run']})"
+        if info["kind"] not in PIPELINE_KINDS:
+            if onnx:
+                raise ConfigError(f"--onnx: {path} is a {info['kind']} student, which has no ONNX export; predict "
+                                  "without --onnx")
+            task = build_task(TaskConfig.model_validate(info["task"]), info["labels"]) if info.get("task") else None
+            return load_student(path, threads=threads, task=task), what
         from .students.classifier import ClassifierStudent
         from .students.tagger import TaggerStudent
 
-        info = json.loads((path / "llmkd.json").read_text())
-        cls = {"classifier": ClassifierStudent, "tagger": TaggerStudent}.get(info["kind"])
-        if cls is None:
-            from .export import _own_format_message
-
-            raise ConfigError(_own_format_message(info["kind"], path))
+        cls = ClassifierStudent if info["kind"] == "classifier" else TaggerStudent
         student = cls(model=str(path), labels=info["labels"], max_length=info["max_length"], device="cpu",
                       threads=threads)
-        what = f"exported {info['kind']} {path} ({info['method']} of {info['run']})"
         if onnx:
             from .onnx_export import FILES, ONNX_DIR, onnx_student, require_onnx
 
@@ -60,7 +70,9 @@ def load_predictor(model_or_run: str | Path, *, method: str | None = None, onnx:
             student, what = onnx_student(student, file, threads), f"{what}, ONNX {onnx}"
         return student, what
     if (path / "config.yaml").exists():
-        from .export import choose_method, find_student, load_student
+        import yaml
+
+        from .config import parse_config
 
         if onnx:
             raise ConfigError("--onnx predicts with an exported folder's ONNX file: run `llmkd export RUN --to DIR "
@@ -68,7 +80,9 @@ def load_predictor(model_or_run: str | Path, *, method: str | None = None, onnx:
         why = f"method {method}"
         if method is None:
             method, why = choose_method(path)
-        return load_student(find_student(path, method), threads=threads), why
+        folder = find_student(path, method)
+        cfg = parse_config(yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")), str(path))
+        return load_student(folder, threads=threads, task=build_task(cfg.task, read_meta(folder)["labels"])), why
     raise ConfigError(f"{path} is neither a run folder (config.yaml) nor an exported model (llmkd.json); give the "
                       "folder `llmkd run` or `llmkd export` wrote")
 
@@ -148,6 +162,8 @@ def prediction_rows(student: Any, items: Sequence[Unlabeled], *, batch_size: int
 
 def _row(item: Unlabeled, pred: Any) -> dict[str, Any]:
     spans = getattr(pred, "spans", None)
+    if spans is None and set(pred.probs) <= {pred.label}:  # a parser / seq2seq output: one structure, its confidence
+        return {"id": item.id, "text": item.text, "label": pred.label, "confidence": pred.probs.get(pred.label)}
     if spans is None:
         return {"id": item.id, "text": item.text, "label": pred.label,
                 "probs": {k: round(v, 6) for k, v in pred.probs.items()}}
@@ -175,7 +191,9 @@ def render(rows: Iterable[dict[str, Any]], fmt: str) -> str:
     if fmt != "csv":
         raise ConfigError(f"--format must be jsonl or csv. Got {fmt!r}.")
     buf = io.StringIO()
-    if rows and "spans" in rows[0]:
+    if rows and "confidence" in rows[0]:
+        cols, flat = ["id", "text", "label", "confidence"], rows
+    elif rows and "spans" in rows[0]:
         cols = ["id", "text", "spans"]
         flat = [{"id": r["id"], "text": r["text"], "spans": json.dumps(r["spans"], ensure_ascii=False)} for r in rows]
     else:

@@ -83,3 +83,24 @@ def test_llmkd_run_mckd_parsing_with_the_span_parser(smollm2_path: str, minilm_p
     assert meta["kind"] == "span_parser"
     stage1 = [json.loads(x) for x in (wd / "labels-stage1.jsonl").read_text().splitlines()]
     assert stage1 and all(lab["source"] == "student" and lab["confidence"] is not None for lab in stage1)
+
+    # the run's parser predicts through `llmkd predict`, from the run folder and from an export of it
+    from typer.testing import CliRunner
+
+    from llmkd.cli import app
+    from llmkd.export import export
+
+    texts = tmp_path / "in.txt"
+    texts.write_text("The company said it would buy the shares .\nPrices fell sharply .\n")
+    runner = CliRunner()
+    res = runner.invoke(app, ["predict", str(summary.run_dir), "--method", "mckd", "--input", str(texts)])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(x) for x in res.stdout.splitlines() if x.startswith("{")]
+    assert [tree_words(r["label"]) for r in rows] == [line.split() for line in texts.read_text().splitlines()]
+    assert all(0.0 < r["confidence"] <= 1.0 for r in rows)
+    export(summary.run_dir, tmp_path / "exported", method="mckd")
+    res = runner.invoke(app, ["predict", str(tmp_path / "exported"), "--input", str(texts), "--format", "csv"])
+    assert res.exit_code == 0, res.output
+    lines = [x for x in res.stdout.splitlines() if x.strip()]
+    assert lines[0] == "id,text,label,confidence" and len(lines) == 3
+    assert all(r["label"] in line for r, line in zip(rows, lines[1:]))

@@ -5,8 +5,8 @@
 ``token_type_ids`` where the encoder has them), dynamic batch and sequence axes, output
 ``logits``. The TorchScript exporter is not used: under transformers 5 it bakes the attention
 mask path of the traced batch into the graph (logits off by 0.04 on MiniLM).
-:func:`quantize_int8` is onnxruntime's dynamic int8 quantization (weights int8, activations
-quantized per batch at run time).
+:func:`quantize_int8` is onnxruntime's dynamic int8 quantization (weights int8 with a scale per
+output channel, activations quantized per batch at run time).
 
 :class:`OnnxModel` answers ``model(**encoding).logits`` like the transformers model, so a student
 built on it (:func:`onnx_student`) tokenizes, batches and decodes exactly as the torch student
@@ -95,7 +95,10 @@ def quantize_int8(src: Path, dst: Path) -> Path:
     bare = dst.with_name(dst.stem + ".bare.onnx")
     onnx.save(model, str(bare))
     try:
-        quantize_dynamic(str(bare), str(dst), weight_type=QuantType.QInt8)
+        # per-channel weight scales: on the SST-2 / TREC students of docs/results/student_speed.md the
+        # int8 model then agrees with torch on 99.5 % / 100 % of 200 test inputs, against 94.5 % / 97.5 %
+        # with one scale per tensor (onnxruntime's default)
+        quantize_dynamic(str(bare), str(dst), weight_type=QuantType.QInt8, per_channel=True)
     finally:
         bare.unlink(missing_ok=True)
     return dst

@@ -27,6 +27,13 @@ from .types import TeacherLabel
 LABEL_COLUMNS = ("id", "text", "label", "confidence", "abstained", "source", "stage", "prompt_id", "raw", "error",
                  "probs", "meta", "teacher_backend", "teacher_model", "teacher_fingerprint", "labeling", "constrained",
                  "template", "labeled_at")
+LABEL_TYPES = {"id": "string", "text": "string", "confidence": "double", "abstained": "bool", "source": "string",
+               "stage": "string", "prompt_id": "string", "raw": "string", "error": "string", "probs": "string",
+               "meta": "string", "teacher_backend": "string", "teacher_model": "string",
+               "teacher_fingerprint": "string", "labeling": "string", "constrained": "bool", "template": "string",
+               "labeled_at": "string"}
+"""The Arrow types of the columns in parquet / datasets (all but ``label``: a string, or for NER a
+list of strings), the same whichever values a pool has."""
 
 
 def label_rows(labels: Sequence[TeacherLabel], texts: dict[str, str], provenance: dict[str, Any], *,
@@ -86,4 +93,4 @@ def export_labels(run_dir: str | Path, to: str | Path, fmt: str = "auto", *,
     texts = {u.id: u.text for u in splits.pool}
     rows = label_rows(labels, texts, run_provenance(run_dir, cfg, labels_file), answered_only=answered_only,
                       where=str(labels_file))
-    return write_rows(to, rows, fmt, columns=LABEL_COLUMNS), len(rows)
+    return write_rows(to, rows, fmt, columns=LABEL_COLUMNS, types=LABEL_TYPES), len(rows)

@@ -460,6 +460,8 @@ def test_label_output_and_export_labels_write_the_pool_with_provenance(tmp_path:
         "teacher_fingerprint": manifest["models"]["teacher"], "labeling": "generate", "constrained": False,
         "template": "classify.v2"}
     assert len(first["prompt_id"]) == 16 and first["labeled_at"].endswith("+00:00")
+    schema = pq.read_schema(tmp_path / "pool.parquet")
+    assert {str(schema.field(c).type) for c in ("probs", "meta", "error")} == {"string"}  # even where all are null
     assert "vault" not in json.dumps(table) and "gold" not in {r["source"] for r in table}
 
     res = CliRunner().invoke(app, ["export-labels", str(run_dir), "--to", str(tmp_path / "answered"), "--answered-only"])

@@ -50,7 +50,7 @@ def table_value(value: Any) -> Any:
     return value
 
 
-def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None) -> Any:
+def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None, types: dict[str, str]) -> Any:
     """A pyarrow Table of ``rows`` (columns in ``columns`` order, else first-seen order); a
     DataError naming the column whose values have no common type."""
     pa = require("pyarrow", "formats", "writing parquet / datasets")
@@ -59,7 +59,7 @@ def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None) -> Any
     for name in names:
         values = [table_value(row.get(name)) for row in rows]
         try:
-            arrays.append(pa.array(values))
+            arrays.append(pa.array(values, type=pa.type_for_alias(types[name]) if name in types else None))
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
             kinds = sorted({type(v).__name__ for v in values if v is not None})
             raise DataError(f"column {name!r}: its values have no common type ({', '.join(kinds)}: {exc}); give "
@@ -68,8 +68,11 @@ def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None) -> Any
 
 
 def write_rows(path: str | Path, rows: Iterable[dict[str, Any]], fmt: str = "auto", *,
-               columns: Sequence[str] | None = None) -> Path:
-    """Write ``rows`` to ``path`` as ``fmt`` (see :func:`output_format`); returns the path."""
+               columns: Sequence[str] | None = None, types: dict[str, str] | None = None) -> Path:
+    """Write ``rows`` to ``path`` as ``fmt`` (see :func:`output_format`); returns the path.
+    ``columns``: which keys, in order (missing ones are None); ``types``: the Arrow type of some
+    columns in parquet / datasets (pyarrow's names: ``string``, ``double``, ``bool``), so that a
+    column of Nones keeps its type (else it is inferred from the values)."""
     path = Path(path)
     fmt = output_format(path, fmt)
     rows = list(rows)
@@ -79,7 +82,7 @@ def write_rows(path: str | Path, rows: Iterable[dict[str, Any]], fmt: str = "aut
     if fmt == "jsonl":
         write_jsonl(path, ({k: row.get(k) for k in columns} if columns else row for row in rows))
         return path
-    table = _table(rows, columns)
+    table = _table(rows, columns, types or {})
     if fmt == "parquet":
         import pyarrow.parquet as pq
 

@@ -92,6 +92,13 @@ class DataConfig(_Strict):
     tree_labels: bool = Field(False, description="brackets: keep constituent labels in the target (labeled F1)")
     with_intent: bool = Field(False, description="slots: prefix the target with the intent ('label' file)")
 
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _integer_keys(cls, v: Any) -> Any:
+        # YAML reads `{0: negative}` with integer keys; raw labels are matched as text ("0", parquet class ids too)
+        return {str(k) if isinstance(k, int) and not isinstance(k, bool) else k: x for k, x in v.items()} \
+            if isinstance(v, dict) else v
+
     @field_validator("columns", mode="before")
     @classmethod
     def _columns_everywhere(cls, v: Any) -> Any:

@@ -107,6 +107,7 @@ def test_class_ids_without_names_are_text_for_label_map(tmp_path: Path) -> None:
     path = tmp_path / "d.parquet"
     assert [e.label for e in read_examples(path, cfg(path))] == ["0", "1"]
     assert [e.label for e in read_examples(path, cfg(path, label_map={"0": "neg", "1": "pos"}))] == ["neg", "pos"]
+    assert [e.label for e in read_examples(path, cfg(path, label_map={0: "neg", 1: "pos"}))] == ["neg", "pos"]  # YAML
     assert [e.label for e in read_examples(path, cfg(path, label_regex=r"(\d)"))] == ["0", "1"]
 
 

@@ -108,6 +108,10 @@ def label(config: Annotated[Path, typer.Argument(help="YAML run config")], set_:
         from . import api
 
         cfg = _load(config, set_, quiet)
+        if output is not None:  # a wrong format name fails before the teacher is asked
+            from .data.writers import output_format
+
+            output_format(output, format_)
         if dry_run:
             est = api.dry_run(cfg)
             for k, v in est.items():

@@ -21,6 +21,7 @@ from llmkd.config import DataConfig  # noqa: E402
 from llmkd.data import check_task_data, make_splits, read_examples  # noqa: E402
 from llmkd.data.writers import output_format, write_rows  # noqa: E402
 from llmkd.errors import ConfigError, DataError, MissingExtraError  # noqa: E402
+from tests.fake_openai_server import FakeOpenAIServer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -436,7 +437,6 @@ def test_label_output_and_export_labels_write_the_pool_with_provenance(tmp_path:
     from typer.testing import CliRunner
 
     from llmkd.cli import app
-    from tests.fake_openai_server import FakeOpenAIServer
 
     with FakeOpenAIServer(script=_script) as server:
         config = _run_config(tmp_path, server.base_url)
@@ -480,6 +480,11 @@ def test_export_labels_errors(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from llmkd.cli import app
+
+    with FakeOpenAIServer(script=_script) as server:
+        res = CliRunner().invoke(app, ["label", str(_run_config(tmp_path, server.base_url)), "-q", "-o", "pool.csv"])
+    assert res.exit_code == 2 and "cannot tell the output format from the extension '.csv'" in res.output
+    assert server.requests == [] and not (tmp_path / "runs").exists()  # refused before any labeling
 
     res = CliRunner().invoke(app, ["export-labels", str(tmp_path), "--to", str(tmp_path / "x.parquet")])
     assert res.exit_code == 2

@@ -184,7 +184,8 @@ def run(cfg: RunConfig) -> RunSummary:
 
 
 def label(cfg: RunConfig) -> tuple[Path, list[TeacherLabel]]:
-    """Label the unlabeled pool only (no training); writes RUN_DIR/labels.jsonl."""
+    """Label the unlabeled pool only (no training); writes RUN_DIR/vanilla/labels.jsonl and the
+    manifest (with the teacher's fingerprint; :mod:`llmkd.label_export` writes it as provenance)."""
     run_dir = run_dir_for(cfg)
     _check_same_config(run_dir, cfg)
     start_run_dir(run_dir, dump_config(cfg))
@@ -192,6 +193,7 @@ def label(cfg: RunConfig) -> tuple[Path, list[TeacherLabel]]:
     ctx = sess.context("vanilla", run_dir)
     labels = ctx.label(sess.splits.pool, stage="teacher-pool", desc="teacher on pool")
     write_pool_labels(run_dir, labels)
+    write_manifest(run_dir, cfg, {"teacher": sess.teacher.fingerprint})
     return run_dir, labels
 
 

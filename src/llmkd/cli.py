@@ -86,29 +86,66 @@ def run(config: Annotated[Path, typer.Argument(help="YAML run config")], set_: S
     console.print(f"run directory: {summary.run_dir}", highlight=False)
 
 
+LabelsFormatOpt = Annotated[str, typer.Option("--format", help="auto (by extension; no extension: a datasets "
+                                                                "folder), jsonl, parquet or datasets")]
+AnsweredOpt = Annotated[bool, typer.Option("--answered-only", help="leave out the examples the teacher abstained on")]
+
+
 @app.command()
 def label(config: Annotated[Path, typer.Argument(help="YAML run config")], set_: SetOpt = None, quiet: QuietOpt = False,
-          dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count prompts and tokens and estimate the time")] = False) -> None:
+          dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count prompts and tokens and estimate the time")] = False,
+          output: Annotated[Optional[Path], typer.Option("--output", "-o", help="also write the labeled pool with texts "
+                                                         "and provenance here (as `llmkd export-labels`)")] = None,
+          format_: LabelsFormatOpt = "auto", answered_only: AnsweredOpt = False) -> None:
     """Pseudo-label the unlabeled pool with the teacher (cached), without training.
 
     Example: llmkd label examples/sst2.yaml --dry-run
+
+    Example: llmkd label examples/sst2.yaml --output pool.parquet
     """
     _setup(False, quiet)
     try:
         from . import api
 
         cfg = _load(config, set_, quiet)
+        if output is not None:  # a wrong format name fails before the teacher is asked
+            from .data.writers import output_format
+
+            output_format(output, format_)
         if dry_run:
             est = api.dry_run(cfg)
             for k, v in est.items():
                 out.print(f"{k:>34}: {v}", highlight=False)
             return
         run_dir, labels = api.label(cfg)
+        n_abs = sum(lab.abstained for lab in labels)
+        out.print(f"labeled {len(labels)} examples ({n_abs} abstentions) -> {run_dir / 'vanilla' / 'labels.jsonl'}",
+                  highlight=False, soft_wrap=True)
+        if output is not None:
+            export_labels_cmd(run_dir, output, format_, answered_only)
     except LlmkdError as exc:
         _fail(exc)
         return
-    n_abs = sum(lab.abstained for lab in labels)
-    out.print(f"labeled {len(labels)} examples ({n_abs} abstentions) -> {run_dir / 'vanilla' / 'labels.jsonl'}", highlight=False)
+
+
+@app.command("export-labels")
+def export_labels_cmd(run_dir: Annotated[Path, typer.Argument(help="a run directory of `llmkd label` or `llmkd run`")],
+                      to: Annotated[Path, typer.Option("--to", help="the file (.jsonl, .parquet) or datasets folder to write")],
+                      format_: LabelsFormatOpt = "auto", answered_only: AnsweredOpt = False) -> None:
+    """Write a run's pseudo-labeled pool (texts, labels, confidence, provenance) as jsonl, parquet
+    or a datasets folder (docs/data.md).
+
+    Example: llmkd export-labels runs/sst2-demo --to pool.parquet --answered-only
+    """
+    _setup()
+    from .label_export import export_labels
+
+    try:
+        path, n = export_labels(run_dir, to, format_, answered_only=answered_only)
+    except LlmkdError as exc:
+        _fail(exc)
+        return
+    out.print(f"{n} pool labels -> {path}", highlight=False, soft_wrap=True)
 
 
 @app.command("eval")

@@ -55,11 +55,15 @@ class SplitConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    train: str = Field(..., description="path of the training file (jsonl, csv, tsv or label_text)")
+    train: str = Field(..., description="path of the training file (jsonl, csv, tsv, label_text, parquet, ...) or "
+                                        "folder (datasets, seq_in_out, ...)")
     test: str = Field(..., description="path of the test file")
     dev: str | None = Field(None, description="optional dev file; else dev is drawn from train")
-    format: Literal["auto", "jsonl", "csv", "tsv", "label_text", "brackets", "slots", "conll", "seq_in_out"] = Field(
-        "auto", description="conll / seq_in_out: token-tagged NER data (a CoNLL column file / a seq.in+seq.out folder)")
+    format: Literal["auto", "jsonl", "csv", "tsv", "label_text", "parquet", "datasets", "brackets", "slots", "conll",
+                    "seq_in_out"] = Field(
+        "auto", description="conll / seq_in_out: token-tagged NER data (a CoNLL column file / a seq.in+seq.out folder); "
+        "parquet / datasets (a save_to_disk or load_dataset folder): classification, or NER where the label column "
+        "holds tag lists (docs/data.md); auto: by extension, a save_to_disk folder is datasets")
     encoding: str = Field("utf-8", description="text encoding of the files, e.g. latin-1")
     text_field: str = "text"
     label_field: str = "label"
@@ -82,8 +86,18 @@ class DataConfig(_Strict):
     members: dict[Literal["train", "dev", "test"], str | list[str]] = Field(
         default_factory=dict, description="brackets: which files of a folder / .tar.gz each split reads: glob "
         "patterns over file names, or the path of a file of document ids (relative to the data file's folder)")
+    dataset_split: dict[Literal["train", "dev", "test"], str] = Field(
+        default_factory=dict, description="datasets: which split of a DatasetDict each llmkd split reads, e.g. "
+        "{dev: validation_matched}; default: train, test, and for dev the first of validation, dev, valid")
     tree_labels: bool = Field(False, description="brackets: keep constituent labels in the target (labeled F1)")
     with_intent: bool = Field(False, description="slots: prefix the target with the intent ('label' file)")
+
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _integer_keys(cls, v: Any) -> Any:
+        # YAML reads `{0: negative}` with integer keys; raw labels are matched as text ("0", parquet class ids too)
+        return {str(k) if isinstance(k, int) and not isinstance(k, bool) else k: x for k, x in v.items()} \
+            if isinstance(v, dict) else v
 
     @field_validator("columns", mode="before")
     @classmethod
@@ -101,7 +115,8 @@ class DataConfig(_Strict):
 
     @model_validator(mode="after")
     def _format_options(self) -> DataConfig:
-        for name, formats in (("quoting", ("csv", "tsv")), ("tag_column", ("conll",)), ("columns", ("csv", "tsv"))):
+        for name, formats in (("quoting", ("csv", "tsv")), ("tag_column", ("conll",)), ("columns", ("csv", "tsv")),
+                               ("dataset_split", ("datasets",))):
             if name in self.model_fields_set and getattr(self, name) not in (None, "auto", {}) \
                     and self.format not in ("auto", *formats):
                 raise ValueError(f"data.{name} applies to data.format {' / '.join(formats)} only, but data.format "

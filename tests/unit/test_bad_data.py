@@ -230,11 +230,12 @@ KIND = [
     ("ner", None, {"train": "t.jsonl"},
      "task.kind is 'ner', but data.format 'jsonl' (from the extension of data.train t.jsonl) is classification data "
      "(one class label per text), not token-tagged NER data (one IOB tag per token); set task.kind: classification, "
-     "or give ner data (data.format: conll (a CoNLL column file) or seq_in_out (a seq.in/seq.out folder))"),
+     "or give ner data (data.format: conll (a CoNLL column file), seq_in_out (a seq.in/seq.out folder), or parquet / "
+     "datasets with a column of tag lists)"),
     ("classification", None, {"train": "eng.train", "format": "conll"},
      "task.kind is 'classification', but data.format 'conll' is token-tagged NER data (one IOB tag per token), not "
      "classification data (one class label per text); set task.kind: ner, or give classification data "
-     "(data.format: jsonl, csv, tsv or label_text)"),
+     "(data.format: jsonl, csv, tsv, label_text, parquet or datasets)"),
     ("classification", None, {"train": "t.conll"},
      "task.kind is 'classification', but data.format 'conll' (from the extension of data.train t.conll) is "
      "token-tagged NER data"),

@@ -125,7 +125,8 @@ OBJ_HINT = 'Each line must be one JSON object, e.g. {"text": "...", "label": "..
         ("d.jsonl", "\n  \n", {}, "{path}: no examples found (the file is empty: it has no non-blank lines)"),
         ("d.csv", "text,label\n", {}, "{path}: no examples found (the file is empty: it has no rows below the header)"),
         ("d.txt", "1 x\n", {},
-         "{path}: cannot tell the format from the extension '.txt'; set data.format to one of jsonl, csv, tsv, label_text"),
+         "{path}: cannot tell the format from the extension '.txt'; set data.format to one of jsonl, csv, tsv, label_text, "
+         "parquet, datasets"),
         ("d.jsonl", "", {"encoding": "no-such-codec"},
          "data.encoding: unknown encoding 'no-such-codec'; use e.g. utf-8 or latin-1"),
     ],

@@ -1,7 +1,8 @@
 """Read labeled text files into gold :class:`~llmkd.types.Example` objects.
 
 Formats: ``jsonl`` (one object per line), ``csv`` / ``tsv`` (a header row, or ``data.columns``), and ``label_text``
-(``<label><separator><text>`` per line, e.g. SST-2's ``stsa.binary.*`` or TREC). A field mapping
+(``<label><separator><text>`` per line, e.g. SST-2's ``stsa.binary.*`` or TREC); ``parquet`` and
+``datasets`` tables (classification or NER) are read by :mod:`.tables`. A field mapping
 names the text and label fields; ``label_regex`` and ``label_map`` turn raw labels into class names.
 What each reader rejects (stray quotes, empty labels, repeated ids, a BOM or bytes that contradict
 ``data.encoding``, a task kind that does not fit the format) is listed in docs/data.md.
@@ -30,6 +31,7 @@ from ..formats.text import decode, decoding
 from ..types import Example
 
 SEQ2SEQ_FORMATS = ("brackets", "slots")
+TABLE_FORMATS = ("parquet", "datasets")  # llmkd.data.tables (imported on use: it needs pyarrow / datasets)
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +46,18 @@ def _detect_format(path: Path) -> str:
         return "tsv"
     if suffix == ".conll":
         return "conll"
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    from .tables import is_saved_dataset
+
+    if is_saved_dataset(path):
+        return "datasets"
+    if path.is_dir():
+        raise DataError(f"{path}: a folder, so the format cannot be told from an extension; set data.format "
+                        "(datasets, parquet for a folder of .parquet files, seq_in_out, brackets or slots)")
     raise DataError(
         f"{path}: cannot tell the format from the extension {suffix!r}; "
-        "set data.format to one of jsonl, csv, tsv, label_text"
+        "set data.format to one of jsonl, csv, tsv, label_text, parquet, datasets"
     )
 
 
@@ -196,7 +207,7 @@ def _check_encoding(path: Path, encoding: str) -> None:
     decode(path.read_bytes(), encoding, str(path))
 
 
-def _compile_label_regex(pattern: str) -> re.Pattern[str]:
+def compile_label_regex(pattern: str) -> re.Pattern[str]:
     try:
         regex = re.compile(pattern)
     except re.error as exc:
@@ -216,6 +227,10 @@ def _record_items(rec: dict[str, Any], cfg: DataConfig, path: Path, lineno: int,
     text, raw = rec[cfg.text_field], rec[cfg.label_field]
     base = str(rec["id"]) if "id" in rec else f"{prefix}{lineno}"
     if not isinstance(text, list):
+        if isinstance(raw, (list, dict)):  # never a class name "['B-PER', 'O']"
+            raise DataError(
+                f"{path}:{lineno}: field {cfg.label_field!r} is a {type(raw).__name__}, but a class label is one value; "
+                "token tags (NER) are read from conll, or from parquet / datasets (a list of tags per row)")
         return [(base, text, raw)]
     if not isinstance(raw, list) or len(raw) != len(text):
         got = f"a list of {len(raw)}" if isinstance(raw, list) else type(raw).__name__
@@ -226,12 +241,22 @@ def _record_items(rec: dict[str, Any], cfg: DataConfig, path: Path, lineno: int,
     return [(f"{base}.{j}", t, r) for j, (t, r) in enumerate(zip(text, raw))]
 
 
+def missing_file(path: Path, fmt: str) -> DataError:
+    hint = (" (data.format datasets reads local folders: load a hub dataset once and save_to_disk it)"
+            if fmt == "datasets" else "")
+    return DataError(f"data file {path} does not exist; check data.train / data.test / data.dev{hint}")
+
+
 def read_examples(path: str | Path, cfg: DataConfig, *, prefix: str = "") -> list[Example]:
     """Read one file into gold :class:`Example` objects with class-name labels."""
     path = Path(path)
     if not path.exists():
-        raise DataError(f"data file {path} does not exist; check data.train / data.test / data.dev")
+        raise missing_file(path, cfg.format)
     fmt = cfg.format if cfg.format != "auto" else _detect_format(path)
+    if fmt in TABLE_FORMATS:  # parquet / datasets: classification or NER, see llmkd.data.tables
+        from .tables import read_table
+
+        return read_table(path, fmt, cfg, prefix.rstrip(":") or "train", prefix)
     if fmt in SEQ2SEQ_FORMATS:  # seq2seq: target strings, see read_split
         return read_split(path, cfg, prefix.rstrip(":") or "train")
     if fmt in ("conll", "seq_in_out"):  # NER: IOB2 tag tuples, see llmkd.formats.conll
@@ -239,7 +264,7 @@ def read_examples(path: str | Path, cfg: DataConfig, *, prefix: str = "") -> lis
 
         return read_tagged(path, fmt, encoding=cfg.encoding, label_map=cfg.label_map, prefix=prefix, keep=cfg.labels,
                            tag_column=cfg.tag_column)
-    regex = _compile_label_regex(cfg.label_regex) if cfg.label_regex else None
+    regex = compile_label_regex(cfg.label_regex) if cfg.label_regex else None
     out: list[Example] = []
     first_line: dict[str, int] = {}
     _check_encoding(path, cfg.encoding)
@@ -262,7 +287,7 @@ def read_examples(path: str | Path, cfg: DataConfig, *, prefix: str = "") -> lis
                     "every example needs its own id: change or remove one of the two 'id' values"
                 )
             first_line[ex_id] = lineno
-            label = _label(str(raw).strip(), regex, cfg, f"{path}:{lineno}")
+            label = label_of(str(raw).strip(), regex, cfg, f"{path}:{lineno}")
             out.append(Example(id=ex_id, text=text.strip(), label=label))
     if not out:
         what = "rows below the header" if fmt in ("csv", "tsv") else "non-blank lines"
@@ -271,7 +296,7 @@ def read_examples(path: str | Path, cfg: DataConfig, *, prefix: str = "") -> lis
     return out
 
 
-def _label(raw_label: str, regex: re.Pattern[str] | None, cfg: DataConfig, where: str) -> str:
+def label_of(raw_label: str, regex: re.Pattern[str] | None, cfg: DataConfig, where: str) -> str:
     """The class name of a raw label: ``data.label_regex``'s first group, then ``data.label_map``.
     An empty result is a DataError: every example needs a label."""
     if regex is not None:
@@ -316,8 +341,9 @@ _WHAT = {
     "seq2seq": "seq2seq data (a target string per input: trees or slot sequences)",
 }
 _FORMATS_OF = {
-    "classification": "jsonl, csv, tsv or label_text",
-    "ner": "conll (a CoNLL column file) or seq_in_out (a seq.in/seq.out folder)",
+    "classification": "jsonl, csv, tsv, label_text, parquet or datasets",
+    "ner": "conll (a CoNLL column file), seq_in_out (a seq.in/seq.out folder), or parquet / datasets with a "
+           "column of tag lists",
     "seq2seq": "brackets (task.target: tree) or slots (task.target: slots)",
 }
 _TARGET_FORMAT = {"tree": "brackets", "slots": "slots"}
@@ -332,6 +358,9 @@ def check_task_data(kind: str, target: str | None, cfg: DataConfig) -> None:
     """ConfigError when ``task.kind`` (and a seq2seq ``task.target``) does not fit the data format,
     naming the kind the data is for and the setting to change. Runs before any file is read."""
     fmt = data_format(cfg)
+    if fmt in TABLE_FORMATS:
+        _check_table_kind(kind, fmt, cfg)
+        return
     data_kind = KIND_OF_FORMAT.get(fmt, "classification")
     how = f"data.format {fmt!r}" + (f" (from the extension of data.train {cfg.train})" if cfg.format == "auto" else "")
     if kind != data_kind:
@@ -345,6 +374,27 @@ def check_task_data(kind: str, target: str | None, cfg: DataConfig) -> None:
             f"task.target is {target!r}, which needs data.format: {_TARGET_FORMAT[target]}, but {how} is given; "
             f"set task.target: {other}, or give {_TARGET_FORMAT[target]} data"
         )
+
+
+def _check_table_kind(kind: str, fmt: str, cfg: DataConfig) -> None:
+    """check_task_data for parquet / datasets: the label column's type (read from the train
+    source's schema) says classification (a value per row) or NER (a list of tags per row)."""
+    from .tables import table_kind
+
+    if kind == "seq2seq":
+        raise ConfigError(f"task.kind is 'seq2seq', but data.format {fmt!r} is read as classification or NER data; "
+                          "seq2seq data is read from brackets (task.target: tree) or slots (task.target: slots) files")
+    data_kind = table_kind(cfg, fmt)
+    if kind == data_kind:
+        return
+    if data_kind == "classification":
+        raise ConfigError(
+            f"task.kind is 'ner', but the label column {cfg.label_field!r} of data.train {cfg.train} holds one value "
+            f"per row: classification data; NER data needs a column of tag lists (e.g. ner_tags: [B-PER, I-PER, O]): "
+            f"set data.label_field to it, or set task.kind: classification")
+    raise ConfigError(
+        f"task.kind is 'classification', but the label column {cfg.label_field!r} of data.train {cfg.train} holds a "
+        f"list per row: token-tagged NER data; set task.kind: ner, or set data.label_field to a column of class labels")
 
 
 def check_labels(examples: list[Example], labels: list[str], path: str) -> None:

@@ -115,8 +115,10 @@ def is_tagged(examples: Sequence[Example]) -> bool:
 
 
 # -- readers ----------------------------------------------------------------------------------
-def _sentence(tokens: list[str], raw_tags: list[str], label_map: dict[str, str], where: str,
+def tagged_sentence(tokens: list[str], raw_tags: list[str], label_map: dict[str, str], where: str,
               keep: Sequence[str] | None = None) -> tuple[str, tuple[str, ...]]:
+    """The text and IOB2 tags of one sentence: ``label_map`` (and its ``"*"`` key) renames entity
+    types, IOB1 becomes IOB2; a DataError at ``where`` for a tag that is not a BIO tag."""
     mapped = []
     for tag in raw_tags:
         try:
@@ -181,7 +183,7 @@ def read_conll(path: Path, *, encoding: str = "utf-8", label_map: dict[str, str]
 
     def flush() -> None:
         if tokens:
-            text, label = _sentence(tokens, tags, label_map, f"{path}:{first}", keep)
+            text, label = tagged_sentence(tokens, tags, label_map, f"{path}:{first}", keep)
             out.append(Example(id=f"{prefix}{first}", text=text, label=label))
         tokens.clear()
         tags.clear()
@@ -256,7 +258,7 @@ def read_seq_in_out(folder: Path, *, encoding: str = "utf-8", label_map: dict[st
         if len(toks) != len(tags):
             raise DataError(f"{folder}/seq.in:{lineno}: {len(toks)} tokens but seq.out line {lineno} has "
                             f"{len(tags)} tags; every token needs exactly one tag")
-        text, label = _sentence(toks, tags, label_map, f"{folder}/seq.out:{lineno}", keep)
+        text, label = tagged_sentence(toks, tags, label_map, f"{folder}/seq.out:{lineno}", keep)
         out.append(Example(id=f"{prefix}{lineno}", text=text, label=label))
     if not out:
         raise DataError(f"{folder}: no sentences found in seq.in")

@@ -10,7 +10,7 @@
 2. A person corrects them in the tool and exports the result.
 3. :func:`import_review` reads that export, checks every label against the run's pool and label
    set, and adds them to ``RUN_DIR/review/human_labels.jsonl`` (an item imported again takes its
-   newest label).
+   newest label; a run that trained on human labels starts from those, so rounds add up).
 4. A run with ``data.human_labels`` set to that file (:func:`read_human_labels`, called by the
    build step) trains on the human label of those pool items in place of the teacher's
    (:func:`with_human_labels`, applied by :meth:`llmkd.methods.RunContext.label`): provenance
@@ -208,8 +208,12 @@ def human_labels_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / HUMAN_FILE
 
 
-def _earlier_human(run_dir: Path) -> dict[str, dict[str, Any]]:
-    path = human_labels_path(run_dir)
+def _earlier_human(view: RunView) -> dict[str, dict[str, Any]]:
+    """The human labels the run has: its own ``review/human_labels.jsonl``, else the file its
+    config trained on (``data.human_labels``: a reviewed run carries the earlier rounds on)."""
+    path = human_labels_path(view.run_dir)
+    if not path.exists() and view.cfg.data.human_labels and Path(view.cfg.data.human_labels).exists():
+        path = Path(view.cfg.data.human_labels)
     return {row["id"]: row for row in read_jsonl(path)} if path.exists() else {}
 
 
@@ -344,7 +348,7 @@ def export_review(run_dir: str | Path, out: str | Path, *, fmt: str, n: int = 10
     else:
         log.info("%s: no student to compare with (no finished vanilla; name one with --method): picking by the "
                  "teacher's abstentions and confidence only", view.run_dir)
-    done = set(_earlier_human(view.run_dir))
+    done = set(_earlier_human(view)) | {lab.example_id for lab in view.labels if lab.source == "human"}
     items = select_for_review(view.labels, view.texts, preds, n=n, strategy=strategy, seed=seed,
                               exclude=frozenset(done))
     if not items:
@@ -573,7 +577,7 @@ def import_review(path: str | Path, run_dir: str | Path, *, fmt: str = "auto") -
                _argilla_answers(path, data, skipped, ner))
     texts = view.texts
     teacher = {lab.example_id: lab for lab in view.labels}
-    rows = _earlier_human(view.run_dir)
+    rows = _earlier_human(view)
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     added = changed = confirmed = replaced = 0
     for ans in answers:

@@ -186,6 +186,12 @@ def test_review_round_trip_labelstudio(tmp_path: Path, fakes: dict[str, Any]) ->
     assert cache_rows(tmp_path / "cache.sqlite") == before_cache
     assert "human labels" not in json.dumps(json.loads((run_dir / "metrics.json").read_text())["pool"])
 
+    # a second round from the reviewed run: its human-labeled items stay out, and its import keeps them
+    round2 = export_review(second.run_dir, tmp_path / "round2.jsonl", fmt="jsonl", n=1)
+    assert round2.items[0].id not in {h["id"] for h in human}
+    imp2 = import_review(tmp_path / "round2.jsonl", second.run_dir)
+    assert (imp2.added, imp2.total) == (1, len(human) + 1)
+
 
 def test_argilla_and_jsonl_round_trip(tmp_path: Path, fakes: dict[str, Any]) -> None:
     path = write_config(tmp_path)

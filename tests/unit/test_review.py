@@ -329,3 +329,80 @@ def test_student_support_for_taggers() -> None:
     pred = TagPrediction(("B-PER", "O"), token_probs=({"B-PER": 0.5, "O": 0.5}, {"O": 0.9, "B-PER": 0.1}))
     got = select_for_review(labels, {"s": "John x"}, {"s": pred}, n=1)
     assert got[0].agreement == pytest.approx(0.8 * 0.5) and got[0].reasons == ()
+
+
+# ---- NER end to end -----------------------------------------------------------------------------
+
+NAMES = ["Alice", "Bob", "Carol", "Dan", "Erin", "Frank", "Grace", "Heidi", "Ivan", "Judy"]
+CITIES = ["Paris", "Rome", "Oslo", "Lima", "Cairo"]
+
+
+def ner_sentence(i: int) -> tuple[str, tuple[str, ...]]:
+    name, city = NAMES[i % len(NAMES)] + str(i), CITIES[i % len(CITIES)]
+    return f"{name} lives in {city}", ("B-person", "O", "O", "B-location")
+
+
+def ner_teacher_reply(text: str) -> str:
+    name, _, _, city = text.split()
+    return f"person: {name}" if name.endswith("3") else f"person: {name}\nlocation: {city}"  # misses *3's city
+
+
+class TagStudent(JsonStudent):
+    """Tags the first word a person and the last a location, sure of all but the location."""
+
+    def fit_epoch(self, examples: Any, weights: Any = None) -> float:
+        return 0.1
+
+    def predict(self, examples: Any) -> list[TagPrediction]:
+        tags = ("B-person", "O", "O", "B-location")
+        probs = ({"B-person": 0.9}, {"O": 0.9}, {"O": 0.9}, {"B-location": 0.6, "O": 0.4})
+        return [TagPrediction(tags, token_probs=probs) for _ in examples]
+
+
+def test_ner_review_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.fakes import ner_text
+
+    lines = []
+    for i in range(30):
+        text, tags = ner_sentence(i)
+        lines += [f"{w} {t}" for w, t in zip(text.split(), tags)] + [""]
+    for name in ("train", "test"):
+        (tmp_path / f"{name}.conll").write_text("\n".join(lines))
+    monkeypatch.setattr(build, "build_teacher", lambda cfg: ScriptedTeacher(ner_teacher_reply, text_of=ner_text))
+    monkeypatch.setattr(build, "make_student_factory", lambda cfg, labels, task=None: (lambda s: TagStudent(), TagStudent.load))
+    cfg = {"name": "ner", "seed": 0,
+           "data": {"train": str(tmp_path / "train.conll"), "test": str(tmp_path / "test.conll"), "format": "conll",
+                    "labels": ["person", "location"],
+                    "split": {"labeled_n": 4, "dev_n": 4, "pool_size": 20, "test_size": 5}},
+           "task": {"kind": "ner", "shots": 2},
+           "teacher": {"backend": "llamacpp", "model": "fake", "max_tokens": 32, "gate": "off"},
+           "student": {"epochs": 1, "min_steps": 0}, "methods": ["vanilla"],
+           "output_dir": str(tmp_path / "runs"), "cache": str(tmp_path / "cache.sqlite"), "progress": False}
+    path = tmp_path / "ner.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run_dir = api.run(load_config(path)).run_dir
+    rows = [json.loads(line) for line in (run_dir / "labels.jsonl").read_text().splitlines()]
+    missed = {r["id"] for r in rows if r["source"] == "teacher" and r["text"].split()[0].endswith("3")}
+    assert missed
+
+    export_review(run_dir, tmp_path / "ner.json", fmt="labelstudio", n=len(missed))
+    tasks = json.loads((tmp_path / "ner.json").read_text())
+    assert {t["data"]["llmkd_id"] for t in tasks} == missed  # the student disagrees there
+    assert '<Labels name="label" toName="text">' in (tmp_path / "ner.config.xml").read_text()
+    for t in tasks:  # the person adds the location the teacher missed, keeping its person span
+        text = t["data"]["text"]
+        (person,) = t["predictions"][0]["result"]
+        assert person["value"]["labels"] == ["person"] and person["value"]["start"] == 0
+        city = {"id": "c", "from_name": "label", "to_name": "text", "type": "labels",
+                "value": {"start": text.rindex(" ") + 1, "end": len(text), "labels": ["location"]}}
+        t["annotations"] = [{"result": [person, city], "was_cancelled": False, "completed_by": 1}]
+    (tmp_path / "ner-export.json").write_text(json.dumps(tasks))
+    imp = import_review(tmp_path / "ner-export.json", run_dir)
+    assert (imp.added, imp.changed) == (len(missed), len(missed))
+
+    second = api.run(load_config(path, [f"data.human_labels={imp.human_file}", "name=ner-reviewed"]))
+    labels = {r["id"]: r for r in map(json.loads, (second.run_dir / "vanilla" / "labels.jsonl").read_text().splitlines())}
+    for i in missed:
+        assert labels[i]["source"] == "human"
+        assert labels[i]["label"] == ["B-person", "O", "O", "B-location"]
+        assert labels[i]["meta"]["teacher"]["label"] == ["B-person", "O", "O", "O"]

@@ -42,6 +42,13 @@ from llmkd.config import load_config  # noqa: E402
 from llmkd.errors import TeacherError  # noqa: E402
 from llmkd.review import export_review, import_review, select_for_review, with_human_labels  # noqa: E402
 
+WHAT = {"uncertain": "chosen by llmkd review (uncertain, the default)",
+        "confidence": "chosen by llmkd review --strategy confidence", "random": "random pool items"}
+
+
+def row_name(n: int, strategy: str) -> str:
+    return f"+{n} human labels, {WHAT[strategy]}"
+
 
 class CacheOnly:
     """A teacher that answers from the cache only: any prompt that reaches it is an error."""
@@ -116,13 +123,15 @@ def probe_cell(args, ds: str, pool_n: int, seed: int, embed) -> dict:
     signals = {"whole pool": [it.id for it in ranked]}
     for reason in ("abstained", "disagree", "low_confidence"):
         signals[f"flagged {reason}"] = [it.id for it in ranked if reason in it.reasons]
+    by_conf = select_for_review(labels, texts, preds, n=len(pool), strategy="confidence")
     for n in args.ns:
-        signals[f"first {n} of the review order"] = [it.id for it in ranked[:n]]
+        signals[f"first {n}, strategy uncertain (the default)"] = [it.id for it in ranked[:n]]
+        signals[f"first {n}, strategy confidence"] = [it.id for it in by_conf[:n]]
     signal_rows = {k: {"n": len(ids), "wrong": len(wrong & set(ids))} for k, ids in signals.items()}
     rows = {"teacher labels only": [{"metrics": base, "label_acc": acc, "fixed": 0}]}
     for n in args.ns:
-        for strategy, seeds in (("uncertain", [0]), ("random", args.random_seeds)):
-            key = f"+{n} human labels, {'chosen by llmkd review' if strategy == 'uncertain' else 'random pool items'}"
+        for strategy, seeds in (("uncertain", [0]), ("confidence", [0]), ("random", args.random_seeds)):
+            key = row_name(n, strategy)
             for s in seeds:
                 picked = select_for_review(labels, texts, preds, n=n, strategy=strategy, seed=s)
                 human = {it.id: gold[it.id] for it in picked}
@@ -163,7 +172,7 @@ def finetune_cell(args, ds: str, pool_n: int, seed: int, n: int) -> dict:
             f"name=review-{ds}-p{pool_n}-s{seed}-e{args.epochs}-{tag}"])
         res = api.run(cfg)
         pool = json.loads((res.run_dir / "metrics.json").read_text())["pool"]
-        out[f"+{n} human labels, {'chosen by llmkd review' if strategy == 'uncertain' else 'random pool items'}"] = {
+        out[row_name(n, strategy)] = {
             "metrics": res.results["vanilla"]["metrics"], "fixed": rep.changed, "seconds": time.time() - t0,
             "human": pool.get("human labels (llmkd review)"), "gold_used": pool.get("gold labels used (labeled + dev + human)")}
     return out
@@ -194,9 +203,11 @@ def write(args, command: str, started: float, cells: list[dict], finetune: dict 
         base = c["rows"]["teacher labels only"][0]["metrics"]["macro_f1"]
         gains = []
         for n in args.ns:
-            ch = c["rows"][f"+{n} human labels, chosen by llmkd review"][0]["metrics"]["macro_f1"]
-            rnd = [r["metrics"]["macro_f1"] for r in c["rows"][f"+{n} human labels, random pool items"]]
-            gains.append(f"+{n}: chosen {ch - base:+.3f}, random {np.mean(rnd) - base:+.3f} (mean of {len(rnd)})")
+            ch = c["rows"][row_name(n, "uncertain")][0]["metrics"]["macro_f1"]
+            cf = c["rows"][row_name(n, "confidence")][0]["metrics"]["macro_f1"]
+            rnd = [r["metrics"]["macro_f1"] for r in c["rows"][row_name(n, "random")]]
+            gains.append(f"+{n}: uncertain {ch - base:+.3f}, confidence {cf - base:+.3f}, random "
+                         f"{np.mean(rnd) - base:+.3f} (mean of {len(rnd)})")
         lines += ["Macro-F1 gain over teacher labels only: " + "; ".join(gains) + ".", "",
                   "How well each signal finds the teacher's errors (pool items, scored with the vault's gold; the "
                   "student here is the base row's):", "",

@@ -359,8 +359,8 @@ def review_export(run_dir: Annotated[Path, typer.Argument(help="a run directory 
                   n: Annotated[int, typer.Option("--n", help="how many pool items")] = 100,
                   method: Annotated[Optional[str], typer.Option(help="whose student gives the disagreement signal "
                                                                 "(default: vanilla where it finished)")] = None,
-                  strategy: Annotated[str, typer.Option(help="uncertain (abstained, disagreement, low confidence) "
-                                                        "or random")] = "uncertain",
+                  strategy: Annotated[str, typer.Option(help="uncertain (abstained, student disagrees, low "
+                                                        "agreement), confidence (the teacher's alone) or random")] = "uncertain",
                   seed: Annotated[int, typer.Option(help="tie-break / random sample seed")] = 0) -> None:
     """Write the pool items most worth a human look, with the teacher's label as the pre-annotation.
 

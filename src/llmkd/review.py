@@ -44,7 +44,7 @@ from .types import TeacherLabel
 log = logging.getLogger(__name__)
 
 FORMATS = ("labelstudio", "argilla", "jsonl")
-STRATEGIES = ("uncertain", "random")
+STRATEGIES = ("uncertain", "confidence", "random")
 STAGE = "human-review"
 HUMAN_FILE = Path("review") / "human_labels.jsonl"
 CONTROL = "label"  # the Label Studio control / Argilla question name
@@ -86,7 +86,8 @@ def select_for_review(labels: Sequence[TeacherLabel], texts: Mapping[str, str],
                       student_predictions: Mapping[str, Any] | None = None, *, n: int,
                       strategy: str = "uncertain", seed: int = 0, exclude: frozenset[str] | set[str] = frozenset(),
                       ) -> list[ReviewItem]:
-    """The ``n`` pool items most worth a human look (see the module docstring), or with
+    """The ``n`` pool items most worth a human look (see the module docstring); with
+    ``strategy="confidence"`` by the teacher alone (abstained, then the lowest confidence), with
     ``strategy="random"`` a seeded random sample (an unbiased check of the teacher).
     ``student_predictions``: the run's student on the pool, by id (``None``: the teacher's signals
     only). Items in ``exclude`` (labeled by a person already) are never picked; ties are broken
@@ -120,6 +121,10 @@ def select_for_review(labels: Sequence[TeacherLabel], texts: Mapping[str, str],
     rng = random.Random(seed)
     rng.shuffle(items)
     if strategy == "random":
+        return items[:n]
+    if strategy == "confidence":  # the teacher's signals only: abstained, then its least confident labels
+        items.sort(key=lambda it: (it.teacher_label is not None,
+                                   1.0 if it.teacher_confidence is None else it.teacher_confidence))
         return items[:n]
     group = {"abstained": 0, "disagree": 1}
     items.sort(key=lambda it: (min((group[r] for r in it.reasons if r in group), default=2),

@@ -273,6 +273,8 @@ def test_selection_order_and_random() -> None:
     assert [it.id for it in got] == ["c", "d", "b", "e", "a"]  # abstained, disagreement, then agreement 0.44, 0.49, 0.855
     assert got[0].reasons == ("abstained",) and got[1].reasons == ("disagree",)
     assert got[2].reasons == ("low_confidence",) and got[2].agreement == pytest.approx(0.55 * 0.8)
+    # strategy confidence ignores the student: abstained, then the teacher's confidence
+    assert [it.id for it in select_for_review(labels, texts, preds, n=5, strategy="confidence")] == list("cbeda")
     # without a student: abstained, then the teacher's confidence alone
     assert [it.id for it in select_for_review(labels, texts, None, n=3)] == ["c", "b", "e"]
     assert [it.id for it in select_for_review(labels, texts, preds, n=5, exclude={"c", "d"})] == ["b", "e", "a"]

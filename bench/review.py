@@ -18,8 +18,8 @@ cell (dataset, pool size, split seed):
    the chosen items whose teacher label was wrong or missing: what a correction can fix.
 
 `--finetune N` also runs the whole path on --finetune-cell with the real student (fine-tuned
-MiniLM, `llmkd run` vanilla, --epochs, no minimum step count): the base run, `llmkd review export` (jsonl) of N items
-(uncertain and random seed 0), the vault's answers written into the file, `llmkd review import`,
+MiniLM, `llmkd run` vanilla, --epochs): the base run, `llmkd review export` (jsonl) of N items
+(uncertain, confidence, and random with each --random-seeds draw), the vault's answers written into the file, `llmkd review import`,
 and `llmkd run` with data.human_labels, each reviewed run under its own name.
 
     python bench/review.py --cells sst2:1000:0 trec:300:0
@@ -148,33 +148,35 @@ def probe_cell(args, ds: str, pool_n: int, seed: int, embed) -> dict:
 
 def finetune_cell(args, ds: str, pool_n: int, seed: int, n: int) -> dict:
     """The real path: llmkd run, review export, the vault's answers, review import, llmkd run again."""
-    base = load_config(Path(args.examples) / f"{ds}.yaml", overrides(ds, pool_n, seed, args.runs) + [
-        f"student.epochs={args.epochs}", "student.min_steps=0", 'methods=["vanilla"]', f"name=review-{ds}-p{pool_n}-s{seed}-e{args.epochs}"])
-    out = {}
+    def config(*extra: str):
+        return load_config(Path(args.examples) / f"{ds}.yaml", overrides(ds, pool_n, seed, args.runs) + [
+            f"student.epochs={args.epochs}", 'methods=["vanilla"]', *extra])
+
+    name = f"review-{ds}-p{pool_n}-s{seed}-e{args.epochs}"
+    out: dict[str, list] = {}
     t0 = time.time()
-    summary = api.run(base)
-    out["teacher labels only"] = {"metrics": summary.results["vanilla"]["metrics"], "seconds": time.time() - t0}
-    sess = build.Session(base)
-    for strategy in ("uncertain", "random"):
-        t0 = time.time()
-        tag = f"{strategy}-{n}"
-        file = summary.run_dir / "review" / f"bench-{tag}.jsonl"
-        export_review(summary.run_dir, file, fmt="jsonl", n=n, method="vanilla", strategy=strategy, seed=0)
-        rows = [json.loads(line) for line in file.read_text().splitlines()]
-        for r in rows:  # the person: the vault's gold label
-            r["label"] = sess.vault.label_of(r["id"])
-        file.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        rep = import_review(file, summary.run_dir)
-        human = summary.run_dir / "review" / f"human-{tag}.jsonl"
-        shutil.move(rep.human_file, human)  # one file per condition (import merges into one)
-        cfg = load_config(Path(args.examples) / f"{ds}.yaml", overrides(ds, pool_n, seed, args.runs) + [
-            f"student.epochs={args.epochs}", "student.min_steps=0", 'methods=["vanilla"]', f"data.human_labels={human}",
-            f"name=review-{ds}-p{pool_n}-s{seed}-e{args.epochs}-{tag}"])
-        res = api.run(cfg)
-        pool = json.loads((res.run_dir / "metrics.json").read_text())["pool"]
-        out[row_name(n, strategy)] = {
-            "metrics": res.results["vanilla"]["metrics"], "fixed": rep.changed, "seconds": time.time() - t0,
-            "human": pool.get("human labels (llmkd review)"), "gold_used": pool.get("gold labels used (labeled + dev + human)")}
+    summary = api.run(config(f"name={name}"))
+    out["teacher labels only"] = [{"metrics": summary.results["vanilla"]["metrics"], "seconds": time.time() - t0}]
+    sess = build.Session(config(f"name={name}"))
+    for strategy, seeds in (("uncertain", [0]), ("confidence", [0]), ("random", args.random_seeds)):
+        for s in seeds:
+            t0 = time.time()
+            tag = f"{strategy}-{n}-d{s}"
+            file = summary.run_dir / "review" / f"bench-{tag}.jsonl"
+            export_review(summary.run_dir, file, fmt="jsonl", n=n, method="vanilla", strategy=strategy, seed=s)
+            rows = [json.loads(line) for line in file.read_text().splitlines()]
+            for r in rows:  # the person: the vault's gold label
+                r["label"] = sess.vault.label_of(r["id"])
+            file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            rep = import_review(file, summary.run_dir)
+            human = summary.run_dir / "review" / f"human-{tag}.jsonl"
+            shutil.move(rep.human_file, human)  # one file per condition (import merges into one)
+            res = api.run(config(f"data.human_labels={human}", f"name={name}-{tag}"))
+            pool = json.loads((res.run_dir / "metrics.json").read_text())["pool"]
+            out.setdefault(row_name(n, strategy), []).append({
+                "metrics": res.results["vanilla"]["metrics"], "fixed": rep.changed, "seconds": time.time() - t0,
+                "gold_used": pool.get("gold labels used (labeled + dev + human)")})
+            print(f"finetune {tag}: {time.time() - t0:.0f} s", flush=True)
     return out
 
 
@@ -217,16 +219,18 @@ def write(args, command: str, started: float, cells: list[dict], finetune: dict 
             lines.append(f"| {key} | {r['n']} | {r['wrong']} | {share} |")
         lines.append("")
     if finetune:
-        lines += [f"## The whole path with the fine-tuned student ({finetune['cell']}, {args.epochs} epochs, "
-                  "student.min_steps 0)", "",
+        lines += [f"## The whole path with the fine-tuned student ({finetune['cell']}, {args.epochs} epochs)", "",
                   "`llmkd run` (vanilla), `llmkd review export --format jsonl`, the vault's answers written into the "
-                  "file, `llmkd review import`, `llmkd run` with data.human_labels. One training per row, random "
-                  "draw seed 0 only.", "",
-                  "| training labels | macro-F1 | accuracy | teacher labels changed | gold labels used (report) | wall s |",
-                  "|---|---:|---:|---:|---|---:|"]
-        for key, r in finetune["rows"].items():
-            lines.append(f"| {key} | {r['metrics']['macro_f1']:.3f} | {r['metrics']['accuracy']:.3f} | "
-                         f"{r.get('fixed', '–')} | {r.get('gold_used') or '–'} | {r['seconds']:.0f} |")
+                  "file, `llmkd review import`, `llmkd run` with data.human_labels: one training per row and draw; "
+                  "the disagreement signal is this fine-tuned student's.", "",
+                  "| training labels | macro-F1 | accuracy | teacher errors among the corrected | gold labels used "
+                  "(report) | draws | wall s per run |", "|---|---:|---:|---:|---|---:|---:|"]
+        for key, runs in finetune["rows"].items():
+            lines.append(f"| {key} | {mean_std([r['metrics']['macro_f1'] for r in runs])} | "
+                         f"{mean_std([r['metrics']['accuracy'] for r in runs])} | "
+                         f"{mean_std([r['fixed'] for r in runs if 'fixed' in r], '{:.1f}')} | "
+                         f"{runs[0].get('gold_used') or '–'} | {len(runs)} | "
+                         f"{np.mean([r['seconds'] for r in runs]):.0f} |")
         lines.append("")
     write_keeping_notes(args.out, "\n".join(lines) + "\n")
 
@@ -239,7 +243,7 @@ def main() -> None:
     ap.add_argument("--random-seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--finetune", type=int, default=0, help="N: also the whole path with the fine-tuned student")
     ap.add_argument("--finetune-cell", default="trec:300:0", help="the cell of --finetune")
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--examples", default=str(ROOT / "examples"), help="the folder of the dataset configs")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "bench-review"))
     ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "review.md"))

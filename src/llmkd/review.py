@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .errors import ConfigError, DataError, StateError
-from .io import read_json, read_jsonl, write_json, write_jsonl
+from .io import read_jsonl, write_json, write_jsonl
 from .types import TeacherLabel
 
 log = logging.getLogger(__name__)
@@ -491,9 +491,37 @@ def _canon(value: Any) -> Any:
     return value
 
 
+def _user_json(path: Path) -> Any:
+    """A labeling tool's JSON export: a :class:`DataError` naming where it breaks."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno}); give the tool's JSON "
+                        "export, or a .jsonl file of rows for --format jsonl") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 at byte {exc.start}") from None
+
+
+def _user_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) of every non-blank line: a :class:`DataError` naming file:line."""
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{n}: not valid JSON ({exc.msg} at column {exc.colno}); each line must be one "
+                            "object, e.g. {\"id\": \"train:12\", \"label\": \"positive\"}") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
+        rows.append((n, row))
+    return rows
+
+
 def _jsonl_answers(path: Path, skipped: dict[str, int]) -> list[Answer]:
     out = []
-    for row in read_jsonl(path):
+    for _, row in _user_jsonl(path):
         if "id" not in row or "label" not in row:
             raise DataError(f"{path}: every line needs 'id' and 'label' (the rows `llmkd review export --format "
                             f"jsonl` wrote); found keys {sorted(row)}")
@@ -571,7 +599,7 @@ def import_review(path: str | Path, run_dir: str | Path, *, fmt: str = "auto") -
         raise ConfigError(f"review import --format must be auto or one of {', '.join(FORMATS)}. Got {fmt!r}.")
     view = open_run(run_dir)
     skipped: dict[str, int] = {}
-    data = None if path.suffix.lower() in (".jsonl", ".ndjson") else read_json(path)
+    data = None if fmt == "jsonl" or path.suffix.lower() in (".jsonl", ".ndjson") else _user_json(path)
     if fmt == "auto":
         fmt = detect_format(path, data)
     if fmt != "jsonl" and not isinstance(data, list):
@@ -618,7 +646,7 @@ def read_human_labels(path: str | Path, pool: Sequence[Any], task: Any) -> dict[
                         f"RUN_DIR/{HUMAN_FILE}")
     texts = {u.id: u.text for u in pool}
     out: dict[str, Any] = {}
-    for n, row in enumerate(read_jsonl(path), 1):
+    for n, row in _user_jsonl(path):
         where = f"{path}:{n}"
         if "id" not in row or row.get("label") is None:
             raise DataError(f"{where}: every line needs an 'id' and a 'label'")

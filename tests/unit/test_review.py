@@ -238,6 +238,10 @@ def test_import_refuses_what_does_not_fit_the_run(tmp_path: Path, fakes: dict[st
     assert not (run_dir / "review" / "human_labels.jsonl").exists()  # nothing written on failure
     with pytest.raises(ConfigError, match="review --format must be one of labelstudio, argilla, jsonl. Got 'csv'."):
         export_review(run_dir, tmp_path / "x.csv", fmt="csv")
+    broken = tmp_path / "broken.json"
+    broken.write_text('[{"data": {"llmkd_id": "x"}')
+    with pytest.raises(DataError, match=r"broken.json:1: not valid JSON .*give the tool's JSON export"):
+        import_review(broken, run_dir)
     stray = tmp_path / "stray.jsonl"
     stray.write_text(json.dumps({"id": "train:999", "label": "positive"}) + "\n")
     with pytest.raises(DataError, match=r"stray.jsonl:1: id 'train:999' is not in this run's pool"):

@@ -32,6 +32,7 @@ import datetime as _dt
 import hashlib
 import json
 import logging
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,7 +115,7 @@ def select_for_review(labels: Sequence[TeacherLabel], texts: Mapping[str, str],
         if not lab.abstained and lab.confidence is not None and median is not None and lab.confidence < median:
             reasons.append("low_confidence")
         factors = [f for f in (None if lab.abstained else lab.confidence, support) if f is not None]
-        agreement = 0.0 if lab.abstained else (float(_product(factors)) if factors else None)
+        agreement = 0.0 if lab.abstained else (math.prod(factors) if factors else None)
         items.append(ReviewItem(lab.example_id, texts[lab.example_id], None if lab.abstained else lab.label,
                                 None if lab.abstained else lab.confidence, None if pred is None else pred.label,
                                 agreement, tuple(reasons), lab.error))
@@ -130,13 +131,6 @@ def select_for_review(labels: Sequence[TeacherLabel], texts: Mapping[str, str],
     items.sort(key=lambda it: (min((group[r] for r in it.reasons if r in group), default=2),
                                1.0 if it.agreement is None else it.agreement))
     return items[:n]
-
-
-def _product(xs: Sequence[float]) -> float:
-    out = 1.0
-    for x in xs:
-        out *= x
-    return out
 
 
 # ---- the run folder ---------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from .report import (missing_files, read_jsonl, read_pool_labels, start_run_dir,
                      write_result, write_run_labels, write_run_report)
 from .io import read_json
 from .report import manifest, write_json, write_jsonl  # noqa: F401 - importable from here, as before
+from .review import file_sha256, gold_budget, read_human_labels
 from .students.checkpoint import drop_optimizer_state
 from .tasks.base import ScoresOptions
 from .teachers import CachedTeacher
@@ -174,10 +175,13 @@ def run(cfg: RunConfig) -> RunSummary:
             log.info("%s: dropped %.0f MB of optimizer state from its finished students", name, freed / 2**20)
     if sess.built_teacher is not None:
         hashes["teacher"] = sess.built_teacher.fingerprint
+    if cfg.data.human_labels:
+        hashes["human_labels"] = file_sha256(cfg.data.human_labels)  # which corrections this run used
     write_manifest(run_dir, cfg, hashes)
     pool_labels = read_pool_labels(run_dir)
     write_run_labels(run_dir, sess.splits.labeled, sess.splits.pool, pool_labels)
     stats = pool_quality(pool_labels, sess.vault, sess.task)  # pseudo-label quality vs the pool's gold: reporting only
+    stats.update(gold_budget(sess.splits.labeled, sess.splits.dev, sess.human_labels, pool_labels))
     warnings = _warnings(run_dir, cfg, pool_labels, sess.splits.labeled, gate)
     report = write_run_report(run_dir, cfg, results, stats, warnings, sess.task, gate=gate)
     return RunSummary(run_dir, results, report)
@@ -270,6 +274,8 @@ def evaluate(run_dir: str | Path) -> RunSummary:
         write_result(run_dir / name, res)
     pool_labels = read_pool_labels(run_dir)
     stats = pool_quality(pool_labels, vault, task)
+    human = read_human_labels(cfg.data.human_labels, splits.pool, task) if cfg.data.human_labels else {}
+    stats.update(gold_budget(splits.labeled, splits.dev, human, pool_labels))
     gate = _earlier_gate(run_dir)
     warnings = _warnings(run_dir, cfg, pool_labels, splits.labeled, gate)
     report = write_run_report(run_dir, cfg, results, stats, warnings, task, gate=gate)

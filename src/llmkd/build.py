@@ -251,6 +251,7 @@ class Session:
         self.splits, self.vault = make_splits(cfg.data, cfg.seed)
         self.task = build_task(cfg.task, self.splits.labels)
         self.shots = choose_shots(self.splits.labeled, cfg)
+        self.human_labels = _human_labels(cfg, self.splits.pool, self.task)
         self._fitted_shots: tuple[Example, ...] | None = None
         self._teacher: CachedTeacher | None = None
         self._students: Any = None
@@ -305,7 +306,20 @@ class Session:
                                    max_tokens=cfg.teacher.max_tokens, temperature=cfg.teacher.temperature,
                                    constrained=cfg.teacher.constrained),
             progress=cfg.progress, embedder=build_embedder,
+            human_labels=self.human_labels if uses_teacher else {},
         )
+
+
+def _human_labels(cfg: RunConfig, pool: Sequence[Any], task: Any) -> dict[str, Any]:
+    """``data.human_labels`` (:mod:`llmkd.review`): pool id -> a person's label; {} when unset."""
+    if not cfg.data.human_labels:
+        return {}
+    if cfg.task.kind == "seq2seq":
+        raise ConfigError("data.human_labels: human labels are for classification and ner runs; this run's task.kind "
+                          "is seq2seq. Remove data.human_labels")
+    from .review import read_human_labels
+
+    return read_human_labels(cfg.data.human_labels, pool, task)
 
 
 __all__ = ["build_teacher", "build_task", "make_student_factory", "build_method", "method_options",

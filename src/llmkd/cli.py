@@ -22,6 +22,7 @@ app = typer.Typer(
     "  llmkd label examples/sst2.yaml --dry-run\n\n"
     "  llmkd eval runs/sst2\n\n"
     "  llmkd export runs/sst2-demo --to my-model\n\n"
+    "  llmkd review export runs/sst2-demo --n 100 --format labelstudio --to review.json\n\n"
     "  llmkd models list",
     no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
 )
@@ -379,6 +380,71 @@ def methods_cmd() -> None:
     for spec in METHODS.values():
         opts = ", ".join(spec.options.model_fields) if spec.options else "-"
         typer.echo(f"{spec.name:16s} {'teacher' if spec.uses_teacher else '       '}  {spec.summary}  [options: {opts}]")
+
+
+# ---- llmkd review (docs/review.md) --------------------------------------------------------------
+review_app = typer.Typer(help="Human review of a run's pool labels: export the items most worth a look to Label "
+                         "Studio / Argilla / JSONL, import the corrections as gold labels.", no_args_is_help=True)
+app.add_typer(review_app, name="review")
+
+
+@review_app.command("export")
+def review_export(run_dir: Annotated[Path, typer.Argument(help="a run directory (llmkd run / llmkd label)")],
+                  to: Annotated[Optional[Path], typer.Option("--to", "-o", help="the file to write (default: "
+                                                             "RUN_DIR/review/to_review.json, .jsonl for jsonl)")] = None,
+                  format_: Annotated[str, typer.Option("--format", help="labelstudio, argilla or jsonl")] = "labelstudio",
+                  n: Annotated[int, typer.Option("--n", help="how many pool items")] = 100,
+                  method: Annotated[Optional[str], typer.Option(help="whose student gives the disagreement signal "
+                                                                "(default: vanilla where it finished)")] = None,
+                  strategy: Annotated[str, typer.Option(help="uncertain (abstained, student disagrees, low "
+                                                        "agreement), confidence (the teacher's alone) or random")] = "uncertain",
+                  seed: Annotated[int, typer.Option(help="tie-break / random sample seed")] = 0) -> None:
+    """Write the pool items most worth a human look, with the teacher's label as the pre-annotation.
+
+    Example: llmkd review export runs/sst2 --method vanilla --n 100 --format labelstudio
+    """
+    _setup()
+    from .review import export_review
+
+    try:
+        if to is None:
+            to = run_dir / "review" / f"to_review.{'jsonl' if format_ == 'jsonl' else 'json'}"
+        rep = export_review(run_dir, to, fmt=format_, n=n, method=method, strategy=strategy, seed=seed)
+    except LlmkdError as exc:
+        _fail(exc)
+        return
+    why = ", ".join(f"{k} {v}" for k, v in sorted(rep.counts().items()))
+    out.print(f"{len(rep.items)} pool items ({why}; student: {rep.student or 'none'}; {rep.excluded} already "
+              f"labeled by a person left out) -> {rep.path}", highlight=False, soft_wrap=True)
+    for extra in rep.extra_files:
+        what = "labeling config" if extra.suffix == ".xml" else "dataset settings (Python)"
+        out.print(f"{what} -> {extra}", highlight=False, soft_wrap=True)
+
+
+@review_app.command("import")
+def review_import(file: Annotated[Path, typer.Argument(help="the labeling tool's export (JSON / JSONL)")],
+                  run_dir: Annotated[Path, typer.Argument(help="the run directory the items were exported from")],
+                  format_: Annotated[str, typer.Option("--format", help="auto, labelstudio, argilla or jsonl")] = "auto") -> None:
+    """Add a person's labels to RUN_DIR/review/human_labels.jsonl and print the command that reruns
+    with them (data.human_labels; teacher answers come from the cache).
+
+    Example: llmkd review import project-1-export.json runs/sst2
+    """
+    _setup()
+    from .review import import_review
+
+    try:
+        rep = import_review(file, run_dir, fmt=format_)
+    except LlmkdError as exc:
+        _fail(exc)
+        return
+    skipped = ", ".join(f"{v} {k}" for k, v in rep.skipped.items()) or "none"
+    out.print(f"{rep.added + rep.replaced} human labels read ({rep.format}): {rep.changed} differ from the teacher, "
+              f"{rep.confirmed} agree; {rep.added} new, {rep.replaced} replace earlier ones; skipped: {skipped}. "
+              f"{rep.total} in {rep.human_file}", highlight=False, soft_wrap=True)
+    name = f"{Path(run_dir).resolve().name}-reviewed"
+    out.print(f"rerun with them: llmkd run {Path(run_dir).resolve() / 'config.yaml'} --set "
+              f"data.human_labels={rep.human_file.resolve()} --set name={name}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -91,6 +91,10 @@ class DataConfig(_Strict):
         "{dev: validation_matched}; default: train, test, and for dev the first of validation, dev, valid")
     tree_labels: bool = Field(False, description="brackets: keep constituent labels in the target (labeled F1)")
     with_intent: bool = Field(False, description="slots: prefix the target with the intent ('label' file)")
+    human_labels: str | None = Field(
+        None, description="a JSONL file of human labels of pool items (`llmkd review import` writes "
+        "RUN_DIR/review/human_labels.jsonl): they replace the teacher's labels of those items and count as gold "
+        "(docs/review.md); classification and ner")
 
     @field_validator("label_map", mode="before")
     @classmethod
@@ -417,7 +421,8 @@ def parse_config(raw: dict[str, Any], source: str = "", base_dir: Path | None = 
                 return p
             return str((base_dir / p).resolve())
 
-        data = cfg.data.model_copy(update={"train": fix(cfg.data.train), "test": fix(cfg.data.test), "dev": fix(cfg.data.dev)})
+        data = cfg.data.model_copy(update={"train": fix(cfg.data.train), "test": fix(cfg.data.test), "dev": fix(cfg.data.dev),
+                                         "human_labels": fix(cfg.data.human_labels)})
         cfg = cfg.model_copy(update={"data": data})
     return cfg
 

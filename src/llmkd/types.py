@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Source = Literal["gold", "teacher", "student"]
+Source = Literal["gold", "teacher", "student", "human"]  # human: llmkd review (docs/review.md)
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from ..errors import TeacherError
 from ..labeling import label_examples
+from ..review import with_human_labels
 from ..students.base import Student
 from ..tasks.base import ScoresOptions, Task
 from ..teachers.base import Teacher
@@ -49,13 +50,18 @@ class RunContext:
     progress: bool = True
     embedder: Callable[[str], Any] | None = None
     """build.build_embedder: turns an embedder name into an embed function; set by the build step"""
+    human_labels: Mapping[str, Any] = field(default_factory=dict)
+    """``data.human_labels`` (:mod:`llmkd.review`): pool id -> a person's label, which :meth:`label`
+    gives in place of the teacher's"""
 
     def label(self, items: Sequence[Any], *, stage: str = "teacher", desc: str = "labeling") -> list[TeacherLabel]:
-        """Pseudo-label ``items`` with the few-shot teacher (through the cache)."""
+        """Pseudo-label ``items`` with the few-shot teacher (through the cache); an item with a
+        human label (:attr:`human_labels`) gets it in place of the teacher's (source ``human``)."""
         s = self.labeling
-        return label_examples(self.task, self.teacher, items, self.shots, mode=s.mode, confidence=s.confidence,
-                              max_tokens=s.max_tokens, temperature=s.temperature, stage=stage,
-                              progress=self.progress, desc=desc, constrained=s.constrained)
+        labels = label_examples(self.task, self.teacher, items, self.shots, mode=s.mode, confidence=s.confidence,
+                                max_tokens=s.max_tokens, temperature=s.temperature, stage=stage,
+                                progress=self.progress, desc=desc, constrained=s.constrained)
+        return with_human_labels(labels, self.human_labels) if self.human_labels else labels
 
     def evaluate(self, predictions: Sequence[Prediction | None], split: Sequence[Example]) -> dict[str, float]:
         return self.task.score([e.label for e in split], [None if p is None else p.label for p in predictions])

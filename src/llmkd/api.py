@@ -179,7 +179,7 @@ def run(cfg: RunConfig) -> RunSummary:
     write_run_labels(run_dir, sess.splits.labeled, sess.splits.pool, pool_labels)
     stats = pool_quality(pool_labels, sess.vault, sess.task)  # pseudo-label quality vs the pool's gold: reporting only
     warnings = _warnings(run_dir, cfg, pool_labels, sess.splits.labeled, gate)
-    report = write_run_report(run_dir, cfg, results, stats, warnings, sess.task, gate=gate)
+    report = write_run_report(run_dir, cfg, results, stats, warnings, sess.task, gate=gate, gold=sess.vault.label_of)
     return RunSummary(run_dir, results, report)
 
 
@@ -270,5 +270,5 @@ def evaluate(run_dir: str | Path) -> RunSummary:
     stats = pool_quality(pool_labels, vault, task)
     gate = _earlier_gate(run_dir)
     warnings = _warnings(run_dir, cfg, pool_labels, splits.labeled, gate)
-    report = write_run_report(run_dir, cfg, results, stats, warnings, task, gate=gate)
+    report = write_run_report(run_dir, cfg, results, stats, warnings, task, gate=gate, gold=vault.label_of)
     return RunSummary(run_dir, results, report)

@@ -227,3 +227,60 @@ def test_records_of_another_shape_still_draw(cls_run: Path, tmp_path: Path) -> N
     labeling = next(t for t in page.tables if t[0][:2] == ["method", "prompts"])
     assert labeling[0][-2:] == ["cached_tokens", "cost_usd"] and labeling[1][-2:] == ["77", "0.0123"]
     assert "the pool's gold is not available here" in page.text("calibration")
+
+
+# -- in a real browser ----------------------------------------------------------------------------
+def chromium() -> str:
+    """Debian's chromium (``.ci/run`` installs it); the test skips, saying why, only without it."""
+    import shutil
+
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.skip("playwright is not installed: pip install -e '.[dev]'")
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.skip("no chromium on this machine: apt-get install -y chromium (.ci/run does it)")
+    return path
+
+
+def test_report_in_headless_chromium(cls_run: Path, tmp_path: Path) -> None:
+    """The page in headless Chromium, offline: no console error or warning, no page error, nothing
+    fetched but the file itself, every image decoded; a full-page screenshot is saved."""
+    from playwright.sync_api import sync_playwright
+
+    page_url = (cls_run / "report.html").resolve().as_uri()
+    console: list[str] = []
+    fetched: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+            page.on("pageerror", lambda e: console.append(f"page error: {e}"))
+            page.on("requestfailed", lambda r: console.append(f"failed: {r.url}"))
+
+            def route(r: Any) -> None:  # offline: anything but the page and its data URIs is refused (and noted)
+                url = r.request.url
+                if url.startswith(("file:", "data:")):
+                    r.continue_()
+                else:
+                    fetched.append(url)
+                    r.abort()
+
+            page.route("**/*", route)
+            page.goto(page_url, wait_until="load")
+            images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])")
+            title = page.title()
+            shot = tmp_path / "report.png"
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert console == [] and fetched == []
+    assert title == "llmkd run report-cls"
+    assert len(images) == len(Page((cls_run / "report.html").read_text(encoding="utf-8")).images) >= 15
+    assert all(done and w > 100 and h > 100 for _, done, w, h in images), images
+    from PIL import Image
+
+    with Image.open(shot) as im:
+        assert im.width == 1280 and im.height > 4000  # the whole page, every section

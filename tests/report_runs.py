@@ -17,7 +17,7 @@ import pytest
 from llmkd import api, build
 from llmkd.config import parse_config
 from llmkd.types import Example, Prediction, Reply
-from tests.fakes import JsonStudent, classify_text, ner_text
+from tests.fakes import JsonStudent, MemoStudent, classify_text, ner_text
 
 LABELS = ("negative", "positive")
 
@@ -100,21 +100,11 @@ class KeywordStudent(JsonStudent):
         return {"memory": self.memory, "epochs": self.epochs}
 
 
-class NameTagger(JsonStudent):
+class NameTagger(MemoStudent):
     """An NER student that tags every word starting 'Name' as a person and 'Town' as a place."""
-
-    def __init__(self, epochs: int = 0) -> None:
-        self.epochs = epochs
-
-    def fit_epoch(self, examples: Any, weights: Any = None) -> float:
-        self.epochs += 1
-        return 0.1
 
     def predict(self, examples: Any) -> list[Prediction]:
         return [Prediction(tuple(_tag(w) for w in e.text.split()), {}) for e in examples]
-
-    def state(self) -> dict[str, Any]:
-        return {"epochs": self.epochs}
 
 
 def _tag(word: str) -> str:

@@ -79,7 +79,8 @@ def details(summary: str, blocks: Sequence[dict[str, Any]], *, open: bool = True
     return {"kind": "details", "summary": summary, "blocks": list(blocks), "open": open}
 
 
-def _f(v: Any, fmt: str = "{:.4f}") -> str:
+def cell(v: Any, fmt: str = "{:.4f}") -> str:
+    """``v`` formatted as ``fmt`` for a table cell: a dash for None, ``str(v)`` where ``fmt`` does not fit."""
     if v is None:
         return "–"
     try:
@@ -144,9 +145,9 @@ def stages_markdown(stages: list[dict[str, Any]], finals: Mapping[Any, dict[str,
     lines += ["", "| stage | label churn | agreement with teacher | teacher abstentions | filled in | kept previous |",
               "|---|---:|---:|---:|---:|---:|"]
     for st in stages:
-        lines.append(f"| {st.get('stage')} | {_f(st.get('churn'), '{:.1%}')} | {_f(st.get('agreement_with_teacher'), '{:.1%}')} | "
-                     f"{_f(st.get('teacher_abstentions'), '{}')} | {_f(st.get('abstentions_filled'), '{}')} | "
-                     f"{_f(st.get('kept_previous'), '{}')} |")
+        lines.append(f"| {st.get('stage')} | {cell(st.get('churn'), '{:.1%}')} | {cell(st.get('agreement_with_teacher'), '{:.1%}')} | "
+                     f"{cell(st.get('teacher_abstentions'), '{}')} | {cell(st.get('abstentions_filled'), '{}')} | "
+                     f"{cell(st.get('kept_previous'), '{}')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -237,23 +238,23 @@ def llkd_html(result: Mapping[str, Any], wd: Path, task: Any = None, gold: Gold 
     if "data_fraction" in extra:
         blocks.append(text(f"Trained on {extra.get('n_train')} of {pool if pool is not None else '?'} answered "
                            f"pseudo-labels ever selected ({extra['data_fraction']:.1%}); on average "
-                           f"{_f(extra.get('mean_epoch_fraction'), '{:.1%}')} of them per epoch."))
+                           f"{cell(extra.get('mean_epoch_fraction'), '{:.1%}')} of them per epoch."))
     if records:
         x = _selection_axis(records)
         blocks.append(figure(figures.selection(records, pool=pool, x=x), title=f"selection per {x}"))
         classes = list(records[0].get("selected_per_class", {}))
         headers = [x, "selected", "ever selected", "share ever kept", "τ teacher", "τ student",
                    *[f"τ^T({c})" for c in classes], *[f"τ^S({c})" for c in classes]]
-        rows = [[r.get(x), r.get("selected"), r.get("ever_selected"), _f(r.get("data_fraction"), "{:.1%}"),
-                 _f(r.get("tau_teacher")), _f(r.get("tau_student")),
-                 *[_f((r.get("teacher_thresholds") or {}).get(c)) for c in classes],
-                 *[_f((r.get("student_thresholds") or {}).get(c)) for c in classes]] for r in records]
+        rows = [[r.get(x), r.get("selected"), r.get("ever_selected"), cell(r.get("data_fraction"), "{:.1%}"),
+                 cell(r.get("tau_teacher")), cell(r.get("tau_student")),
+                 *[cell((r.get("teacher_thresholds") or {}).get(c)) for c in classes],
+                 *[cell((r.get("student_thresholds") or {}).get(c)) for c in classes]] for r in records]
         blocks.append(table(headers, rows, title=f"selection record per {x}"))
     rows = _read_rows(wd / "selection.jsonl")
     if gold is not None and rows:
         kept = [(r["id"], r.get("label"), False) for r in rows if r.get("times_selected")]
         never = [(r["id"], r.get("label"), False) for r in rows if not r.get("times_selected")]
-        body = [[name, len(part), _f(label_accuracy(part, gold)[0])] for name, part in
+        body = [[name, len(part), cell(label_accuracy(part, gold)[0])] for name, part in
                 (("ever selected", kept), ("never selected", never), ("all answered", kept + never))]
         blocks.append(table(["teacher labels", "n", "accuracy against the pool's gold"], body,
                             title="were the kept labels the right ones?", report_only=True))
@@ -291,9 +292,9 @@ def mckd_html(result: Mapping[str, Any], wd: Path, task: Any = None, gold: Gold 
     body = []
     for k in range(n_stages):
         st = by_stage.get(k, {})
-        body.append([k, "teacher" if k == 0 else "students of the other parts", _f(st.get("churn"), "{:.1%}"),
-                     _f(st.get("agreement_with_teacher"), "{:.1%}"), st.get("abstentions_filled"),
-                     st.get("kept_previous"), _f(acc[k][0]), _f(acc[k][1])])
+        body.append([k, "teacher" if k == 0 else "students of the other parts", cell(st.get("churn"), "{:.1%}"),
+                     cell(st.get("agreement_with_teacher"), "{:.1%}"), st.get("abstentions_filled"),
+                     st.get("kept_previous"), cell(acc[k][0]), cell(acc[k][1])])
     note = ("Churn: share of the pool whose label changed at that stage. The two accuracy columns score the pool's "
             "labels against the pool's gold (kept apart from every method) after the run: report-only.")
     if gold is None:
@@ -323,7 +324,7 @@ def evokd_html(result: Mapping[str, Any], wd: Path, task: Any = None, gold: Gold
     rounds = [r for r in extra.get("rounds") or [] if isinstance(r, Mapping)]
     state = {"round0_dev": extra.get("round0_dev"), "rounds": rounds}
     best = extra.get("best_score", main_score(extra.get("best_dev"), task))
-    blocks = [text(f"Best round: {extra.get('best_round')} (dev {_f(best)}). Teacher calls "
+    blocks = [text(f"Best round: {extra.get('best_round')} (dev {cell(best)}). Teacher calls "
                    f"{extra.get('teacher_calls_used', '–')}, tokens {extra.get('teacher_tokens_used', '–')}.")]
     if rounds or extra.get("round0_dev"):
         blocks.append(figure(rounds_figure(state, title=f"{name}: dev score per round", task=task),
@@ -334,7 +335,7 @@ def evokd_html(result: Mapping[str, Any], wd: Path, task: Any = None, gold: Gold
     for r in rounds:
         c = r.get("counts") or {}
         dropped = c.get("dropped") or {}
-        rows.append([r.get("round"), _f(main_score(r.get("dev"), task)) if r.get("dev") else "–", c.get("generated"),
+        rows.append([r.get("round"), cell(main_score(r.get("dev"), task)) if r.get("dev") else "–", c.get("generated"),
                      c.get("kept"), *[dropped.get(k, 0) for k in drops], r.get("n_replay"), r.get("teacher_calls"),
                      r.get("teacher_tokens")])
     if rows:
@@ -352,7 +353,7 @@ def evokd_html(result: Mapping[str, Any], wd: Path, task: Any = None, gold: Gold
                          f"(shown {fb.get('shown_wrong', '?')} wrong, {fb.get('shown_right', '?')} right)")
         if acc:
             facts.append("student accuracy on the new batch before training on it: "
-                         + ", ".join(f"{k} {_f(v, '{:.2f}')}" for k, v in acc.items()))
+                         + ", ".join(f"{k} {cell(v, '{:.2f}')}" for k, v in acc.items()))
         if facts:
             inner.append(text("; ".join(facts) + "."))
         if r.get("analysis"):
@@ -362,7 +363,7 @@ def evokd_html(result: Mapping[str, Any], wd: Path, task: Any = None, gold: Gold
         shown += [s for s in mine if s.get("status") != "kept"][:max(2, SAMPLES_PER_ROUND - len(shown))]
         if shown:
             inner.append(table(["kind", "text", "teacher label", "confidence", "status"],
-                               [[s.get("kind"), s.get("text"), _show_label(s.get("label")), _f(s.get("confidence"), "{:.2f}"),
+                               [[s.get("kind"), s.get("text"), _show_label(s.get("label")), cell(s.get("confidence"), "{:.2f}"),
                                  s.get("status")] for s in shown],
                                title=f"samples ({len(shown)} of {len(mine)} labeled this round; all in {wd.name}/synthetic.jsonl)"))
         if inner:

@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 
 from .io import read_jsonl, write_json, write_jsonl  # re-exported: the writers used to live here
 from .method_reports import RENDERERS, Rendered
+from .method_reports import cell
 
 __all__ = ["read_jsonl", "write_json", "write_jsonl", "manifest", "table", "per_type_table", "flat_row",
            "table_cells", "render_report", "start_run_dir", "write_manifest", "write_pool_labels", "read_pool_labels",
@@ -75,12 +76,7 @@ COLUMNS = [
 
 
 def _fmt(fmt: str, v: Any) -> str:
-    if v is None:
-        return "–"
-    try:
-        return fmt.format(v)
-    except (ValueError, TypeError):
-        return str(v)
+    return cell(v, fmt)
 
 
 SPAN_COLUMNS = [("f1", "span F1", "{:.4f}"), ("precision", "precision", "{:.4f}"), ("recall", "recall", "{:.4f}")]

@@ -284,3 +284,21 @@ def test_report_in_headless_chromium(cls_run: Path, tmp_path: Path) -> None:
 
     with Image.open(shot) as im:
         assert im.width == 1280 and im.height > 4000  # the whole page, every section
+
+
+def test_a_run_still_going_gets_a_page(cls_run: Path, tmp_path: Path) -> None:
+    """Without metrics.json (the run has not finished), ``llmkd report`` draws the methods that have
+    a result.json; a folder with none is a clear error."""
+    import shutil
+
+    from llmkd.errors import ConfigError
+
+    run = tmp_path / "going"
+    shutil.copytree(cls_run, run, ignore=shutil.ignore_patterns("metrics.json", "report.html", "evokd", "llkd"))
+    page = Page(html_report.rebuild(run).read_text(encoding="utf-8"))
+    assert list(page.sections) == ["results", "labeling", "calibration", "method-teacher", "method-supervised",
+                                   "method-vanilla", "method-mckd", "config"]
+    for m in ("teacher", "supervised", "vanilla", "mckd"):
+        shutil.rmtree(run / m)
+    with pytest.raises(ConfigError, match="holds no finished method yet"):
+        html_report.rebuild(run)

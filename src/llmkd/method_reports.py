@@ -228,11 +228,15 @@ def selection_png(epochs: list[dict[str, Any]], pool: int | None = None) -> byte
     return figures.png(figures.selection(epochs, pool=pool, x=_selection_axis(epochs)), dpi=110)
 
 
+MAX_ROWS = 40  #: rows of a per-epoch / per-step table in report.html
+
+
 def llkd_html(result: Mapping[str, Any], wd: Path, task: Any = None, gold: Gold | None = None) -> list[dict[str, Any]]:
     """LLKD's kept fraction and thresholds over its records, the record table, and (report-only)
     how accurate the labels it kept were beside those it never kept."""
     extra = result.get("extra", {})
-    records = [r for r in extra.get("epochs") or [] if isinstance(r, Mapping)]
+    steps = [r for r in extra.get("steps") or [] if isinstance(r, Mapping) and "step" in r]
+    records = steps or [r for r in extra.get("epochs") or [] if isinstance(r, Mapping)]  # per step where recorded
     pool = extra.get("pool_answered")
     blocks = []
     if "data_fraction" in extra:
@@ -249,7 +253,10 @@ def llkd_html(result: Mapping[str, Any], wd: Path, task: Any = None, gold: Gold 
                  cell(r.get("tau_teacher")), cell(r.get("tau_student")),
                  *[cell((r.get("teacher_thresholds") or {}).get(c)) for c in classes],
                  *[cell((r.get("student_thresholds") or {}).get(c)) for c in classes]] for r in records]
-        blocks.append(table(headers, rows, title=f"selection record per {x}"))
+        every = -(-len(rows) // MAX_ROWS)  # a long per-step record: every n-th row (and the last)
+        shown = rows[::every] + ([rows[-1]] if (len(rows) - 1) % every else [])
+        blocks.append(table(headers, shown, title=f"selection record per {x}",
+                            note=f"One {x} in {every} of the {len(rows)} is shown, and the last (the figure has them all)." if every > 1 else ""))
     rows = _read_rows(wd / "selection.jsonl")
     if gold is not None and rows:
         kept = [(r["id"], r.get("label"), False) for r in rows if r.get("times_selected")]

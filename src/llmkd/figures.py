@@ -139,12 +139,14 @@ def calibration(confidence: Sequence[float], correct: Sequence[bool], *, title: 
 # curves
 # --------------------------------------------------------------------------------------------
 def curves(series: Sequence[tuple[str, Sequence[float], Sequence[float]]], *, title: str, xlabel: str,
-           ylabel: str) -> Any:
+           ylabel: str, ylim: tuple[float, float] | None = None) -> Any:
     """One line per (name, xs, ys), markers on the points; the legend beside the plot when long."""
     fig, (ax,) = _figure(7.5 if len(series) > 4 else 6.0, 3.4)
     for name, xs, ys in series:
         ax.plot(xs, ys, marker="o", ms=3, label=name)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.title.set_fontsize(10)
     _integer_x(ax)
     if len(series) > 1:

@@ -294,8 +294,8 @@ def _ner_blocks(name: str, preds: Sequence[Mapping[str, Any]], metrics: Mapping[
     types = sorted({k[3:-1] for k in metrics if k.startswith("f1[") and k.endswith("]")})
     blocks = []
     if types:
-        rows = [[t, _num(metrics.get(f"precision[{t}]")), _num(metrics.get(f"recall[{t}]")), _num(metrics.get(f"f1[{t}]")),
-                 _num(metrics.get(f"support[{t}]"))] for t in types]
+        rows = [[t, _score(metrics.get(f"precision[{t}]")), _score(metrics.get(f"recall[{t}]")),
+                 _score(metrics.get(f"f1[{t}]")), _num(metrics.get(f"support[{t}]"))] for t in types]
         blocks.append(table(["entity type", "precision", "recall", "span F1", "test entities"], rows,
                             title="per-type span F1 on the test set (seqeval, strict IOB2)"))
     pairs: Counter[tuple[str, str]] = Counter()
@@ -336,7 +336,9 @@ def dev_curves(wd: Path, name: str) -> dict[str, Any] | None:
     if len(set(scored)) > 1:  # students scored on different things: say which on each line
         series = [(f"{label} ({what})", xs, ys) for (label, xs, ys), what in zip(series, scored)]
     ylabel = scored[0] if len(set(scored)) == 1 else "score"
-    return figure(figures.curves(series, title=f"{name}: {ylabel} per epoch", xlabel="epoch", ylabel=ylabel),
+    unit = all(0.0 <= y <= 1.0 for _, _, ys in series for y in ys)  # scores: one scale for every method
+    return figure(figures.curves(series, title=f"{name}: {ylabel} per epoch", xlabel="epoch", ylabel=ylabel,
+                                 ylim=(0.0, 1.02) if unit else None),
                   title=f"dev curve of every student ({len(series)})", alt=f"{name}: dev curve of every student")
 
 

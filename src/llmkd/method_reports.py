@@ -313,7 +313,8 @@ def mckd_html(result: Mapping[str, Any], wd: Path, task: Any = None, gold: Gold 
         series = [("pool label accuracy", list(range(n_stages)), [a[0] if a[0] is not None else float("nan") for a in acc])]
         if stages:
             series.append(("churn", [s.get("stage") for s in stages], [s.get("churn", float("nan")) for s in stages]))
-        blocks.append(figure(figures.curves(series, title="pool labels per stage", xlabel="stage", ylabel="share"),
+        blocks.append(figure(figures.curves(series, title="pool labels per stage", xlabel="stage", ylabel="share",
+                                            ylim=(0.0, 1.02)),
                              title="pool label accuracy and churn per stage", report_only=True))
     return blocks
 

@@ -169,7 +169,7 @@ def test_ner_run_report(ner_dir: Path) -> None:
     assert len(per_type) == 3  # teacher, supervised, vanilla
     vanilla = per_type[2]
     assert [r[0] for r in vanilla[1:]] == ["person", "place"]
-    assert vanilla[2][3] == f"{metrics['f1[place]']:.4g}"
+    assert vanilla[2][3] == f"{metrics['f1[place]']:.4f}"
     assert "vanilla: entity type per word (test)" in {i["alt"] for i in page.images}
     # the teacher gave no confidence: said so, no plot
     assert "gave no confidence with its answers" in page.text("calibration")

@@ -337,9 +337,10 @@ def dev_curves(wd: Path, name: str) -> dict[str, Any] | None:
         series = [(f"{label} ({what})", xs, ys) for (label, xs, ys), what in zip(series, scored)]
     ylabel = scored[0] if len(set(scored)) == 1 else "score"
     unit = all(0.0 <= y <= 1.0 for _, _, ys in series for y in ys)  # scores: one scale for every method
+    what = "dev curve" if all(s.startswith("dev") for s in scored) else "selection score per epoch"  # MCKD: fidelity
     return figure(figures.curves(series, title=f"{name}: {ylabel} per epoch", xlabel="epoch", ylabel=ylabel,
                                  ylim=(0.0, 1.02) if unit else None),
-                  title=f"dev curve of every student ({len(series)})", alt=f"{name}: dev curve of every student")
+                  title=f"{what} of every student ({len(series)})", alt=f"{name}: {what} of every student")
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .io import read_jsonl, write_json, write_jsonl  # re-exported: the writers used to live here
-from .method_reports import RENDERERS, Rendered
-from .method_reports import cell
+from .method_reports import RENDERERS, Rendered, cell
 
 __all__ = ["read_jsonl", "write_json", "write_jsonl", "manifest", "table", "per_type_table", "flat_row",
            "table_cells", "render_report", "start_run_dir", "write_manifest", "write_pool_labels", "read_pool_labels",

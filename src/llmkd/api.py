@@ -183,7 +183,7 @@ def run(cfg: RunConfig) -> RunSummary:
     stats = pool_quality(pool_labels, sess.vault, sess.task)  # pseudo-label quality vs the pool's gold: reporting only
     stats.update(gold_budget(sess.splits.labeled, sess.splits.dev, sess.human_labels, pool_labels))
     warnings = _warnings(run_dir, cfg, pool_labels, sess.splits.labeled, gate)
-    report = write_run_report(run_dir, cfg, results, stats, warnings, sess.task, gate=gate)
+    report = write_run_report(run_dir, cfg, results, stats, warnings, sess.task, gate=gate, gold=sess.vault.label_of)
     return RunSummary(run_dir, results, report)
 
 
@@ -278,5 +278,5 @@ def evaluate(run_dir: str | Path) -> RunSummary:
     stats.update(gold_budget(splits.labeled, splits.dev, human, pool_labels))
     gate = _earlier_gate(run_dir)
     warnings = _warnings(run_dir, cfg, pool_labels, splits.labeled, gate)
-    report = write_run_report(run_dir, cfg, results, stats, warnings, task, gate=gate)
+    report = write_run_report(run_dir, cfg, results, stats, warnings, task, gate=gate, gold=vault.label_of)
     return RunSummary(run_dir, results, report)

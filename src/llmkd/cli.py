@@ -166,6 +166,29 @@ def eval_(run_dir: Annotated[Path, typer.Argument(help="a run directory written 
     typer.echo(summary.report)
 
 
+@app.command("report")
+def report_cmd(run_dir: Annotated[Path, typer.Argument(help="a run directory written by `llmkd run`")],
+               open_: Annotated[bool, typer.Option("--open", help="open the page in the default browser")] = False) -> None:
+    """Draw RUN_DIR/report.html again from the run folder (one self-contained page: every table
+    and figure of the run) and print its path.
+
+    Example: llmkd report runs/sst2-demo --open
+    """
+    _setup()
+    try:
+        from .html_report import rebuild
+
+        path = rebuild(run_dir)
+    except LlmkdError as exc:
+        _fail(exc)
+        return
+    out.print(str(path), highlight=False, soft_wrap=True)
+    if open_:
+        import webbrowser
+
+        webbrowser.open(path.resolve().as_uri())
+
+
 @app.command()
 def demo(quiet: QuietOpt = False, set_: SetOpt = None,
          output_dir: Annotated[Path, typer.Option(help="where the run directory goes")] = Path("runs")) -> None:

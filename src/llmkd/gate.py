@@ -155,6 +155,9 @@ def teacher_gate(cfg: Any, sess: Any, run_dir: Path) -> dict[str, Any]:
         "prompt_tokens_per_prompt": round(tokens, 1), "prompts_to_label": to_label,
         "estimated_labeling_seconds": round(per_prompt * to_label, 1),
         "estimated_prompt_tokens": int(tokens * to_label),
+        # every dev answer, for the report's calibration plot (report.py moves it to gate/dev_labels.jsonl)
+        "dev_labels": [{"id": e.id, "gold": e.label, "label": lab.label, "confidence": lab.confidence,
+                        "abstained": lab.abstained} for e, lab in zip(dev, labels)],
     }
     cost = (f"labeling {to_label} prompts would take about {_duration(rec['estimated_labeling_seconds'])} "
             f"({per_prompt:.2f} s per prompt measured on the dev labeling, cached answers at their original cost)")

@@ -7,6 +7,8 @@ Layout::
     RUN_DIR/labels.jsonl       gold labeled examples + teacher labels of the pool (provenance)
     RUN_DIR/metrics.json       every method's test metrics, timings and training record
     RUN_DIR/report.md          the comparison table
+    RUN_DIR/report.html        the whole report on one self-contained page (:mod:`llmkd.html_report`)
+    RUN_DIR/gate/dev_labels.jsonl  the teacher's labels of the dev set (the teacher gate's)
     RUN_DIR/<method>/          predictions.jsonl, labels.jsonl, result.json, the method's records
                                (``RunResult.records`` -> NAME.jsonl) and figures
                                (:mod:`llmkd.method_reports`); the method's own checkpoints
@@ -22,13 +24,13 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .io import read_jsonl, write_json, write_jsonl  # re-exported: the writers used to live here
-from .method_reports import RENDERERS, Rendered
+from .method_reports import RENDERERS, Rendered, cell
 
 __all__ = ["read_jsonl", "write_json", "write_jsonl", "manifest", "table", "per_type_table", "flat_row",
-           "render_report", "start_run_dir", "write_manifest", "write_pool_labels", "read_pool_labels",
+           "table_cells", "render_report", "start_run_dir", "write_manifest", "write_pool_labels", "read_pool_labels",
            "write_run_labels", "write_method_result", "write_result", "write_rendered", "render_method", "write_run_report",
            "gate_section"]
 
@@ -73,12 +75,7 @@ COLUMNS = [
 
 
 def _fmt(fmt: str, v: Any) -> str:
-    if v is None:
-        return "–"
-    try:
-        return fmt.format(v)
-    except (ValueError, TypeError):
-        return str(v)
+    return cell(v, fmt)
 
 
 SPAN_COLUMNS = [("f1", "span F1", "{:.4f}"), ("precision", "precision", "{:.4f}"), ("recall", "recall", "{:.4f}")]
@@ -93,13 +90,17 @@ def _columns(rows: dict[str, dict[str, Any]]) -> list[tuple[str, str, str]]:
     return SPAN_COLUMNS + kept
 
 
-def table(rows: dict[str, dict[str, Any]]) -> str:
+def table_cells(rows: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """The comparison table's header and rows of formatted cells (report.md and report.html)."""
     columns = _columns(rows)
-    head = "| method | " + " | ".join(c[1] for c in columns) + " |"
-    sep = "|---|" + "---:|" * len(columns)
-    lines = [head, sep]
-    for method, r in rows.items():
-        lines.append(f"| {method} | " + " | ".join(_fmt(f, r.get(k)) for k, _, f in columns) + " |")
+    return (["method", *(c[1] for c in columns)],
+            [[method, *(_fmt(f, r.get(k)) for k, _, f in columns)] for method, r in rows.items()])
+
+
+def table(rows: dict[str, dict[str, Any]]) -> str:
+    head, body = table_cells(rows)
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
     return "\n".join(lines)
 
 
@@ -206,9 +207,18 @@ def write_rendered(wd: Path, out: Rendered) -> None:
 
 
 def write_run_report(run_dir: Path, cfg: Any, results: dict[str, dict[str, Any]], pool_stats: dict[str, Any],
-                     warnings: list[str], task: Any = None, gate: dict[str, Any] | None = None) -> str:
-    """``metrics.json``, each method's figures, and ``report.md``; returns the report. ``gate``: the
-    teacher gate's record (:mod:`llmkd.gate`), kept under ``gate`` in metrics.json."""
+                     warnings: list[str], task: Any = None, gate: dict[str, Any] | None = None,
+                     gold: Callable[[str], Any] | None = None) -> str:
+    """``metrics.json``, each method's figures, ``report.md`` and ``report.html``; returns the
+    markdown report. ``gate``: the teacher gate's record (:mod:`llmkd.gate`), kept under ``gate``
+    in metrics.json, its teacher labels of the dev set in ``gate/dev_labels.jsonl``. ``gold``: the
+    pool's gold label of an id, for the report-only parts of report.html (never a method's input)."""
+    from .html_report import render_html, write_html
+
+    if gate is not None and "dev_labels" in gate:
+        gate = dict(gate)
+        (run_dir / "gate").mkdir(parents=True, exist_ok=True)
+        write_jsonl(run_dir / "gate" / "dev_labels.jsonl", gate.pop("dev_labels"))
     metrics = {"results": results, "pool": pool_stats, "warnings": warnings}
     write_json(run_dir / "metrics.json", metrics if gate is None else {**metrics, "gate": gate})
     rendered = {m: render_method(r, task) for m, r in results.items()}
@@ -216,6 +226,7 @@ def write_run_report(run_dir: Path, cfg: Any, results: dict[str, dict[str, Any]]
         write_rendered(run_dir / m, out)
     report = render_report(cfg, results, pool_stats, warnings, rendered, gate=gate)
     (run_dir / "report.md").write_text(report, encoding="utf-8")
+    write_html(run_dir, render_html(run_dir, cfg, results, pool_stats, warnings, gate=gate, task=task, gold=gold))
     return report
 
 

@@ -90,12 +90,41 @@ def test_generate_works_inside_a_running_event_loop() -> None:
         assert asyncio.run(main(make(server.base_url))) == ["positive"]
 
 
-def test_teacher_protocol_and_count_tokens() -> None:
+def test_teacher_protocol() -> None:
     teacher = make("http://127.0.0.1:1/v1")
     assert isinstance(teacher, Teacher)
     assert teacher.name == "openai"
-    assert teacher.count_tokens("") == 1
-    assert teacher.count_tokens("x" * 40) == 10
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_count_tokens_asks_the_servers_tokenizer(chat: bool) -> None:
+    """Issue 31: the count was len(text) // 4."""
+    with FakeOpenAIServer() as server:
+        teacher = make(server.base_url, chat=chat)
+        assert teacher.count_tokens("one two three four five") == 5  # 23 characters: not 23 // 4
+        assert teacher.count_tokens("one two three four five") == 5  # remembered: not asked again
+        assert make(server.base_url, chat=chat).count_tokens("a b") == 2
+    assert teacher.token_count_source == "server" and server.requests == []
+    first = server.tokenize_requests[0]
+    if chat:  # vLLM applies the chat template to messages
+        assert first["messages"] == [{"role": "user", "content": "one two three four five"}]
+        assert first["add_generation_prompt"] is True
+    else:
+        assert first["prompt"] == "one two three four five"
+    assert first["content"] == "one two three four five"  # the llama.cpp server's field
+    assert len(server.tokenize_requests) == 2
+
+
+def test_count_tokens_without_a_tokenizer_comes_from_usage() -> None:
+    with FakeOpenAIServer(tokenize=False) as server:
+        teacher = make(server.base_url)
+        assert teacher.count_tokens("w " * 30) == 30  # one max_tokens=1 request: usage.prompt_tokens
+        assert [r["body"]["max_tokens"] for r in server.requests] == [1]
+        assert teacher.count_tokens("w " * 10) == 10  # then tokens per character, measured
+        assert len(server.requests) == 1 and teacher.token_count_source == "usage"
+        teacher.generate(["a b c d"], max_tokens=2)
+        assert teacher.usage == {"requests": 2, "prompt_tokens": 34, "completion_tokens": 1 + 1}
+    assert len(server.tokenize_requests) == 1  # no tokenizer: found out once, then not asked again
 
 
 def test_fingerprint_ignores_base_urls() -> None:
@@ -237,9 +266,22 @@ def test_score_options_by_echo() -> None:
     assert scores == [[pytest.approx(lp(" good")), pytest.approx(lp(" terrible"))],
                       [pytest.approx(lp(" good")), pytest.approx(lp(" terrible"))]]
     bodies = echo_requests(server)
-    assert len(bodies) == 1 + 4 + 1  # the probe, then every (prompt, option) pair
+    # the echo probe, the list probe, then one request per prompt with its options as a list of
+    # prompts (issue 31: one per (prompt, option) pair before), and one for the single option
+    assert len(bodies) == 1 + 1 + 2 + 1
     assert {(b["max_tokens"], b["logprobs"]) for b in bodies} == {(0, 0)}
-    assert {b["prompt"] for b in bodies[1:5]} == {p + o for p in prompts for o in options}
+    assert sorted(tuple(b["prompt"]) for b in bodies[2:4]) == sorted(tuple(p + o for o in options) for p in prompts)
+    assert bodies[4]["prompt"] == "Label: good"
+
+
+def test_score_options_one_request_per_option_where_lists_are_refused() -> None:
+    prompts, options = ["Review: fine. Label:", "Label: "], [" good", " terrible"]
+    with FakeOpenAIServer(list_prompts=False) as server:
+        scores = make(server.base_url, chat=False).score_options(prompts, options)
+    assert scores == [[pytest.approx(lp(" good")), pytest.approx(lp(" terrible"))]] * 2
+    bodies = echo_requests(server)
+    assert len(bodies) == 1 + 1 + 4 and isinstance(bodies[1]["prompt"], list)  # the refused list probe: not retried
+    assert {b["prompt"] for b in bodies[2:]} == {p + o for p in prompts for o in options}
 
 
 def test_score_options_multi_token_option_sums_its_tokens() -> None:
@@ -254,8 +296,9 @@ def test_score_options_uses_max_tokens_1_where_0_is_refused() -> None:
         first = teacher.score_options(["Label:"], [" good", " bad"])
         second = teacher.score_options(["Label:"], [" good", " bad"])
     assert first == second == [[pytest.approx(lp(" good")), pytest.approx(lp(" bad"))]]
-    # one refused probe with 0, then 1 everywhere (the generated token is not counted)
-    assert [b["max_tokens"] for b in echo_requests(server)] == [0, 1, 1, 1, 1, 1]
+    # one refused probe with 0, then 1 everywhere (the generated token is not counted): the echo
+    # probe, the list probe, then one request per scoring (both options in it)
+    assert [b["max_tokens"] for b in echo_requests(server)] == [0, 1, 1, 1, 1]
 
 
 @pytest.mark.parametrize("chat", [True, False])
@@ -307,10 +350,12 @@ def test_pool_sends_more_to_the_less_busy_server() -> None:
 def test_choice_constraint_is_sent_in_the_vllm_dialect_by_default() -> None:
     from llmkd.teachers.base import Constraint
 
-    with FakeOpenAIServer() as s:
-        make(s.base_url).generate(["a", "b"], max_tokens=4, constraint=Constraint.choice(["negative", "positive"]))
+    with FakeOpenAIServer(script=lambda p: "maybe") as s:  # vLLM >= 0.12
+        replies = make(s.base_url).generate(["a", "b"], max_tokens=4, constraint=Constraint.choice(["negative", "positive"]))
         make(s.base_url).generate(["c"], max_tokens=4)
-    assert [r["body"].get("guided_choice") for r in s.requests] == [["negative", "positive"]] * 2 + [None]
+    assert [r["body"].get("structured_outputs") for r in s.requests] == [{"choice": ["negative", "positive"]}] * 2 + [None]
+    assert not any(k.startswith("guided_") for r in s.requests for k in r["body"])
+    assert [r.text for r in replies] == ["negative"] * 2 and s.applied == ["choice", "choice", None]
 
 
 def test_constraint_dialects() -> None:
@@ -341,8 +386,8 @@ def test_a_server_that_refuses_guided_decoding_gets_plain_requests() -> None:
         replies = t.generate(["a", "b", "c"], max_tokens=4, constraint=Constraint.choice(["negative", "positive"]))
         t.generate(["d"], max_tokens=4, constraint=Constraint.choice(["negative", "positive"]))
     assert [r.text for r in replies] == ["positive"] * 3
-    assert "guided_choice" in s.requests[0]["body"]  # the refused probe
-    assert all("guided_choice" not in r["body"] for r in s.requests[1:]) and len(s.requests) == 5
+    assert "structured_outputs" in s.requests[0]["body"]  # the refused probe
+    assert all("structured_outputs" not in r["body"] for r in s.requests[1:]) and len(s.requests) == 5
 
 
 def test_replies_of_a_refused_guided_request_are_cached_as_unconstrained(tmp_path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 import socket
@@ -661,3 +662,199 @@ def test_a_prompt_the_server_finds_too_long_abstains_and_the_rest_are_labeled(tm
         labels = label_examples(task, teacher, items, (), mode="generate", confidence=False, progress=False)
     assert [lab.label for lab in labels] == ["positive", None, "positive"]
     assert labels[1].error.startswith("too_long: the server refused the prompt as too long (HTTP 400: This model's maximum")
+
+
+# ---- issue 31: real-server correctness -------------------------------------------------------
+
+CHOICE = ["negative", "positive"]
+SCHEMA = {"type": "object", "properties": {"label": {"enum": ["a", "b"]}}}
+GRAMMAR = 'root ::= "yes" | "no"'
+
+
+def constrained_bodies(server: FakeOpenAIServer) -> list[dict[str, Any]]:
+    return [r["body"] for r in server.requests]
+
+
+def test_vllm_0_12_gets_structured_outputs_in_every_shape() -> None:
+    from llmkd.teachers.base import Constraint
+
+    with FakeOpenAIServer(script=lambda p: "not json", vllm_version="0.13.1") as s:
+        teacher = make(s.base_url)
+        (choice,) = teacher.generate(["a"], max_tokens=4, constraint=Constraint.choice(CHOICE))
+        (js,) = teacher.generate(["b"], max_tokens=4, constraint=Constraint.json_schema(SCHEMA))
+        teacher.generate(["c"], max_tokens=4, constraint=Constraint.gbnf(GRAMMAR))
+        make(s.base_url, chat=False).generate(["d"], max_tokens=4, constraint=Constraint.choice(CHOICE))
+    bodies = constrained_bodies(s)
+    assert bodies[0]["structured_outputs"] == {"choice": CHOICE}
+    assert bodies[1]["structured_outputs"] == {"json": SCHEMA}
+    assert bodies[2]["structured_outputs"] == {"grammar": GRAMMAR}
+    assert bodies[3]["structured_outputs"] == {"choice": CHOICE} and "prompt" in bodies[3]  # /completions too
+    assert not any(k.startswith("guided_") for b in bodies for k in b)
+    assert (choice.text, js.text) == ("negative", "{}")  # the fake applied them
+    assert s.gets.count("/version") == 1  # once per server and process, for every teacher on it
+
+
+def test_old_vllm_gets_the_guided_fields() -> None:
+    from llmkd.teachers.base import Constraint
+
+    with FakeOpenAIServer(script=lambda p: "maybe", vllm_version="0.11.2") as s:
+        teacher = make(s.base_url)
+        (reply,) = teacher.generate(["a"], max_tokens=4, constraint=Constraint.choice(CHOICE))
+        teacher.generate(["b"], max_tokens=4, constraint=Constraint.json_schema(SCHEMA))
+        teacher.generate(["c"], max_tokens=4, constraint=Constraint.gbnf(GRAMMAR))
+        assert teacher.applies(Constraint.choice(CHOICE)) is True
+    bodies = constrained_bodies(s)
+    assert bodies[0]["guided_choice"] == CHOICE and bodies[1]["guided_json"] == SCHEMA
+    assert bodies[2]["guided_grammar"] == GRAMMAR
+    assert not any("structured_outputs" in b for b in bodies)
+    assert reply.text == "negative"
+
+
+@pytest.mark.parametrize(("applies", "sent"), [("structured_outputs", "structured_outputs"),
+                                               ("guided", "guided_choice"), ("none", None)])
+def test_a_server_without_a_version_is_probed(applies: str, sent: str | None) -> None:
+    from llmkd.teachers.base import Constraint
+
+    choice = Constraint.choice(CHOICE)
+    with FakeOpenAIServer(script=lambda p: "maybe", vllm_version=None, applies=applies) as s:
+        teacher = make(s.base_url)
+        (reply,) = teacher.generate(["a"], max_tokens=4, constraint=choice)
+        make(s.base_url).generate(["b"], max_tokens=4, constraint=choice)  # known for the process: no probe
+        applied = teacher.applies(choice)
+    assert applied is (sent is not None)
+    probes = [b for b in constrained_bodies(s) if "Reply with one word." in json.dumps(b)]
+    assert 1 <= len(probes) <= 2 and len(s.requests) == len(probes) + 2
+    last = s.requests[-1]["body"]
+    if sent is None:  # applies neither: plain requests, and the cache files the replies as free ones
+        assert reply.text == "maybe"
+        assert not {"structured_outputs", "guided_choice"} & set(last)
+    else:
+        assert sent in last and reply.text == "negative"
+
+
+def test_the_request_body_is_what_vllm_documents() -> None:
+    """The whole body of a constrained chat request to vLLM >= 0.12, field by field."""
+    from llmkd.teachers.base import Constraint
+
+    with FakeOpenAIServer() as s:
+        make(s.base_url).generate(["hello"], max_tokens=3, stop=["\n"], seed=5, constraint=Constraint.choice(CHOICE))
+    assert s.requests[0]["path"] == "/v1/chat/completions"
+    assert s.requests[0]["body"] == {
+        "model": "fake-model", "max_tokens": 3, "temperature": 0.0, "seed": 5,
+        "messages": [{"role": "user", "content": "hello"}], "logprobs": True, "stop": ["\n"],
+        "structured_outputs": {"choice": CHOICE},
+    }
+
+
+@pytest.mark.parametrize("version", ["0.12.0", None])
+def test_a_reply_that_breaks_the_constraint_is_cached_and_counted_unconstrained(tmp_path, version) -> None:
+    """Issue 31: vLLM >= 0.12 ignored guided_choice, answered 200, and the free replies were
+    cached as constrained. Here a server reports 0.12 but ignores the fields (or reports nothing)."""
+    from llmkd.teachers.base import Constraint
+    from llmkd.teachers.cache import CachedTeacher, TeacherCache
+
+    choice = Constraint.choice(CHOICE)
+    script = {"a": "positive", "b": "I think it is positive", "c": " negative"}
+    cache = TeacherCache(tmp_path / "c.sqlite")
+    with FakeOpenAIServer(script=lambda p: script.get(p, "maybe"), vllm_version=version, applies="none") as s:
+        t = CachedTeacher(make(s.base_url), cache)
+        replies = t.generate(["a", "b", "c"], max_tokens=8, constraint=choice)
+    if version is None:  # the probe found that it applies nothing: all three are free replies
+        assert [r.constrained for r in replies] == [False] * 3 and t.violations == 0
+        assert t.unconstrained_replies == 3
+        return
+    assert [r.constrained for r in replies] == [True, False, True]
+    assert (t.constrained_replies, t.unconstrained_replies, t.violations) == (2, 1, 1)
+    with FakeOpenAIServer(script=lambda p: "never asked") as s2:  # a rerun: all cached, the same verdict
+        again = CachedTeacher(make(s2.base_url), cache)
+        replies = again.generate(["a", "b", "c"], max_tokens=8, constraint=choice)
+        assert s2.requests == [] and again.hits == 3
+    assert [r.constrained for r in replies] == [True, False, True] and again.unconstrained_replies == 1
+    import sqlite3
+
+    stored = [json.loads(v) for (v,) in sqlite3.connect(tmp_path / "c.sqlite").execute("SELECT value FROM entries")]
+    assert sorted(str(v.get("constrained")) for v in stored) == ["False", "None", "None"]
+
+
+def test_rows_cached_before_the_check_are_checked_when_read(tmp_path) -> None:
+    """A reply cached under a constrained key by an older llmkd (no marker) is checked on read."""
+    from llmkd.teachers.base import Constraint
+    from llmkd.teachers.cache import CachedTeacher, TeacherCache, cache_key
+    from llmkd.types import Reply
+
+    choice = Constraint.choice(CHOICE)
+    cache = TeacherCache(tmp_path / "c.sqlite")
+    with FakeOpenAIServer() as s:
+        teacher = make(s.base_url)
+        params = {"max_tokens": 8, "temperature": 0.0, "stop": [], "constraint": choice.key()}
+        cache.put(cache_key(teacher.fingerprint, "generate", "x", params), teacher.fingerprint, "generate",
+                  Reply("a free reply").to_dict(), 0.1)
+        t = CachedTeacher(teacher, cache)
+        (reply,) = t.generate(["x"], max_tokens=8, constraint=choice)
+    assert reply.text == "a free reply" and reply.constrained is False and t.violations == 1
+    assert s.requests == []
+
+
+def test_local_backends_replies_are_checked_too(tmp_path) -> None:
+    """The check is the cache wrapper's: it holds for every backend, e.g. one that says it applies
+    every constraint (like llama.cpp) but returns a JSON reply cut off at max_tokens."""
+    from llmkd.teachers.base import Constraint
+    from llmkd.teachers.cache import CachedTeacher, TeacherCache
+    from llmkd.types import Reply
+
+    class Local:
+        name, fingerprint = "local", "local-v1"
+
+        def applies(self, constraint: Constraint) -> bool:
+            return True
+
+        def generate(self, prompts, **kw):
+            return [Reply('{"label": "a"}' if p == "ok" else '{"label": "a', completion_tokens=4) for p in prompts]
+
+        def count_tokens(self, text: str) -> int:
+            return len(text.split())
+
+    t = CachedTeacher(Local(), TeacherCache(tmp_path / "c.sqlite"))
+    replies = t.generate(["ok", "cut"], max_tokens=4, constraint=Constraint.json_schema(SCHEMA))
+    assert [r.constrained for r in replies] == [True, False] and t.violations == 1
+    assert t.asked_completion_tokens == 8
+    (free,) = t.generate(["ok"], max_tokens=4)
+    assert free.constrained is None
+
+
+@pytest.mark.parametrize(("kind", "good", "bad"), [
+    ("choice", " positive\n", "positively"),
+    ("json", '{"label": "a"}', '{"label": '),
+    ("grammar", "yes", "yes!"),
+])
+def test_constraint_violation(kind: str, good: str, bad: str) -> None:
+    from llmkd.teachers.base import Constraint
+
+    c = {"choice": Constraint.choice(CHOICE), "json": Constraint.json_schema(SCHEMA), "grammar": Constraint.gbnf(GRAMMAR)}[kind]
+    assert c.violation(good) == ""
+    assert c.violation(bad) != ""
+
+
+def test_the_tasks_grammars_are_checked() -> None:
+    from llmkd.tasks.ner import NerTask
+    from llmkd.teachers.base import Constraint
+
+    grammar = NerTask(labels=["PER", "LOC"]).constraint()
+    assert isinstance(grammar, Constraint) and grammar.kind == "grammar"
+    assert grammar.violation("PER: John Smith\nLOC: Paris") == ""
+    assert grammar.violation(" none") == ""
+    assert "does not follow the grammar" in grammar.violation("ORG: ACME")
+    assert Constraint.gbnf("root ::= (((").violation("anything") == ""  # unreadable: not checked
+
+
+def test_a_pool_gets_each_servers_dialect() -> None:
+    from llmkd.teachers.base import Constraint
+
+    with FakeOpenAIServer(script=lambda p: "maybe", vllm_version="0.12.1") as new, \
+            FakeOpenAIServer(script=lambda p: "maybe", vllm_version="0.10.1") as old:
+        teacher = make([new.base_url, old.base_url], concurrency=2)
+        replies = teacher.generate([f"p{i}" for i in range(6)], max_tokens=4, constraint=Constraint.choice(CHOICE))
+    assert {r.text for r in replies} == {"negative"}
+    assert new.requests and old.requests
+    assert all("structured_outputs" in r["body"] for r in new.requests)
+    assert all("guided_choice" in r["body"] for r in old.requests)

@@ -119,3 +119,38 @@ def test_the_report_shows_measured_tokens_and_dollars(tmp_path: Path) -> None:
     assert "input 1000, output 2000 US$ per million tokens" in lines
     plain = "\n".join(usage_section(config(tmp_path, "http://127.0.0.1:1/v1"), {"vanilla": {"timings": timings}}))
     assert "| vanilla | 5 | 2 | 8 | 3 |" in plain and "$" not in plain
+
+
+def test_a_run_reports_the_servers_tokens_and_the_constraint_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through llmkd.api.run, with a fake student: report.md's Teacher tokens section holds the
+    tokens the server reported, and dollars at teacher.price_per_mtok; a server that ignores the
+    constraint (reports vLLM 0.12, applies nothing) gets its replies counted as unconstrained."""
+    from llmkd import build
+    from llmkd.types import Prediction
+    from tests.fakes import JsonStudent
+
+    class Student(JsonStudent):
+        def fit_epoch(self, examples: Any, weights: Any = None) -> float:
+            return 0.1
+
+        def predict(self, examples: Any) -> list[Prediction]:
+            return [Prediction("positive", {}) for _ in examples]
+
+        def state(self) -> dict[str, Any]:
+            return {}
+
+    monkeypatch.setattr(build, "make_student_factory", lambda cfg, labels, task=None: (lambda seed: Student(), Student.load))
+    replies = iter(["positive", "it is negative"] * 50)
+    with FakeOpenAIServer(script=lambda p: next(replies), applies="none") as server:
+        cfg = config(tmp_path, server.base_url, constrained=True, gate="off",
+                     price_per_mtok={"input": 1.0, "output": 4.0})
+        summary = api.run(cfg)
+        sent = sum(r["body"].get("max_tokens", 0) >= 0 for r in server.requests)
+    timings = json.loads((summary.run_dir / "metrics.json").read_text())["results"]["vanilla"]["timings"]
+    assert sent == 6 and timings["sent_prompt_tokens"] > 0 and timings["prompt_tokens"] == timings["sent_prompt_tokens"]
+    assert (timings["constrained_replies"], timings["unconstrained_replies"], timings["constraint_violations"]) == (3, 3, 3)
+    report = summary.report
+    assert "## Teacher tokens" in report and "Replies that broke the constraint" in report
+    cost = (timings["prompt_tokens"] * 1.0 + timings["completion_tokens"] * 4.0) / 1e6
+    assert f"| vanilla | {timings['prompt_tokens']:,} | {timings['completion_tokens']:,} |" in report
+    assert f"{cost:.4f} | {cost:.4f} |" in report

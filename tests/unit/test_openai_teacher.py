@@ -15,7 +15,7 @@ import pytest
 from llmkd.errors import ConfigError, TeacherError
 from llmkd.teachers.base import Teacher
 from llmkd.teachers.openai import OpenAITeacher
-from tests.fake_openai_server import FakeOpenAIServer
+from tests.fake_openai_server import FakeOpenAIServer, _error, _json
 
 SECRET = "sk-test-SECRET-0123456789"
 
@@ -112,8 +112,23 @@ def test_count_tokens_asks_the_servers_tokenizer(chat: bool) -> None:
         assert first["add_generation_prompt"] is True
     else:
         assert first["prompt"] == "one two three four five"
-    assert first["content"] == "one two three four five"  # the llama.cpp server's field
+    assert "content" not in first  # the llama.cpp server's field: asked only where vLLM's shape fails
     assert len(server.tokenize_requests) == 2
+
+
+def test_count_tokens_speaks_the_llama_cpp_servers_tokenize() -> None:
+    class LlamaCppTokenize(FakeOpenAIServer):
+        def handle_tokenize(self, body: Any) -> Any:
+            if "content" not in body:  # the llama.cpp server reads `content` only
+                return _error(500, "[json.exception.out_of_range.403] key 'content' not found")
+            self.tokenize_requests.append(body)
+            return _json(200, {"tokens": [1] * len(body["content"].split())})
+
+    with LlamaCppTokenize() as server:
+        teacher = make(server.base_url)
+        assert (teacher.count_tokens("a b c"), teacher.count_tokens("d e")) == (3, 2)
+    assert server.tokenize_requests == [{"content": "a b c", "add_special": True},
+                                        {"content": "d e", "add_special": True}]
 
 
 def test_count_tokens_without_a_tokenizer_comes_from_usage() -> None:
@@ -125,7 +140,7 @@ def test_count_tokens_without_a_tokenizer_comes_from_usage() -> None:
         assert len(server.requests) == 1 and teacher.token_count_source == "usage"
         teacher.generate(["a b c d"], max_tokens=2)
         assert teacher.usage == {"requests": 2, "prompt_tokens": 34, "completion_tokens": 1 + 1}
-    assert len(server.tokenize_requests) == 1  # no tokenizer: found out once, then not asked again
+    assert len(server.tokenize_requests) == 2  # both /tokenize shapes, once: then known to have none
 
 
 def test_fingerprint_ignores_base_urls() -> None:

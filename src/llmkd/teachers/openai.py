@@ -61,7 +61,21 @@ _PROBE_PROMPT = "Reply with one word."
 # What each server offers, per base URL (credentials left out), for the life of the process.
 _SERVERS_LOCK = threading.Lock()
 _DIALECT: dict[str, str | None] = {}  # "structured_outputs" | "guided" | None: applies neither
-_TOKENIZER: dict[str, str | None] = {}  # "/tokenize" | "/extras/tokenize/count" | None: none answers
+_TOKENIZER: dict[str, str | None] = {}  # a key of _TOKENIZERS, or None: no tokenizer endpoint answers
+#: tokenizer endpoints, tried in this order: style -> path at the server root
+_TOKENIZERS = {"vllm": "/tokenize", "llama.cpp": "/tokenize", "llama-cpp-python": "/extras/tokenize/count"}
+
+
+def _tokenize_body(style: str, model: str, text: str, chat: bool) -> dict[str, Any]:
+    """The tokenizer request of ``style``: vLLM applies the chat template to ``messages``; the
+    llama.cpp servers count the text as given."""
+    if style == "vllm":
+        if chat:
+            return {"model": model, "messages": [{"role": "user", "content": text}], "add_generation_prompt": True}
+        return {"model": model, "prompt": text}
+    if style == "llama.cpp":
+        return {"content": text, "add_special": True}
+    return {"model": model, "input": text}
 
 
 def forget_server(base_url: str) -> None:
@@ -213,6 +227,7 @@ class OpenAITeacher:
         self._identified = False
         self._ssl: Any = None
         self._list_prompts = False  # /completions scores all options of a prompt in one request (probed)
+        self._dialect: dict[int, str | None] = {}  # base URL index -> vLLM constraint fields it applies
         self._usage_lock = threading.Lock()
         #: what the servers reported spending on every request this teacher sent (probes and scoring
         #: included): the tokens a hosted API bills
@@ -385,32 +400,28 @@ class OpenAITeacher:
 
     async def _tokenize(self, httpx: Any, client: Any, index: int, text: str, chat: bool) -> int | None:
         """The token count of ``text`` from the tokenizer endpoint of base URL ``index``; None
-        where the server has none (found out once per server)."""
+        where the server has none (found out once per server and process)."""
         target, auth = self._targets[index]
         with _SERVERS_LOCK:
-            known, path = target in _TOKENIZER, _TOKENIZER.get(target)
-        if known and path is None:
+            known, style = target in _TOKENIZER, _TOKENIZER.get(target)
+        if known and style is None:
             return None
-        # one body for both /tokenize dialects: vLLM reads prompt / messages, the llama.cpp server content
-        body: dict[str, Any] = {"model": self.model, "content": str(text), "add_special": True, "input": str(text)}
-        if chat:
-            body.update(messages=[{"role": "user", "content": str(text)}], add_generation_prompt=True)
-        else:
-            body["prompt"] = str(text)
-        for candidate in [path] if known else ["/tokenize", "/extras/tokenize/count"]:
+        for candidate in [style] if known else list(_TOKENIZERS):
+            path, body = _TOKENIZERS[candidate], _tokenize_body(candidate, self.model, str(text), chat)
             try:
                 key = self._api_key()
-                response = await client.post(_root(target) + candidate, json=body, auth=auth,
+                response = await client.post(_root(target) + path, json=body, auth=auth,
                                              headers={"Authorization": f"Bearer {key}"} if key else {})
             except httpx.HTTPError as exc:
-                log.debug("openai teacher: POST %s%s: %s", _redact(_root(target)), candidate, exc)
+                log.debug("openai teacher: POST %s%s: %s", _redact(_root(self._urls[index])), path, exc)
                 continue
             n = _token_count(response)
             if n is not None:
                 if not known:
                     with _SERVERS_LOCK:
                         _TOKENIZER[target] = candidate
-                    log.info("openai teacher: token counts from %s%s", _redact(_root(target)), candidate)
+                    log.info("openai teacher: token counts from %s%s (%s)", _redact(_root(self._urls[index])), path,
+                             candidate)
                 return n
         if not known:
             with _SERVERS_LOCK:
@@ -427,7 +438,8 @@ class OpenAITeacher:
             return False
         if self.guided == "vllm":
             with _SERVERS_LOCK:
-                found = [_DIALECT[t] for t, _ in self._targets if t in _DIALECT]
+                found = [self._dialect[i] if i in self._dialect else _DIALECT[t]
+                         for i, (t, _) in enumerate(self._targets) if i in self._dialect or t in _DIALECT]
             if len(found) < len(self._targets):
                 return None
             if not any(found):
@@ -500,14 +512,16 @@ class OpenAITeacher:
             return {}
         if self.guided != "vllm":
             return _guided_fields(self.guided, constraint)
-        with _SERVERS_LOCK:
-            dialect = _DIALECT.get(self._targets[index][0], "guided")
+        dialect = self._dialect.get(index)  # found by _find_dialects before any constrained request
         return _vllm_fields(dialect, constraint) if dialect else {}
 
     def _find_dialects(self) -> None:
         """Find out, for each base URL not yet known in this process, which vLLM constraint
         fields it applies (see :meth:`generate`)."""
         with _SERVERS_LOCK:
+            for i, (t, _) in enumerate(self._targets):
+                if t in _DIALECT:
+                    self._dialect[i] = _DIALECT[t]
             todo = [i for i, (t, _) in enumerate(self._targets) if t not in _DIALECT]
         if not todo:
             return
@@ -517,6 +531,7 @@ class OpenAITeacher:
         with _SERVERS_LOCK:
             for i, dialect in zip(todo, found):
                 _DIALECT[self._targets[i][0]] = dialect
+                self._dialect[i] = dialect
         if any(found) and not all(found):
             log.warning("openai teacher: some base URLs apply constraints and some do not (%s); replies from the "
                         "others are generated freely and count as unconstrained",

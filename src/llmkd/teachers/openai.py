@@ -142,7 +142,10 @@ class OpenAITeacher:
     * exact, ``chat=False`` on servers that echo prompt logprobs on ``/completions``
       (``echo: true, max_tokens: 0``, or 1 where 0 is refused): the sum of the logprobs of the
       echoed tokens that overlap the option, located by ``text_offset`` (character offsets). A
-      token straddling the prompt/option boundary counts toward the option.
+      token straddling the prompt/option boundary counts toward the option. Where the server
+      takes a list of prompts on ``/completions`` (vLLM, OpenAI), the options of a prompt go in
+      one request (``prompt: [prompt + option, ...]``; vLLM's prefix cache computes the shared
+      prompt once); elsewhere (llama-cpp-python's server) one request per option.
     * approximate otherwise, and always with ``chat=True`` (the server applies the chat template,
       so the templated prompt text that echo scoring needs is not known here): one request per
       prompt with ``max_tokens: 1`` and the top 20 logprobs of the first reply token. An option
@@ -151,7 +154,8 @@ class OpenAITeacher:
       ``-inf``. Options sharing a first token get the same score, and only the first token of
       each option counts.
 
-    Which path works is found out once per instance (one probe request) and remembered.
+    Which path works is found out once per instance (one probe request, and one more for the
+    list of prompts) and remembered.
 
     ``seed`` only seeds the retry jitter; the request seed is the ``seed`` given to
     :meth:`generate`.

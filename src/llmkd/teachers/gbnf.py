@@ -170,6 +170,8 @@ class _Parser:
         raise self.error("unexpected character")
 
     def char(self) -> str:
+        if self.i >= len(self.s):
+            raise self.error("unexpected end")
         c = self.s[self.i]
         if c != "\\":
             self.i += 1

@@ -78,6 +78,9 @@ def main() -> None:
                   "--n_threads_batch", "1", "--n_ctx", "2048", "--logits_all", "true", "--host", "127.0.0.1",
                   "--port", str(port)]
     log_file = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally below: stop the server
     proc = subprocess.Popen(server_cmd, stdout=log_file, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}/v1"
     rows: list[tuple[str, str]] = []

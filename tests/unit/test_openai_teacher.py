@@ -285,7 +285,7 @@ def test_score_options_by_echo() -> None:
     # the echo probe, the list probe, then one request per prompt with its options as a list of
     # prompts (issue 31: one per (prompt, option) pair before), and one for the single option
     assert len(bodies) == 1 + 1 + 2 + 1
-    assert {(b["max_tokens"], b["logprobs"]) for b in bodies} == {(0, 0)}
+    assert {(b["max_tokens"], b["logprobs"]) for b in bodies} == {(1, 0)}
     assert sorted(tuple(b["prompt"]) for b in bodies[2:4]) == sorted(tuple(p + o for o in options) for p in prompts)
     assert bodies[4]["prompt"] == "Label: good"
 
@@ -306,15 +306,16 @@ def test_score_options_multi_token_option_sums_its_tokens() -> None:
     assert scores == [pytest.approx(lp(" very") + lp(" good")), 0.0]
 
 
-def test_score_options_uses_max_tokens_1_where_0_is_refused() -> None:
+def test_score_options_asks_max_tokens_1() -> None:
+    """Not 0: llama-cpp-python's server reads max_tokens 0 as "generate until the context is full"
+    (measured in bench/llamacpp_server.py), and others refuse it; the generated token is not counted."""
     with FakeOpenAIServer(zero_max_tokens=False) as server:
         teacher = make(server.base_url, chat=False)
         first = teacher.score_options(["Label:"], [" good", " bad"])
         second = teacher.score_options(["Label:"], [" good", " bad"])
     assert first == second == [[pytest.approx(lp(" good")), pytest.approx(lp(" bad"))]]
-    # one refused probe with 0, then 1 everywhere (the generated token is not counted): the echo
-    # probe, the list probe, then one request per scoring (both options in it)
-    assert [b["max_tokens"] for b in echo_requests(server)] == [0, 1, 1, 1, 1]
+    # the echo probe, the list probe, then one request per scoring (both options in it)
+    assert [b["max_tokens"] for b in echo_requests(server)] == [1, 1, 1, 1]
 
 
 @pytest.mark.parametrize("chat", [True, False])
@@ -327,7 +328,7 @@ def test_score_options_falls_back_to_first_token_top_logprobs(chat: bool) -> Non
     assert scores == [[-0.2, -1.9, -3.0, -math.inf]] * 2
     assert again == [[-0.2]]
     # echo is tried once (chat=False only) and then remembered; chat=True never tries it
-    assert len(echo_requests(server)) == (0 if chat else 2)
+    assert len(echo_requests(server)) == (0 if chat else 1)
     fallback = [r["body"] for r in server.requests if not r["body"].get("echo")]
     assert len(fallback) == 3 and all(b["max_tokens"] == 1 for b in fallback)
     if chat:

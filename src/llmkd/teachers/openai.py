@@ -140,7 +140,8 @@ class OpenAITeacher:
     ``score_options`` gives the log-likelihood of each option continuing the prompt:
 
     * exact, ``chat=False`` on servers that echo prompt logprobs on ``/completions``
-      (``echo: true, max_tokens: 0``, or 1 where 0 is refused): the sum of the logprobs of the
+      (``echo: true, max_tokens: 1``; not 0: llama-cpp-python's server reads 0 as "until the
+      context is full"; the generated token is not counted): the sum of the logprobs of the
       echoed tokens that overlap the option, located by ``text_offset`` (character offsets). A
       token straddling the prompt/option boundary counts toward the option. Where the server
       takes a list of prompts on ``/completions`` (vLLM, OpenAI), the options of a prompt go in
@@ -225,7 +226,7 @@ class OpenAITeacher:
         self._balancer = _Balancer(len(self._urls))
         self._rng = random.Random(seed)
         self._score_path: Literal["echo", "top"] | None = None  # found out on first use
-        self._echo_max_tokens = 0
+        self._echo_max_tokens = 1  # echo scoring's max_tokens (0 would be unlimited on llama-cpp-python)
         self._identity_lock = threading.Lock()
         self._identity: dict[str, Any] | None = None  # what the server reports serving (served_identity)
         self._identified = False
@@ -607,7 +608,7 @@ class OpenAITeacher:
         """Find out with one request whether /completions echoes prompt logprobs."""
         if self.chat:
             return "top"
-        for max_tokens in (0, 1):
+        for max_tokens in (self._echo_max_tokens,):
             try:
                 (data,) = self._post_batch([("/completions", self._echo_body(prompt, option, max_tokens))])
             except _Refused as exc:

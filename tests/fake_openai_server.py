@@ -12,7 +12,7 @@ Faults are consumed one per request, in order, whatever the endpoint: ``"429"``,
 ``"400"``, ``"timeout"`` (sleep ``hang`` seconds, then answer normally), ``"garbage"`` (200 with a
 body that is not JSON) and ``"no_choices"`` (200 JSON without ``choices``).
 
-``GET /v1/models`` lists ``models`` (default: one entry like the llama.cpp server's, id
+``GET /v1/models`` lists ``models`` (default: one entry like vLLM's, ``owned_by: vllm``, id
 ``fake-model``, ``root`` = ``served``, ``created`` = the request time); ``models_status`` other than
 200 answers that status instead. GETs are recorded in ``gets``, not ``requests``, and use up no
 fault. Replies carry ``"model": reply_model`` (default: the requested name).
@@ -271,7 +271,7 @@ class FakeOpenAIServer:
         import time
 
         models = self.models if self.models is not None else [
-            {"id": "fake-model", "object": "model", "created": int(time.time()), "owned_by": "fake", "root": self.served}
+            {"id": "fake-model", "object": "model", "created": int(time.time()), "owned_by": "vllm", "root": self.served}
         ]
         return _json(200, {"object": "list", "data": models})
 

@@ -874,3 +874,16 @@ def test_a_pool_gets_each_servers_dialect() -> None:
     assert new.requests and old.requests
     assert all("structured_outputs" in r["body"] for r in new.requests)
     assert all("guided_choice" in r["body"] for r in old.requests)
+
+
+def test_a_version_from_a_server_that_is_not_vllm_is_not_trusted() -> None:
+    """SGLang also answers GET /version; only a server whose model is owned_by vllm (or says
+    nothing) is taken at its version, the others are probed."""
+    from llmkd.teachers.base import Constraint
+
+    models = [{"id": "fake-model", "object": "model", "owned_by": "sglang", "root": "/m"}]
+    with FakeOpenAIServer(script=lambda p: "maybe", vllm_version="0.4.6", applies="structured_outputs",
+                          models=models) as s:
+        (reply,) = make(s.base_url).generate(["a"], max_tokens=4, constraint=Constraint.choice(CHOICE))
+    assert reply.text == "negative" and "structured_outputs" in s.requests[-1]["body"]
+    assert "llmkd-probe-zq7x" in json.dumps(s.requests[0]["body"])

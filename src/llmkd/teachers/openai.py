@@ -561,6 +561,11 @@ class OpenAITeacher:
                 version = _version(raw)
         except (httpx.HTTPError, ValueError) as exc:
             log.debug("openai teacher: GET %s/version: %s", shown, exc)
+        owner = _dict(self._identity).get("owned_by")
+        if version is not None and owner not in (None, "vllm"):  # another server's version (SGLang has one too)
+            log.info("openai teacher: %s reports version %s but its model is owned by %r, not vllm; probing it",
+                     shown, raw, owner)
+            version = None
         if version is not None:
             dialect = "structured_outputs" if version >= VLLM_STRUCTURED_OUTPUTS else "guided"
             log.info("openai teacher: %s reports version %s; constraints go as %s", shown, raw,

@@ -60,6 +60,8 @@ def get(url: str) -> tuple[int, str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=8, help="SST-2 test sentences per check")
+    ap.add_argument("--n-score", type=int, default=2, help="sentences whose options are scored (echo scoring "
+                    "on this server takes minutes per request: see the doc)")
     ap.add_argument("--model", default=str(GGUF))
     ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "llamacpp_server.md"))
     args = ap.parse_args()
@@ -84,6 +86,13 @@ def main() -> None:
     proc = subprocess.Popen(server_cmd, stdout=log_file, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}/v1"
     rows: list[tuple[str, str]] = []
+
+    class Rows(list):  # each finding is printed as it comes
+        def append(self, row: tuple[str, str]) -> None:
+            print(f"{row[0]}: {row[1]}", flush=True)
+            super().append(row)
+
+    rows = Rows()
     try:
         for _ in range(600):
             if proc.poll() is not None:
@@ -157,17 +166,19 @@ def main() -> None:
                         [f"Write 'label: ' and the sentiment of: {t}" for t, _ in items[:3]], guided="llamacpp",
                         chat=True)
 
-            for chat in (False, True):
+            for chat in (True, False):
                 t = teacher(chat=chat)
                 t0 = time.perf_counter()
+                scored = prompts[: args.n_score]
                 try:
-                    scores = t.score_options(prompts, task.options())
+                    scores = t.score_options(scored, task.options())
                     raw = t.teacher
                     right = sum(max(zip(s, task.options()))[1] == lab for s, (_, lab) in zip(scores, items))
                     rows.append((f"option scoring, {'chat' if chat else 'plain'}",
                                  f"path {raw._score_path}, options in one request: {raw._list_prompts}; "
-                                 f"{raw.usage['requests']} requests for {len(prompts)} prompts x 2 options; argmax "
-                                 f"right on {right} of {len(prompts)}; {time.perf_counter() - t0:.1f} s"))
+                                 f"{raw.usage['requests']} requests (probes included) for {len(scored)} prompts x 2 "
+                                 f"options; argmax right on {right} of {len(scored)}; "
+                                 f"{time.perf_counter() - t0:.1f} s"))
                 except Exception as exc:  # noqa: BLE001
                     rows.append((f"option scoring, {'chat' if chat else 'plain'}", f"error: {str(exc)[:300]}"))
     finally:
@@ -184,7 +195,8 @@ def main() -> None:
         f"Server: `python -m llama_cpp.server --model {Path(args.model).name} --n_threads 1 --n_threads_batch 1 "
         f"--n_ctx 2048 --logits_all true` (llama-cpp-python {llama_cpp.__version__}); llmkd at "
         f"{Path(llmkd.__file__).parent}.  ",
-        f"Data: the first {args.n} SST-2 test sentences (the constrained-JSON and grammar checks: the first 3), "
+        f"Data: the first {args.n} SST-2 test sentences (the constrained-JSON and grammar checks: the first 3, "
+        f"option scoring: the first {args.n_score}), "
         "classify.v2 prompts with the first 2 training sentences as demonstrations, greedy decoding.", "",
         "| check | what the server did |", "|---|---|",
         *[f"| {k} | {v.replace('|', '/')} |" for k, v in rows], "",

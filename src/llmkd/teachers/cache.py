@@ -22,6 +22,12 @@ by another waits for that answer instead of paying for it again. A claim whose l
 whose owner process on this machine is gone (killed), is taken over; a process that waited
 :data:`DEFAULT_WAIT_TIMEOUT` seconds for another asks the teacher itself.
 
+A reply asked for under a constraint is checked against it
+(:meth:`~llmkd.teachers.base.Constraint.violation`), when it is asked and when it is read: one
+that breaks it is stored with ``"constrained": false`` under the constrained request's key (a
+rerun does not pay for it again) and handed back with ``Reply.constrained == False``; the
+counters ``constrained_replies`` / ``unconstrained_replies`` / ``violations`` count them.
+
 A file that is not a readable SQLite database raises :class:`~llmkd.errors.StateError` naming the
 file and the fix (``llmkd cache check --repair`` keeps the readable rows, ``llmkd cache clear``
 starts afresh); see :func:`check_cache_file`, :func:`repair_cache_file`, :func:`reset_cache_file`.
@@ -646,6 +652,7 @@ class CachedTeacher:
         elif constraint is not None:
             params["constraint"] = constraint.key()  # only then: unconstrained keys stay what they were
             extra["constraint"] = constraint
+
         def ask(ps: Sequence[str]) -> list[dict[str, Any]]:
             got = self.teacher.generate(ps, max_tokens=max_tokens, temperature=temperature, stop=stop, seed=seed,
                                         **extra)

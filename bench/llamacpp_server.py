@@ -145,26 +145,29 @@ def main() -> None:
                     return
                 spent = time.perf_counter() - t0
                 raw = t.teacher
-                shown = ", ".join(repr(r.text) for r in replies[:3])
+                shown = ", ".join(repr(r.text[:40]) for r in replies[:3])
                 dialect = f"; dialect found: {_DIALECT.get(base, 'n/a')}" if kw.get("guided") == "vllm" else ""
-                rows.append((label, f"{t.constrained_replies} of {len(replies)} keep the constraint, "
-                             f"{t.violations} break it{dialect}; usage: {raw.usage['prompt_tokens']} prompt + "
+                kept = "" if constraint is None else (f"{t.constrained_replies} of {len(replies)} counted constrained, "
+                                                      f"{t.violations} break it{dialect}; ")
+                rows.append((label, f"{kept}usage: {raw.usage['prompt_tokens']} prompt + "
                              f"{raw.usage['completion_tokens']} completion tokens over {raw.usage['requests']} "
                              f"requests; first replies {shown}; {spent:.1f} s"))
 
             constrained("choice, guided: vllm, plain", choice, prompts, guided="vllm", chat=False)
             constrained("choice, guided: llamacpp, plain", choice, prompts, guided="llamacpp", chat=False)
             constrained("choice, guided: llamacpp, chat", choice, prompts, guided="llamacpp", chat=True)
+            # prompts whose free reply is neither JSON nor "label: ...": a reply in the format shows that
+            # the server applied the constraint
             schema = {"type": "object", "properties": {"label": {"enum": ["negative", "positive"]}},
                       "required": ["label"]}
-            json_prompts = [f'Give the sentiment of this review as JSON {{"label": ...}}.\nReview: {t}'
-                            for t, _ in items[:3]]
-            constrained("JSON schema, guided: llamacpp, chat", Constraint.json_schema(schema), json_prompts,
-                        guided="llamacpp", chat=True)
+            neutral = [f"In a few words, what is this review about?\nReview: {t}\nAnswer:" for t, _ in items[:3]]
             grammar = Constraint.gbnf('root ::= "label: " ("negative" | "positive")')
-            constrained("GBNF grammar, guided: llamacpp, chat", grammar,
-                        [f"Write 'label: ' and the sentiment of: {t}" for t, _ in items[:3]], guided="llamacpp",
-                        chat=True)
+            for chat in (False, True):
+                mode = "chat" if chat else "plain"
+                constrained(f"no constraint (the free replies), {mode}", None, neutral, chat=chat)
+                constrained(f"JSON schema, guided: llamacpp, {mode}", Constraint.json_schema(schema), neutral,
+                            guided="llamacpp", chat=chat)
+                constrained(f"GBNF grammar, guided: llamacpp, {mode}", grammar, neutral, guided="llamacpp", chat=chat)
 
             for chat in (True, False):
                 t = teacher(chat=chat)

@@ -387,7 +387,8 @@ def test_constraint_dialects() -> None:
         make(s.base_url, guided="none").generate(["p"], max_tokens=4, constraint=Constraint.choice(["a"]))
     bodies = [r["body"] for r in s.requests]
     assert bodies[0]["grammar"] == 'root ::= "say \\"hi\\"" | "b"'
-    assert bodies[1]["json_schema"] == schema
+    assert bodies[1]["json_schema"] == schema  # the llama.cpp server; llama-cpp-python's reads response_format
+    assert bodies[1]["response_format"] == {"type": "json_object", "schema": schema}
     assert bodies[2]["response_format"]["json_schema"]["schema"] == schema
     guided_keys = {"guided_choice", "guided_json", "guided_grammar", "grammar", "json_schema", "response_format"}
     assert not guided_keys & set(bodies[3]) and not guided_keys & set(bodies[4])

@@ -902,8 +902,9 @@ def _guided_fields(dialect: str, constraint: Constraint | None) -> dict[str, Any
     if dialect == "llamacpp":
         if kind == "choice":
             return {"grammar": "root ::= " + " | ".join(gbnf_literal(c) for c in constraint.choices)}
-        if kind == "json":
-            return {"json_schema": json.loads(constraint.schema)}
+        if kind == "json":  # the llama.cpp server reads json_schema; llama-cpp-python's ignores it and
+            schema = json.loads(constraint.schema)  # reads response_format (on chat completions only)
+            return {"json_schema": schema, "response_format": {"type": "json_object", "schema": schema}}
         return {"grammar": constraint.grammar}
     if kind == "json":  # dialect == "openai"
         return {"response_format": {"type": "json_schema",

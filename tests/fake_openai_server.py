@@ -12,10 +12,27 @@ Faults are consumed one per request, in order, whatever the endpoint: ``"429"``,
 ``"400"``, ``"timeout"`` (sleep ``hang`` seconds, then answer normally), ``"garbage"`` (200 with a
 body that is not JSON) and ``"no_choices"`` (200 JSON without ``choices``).
 
-``GET /v1/models`` lists ``models`` (default: one entry like the llama.cpp server's, id
+``GET /v1/models`` lists ``models`` (default: one entry like vLLM's, ``owned_by: vllm``, id
 ``fake-model``, ``root`` = ``served``, ``created`` = the request time); ``models_status`` other than
 200 answers that status instead. GETs are recorded in ``gets``, not ``requests``, and use up no
 fault. Replies carry ``"model": reply_model`` (default: the requested name).
+
+It behaves like vLLM 0.12 or later by default (``vllm_version="0.12.0"``): ``GET /version``
+answers ``{"version": vllm_version}`` (404 when ``vllm_version`` is None); ``structured_outputs``
+(``{"choice": [...]}`` or ``{"json": schema}``) is applied and unknown fields, the removed
+``guided_*`` ones included, are ignored. A ``vllm_version`` below 0.12 makes it old vLLM: it
+applies ``guided_choice`` / ``guided_json`` and ignores ``structured_outputs``. ``applies``
+overrides what is applied (``"structured_outputs"``, ``"guided"`` or ``"none"``, e.g. a server
+that reports no version). Applying a choice: the scripted reply where it is one of the choices
+(surrounding whitespace ignored), else the first choice; a JSON schema: the scripted reply where
+it parses as JSON, else ``{}``. Grammars are accepted but not applied (the scripted reply is
+returned). ``applied`` lists what was applied, one entry per reply (None: nothing).
+
+``POST /tokenize`` (at the server root, like vLLM) answers ``{"count", "max_model_len",
+"tokens"}`` with the fake tokenizer (the last message's content for ``messages``); 404 with
+``tokenize=False``. Those requests go to ``tokenize_requests``, not ``requests``, and use up no
+fault. ``/completions`` takes a list of prompts (one choice per prompt, with ``index``), as vLLM
+does; ``list_prompts=False`` refuses it with HTTP 400.
 
 ``slots=1`` makes it a one-slot server, like a llama.cpp server started with one slot: it
 accepts requests concurrently but handles one at a time (each takes ``delay`` seconds under a
@@ -23,7 +40,7 @@ lock); ``max_busy`` is the most requests it handled at once, ``max_in_flight`` t
 (waiting or handled).
 
 Listens on 127.0.0.1 only, on an ephemeral port; stops when the ``with`` block ends, which also
-cuts every sleep short. Not handled: streaming, ``n > 1``, a list of prompts in one request.
+cuts every sleep short. Not handled: streaming, ``n > 1``.
 """
 
 from __future__ import annotations
@@ -75,6 +92,10 @@ class FakeOpenAIServer:
         models: list[dict[str, Any]] | None = None,
         models_status: int = 200,
         reply_model: str | None = None,
+        vllm_version: str | None = "0.12.0",
+        applies: str = "auto",
+        tokenize: bool = True,
+        list_prompts: bool = True,
     ) -> None:
         self.script = script or (lambda prompt: "positive")
         self.delay = delay
@@ -87,6 +108,17 @@ class FakeOpenAIServer:
         self.models = models
         self.models_status = models_status
         self.reply_model = reply_model
+        self.vllm_version = vllm_version
+        if applies == "auto":
+            major_minor = tuple(int(x) for x in re.findall(r"\d+", vllm_version or "")[:2])
+            applies = "none" if not major_minor else "structured_outputs" if major_minor >= (0, 12) else "guided"
+        if applies not in ("structured_outputs", "guided", "none"):
+            raise ValueError(f"applies must be auto, structured_outputs, guided or none; got {applies!r}")
+        self.applies = applies
+        self.tokenize = tokenize
+        self.list_prompts = list_prompts
+        self.applied: list[str | None] = []
+        self.tokenize_requests: list[dict[str, Any]] = []
         self.requests: list[dict[str, Any]] = []
         self.gets: list[str] = []
         self.max_in_flight = 0
@@ -115,6 +147,10 @@ class FakeOpenAIServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._httpd is not None:  # the port may serve another fake next: llmkd must ask it afresh
+            from llmkd.teachers.openai import forget_server
+
+            forget_server(self.base_url)
         self._stop.set()
         if self._httpd is not None:
             self._httpd.shutdown()
@@ -204,11 +240,30 @@ class FakeOpenAIServer:
             return self._completions(body)
         return _error(404, f"no route {path}")
 
+    def handle_tokenize(self, body: Any) -> tuple[int, bytes, dict[str, str]]:
+        """``POST /tokenize``, like vLLM's: the prompt, or the last message's content."""
+        with self._lock:
+            self.tokenize_requests.append(body)
+        if not self.tokenize:
+            return _error(404, "Not Found")
+        if not isinstance(body, dict):
+            return _error(400, "the body must be a JSON object")
+        messages = body.get("messages")
+        text = str(messages[-1].get("content", "")) if isinstance(messages, list) and messages else body.get("prompt")
+        if not isinstance(text, str):
+            return _error(400, "prompt or messages is required")
+        tokens = [len(t) for t, _ in tokenize(text)]  # ids: anything; the count is what matters
+        return _json(200, {"count": len(tokens), "max_model_len": 4096, "tokens": tokens})
+
     def handle_get(self, path: str) -> tuple[int, bytes, dict[str, str]]:
-        """(status, body bytes, extra headers) for a GET: ``/v1/models`` only."""
+        """(status, body bytes, extra headers) for a GET: ``/v1/models`` and ``/version``."""
         with self._lock:
             self.gets.append(path)
         route = path.split("?", 1)[0]
+        if route == "/version":
+            if self.vllm_version is None:
+                return _error(404, "Not Found")
+            return _json(200, {"version": self.vllm_version})
         if route not in ("/v1/models", "/models"):
             return _error(404, f"no route {path}")
         if self.models_status != 200:
@@ -216,7 +271,7 @@ class FakeOpenAIServer:
         import time
 
         models = self.models if self.models is not None else [
-            {"id": "fake-model", "object": "model", "created": int(time.time()), "owned_by": "fake", "root": self.served}
+            {"id": "fake-model", "object": "model", "created": int(time.time()), "owned_by": "vllm", "root": self.served}
         ]
         return _json(200, {"object": "list", "data": models})
 
@@ -231,8 +286,34 @@ class FakeOpenAIServer:
         pool = {token: self._logprob(token), **self.top_logprobs}
         return sorted(pool.items(), key=lambda kv: -kv[1])[:n]
 
+    def _constrained(self, text: str, body: dict[str, Any]) -> str:
+        """``text`` kept inside the constraint of ``body`` that this server applies."""
+        if self.applies == "structured_outputs":
+            spec = body.get("structured_outputs")
+            spec = spec if isinstance(spec, dict) else {}
+            choice, schema = spec.get("choice"), spec.get("json")
+        elif self.applies == "guided":
+            choice, schema = body.get("guided_choice"), body.get("guided_json")
+        else:
+            choice = schema = None
+        if isinstance(choice, list) and choice:
+            with self._lock:
+                self.applied.append("choice")
+            return next((c for c in choice if c.strip() == text.strip()), choice[0])
+        if schema is not None:
+            with self._lock:
+                self.applied.append("json")
+            try:
+                json.loads(text)
+                return text
+            except ValueError:
+                return "{}"
+        with self._lock:
+            self.applied.append(None)
+        return text
+
     def _reply_tokens(self, prompt: str, body: dict[str, Any]) -> tuple[list[str], str]:
-        text = str(self.script(prompt))
+        text = self._constrained(str(self.script(prompt)), body)
         for stop in body.get("stop") or []:
             if stop and stop in text:
                 text = text[: text.index(stop)]
@@ -274,18 +355,32 @@ class FakeOpenAIServer:
                            "choices": [choice], "usage": usage})
 
     def _completions(self, body: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:
-        prompt = body.get("prompt")
-        if not isinstance(prompt, str):
+        prompts = body.get("prompt")
+        if isinstance(prompts, list) and prompts and all(isinstance(p, str) for p in prompts):
+            if not self.list_prompts:
+                return _error(400, "prompt must be a string")
+            answers = [self._completion(p, body, index=k) for k, p in enumerate(prompts)]
+            if any(status != 200 for status, _ in answers):
+                return next((status, out, {"Content-Type": "application/json"}) for status, out in answers if status != 200)
+            usage = {name: sum(out["usage"][name] for _, out in answers)
+                     for name in ("prompt_tokens", "completion_tokens", "total_tokens")}
+            return _json(200, {**answers[0][1], "choices": [out["choices"][0] for _, out in answers], "usage": usage})
+        if not isinstance(prompts, str):
             return _error(400, "prompt must be a string")
+        status, out = self._completion(prompts, body)
+        return (status, out, {"Content-Type": "application/json"}) if status != 200 else _json(200, out)
+
+    def _completion(self, prompt: str, body: dict[str, Any], index: int = 0) -> tuple[int, Any]:
+        """(200, reply JSON) or (error status, error body bytes) for one prompt."""
         echo = bool(body.get("echo"))
         if echo and not self.supports_echo:
-            return _error(400, "echo is not supported by this server")
+            return _error(400, "echo is not supported by this server")[:2]
         if body.get("max_tokens") == 0 and not self.zero_max_tokens:
-            return _error(400, "max_tokens must be at least 1")
+            return _error(400, "max_tokens must be at least 1")[:2]
         generated, finish = self._reply_tokens(prompt, body)
         gen_text = "".join(generated)
         prompt_tokens = tokenize(prompt)
-        choice: dict[str, Any] = {"index": 0, "text": prompt + gen_text if echo else gen_text,
+        choice: dict[str, Any] = {"index": index, "text": prompt + gen_text if echo else gen_text,
                                   "finish_reason": finish, "logprobs": None}
         n_top = body.get("logprobs")
         if n_top is not None and n_top is not False:
@@ -311,8 +406,8 @@ class FakeOpenAIServer:
                                   "top_logprobs": tops, "text_offset": offsets}
         usage = {"prompt_tokens": len(prompt_tokens), "completion_tokens": len(generated)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        return _json(200, {"id": "cmpl-fake", "object": "text_completion", "model": self.reply_model or body.get("model"),
-                           "choices": [choice], "usage": usage})
+        return 200, {"id": "cmpl-fake", "object": "text_completion", "model": self.reply_model or body.get("model"),
+                     "choices": [choice], "usage": usage}
 
 
 def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
@@ -334,6 +429,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
+        if self.path.split("?", 1)[0] in ("/tokenize", "/extras/tokenize/count"):
+            self._answer(*fake.handle_tokenize(body) if self.path.startswith("/tokenize") else _error(404, "Not Found"))
+            return
         fake._record(self.path, body, {k.lower(): v for k, v in self.headers.items()})
         with fake._tracked(), fake._handling():
             status, payload, headers = fake.handle(self.path, body)

@@ -29,6 +29,7 @@ from .students.checkpoint import drop_optimizer_state
 from .tasks.base import ScoresOptions
 from .teachers import CachedTeacher
 from .teachers.base import common_prefix
+from .teachers.usage import counters as usage_counters, since as usage_since
 from .types import TeacherLabel
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ def _check_same_config(run_dir: Path, cfg: RunConfig) -> None:
             d.pop(key, None)
         if isinstance(d.get("teacher"), dict):
             d["teacher"].pop("gate", None)  # whether to stop on a weak teacher: a stopped run goes on with warn
+            d["teacher"].pop("price_per_mtok", None)  # what the tokens cost: shown, not computed with
             for key in ("n_threads", "repack"):  # how fast llama.cpp runs here; its answers are cached
                 d["teacher"].pop(key, None)
         if isinstance(d.get("teacher"), dict) and isinstance(d["teacher"].get("openai"), dict):
@@ -158,6 +160,7 @@ def run(cfg: RunConfig) -> RunSummary:
                         "students come back from the cache and its checkpoints)", name, ", ".join(missing))
         ctx = sess.context(name, wd)
         before = _teacher_counters(sess.built_teacher)
+        before_usage = usage_counters(sess.built_teacher)
         log.info("running %s", name)
         res = build_method(name, cfg.method_options.get(name)).run(ctx)
         after = _teacher_counters(sess.built_teacher)
@@ -169,6 +172,7 @@ def run(cfg: RunConfig) -> RunSummary:
             timings["cache_hits"] = after[2] - before[2]
             timings["prompt_tokens"] = after[3] - before[3]
             timings["completion_tokens"] = after[4] - before[4]
+            timings.update(usage_since(before_usage, usage_counters(sess.built_teacher)))  # tokens sent, constraints
         results[name] = write_method_result(wd, res, ctx.test, timings)
         freed = drop_optimizer_state(wd)  # finished methods never train again (see the function)
         if freed:
@@ -203,7 +207,10 @@ def label(cfg: RunConfig) -> tuple[Path, list[TeacherLabel]]:
 
 def dry_run(cfg: RunConfig, *, calibrate: bool = True) -> dict[str, Any]:
     """What labeling would cost: prompts, prompt tokens, and for local teachers a time estimate
-    from a short measured calibration on this machine (3 prompts)."""
+    from a short measured calibration on this machine (3 prompts). Tokens are counted on a
+    sample of up to 50 prompts by the teacher's tokenizer (an OpenAI-compatible server's
+    ``/tokenize``, else its reported usage: see :meth:`OpenAITeacher.count_tokens`); with
+    ``teacher.price_per_mtok``, also the dollars (:func:`_dry_run_cost`)."""
     from .gate import skip_reason
 
     sess = Session(cfg)
@@ -223,6 +230,7 @@ def dry_run(cfg: RunConfig, *, calibrate: bool = True) -> dict[str, Any]:
         "labeling": cfg.teacher.labeling, "confidence_scoring": cfg.teacher.confidence,
         "gate_dev_prompts": 0 if skip_reason(cfg, sess) else len(sess.splits.dev),  # llmkd run's teacher gate
     }
+    out.update(_dry_run_cost(cfg, teacher, sess, len(prompts), mean_tok))
     if calibrate and cfg.teacher.backend != "openai":
         probe = prompts[:3]
         t0 = time.perf_counter()
@@ -235,6 +243,35 @@ def dry_run(cfg: RunConfig, *, calibrate: bool = True) -> dict[str, Any]:
         per = (time.perf_counter() - t1) / max(1, len(probe) - 1)
         out["seconds_per_prompt_measured"] = round(per, 3)
         out["estimated_seconds"] = round((t1 - t0) + per * len(prompts), 1)
+    return out
+
+
+def _dry_run_cost(cfg: RunConfig, teacher: Any, sess: Session, n: int, mean_tok: float) -> dict[str, Any]:
+    """The dry run's token budget of the whole labeling, and its dollars at
+    ``teacher.price_per_mtok``: generation (each prompt, at most ``max_tokens`` out) where
+    ``teacher.labeling: generate``; option scoring where ``score`` or ``teacher.confidence``
+    (OpenAI-compatible servers: one request per prompt; plain-text echo scoring sends the prompt
+    once per option, so it is counted so). An upper bound on completion tokens: replies stop
+    early."""
+    from .teachers.usage import dollars
+
+    t = cfg.teacher
+    prompt_tokens = completion_tokens = 0.0
+    if t.labeling == "generate":
+        prompt_tokens += mean_tok * n
+        completion_tokens += t.max_tokens * n
+    options = sess.task.options() if isinstance(sess.task, ScoresOptions) else None
+    if options and (t.labeling == "score" or t.confidence):
+        per_prompt = 1 if (t.backend != "openai" or getattr(teacher, "chat", True)) else len(options)
+        prompt_tokens += mean_tok * n * per_prompt
+        completion_tokens += (n * per_prompt) if t.backend == "openai" else 0
+    out: dict[str, Any] = {
+        "prompt_tokens_counted_by": getattr(teacher, "token_count_source", None) or "the teacher's tokenizer",
+        "labeling_prompt_tokens": int(prompt_tokens), "labeling_completion_tokens_at_most": int(completion_tokens),
+    }
+    cost = dollars(t.price_per_mtok, prompt_tokens, completion_tokens)
+    if cost is not None:
+        out["labeling_usd_at_most"] = round(cost, 4)
     return out
 
 

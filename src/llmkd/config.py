@@ -169,8 +169,15 @@ class OpenAIConfig(_Strict):
                                              "the same name is asked afresh; false: by teacher.model alone "
                                              "(cached answers are then reused without asking the server)")
     guided: Literal["vllm", "llamacpp", "openai", "none"] = Field(
-        "vllm", description="how a constraint (teacher.constrained) is sent: vLLM guided_*, llama.cpp server "
-                            "grammar/json_schema, OpenAI response_format, or not at all")
+        "vllm", description="how a constraint (teacher.constrained) is sent: vllm = structured_outputs to vLLM "
+                            ">= 0.12 and guided_* to older vLLM (chosen per server by GET /version, else a probe); "
+                            "llamacpp = the llama.cpp server's grammar/json_schema; openai = response_format; none = "
+                            "not at all. Every reply is checked against the constraint (docs/teachers.md)")
+
+
+class PriceConfig(_Strict):
+    input: float = Field(..., ge=0, description="US dollars per million prompt tokens")
+    output: float = Field(..., ge=0, description="US dollars per million completion tokens")
 
 
 class TeacherConfig(_Strict):
@@ -207,6 +214,10 @@ class TeacherConfig(_Strict):
                             "student (margin max(0.05, 1/n_dev)): warn = a warning, the run goes on; stop = "
                             "an error before labeling (exit code 2); off = no gate. docs/teachers.md")
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
+    price_per_mtok: PriceConfig | None = Field(
+        None, description="the teacher's price, e.g. {input: 0.15, output: 0.6} (US dollars per million tokens): "
+                          "`llmkd label --dry-run` and report.md then show dollars beside the measured tokens; "
+                          "null = tokens only. Not part of what a run computes")
 
     @field_validator("repack", "gate", mode="before")
     @classmethod

@@ -277,6 +277,9 @@ def render_report(cfg: Any, results: dict[str, dict[str, Any]], pool_stats: dict
     if warnings:
         lines += ["## Warnings", "", *[f"- {w}" for w in warnings], ""]
     lines += gate_section(gate)
+    from .teachers.usage import usage_section
+
+    lines += usage_section(cfg, results)  # measured teacher tokens, dollars at teacher.price_per_mtok
     by_type = per_type_table({m: flat_row(r) for m, r in results.items()})
     if by_type:
         lines += ["## Span F1 per entity type (seqeval, strict IOB2)", "", by_type, ""]

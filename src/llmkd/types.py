@@ -45,7 +45,9 @@ class Unlabeled:
 @dataclass(frozen=True)
 class Reply:
     """A teacher's raw reply. ``token_logprobs`` holds the log-probability of each generated
-    token where the backend gives them, else ``None``."""
+    token where the backend gives them, else ``None``. ``constrained``: for a reply asked for
+    under a constraint, whether it keeps it (False: generated freely, or it breaks the
+    constraint); None when no constraint was asked for (or before the cache wrapper checked)."""
 
     text: str
     tokens: tuple[str, ...] = ()
@@ -53,9 +55,10 @@ class Reply:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str = "stop"
+    constrained: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "text": self.text,
             "tokens": list(self.tokens),
             "token_logprobs": None if self.token_logprobs is None else list(self.token_logprobs),
@@ -63,6 +66,9 @@ class Reply:
             "completion_tokens": self.completion_tokens,
             "finish_reason": self.finish_reason,
         }
+        if self.constrained is not None:  # only then: the stored form of other replies is unchanged
+            out["constrained"] = self.constrained
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Reply:
@@ -74,6 +80,7 @@ class Reply:
             prompt_tokens=int(d.get("prompt_tokens", 0)),
             completion_tokens=int(d.get("completion_tokens", 0)),
             finish_reason=d.get("finish_reason", "stop"),
+            constrained=d["constrained"] if isinstance(d.get("constrained"), bool) else None,
         )
 
 

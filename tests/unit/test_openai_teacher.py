@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 import socket
@@ -14,7 +15,7 @@ import pytest
 from llmkd.errors import ConfigError, TeacherError
 from llmkd.teachers.base import Teacher
 from llmkd.teachers.openai import OpenAITeacher
-from tests.fake_openai_server import FakeOpenAIServer
+from tests.fake_openai_server import FakeOpenAIServer, _error, _json
 
 SECRET = "sk-test-SECRET-0123456789"
 
@@ -90,12 +91,56 @@ def test_generate_works_inside_a_running_event_loop() -> None:
         assert asyncio.run(main(make(server.base_url))) == ["positive"]
 
 
-def test_teacher_protocol_and_count_tokens() -> None:
+def test_teacher_protocol() -> None:
     teacher = make("http://127.0.0.1:1/v1")
     assert isinstance(teacher, Teacher)
     assert teacher.name == "openai"
-    assert teacher.count_tokens("") == 1
-    assert teacher.count_tokens("x" * 40) == 10
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_count_tokens_asks_the_servers_tokenizer(chat: bool) -> None:
+    """Issue 31: the count was len(text) // 4."""
+    with FakeOpenAIServer() as server:
+        teacher = make(server.base_url, chat=chat)
+        assert teacher.count_tokens("one two three four five") == 5  # 23 characters: not 23 // 4
+        assert teacher.count_tokens("one two three four five") == 5  # remembered: not asked again
+        assert make(server.base_url, chat=chat).count_tokens("a b") == 2
+    assert teacher.token_count_source == "server" and server.requests == []
+    first = server.tokenize_requests[0]
+    if chat:  # vLLM applies the chat template to messages
+        assert first["messages"] == [{"role": "user", "content": "one two three four five"}]
+        assert first["add_generation_prompt"] is True
+    else:
+        assert first["prompt"] == "one two three four five"
+    assert "content" not in first  # the llama.cpp server's field: asked only where vLLM's shape fails
+    assert len(server.tokenize_requests) == 2
+
+
+def test_count_tokens_speaks_the_llama_cpp_servers_tokenize() -> None:
+    class LlamaCppTokenize(FakeOpenAIServer):
+        def handle_tokenize(self, body: Any) -> Any:
+            if "content" not in body:  # the llama.cpp server reads `content` only
+                return _error(500, "[json.exception.out_of_range.403] key 'content' not found")
+            self.tokenize_requests.append(body)
+            return _json(200, {"tokens": [1] * len(body["content"].split())})
+
+    with LlamaCppTokenize() as server:
+        teacher = make(server.base_url)
+        assert (teacher.count_tokens("a b c"), teacher.count_tokens("d e")) == (3, 2)
+    assert server.tokenize_requests == [{"content": "a b c", "add_special": True},
+                                        {"content": "d e", "add_special": True}]
+
+
+def test_count_tokens_without_a_tokenizer_comes_from_usage() -> None:
+    with FakeOpenAIServer(tokenize=False) as server:
+        teacher = make(server.base_url)
+        assert teacher.count_tokens("w " * 30) == 30  # one max_tokens=1 request: usage.prompt_tokens
+        assert [r["body"]["max_tokens"] for r in server.requests] == [1]
+        assert teacher.count_tokens("w " * 10) == 10  # then tokens per character, measured
+        assert len(server.requests) == 1 and teacher.token_count_source == "usage"
+        teacher.generate(["a b c d"], max_tokens=2)
+        assert teacher.usage == {"requests": 2, "prompt_tokens": 34, "completion_tokens": 1 + 1}
+    assert len(server.tokenize_requests) == 2  # both /tokenize shapes, once: then known to have none
 
 
 def test_fingerprint_ignores_base_urls() -> None:
@@ -237,9 +282,22 @@ def test_score_options_by_echo() -> None:
     assert scores == [[pytest.approx(lp(" good")), pytest.approx(lp(" terrible"))],
                       [pytest.approx(lp(" good")), pytest.approx(lp(" terrible"))]]
     bodies = echo_requests(server)
-    assert len(bodies) == 1 + 4 + 1  # the probe, then every (prompt, option) pair
-    assert {(b["max_tokens"], b["logprobs"]) for b in bodies} == {(0, 0)}
-    assert {b["prompt"] for b in bodies[1:5]} == {p + o for p in prompts for o in options}
+    # the echo probe, the list probe, then one request per prompt with its options as a list of
+    # prompts (issue 31: one per (prompt, option) pair before), and one for the single option
+    assert len(bodies) == 1 + 1 + 2 + 1
+    assert {(b["max_tokens"], b["logprobs"]) for b in bodies} == {(1, 0)}
+    assert sorted(tuple(b["prompt"]) for b in bodies[2:4]) == sorted(tuple(p + o for o in options) for p in prompts)
+    assert bodies[4]["prompt"] == "Label: good"
+
+
+def test_score_options_one_request_per_option_where_lists_are_refused() -> None:
+    prompts, options = ["Review: fine. Label:", "Label: "], [" good", " terrible"]
+    with FakeOpenAIServer(list_prompts=False) as server:
+        scores = make(server.base_url, chat=False).score_options(prompts, options)
+    assert scores == [[pytest.approx(lp(" good")), pytest.approx(lp(" terrible"))]] * 2
+    bodies = echo_requests(server)
+    assert len(bodies) == 1 + 1 + 4 and isinstance(bodies[1]["prompt"], list)  # the refused list probe: not retried
+    assert {b["prompt"] for b in bodies[2:]} == {p + o for p in prompts for o in options}
 
 
 def test_score_options_multi_token_option_sums_its_tokens() -> None:
@@ -248,14 +306,16 @@ def test_score_options_multi_token_option_sums_its_tokens() -> None:
     assert scores == [pytest.approx(lp(" very") + lp(" good")), 0.0]
 
 
-def test_score_options_uses_max_tokens_1_where_0_is_refused() -> None:
+def test_score_options_asks_max_tokens_1() -> None:
+    """Not 0: llama-cpp-python's server reads max_tokens 0 as "generate until the context is full"
+    (measured in bench/llamacpp_server.py), and others refuse it; the generated token is not counted."""
     with FakeOpenAIServer(zero_max_tokens=False) as server:
         teacher = make(server.base_url, chat=False)
         first = teacher.score_options(["Label:"], [" good", " bad"])
         second = teacher.score_options(["Label:"], [" good", " bad"])
     assert first == second == [[pytest.approx(lp(" good")), pytest.approx(lp(" bad"))]]
-    # one refused probe with 0, then 1 everywhere (the generated token is not counted)
-    assert [b["max_tokens"] for b in echo_requests(server)] == [0, 1, 1, 1, 1, 1]
+    # the echo probe, the list probe, then one request per scoring (both options in it)
+    assert [b["max_tokens"] for b in echo_requests(server)] == [1, 1, 1, 1]
 
 
 @pytest.mark.parametrize("chat", [True, False])
@@ -268,7 +328,7 @@ def test_score_options_falls_back_to_first_token_top_logprobs(chat: bool) -> Non
     assert scores == [[-0.2, -1.9, -3.0, -math.inf]] * 2
     assert again == [[-0.2]]
     # echo is tried once (chat=False only) and then remembered; chat=True never tries it
-    assert len(echo_requests(server)) == (0 if chat else 2)
+    assert len(echo_requests(server)) == (0 if chat else 1)
     fallback = [r["body"] for r in server.requests if not r["body"].get("echo")]
     assert len(fallback) == 3 and all(b["max_tokens"] == 1 for b in fallback)
     if chat:
@@ -307,10 +367,12 @@ def test_pool_sends_more_to_the_less_busy_server() -> None:
 def test_choice_constraint_is_sent_in_the_vllm_dialect_by_default() -> None:
     from llmkd.teachers.base import Constraint
 
-    with FakeOpenAIServer() as s:
-        make(s.base_url).generate(["a", "b"], max_tokens=4, constraint=Constraint.choice(["negative", "positive"]))
+    with FakeOpenAIServer(script=lambda p: "maybe") as s:  # vLLM >= 0.12
+        replies = make(s.base_url).generate(["a", "b"], max_tokens=4, constraint=Constraint.choice(["negative", "positive"]))
         make(s.base_url).generate(["c"], max_tokens=4)
-    assert [r["body"].get("guided_choice") for r in s.requests] == [["negative", "positive"]] * 2 + [None]
+    assert [r["body"].get("structured_outputs") for r in s.requests] == [{"choice": ["negative", "positive"]}] * 2 + [None]
+    assert not any(k.startswith("guided_") for r in s.requests for k in r["body"])
+    assert [r.text for r in replies] == ["negative"] * 2 and s.applied == ["choice", "choice", None]
 
 
 def test_constraint_dialects() -> None:
@@ -325,7 +387,8 @@ def test_constraint_dialects() -> None:
         make(s.base_url, guided="none").generate(["p"], max_tokens=4, constraint=Constraint.choice(["a"]))
     bodies = [r["body"] for r in s.requests]
     assert bodies[0]["grammar"] == 'root ::= "say \\"hi\\"" | "b"'
-    assert bodies[1]["json_schema"] == schema
+    assert bodies[1]["json_schema"] == schema  # the llama.cpp server; llama-cpp-python's reads response_format
+    assert bodies[1]["response_format"] == {"type": "json_object", "schema": schema}
     assert bodies[2]["response_format"]["json_schema"]["schema"] == schema
     guided_keys = {"guided_choice", "guided_json", "guided_grammar", "grammar", "json_schema", "response_format"}
     assert not guided_keys & set(bodies[3]) and not guided_keys & set(bodies[4])
@@ -341,8 +404,8 @@ def test_a_server_that_refuses_guided_decoding_gets_plain_requests() -> None:
         replies = t.generate(["a", "b", "c"], max_tokens=4, constraint=Constraint.choice(["negative", "positive"]))
         t.generate(["d"], max_tokens=4, constraint=Constraint.choice(["negative", "positive"]))
     assert [r.text for r in replies] == ["positive"] * 3
-    assert "guided_choice" in s.requests[0]["body"]  # the refused probe
-    assert all("guided_choice" not in r["body"] for r in s.requests[1:]) and len(s.requests) == 5
+    assert "structured_outputs" in s.requests[0]["body"]  # the refused probe
+    assert all("structured_outputs" not in r["body"] for r in s.requests[1:]) and len(s.requests) == 5
 
 
 def test_replies_of_a_refused_guided_request_are_cached_as_unconstrained(tmp_path) -> None:
@@ -616,3 +679,212 @@ def test_a_prompt_the_server_finds_too_long_abstains_and_the_rest_are_labeled(tm
         labels = label_examples(task, teacher, items, (), mode="generate", confidence=False, progress=False)
     assert [lab.label for lab in labels] == ["positive", None, "positive"]
     assert labels[1].error.startswith("too_long: the server refused the prompt as too long (HTTP 400: This model's maximum")
+
+
+# ---- issue 31: real-server correctness -------------------------------------------------------
+
+CHOICE = ["negative", "positive"]
+SCHEMA = {"type": "object", "properties": {"label": {"enum": ["a", "b"]}}}
+GRAMMAR = 'root ::= "yes" | "no"'
+
+
+def constrained_bodies(server: FakeOpenAIServer) -> list[dict[str, Any]]:
+    return [r["body"] for r in server.requests]
+
+
+def test_vllm_0_12_gets_structured_outputs_in_every_shape() -> None:
+    from llmkd.teachers.base import Constraint
+
+    with FakeOpenAIServer(script=lambda p: "not json", vllm_version="0.13.1") as s:
+        teacher = make(s.base_url)
+        (choice,) = teacher.generate(["a"], max_tokens=4, constraint=Constraint.choice(CHOICE))
+        (js,) = teacher.generate(["b"], max_tokens=4, constraint=Constraint.json_schema(SCHEMA))
+        teacher.generate(["c"], max_tokens=4, constraint=Constraint.gbnf(GRAMMAR))
+        make(s.base_url, chat=False).generate(["d"], max_tokens=4, constraint=Constraint.choice(CHOICE))
+    bodies = constrained_bodies(s)
+    assert bodies[0]["structured_outputs"] == {"choice": CHOICE}
+    assert bodies[1]["structured_outputs"] == {"json": SCHEMA}
+    assert bodies[2]["structured_outputs"] == {"grammar": GRAMMAR}
+    assert bodies[3]["structured_outputs"] == {"choice": CHOICE} and "prompt" in bodies[3]  # /completions too
+    assert not any(k.startswith("guided_") for b in bodies for k in b)
+    assert (choice.text, js.text) == ("negative", "{}")  # the fake applied them
+    assert s.gets.count("/version") == 1  # once per server and process, for every teacher on it
+
+
+def test_old_vllm_gets_the_guided_fields() -> None:
+    from llmkd.teachers.base import Constraint
+
+    with FakeOpenAIServer(script=lambda p: "maybe", vllm_version="0.11.2") as s:
+        teacher = make(s.base_url)
+        (reply,) = teacher.generate(["a"], max_tokens=4, constraint=Constraint.choice(CHOICE))
+        teacher.generate(["b"], max_tokens=4, constraint=Constraint.json_schema(SCHEMA))
+        teacher.generate(["c"], max_tokens=4, constraint=Constraint.gbnf(GRAMMAR))
+        assert teacher.applies(Constraint.choice(CHOICE)) is True
+    bodies = constrained_bodies(s)
+    assert bodies[0]["guided_choice"] == CHOICE and bodies[1]["guided_json"] == SCHEMA
+    assert bodies[2]["guided_grammar"] == GRAMMAR
+    assert not any("structured_outputs" in b for b in bodies)
+    assert reply.text == "negative"
+
+
+@pytest.mark.parametrize(("applies", "sent"), [("structured_outputs", "structured_outputs"),
+                                               ("guided", "guided_choice"), ("none", None)])
+def test_a_server_without_a_version_is_probed(applies: str, sent: str | None) -> None:
+    from llmkd.teachers.base import Constraint
+
+    choice = Constraint.choice(CHOICE)
+    with FakeOpenAIServer(script=lambda p: "maybe", vllm_version=None, applies=applies) as s:
+        teacher = make(s.base_url)
+        (reply,) = teacher.generate(["a"], max_tokens=4, constraint=choice)
+        make(s.base_url).generate(["b"], max_tokens=4, constraint=choice)  # known for the process: no probe
+        applied = teacher.applies(choice)
+    assert applied is (sent is not None)
+    probes = [b for b in constrained_bodies(s) if "Reply with one word." in json.dumps(b)]
+    assert 1 <= len(probes) <= 2 and len(s.requests) == len(probes) + 2
+    last = s.requests[-1]["body"]
+    if sent is None:  # applies neither: plain requests, and the cache files the replies as free ones
+        assert reply.text == "maybe"
+        assert not {"structured_outputs", "guided_choice"} & set(last)
+    else:
+        assert sent in last and reply.text == "negative"
+
+
+def test_the_request_body_is_what_vllm_documents() -> None:
+    """The whole body of a constrained chat request to vLLM >= 0.12, field by field."""
+    from llmkd.teachers.base import Constraint
+
+    with FakeOpenAIServer() as s:
+        make(s.base_url).generate(["hello"], max_tokens=3, stop=["\n"], seed=5, constraint=Constraint.choice(CHOICE))
+    assert s.requests[0]["path"] == "/v1/chat/completions"
+    assert s.requests[0]["body"] == {
+        "model": "fake-model", "max_tokens": 3, "temperature": 0.0, "seed": 5,
+        "messages": [{"role": "user", "content": "hello"}], "logprobs": True, "stop": ["\n"],
+        "structured_outputs": {"choice": CHOICE},
+    }
+
+
+@pytest.mark.parametrize("version", ["0.12.0", None])
+def test_a_reply_that_breaks_the_constraint_is_cached_and_counted_unconstrained(tmp_path, version) -> None:
+    """Issue 31: vLLM >= 0.12 ignored guided_choice, answered 200, and the free replies were
+    cached as constrained. Here a server reports 0.12 but ignores the fields (or reports nothing)."""
+    from llmkd.teachers.base import Constraint
+    from llmkd.teachers.cache import CachedTeacher, TeacherCache
+
+    choice = Constraint.choice(CHOICE)
+    script = {"a": "positive", "b": "I think it is positive", "c": " negative"}
+    cache = TeacherCache(tmp_path / "c.sqlite")
+    with FakeOpenAIServer(script=lambda p: script.get(p, "maybe"), vllm_version=version, applies="none") as s:
+        t = CachedTeacher(make(s.base_url), cache)
+        replies = t.generate(["a", "b", "c"], max_tokens=8, constraint=choice)
+    if version is None:  # the probe found that it applies nothing: all three are free replies
+        assert [r.constrained for r in replies] == [False] * 3 and t.violations == 0
+        assert t.unconstrained_replies == 3
+        return
+    assert [r.constrained for r in replies] == [True, False, True]
+    assert (t.constrained_replies, t.unconstrained_replies, t.violations) == (2, 1, 1)
+    with FakeOpenAIServer(script=lambda p: "never asked") as s2:  # a rerun: all cached, the same verdict
+        again = CachedTeacher(make(s2.base_url), cache)
+        replies = again.generate(["a", "b", "c"], max_tokens=8, constraint=choice)
+        assert s2.requests == [] and again.hits == 3
+    assert [r.constrained for r in replies] == [True, False, True] and again.unconstrained_replies == 1
+    import sqlite3
+
+    stored = [json.loads(v) for (v,) in sqlite3.connect(tmp_path / "c.sqlite").execute("SELECT value FROM entries")]
+    assert sorted(str(v.get("constrained")) for v in stored) == ["False", "None", "None"]
+
+
+def test_rows_cached_before_the_check_are_checked_when_read(tmp_path) -> None:
+    """A reply cached under a constrained key by an older llmkd (no marker) is checked on read."""
+    from llmkd.teachers.base import Constraint
+    from llmkd.teachers.cache import CachedTeacher, TeacherCache, cache_key
+    from llmkd.types import Reply
+
+    choice = Constraint.choice(CHOICE)
+    cache = TeacherCache(tmp_path / "c.sqlite")
+    with FakeOpenAIServer() as s:
+        teacher = make(s.base_url)
+        params = {"max_tokens": 8, "temperature": 0.0, "stop": [], "constraint": choice.key()}
+        cache.put(cache_key(teacher.fingerprint, "generate", "x", params), teacher.fingerprint, "generate",
+                  Reply("a free reply").to_dict(), 0.1)
+        t = CachedTeacher(teacher, cache)
+        (reply,) = t.generate(["x"], max_tokens=8, constraint=choice)
+    assert reply.text == "a free reply" and reply.constrained is False and t.violations == 1
+    assert s.requests == []
+
+
+def test_local_backends_replies_are_checked_too(tmp_path) -> None:
+    """The check is the cache wrapper's: it holds for every backend, e.g. one that says it applies
+    every constraint (like llama.cpp) but returns a JSON reply cut off at max_tokens."""
+    from llmkd.teachers.base import Constraint
+    from llmkd.teachers.cache import CachedTeacher, TeacherCache
+    from llmkd.types import Reply
+
+    class Local:
+        name, fingerprint = "local", "local-v1"
+
+        def applies(self, constraint: Constraint) -> bool:
+            return True
+
+        def generate(self, prompts, **kw):
+            return [Reply('{"label": "a"}' if p == "ok" else '{"label": "a', completion_tokens=4) for p in prompts]
+
+        def count_tokens(self, text: str) -> int:
+            return len(text.split())
+
+    t = CachedTeacher(Local(), TeacherCache(tmp_path / "c.sqlite"))
+    replies = t.generate(["ok", "cut"], max_tokens=4, constraint=Constraint.json_schema(SCHEMA))
+    assert [r.constrained for r in replies] == [True, False] and t.violations == 1
+    assert t.asked_completion_tokens == 8
+    (free,) = t.generate(["ok"], max_tokens=4)
+    assert free.constrained is None
+
+
+@pytest.mark.parametrize(("kind", "good", "bad"), [
+    ("choice", " positive\n", "positively"),
+    ("json", '{"label": "a"}', '{"label": '),
+    ("grammar", "yes", "yes!"),
+])
+def test_constraint_violation(kind: str, good: str, bad: str) -> None:
+    from llmkd.teachers.base import Constraint
+
+    c = {"choice": Constraint.choice(CHOICE), "json": Constraint.json_schema(SCHEMA), "grammar": Constraint.gbnf(GRAMMAR)}[kind]
+    assert c.violation(good) == ""
+    assert c.violation(bad) != ""
+
+
+def test_the_tasks_grammars_are_checked() -> None:
+    from llmkd.tasks.ner import NerTask
+    from llmkd.teachers.base import Constraint
+
+    grammar = NerTask(labels=["PER", "LOC"]).constraint()
+    assert isinstance(grammar, Constraint) and grammar.kind == "grammar"
+    assert grammar.violation("PER: John Smith\nLOC: Paris") == ""
+    assert grammar.violation(" none") == ""
+    assert "does not follow the grammar" in grammar.violation("ORG: ACME")
+    assert Constraint.gbnf("root ::= (((").violation("anything") == ""  # unreadable: not checked
+
+
+def test_a_pool_gets_each_servers_dialect() -> None:
+    from llmkd.teachers.base import Constraint
+
+    with FakeOpenAIServer(script=lambda p: "maybe", vllm_version="0.12.1") as new, \
+            FakeOpenAIServer(script=lambda p: "maybe", vllm_version="0.10.1") as old:
+        teacher = make([new.base_url, old.base_url], concurrency=2)
+        replies = teacher.generate([f"p{i}" for i in range(6)], max_tokens=4, constraint=Constraint.choice(CHOICE))
+    assert {r.text for r in replies} == {"negative"}
+    assert new.requests and old.requests
+    assert all("structured_outputs" in r["body"] for r in new.requests)
+    assert all("guided_choice" in r["body"] for r in old.requests)
+
+
+def test_a_version_from_a_server_that_is_not_vllm_is_not_trusted() -> None:
+    """SGLang also answers GET /version; only a server whose model is owned_by vllm (or says
+    nothing) is taken at its version, the others are probed."""
+    from llmkd.teachers.base import Constraint
+
+    models = [{"id": "fake-model", "object": "model", "owned_by": "sglang", "root": "/m"}]
+    with FakeOpenAIServer(script=lambda p: "maybe", vllm_version="0.4.6", applies="structured_outputs",
+                          models=models) as s:
+        (reply,) = make(s.base_url).generate(["a"], max_tokens=4, constraint=Constraint.choice(CHOICE))
+    assert reply.text == "negative" and "structured_outputs" in s.requests[-1]["body"]
+    assert "llmkd-probe-zq7x" in json.dumps(s.requests[0]["body"])

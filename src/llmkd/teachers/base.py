@@ -38,16 +38,18 @@ class Constraint:
 
     * ``choice``: the reply is exactly one of ``choices`` (a classification label set). llama.cpp
       and hf follow a token trie of the choices in their own decoding loop; OpenAI-compatible
-      servers get vLLM's ``guided_choice``.
+      servers get vLLM's ``structured_outputs`` choice (``guided_choice`` before vLLM 0.12).
     * ``json``: the reply is JSON matching ``schema`` (e.g. NER spans). llama.cpp compiles the
-      schema to a GBNF grammar; servers get ``guided_json``.
+      schema to a GBNF grammar; servers get vLLM's ``structured_outputs`` json (``guided_json``).
     * ``grammar``: the reply matches the GBNF ``grammar`` (root rule ``root``), e.g. balanced
-      brackets for trees. llama.cpp applies it with its grammar sampler; servers get
-      ``guided_grammar``.
+      brackets for trees. llama.cpp applies it with its grammar sampler; servers get vLLM's
+      ``structured_outputs`` grammar (``guided_grammar``).
 
     A backend that cannot apply a constraint generates freely (and logs it once): the task's
     parser and its abstention path still decide the label, so a constraint only ever removes
-    unparseable replies, it is never needed for correctness.
+    unparseable replies, it is never needed for correctness. Every reply generated under a
+    constraint is checked against it (:meth:`violation`, done by the cache wrapper): one that
+    breaks it is recorded and counted as unconstrained.
     """
 
     kind: Literal["choice", "json", "grammar"]
@@ -75,6 +77,52 @@ class Constraint:
     def key(self) -> dict[str, Any]:
         """The part of a cache key that this constraint adds (it can change replies)."""
         return {"kind": self.kind, "choices": list(self.choices), "schema": self.schema, "grammar": self.grammar}
+
+    def violation(self, text: str) -> str:
+        """Why ``text`` breaks this constraint ("" when it keeps it, or cannot be checked).
+
+        * ``choice``: the reply, stripped of surrounding whitespace, must be one of the choices
+          (stripped alike: a plain-text backend puts a space before the label);
+        * ``json``: the reply must parse as JSON and, where the ``jsonschema`` package is
+          installed, validate against the schema;
+        * ``grammar``: the reply must be derived from the grammar's ``root`` rule
+          (:mod:`llmkd.teachers.gbnf`); a grammar that recognizer cannot read is not checked.
+
+        A reply cut off by ``max_tokens`` usually breaks a json or grammar constraint: it was
+        not completed inside it."""
+        if self.kind == "choice":
+            if text.strip() in {c.strip() for c in self.choices}:
+                return ""
+            shown = text if len(text) <= 60 else text[:60] + "..."
+            return f"the reply {shown!r} is not one of the {len(self.choices)} choices"
+        if self.kind == "json":
+            try:
+                value = json.loads(text)
+            except ValueError as exc:
+                return f"the reply is not JSON ({exc})"
+            try:
+                import jsonschema
+            except ImportError:
+                return ""
+            try:
+                jsonschema.validate(value, json.loads(self.schema))
+            except jsonschema.ValidationError as exc:
+                return f"the reply does not match the JSON schema ({exc.message})"
+            except jsonschema.SchemaError:
+                return ""
+            return ""
+        from .gbnf import GbnfError, matches
+
+        try:
+            ok = matches(self.grammar, text)
+        except GbnfError:
+            return ""
+        except RecursionError:
+            return ""
+        if ok:
+            return ""
+        shown = text if len(text) <= 60 else text[:60] + "..."
+        return f"the reply {shown!r} does not follow the grammar"
 
 
 def gbnf_literal(text: str) -> str:

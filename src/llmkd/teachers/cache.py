@@ -22,6 +22,12 @@ by another waits for that answer instead of paying for it again. A claim whose l
 whose owner process on this machine is gone (killed), is taken over; a process that waited
 :data:`DEFAULT_WAIT_TIMEOUT` seconds for another asks the teacher itself.
 
+A reply asked for under a constraint is checked against it
+(:meth:`~llmkd.teachers.base.Constraint.violation`), when it is asked and when it is read: one
+that breaks it is stored with ``"constrained": false`` under the constrained request's key (a
+rerun does not pay for it again) and handed back with ``Reply.constrained == False``; the
+counters ``constrained_replies`` / ``unconstrained_replies`` / ``violations`` count them.
+
 A file that is not a readable SQLite database raises :class:`~llmkd.errors.StateError` naming the
 file and the fix (``llmkd cache check --repair`` keeps the readable rows, ``llmkd cache clear``
 starts afresh); see :func:`check_cache_file`, :func:`repair_cache_file`, :func:`reset_cache_file`.
@@ -506,6 +512,11 @@ class CachedTeacher:
         self.cached_seconds = 0.0  # teacher time the cached answers originally took
         self.prompt_tokens = 0  # over generate requests, cached or not
         self.completion_tokens = 0
+        self.asked_prompt_tokens = 0  # over the generate requests sent to the teacher in this process
+        self.asked_completion_tokens = 0
+        self.constrained_replies = 0  # replies asked for under a constraint that keep it
+        self.unconstrained_replies = 0  # ... that do not: generated freely, or breaking it
+        self.violations = 0  # ... of those, replies the backend was to constrain that break the constraint
         self._free: set[str] = set()  # constraint kinds the teacher said it does not apply (logged once)
 
     @property
@@ -641,16 +652,55 @@ class CachedTeacher:
         elif constraint is not None:
             params["constraint"] = constraint.key()  # only then: unconstrained keys stay what they were
             extra["constraint"] = constraint
+
+        def ask(ps: Sequence[str]) -> list[dict[str, Any]]:
+            got = self.teacher.generate(ps, max_tokens=max_tokens, temperature=temperature, stop=stop, seed=seed,
+                                        **extra)
+            self.asked_prompt_tokens += sum(r.prompt_tokens for r in got if isinstance(r, Reply))
+            self.asked_completion_tokens += sum(r.completion_tokens for r in got if isinstance(r, Reply))
+            kept = "constraint" in extra and applies(self.teacher, constraint) is not False
+            # a reply that breaks the constraint is stored marked as such under the constrained key:
+            # a rerun takes it from there (it is not paid for again) and counts it unconstrained
+            return [r.to_dict() if not kept or not isinstance(r, Reply) or not constraint.violation(r.text)
+                    else {**r.to_dict(), "constrained": False} for r in got]
+
         values = self._cached(
-            "generate", prompts, params,
-            lambda ps: [r.to_dict() for r in self.teacher.generate(ps, max_tokens=max_tokens, temperature=temperature,
-                                                                   stop=stop, seed=seed, **extra)],
+            "generate", prompts, params, ask,
             store_params=lambda: params if applies(self.teacher, extra.get("constraint")) is not False else free,
         )
         replies = [Reply.from_dict(v) for v in values]
+        if constraint is not None:
+            replies = self._check_constraint(replies, constraint, "constraint" in extra
+                                             and applies(self.teacher, constraint) is not False)
         self.prompt_tokens += sum(r.prompt_tokens for r in replies)
         self.completion_tokens += sum(r.completion_tokens for r in replies)
         return replies
+
+    def _check_constraint(self, replies: list[Reply], constraint: Constraint, applied: bool) -> list[Reply]:
+        """``replies`` with ``constrained`` set: True for those the backend was to constrain that
+        keep ``constraint`` (checked here, cached ones included: rows written before this check
+        was made are checked when read), False for the rest; counted, with a warning for replies
+        that break it."""
+        from dataclasses import replace
+
+        out, broken = [], []
+        for r in replies:
+            problem = constraint.violation(r.text) if applied else ""
+            ok = applied and not problem and r.constrained is not False
+            if applied and not ok:
+                broken.append(problem or "marked as breaking it when it was cached")
+            out.append(replace(r, constrained=ok))
+        kept = sum(r.constrained for r in out)
+        self.constrained_replies += kept
+        self.unconstrained_replies += len(out) - kept
+        self.violations += len(broken)
+        if broken:
+            log.warning("teacher %s: %d of %d replies asked for under the %s constraint break it (%s); they count "
+                        "as unconstrained (the task's parser decides, as for free replies)%s", self.teacher.name,
+                        len(broken), len(out), constraint.kind, broken[0],
+                        "" if constraint.kind != "choice" else "; a server that ignores the constraint fields "
+                        "answers this way: see docs/teachers.md (constrained decoding)")
+        return out
 
     def score_options(self, prompts: Sequence[str], options: Sequence[str]) -> list[list[float]]:
         return self._cached(

@@ -9,10 +9,16 @@ connection errors, and malformed replies (not JSON, no ``choices``, or a reply t
 string). Any other 4xx fails at once with the server's message. A reply that is not accepted is
 never returned, so it never reaches the cache.
 
-Not handled: streaming, ``n > 1``, tool calls, images, several prompts in one request, and exact
-token counts (:meth:`OpenAITeacher.count_tokens` is an estimate). The ``concurrency`` bound holds
-per call: calls made from several threads at once each get their own bound. ``timeout`` applies to
-each network step (connect, read, write) as httpx counts them, not to a request as a whole.
+What each server offers is found out once per base URL and process and remembered
+(:func:`forget_server` drops it; a connection error to a server drops it too): the vLLM
+version (``GET /version``: vLLM 0.12 removed the ``guided_*`` request fields, which newer servers
+ignore while answering 200, so constraints go as ``structured_outputs`` from 0.12 on), a probe
+where no version is reported, the tokenizer endpoint (vLLM's and the llama.cpp server's
+``POST /tokenize``, llama-cpp-python's ``POST /extras/tokenize/count``).
+
+Not handled: streaming, ``n > 1``, tool calls, images. The ``concurrency`` bound holds per call:
+calls made from several threads at once each get their own bound. ``timeout`` applies to each
+network step (connect, read, write) as httpx counts them, not to a request as a whole.
 """
 
 from __future__ import annotations
@@ -46,6 +52,50 @@ _ECHO_REFUSED = (400, 404, 422)
 _TOO_LONG = re.compile(r"maximum context length|context length|context size|exceeds? the (?:available )?context|"
                        r"too many tokens|prompt is too long|max_model_len|n_ctx", re.IGNORECASE)  # statuses that mean "this server does not do echo scoring"
 _TOKEN_MARKS = " \t\r\n\u2581\u0120"  # whitespace plus the SentencePiece / GPT-2 space marks
+#: the first vLLM release without the guided_* request fields (vllm-project/vllm#29326)
+VLLM_STRUCTURED_OUTPUTS = (0, 12)
+#: a choice no model writes unasked: a server that answers it exactly applies the constraint
+_PROBE_CHOICE = "llmkd-probe-zq7x"
+_PROBE_PROMPT = "Reply with one word."
+
+# What each server offers, per base URL (credentials left out), for the life of the process.
+_SERVERS_LOCK = threading.Lock()
+_DIALECT: dict[str, str | None] = {}  # "structured_outputs" | "guided" | None: applies neither
+_TOKENIZER: dict[str, str | None] = {}  # a key of _TOKENIZERS, or None: no tokenizer endpoint answers
+#: tokenizer endpoints, tried in this order: style -> path at the server root
+_TOKENIZERS = {"vllm": "/tokenize", "llama.cpp": "/tokenize", "llama-cpp-python": "/extras/tokenize/count"}
+
+
+def _tokenize_body(style: str, model: str, text: str, chat: bool) -> dict[str, Any]:
+    """The tokenizer request of ``style``: vLLM applies the chat template to ``messages``; the
+    llama.cpp servers count the text as given."""
+    if style == "vllm":
+        if chat:
+            return {"model": model, "messages": [{"role": "user", "content": text}], "add_generation_prompt": True}
+        return {"model": model, "prompt": text}
+    if style == "llama.cpp":
+        return {"content": text, "add_special": True}
+    return {"model": model, "input": text}
+
+
+def forget_server(base_url: str) -> None:
+    """Drop what was found out about the server at ``base_url`` (its vLLM dialect, its tokenizer
+    endpoint): the next use asks again. For a server restarted as another version."""
+    target = _split_credentials(base_url.strip().rstrip("/"))[0]
+    with _SERVERS_LOCK:
+        _DIALECT.pop(target, None)
+        _TOKENIZER.pop(target, None)
+
+
+def _root(target: str) -> str:
+    """The server root of a base URL: vLLM and the llama.cpp server serve /version and
+    /tokenize there, beside /v1."""
+    return target[:-3] if target.endswith("/v1") else target
+
+
+def _version(value: Any) -> tuple[int, int] | None:
+    match = re.match(r"\s*v?(\d+)\.(\d+)", value) if isinstance(value, str) else None
+    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 class _Refused(TeacherError):
@@ -90,9 +140,13 @@ class OpenAITeacher:
     ``score_options`` gives the log-likelihood of each option continuing the prompt:
 
     * exact, ``chat=False`` on servers that echo prompt logprobs on ``/completions``
-      (``echo: true, max_tokens: 0``, or 1 where 0 is refused): the sum of the logprobs of the
+      (``echo: true, max_tokens: 1``; not 0: llama-cpp-python's server reads 0 as "until the
+      context is full"; the generated token is not counted): the sum of the logprobs of the
       echoed tokens that overlap the option, located by ``text_offset`` (character offsets). A
-      token straddling the prompt/option boundary counts toward the option.
+      token straddling the prompt/option boundary counts toward the option. Where the server
+      takes a list of prompts on ``/completions`` (vLLM, OpenAI), the options of a prompt go in
+      one request (``prompt: [prompt + option, ...]``; vLLM's prefix cache computes the shared
+      prompt once); elsewhere (llama-cpp-python's server) one request per option.
     * approximate otherwise, and always with ``chat=True`` (the server applies the chat template,
       so the templated prompt text that echo scoring needs is not known here): one request per
       prompt with ``max_tokens: 1`` and the top 20 logprobs of the first reply token. An option
@@ -101,7 +155,8 @@ class OpenAITeacher:
       ``-inf``. Options sharing a first token get the same score, and only the first token of
       each option counts.
 
-    Which path works is found out once per instance (one probe request) and remembered.
+    Which path works is found out once per instance (one probe request, and one more for the
+    list of prompts) and remembered.
 
     ``seed`` only seeds the retry jitter; the request seed is the ``seed`` given to
     :meth:`generate`.
@@ -171,11 +226,22 @@ class OpenAITeacher:
         self._balancer = _Balancer(len(self._urls))
         self._rng = random.Random(seed)
         self._score_path: Literal["echo", "top"] | None = None  # found out on first use
-        self._echo_max_tokens = 0
+        self._echo_max_tokens = 1  # echo scoring's max_tokens (0 would be unlimited on llama-cpp-python)
         self._identity_lock = threading.Lock()
         self._identity: dict[str, Any] | None = None  # what the server reports serving (served_identity)
         self._identified = False
         self._ssl: Any = None
+        self._list_prompts = False  # /completions scores all options of a prompt in one request (probed)
+        self._dialect: dict[int, str | None] = {}  # base URL index -> vLLM constraint fields it applies
+        self._usage_lock = threading.Lock()
+        #: what the servers reported spending on every request this teacher sent (probes and scoring
+        #: included): the tokens a hosted API bills
+        self.usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        self._seen = [0, 0]  # prompt characters and prompt tokens (usage) of the replies so far
+        self._counted: dict[str, int] = {}
+        #: where count_tokens numbers come from: "server" (/tokenize), "usage" (the replies'
+        #: prompt_tokens), or "estimate" (neither is available: characters / 4)
+        self.token_count_source: str | None = None
 
     def __repr__(self) -> str:
         urls = [_redact(u) for u in self._urls]
@@ -287,17 +353,102 @@ class OpenAITeacher:
         return url, "down", last
 
     def count_tokens(self, text: str) -> int:
-        """A rough estimate, ``max(1, len(text) // 4)``: the server's tokenizer is in general not
-        reachable, and the OpenAI protocol has no tokenize endpoint."""
+        """The prompt tokens of ``text`` as the server counts them (:attr:`token_count_source`):
+
+        * ``server``: its tokenizer endpoint, found once per server (vLLM's ``POST /tokenize``,
+          with the chat template applied when ``chat``; the llama.cpp server's ``POST /tokenize``
+          and llama-cpp-python's ``POST /extras/tokenize/count``, both without the template);
+        * ``usage``: where there is none (OpenAI), from the ``usage.prompt_tokens`` the server
+          reports: one ``max_tokens: 1`` request for the first text, then tokens per character
+          as measured over every reply so far;
+        * ``estimate``: a server that reports neither: ``len(text) // 4``.
+        """
+        if text in self._counted:
+            return self._counted[text]
+        if self.identify:
+            self.served_identity()  # a usage request may follow: which model answers is known first
+        n = _run_sync(self._count(text))
+        if len(self._counted) < 4096:
+            self._counted[text] = n
+        return n
+
+    async def _count(self, text: str) -> int:
+        httpx = require("httpx", "openai", "the openai teacher backend")
+        chat = wants_chat(text, self.chat)
+        async with httpx.AsyncClient(timeout=self.timeout, verify=self._ssl_context(httpx)) as client:
+            n = await self._tokenize(httpx, client, 0, text, chat)
+            if n is not None:
+                self.token_count_source = "server"
+                return n
+            if not self._seen[1]:
+                path = "/chat/completions" if chat else "/completions"
+                data = await self._post(httpx, client, path, self._body(text, max_tokens=1, temperature=0.0, seed=0,
+                                                                       chat=chat))
+                used = int(_dict(data.get("usage")).get("prompt_tokens") or 0)
+                if used > 0:
+                    self._note_prompt(text, used)
+                    self.token_count_source = "usage"
+                    return used
+            if self._seen[1]:
+                self.token_count_source = "usage"
+                return max(1, round(len(text) * self._seen[1] / max(1, self._seen[0])))
+        if self.token_count_source != "estimate":
+            log.warning("openai teacher: %s has no tokenizer endpoint and reports no usage; token counts are "
+                        "estimates (characters / 4)", ", ".join(_redact(u) for u in self._urls))
+        self.token_count_source = "estimate"
         return max(1, len(text) // 4)
+
+    def _note_prompt(self, prompt: str, tokens: int) -> None:
+        with self._usage_lock:
+            self._seen[0] += len(str(prompt))
+            self._seen[1] += tokens
+
+    async def _tokenize(self, httpx: Any, client: Any, index: int, text: str, chat: bool) -> int | None:
+        """The token count of ``text`` from the tokenizer endpoint of base URL ``index``; None
+        where the server has none (found out once per server and process)."""
+        target, auth = self._targets[index]
+        with _SERVERS_LOCK:
+            known, style = target in _TOKENIZER, _TOKENIZER.get(target)
+        if known and style is None:
+            return None
+        for candidate in [style] if known else list(_TOKENIZERS):
+            path, body = _TOKENIZERS[candidate], _tokenize_body(candidate, self.model, str(text), chat)
+            try:
+                key = self._api_key()
+                response = await client.post(_root(target) + path, json=body, auth=auth,
+                                             headers={"Authorization": f"Bearer {key}"} if key else {})
+            except httpx.HTTPError as exc:
+                log.debug("openai teacher: POST %s%s: %s", _redact(_root(self._urls[index])), path, exc)
+                continue
+            n = _token_count(response)
+            if n is not None:
+                if not known:
+                    with _SERVERS_LOCK:
+                        _TOKENIZER[target] = candidate
+                    log.info("openai teacher: token counts from %s%s (%s)", _redact(_root(self._urls[index])), path,
+                             candidate)
+                return n
+        if not known:
+            with _SERVERS_LOCK:
+                _TOKENIZER[target] = None
+        return None
 
     # ---- generation ----------------------------------------------------------------------
 
     def applies(self, constraint: Constraint) -> bool | None:
-        """False when the dialect cannot carry ``constraint`` or the server refused guided
-        decoding; None until the first guided request has been answered; else True."""
+        """False when the dialect cannot carry ``constraint``, the server refused guided decoding,
+        or (``guided: vllm``) no base URL applies vLLM's constraint fields; None until that is
+        known (the first guided request has been answered); else True."""
         if not _guided_fields(self.guided, constraint) or not self._guided_ok:
             return False
+        if self.guided == "vllm":
+            with _SERVERS_LOCK:
+                found = [self._dialect[i] if i in self._dialect else _DIALECT[t]
+                         for i, (t, _) in enumerate(self._targets) if i in self._dialect or t in _DIALECT]
+            if len(found) < len(self._targets):
+                return None
+            if not any(found):
+                return False
         return True if self._guided_checked else None
 
     def generate(self, prompts: Sequence[str], *, max_tokens: int, temperature: float = 0.0,
@@ -305,15 +456,30 @@ class OpenAITeacher:
         """One reply per prompt, in input order, with per-token logprobs where the server
         gives them (else ``token_logprobs=None``).
 
-        A ``constraint`` is sent in the dialect of ``guided`` (teacher.openai.guided): ``vllm``
-        (``guided_choice`` / ``guided_json`` / ``guided_grammar``), ``llamacpp`` (the llama.cpp
-        server's ``grammar`` / ``json_schema``; a choice becomes a GBNF alternation), ``openai``
-        (``response_format`` with a JSON schema; choice and grammar constraints are not sent) or
-        ``none``. If the server refuses a guided request (HTTP 400/404/422), the constraint is
-        dropped for the rest of this teacher's life with one warning, and the replies go through
-        the task's parser as usual (and :meth:`applies` turns False, so the cache files them
-        under the unconstrained key)."""
-        guided = _guided_fields(self.guided, constraint) if self._guided_ok else {}
+        A ``constraint`` is sent in the dialect of ``guided`` (teacher.openai.guided):
+
+        * ``vllm``: vLLM's ``structured_outputs`` (``{"choice": [...]}``, ``{"json": schema}``,
+          ``{"grammar": gbnf}``) to vLLM 0.12 and later, the ``guided_choice`` / ``guided_json``
+          / ``guided_grammar`` fields to older vLLM. The version comes from ``GET /version`` at
+          the server root, once per base URL and process; a server that reports none is probed
+          with a choice no model writes unasked, in each shape, and one that keeps neither gets
+          the requests without constraint fields (:meth:`applies` turns False);
+        * ``llamacpp``: the llama.cpp server's ``grammar`` / ``json_schema`` (a choice becomes a
+          GBNF alternation);
+        * ``openai``: ``response_format`` with a JSON schema (choice and grammar constraints are
+          not sent);
+        * ``none``: nothing is sent.
+
+        If the server refuses a guided request (HTTP 400/404/422), the constraint is dropped for
+        the rest of this teacher's life with one warning, and the replies go through the task's
+        parser as usual (and :meth:`applies` turns False, so the cache files them under the
+        unconstrained key). Replies are not checked against the constraint here: the cache
+        wrapper checks every one (:meth:`~llmkd.teachers.base.Constraint.violation`)."""
+        guided = constraint if self._guided_ok and _guided_fields(self.guided, constraint) else None
+        if guided is not None and self.guided == "vllm":
+            self._find_dialects()
+            if self.applies(guided) is False:
+                guided = None
         bodies = []
         for prompt in prompts:
             chat = wants_chat(prompt, self.chat)  # a ChatTurn goes to /chat/completions in any mode
@@ -322,24 +488,108 @@ class OpenAITeacher:
             body["logprobs"] = True if chat else 1
             if stop:
                 body["stop"] = list(stop)
-            body.update(guided)
             bodies.append((path, body))
         first: list[dict[str, Any]] = []
-        if guided and not self._guided_checked:  # one request first: does this server take it?
+        if guided is not None and not self._guided_checked:  # one request first: does this server take it?
             try:
-                first = self._post_batch(bodies[:1])
+                first = self._post_batch(bodies[:1], constraint=guided)
                 self._guided_checked = True
             except _Refused as exc:
                 if exc.status not in _ECHO_REFUSED:
                     raise
                 log.warning("openai teacher: the server refused guided decoding (%s, HTTP %d); generating "
-                            "without the constraint from now on (the task's parser decides)", sorted(guided), exc.status)
+                            "without the constraint from now on (the task's parser decides)",
+                            sorted(self._fields_at(0, guided)), exc.status)
                 self._guided_ok = False
-                for _, body in bodies:
-                    for k in guided:
-                        body.pop(k, None)
-        return [_reply(data, chat=path == "/chat/completions")
-                for (path, _), data in zip(bodies, first + self._post_batch(bodies[len(first):]))]
+                guided = None
+        answers = first + self._post_batch(bodies[len(first):], constraint=guided if self._guided_ok else None)
+        replies = []
+        for prompt, (path, _), data in zip(prompts, bodies, answers):
+            reply = _reply(data, chat=path == "/chat/completions")
+            if reply.prompt_tokens > 0:
+                self._note_prompt(prompt, reply.prompt_tokens)
+            replies.append(reply)
+        return replies
+
+    def _fields_at(self, index: int, constraint: Constraint | None) -> dict[str, Any]:
+        """The request fields that carry ``constraint`` to base URL ``index`` ({}: none)."""
+        if constraint is None or not self._guided_ok:
+            return {}
+        if self.guided != "vllm":
+            return _guided_fields(self.guided, constraint)
+        dialect = self._dialect.get(index)  # found by _find_dialects before any constrained request
+        return _vllm_fields(dialect, constraint) if dialect else {}
+
+    def _find_dialects(self) -> None:
+        """Find out, for each base URL not yet known in this process, which vLLM constraint
+        fields it applies (see :meth:`generate`)."""
+        with _SERVERS_LOCK:
+            for i, (t, _) in enumerate(self._targets):
+                if t in _DIALECT:
+                    self._dialect[i] = _DIALECT[t]
+            todo = [i for i, (t, _) in enumerate(self._targets) if t not in _DIALECT]
+        if not todo:
+            return
+        if self.identify:
+            self.served_identity()
+        found = _run_sync(self._dialects(todo))
+        with _SERVERS_LOCK:
+            for i, dialect in zip(todo, found):
+                _DIALECT[self._targets[i][0]] = dialect
+                self._dialect[i] = dialect
+        if any(found) and not all(found):
+            log.warning("openai teacher: some base URLs apply constraints and some do not (%s); replies from the "
+                        "others are generated freely and count as unconstrained",
+                        ", ".join(f"{_redact(self._urls[i])}: {d or 'none'}" for i, d in zip(todo, found)))
+
+    async def _dialects(self, todo: Sequence[int]) -> list[str | None]:
+        httpx = require("httpx", "openai", "the openai teacher backend")
+        async with httpx.AsyncClient(timeout=self.timeout, verify=self._ssl_context(httpx)) as client:
+            return list(await asyncio.gather(*(self._dialect_at(httpx, client, i) for i in todo)))
+
+    async def _dialect_at(self, httpx: Any, client: Any, index: int) -> str | None:
+        """"structured_outputs", "guided" or None (applies neither) for base URL ``index``."""
+        target, auth = self._targets[index]
+        shown = _redact(_root(self._urls[index]))
+        version, raw = None, None
+        try:
+            key = self._api_key()
+            response = await client.get(_root(target) + "/version", auth=auth,
+                                        headers={"Authorization": f"Bearer {key}"} if key else {})
+            if response.status_code == 200:
+                raw = _dict(response.json()).get("version")
+                version = _version(raw)
+        except (httpx.HTTPError, ValueError) as exc:
+            log.debug("openai teacher: GET %s/version: %s", shown, exc)
+        owner = _dict(self._identity).get("owned_by")
+        if version is not None and owner not in (None, "vllm"):  # another server's version (SGLang has one too)
+            log.info("openai teacher: %s reports version %s but its model is owned by %r, not vllm; probing it",
+                     shown, raw, owner)
+            version = None
+        if version is not None:
+            dialect = "structured_outputs" if version >= VLLM_STRUCTURED_OUTPUTS else "guided"
+            log.info("openai teacher: %s reports version %s; constraints go as %s", shown, raw,
+                     "structured_outputs" if dialect == "structured_outputs" else "guided_* fields")
+            return dialect
+        probe = Constraint.choice([_PROBE_CHOICE])
+        chat = self.chat
+        path = "/chat/completions" if chat else "/completions"
+        for dialect in ("structured_outputs", "guided"):
+            body = self._body(_PROBE_PROMPT, max_tokens=16, temperature=0.0, seed=0, chat=chat)
+            body.update(_vllm_fields(dialect, probe))
+            try:
+                data = await self._post(httpx, client, path, body, index=index)
+            except _Refused as exc:
+                log.info("openai teacher: %s refused a %s probe (HTTP %d)", shown, dialect, exc.status)
+                continue
+            if _reply(data, chat=chat).text.strip() == _PROBE_CHOICE:
+                log.info("openai teacher: %s reports no version; a probe shows it applies %s", shown, dialect)
+                return dialect
+        log.warning("openai teacher: %s applies neither vLLM's structured_outputs nor its guided_* fields (a probe "
+                    "choice came back unconstrained): its replies are generated freely and count as unconstrained. "
+                    "If it is a llama.cpp server, set teacher.openai.guided: llamacpp; an OpenAI-hosted model takes "
+                    "JSON schemas only (guided: openai).", shown)
+        return None
 
     # ---- option scoring ------------------------------------------------------------------
 
@@ -363,7 +613,7 @@ class OpenAITeacher:
         """Find out with one request whether /completions echoes prompt logprobs."""
         if self.chat:
             return "top"
-        for max_tokens in (0, 1):
+        for max_tokens in (self._echo_max_tokens,):
             try:
                 (data,) = self._post_batch([("/completions", self._echo_body(prompt, option, max_tokens))])
             except _Refused as exc:
@@ -374,16 +624,54 @@ class OpenAITeacher:
             if _echo_score(data, len(prompt), len(prompt) + len(option)) is None:
                 break
             self._echo_max_tokens = max_tokens
+            self._list_prompts = self._probe_list(prompt, option)
             return "echo"
         log.info("openai teacher: no echo scoring on this server; scoring options by first-token logprobs")
         return "top"
 
-    def _echo_body(self, prompt: str, option: str, max_tokens: int) -> dict[str, Any]:
-        body = self._body(prompt + option, max_tokens=max_tokens, temperature=0.0, seed=0)
+    def _probe_list(self, prompt: str, option: str) -> bool:
+        """Whether /completions takes a list of prompts (vLLM, OpenAI) and echoes each with its
+        logprobs: then all options of a prompt are scored in one request. One request, not
+        retried (llama-cpp-python's server fails a list of two with HTTP 500)."""
+        texts = [prompt + option, prompt + " " + option]
+        try:
+            (data,) = self._post_batch([("/completions", self._echo_body(prompt, [option, " " + option],
+                                                                         self._echo_max_tokens))], attempts=1)
+        except TeacherError as exc:
+            log.info("openai teacher: /completions takes no list of prompts (%s); one request per option", exc)
+            return False
+        choices = _by_index(data, len(texts))
+        if choices is None or any(_echo_score({"choices": [c]}, len(prompt), len(t)) is None
+                                  for c, t in zip(choices, texts)):
+            log.info("openai teacher: /completions did not answer a list of prompts with one echoed choice "
+                     "each; one request per option")
+            return False
+        log.info("openai teacher: the options of a prompt are scored in one request (a list of prompts)")
+        return True
+
+    def _echo_body(self, prompt: str, option: str | list[str], max_tokens: int) -> dict[str, Any]:
+        body = self._body(prompt, max_tokens=max_tokens, temperature=0.0, seed=0)
+        if isinstance(option, list):
+            body["prompt"] = [prompt + o for o in option]
+        else:
+            body["prompt"] = prompt + option
         body.update(echo=True, logprobs=0)
         return body
 
     def _score_echo(self, prompts: Sequence[str], options: Sequence[str]) -> list[list[float]] | None:
+        k = len(options)
+        if self._list_prompts and k > 1:  # one request per prompt, its options as a list of prompts
+            requests = [("/completions", self._echo_body(p, list(options), self._echo_max_tokens)) for p in prompts]
+            out = []
+            for prompt, data in zip(prompts, self._post_batch(requests)):
+                choices = _by_index(data, k)
+                if choices is None:
+                    return None
+                row = [_echo_score({"choices": [c]}, len(prompt), len(prompt) + len(o)) for c, o in zip(choices, options)]
+                if any(v is None for v in row):
+                    return None
+                out.append(row)
+            return out  # type: ignore[return-value]
         pairs = [(p, o) for p in prompts for o in options]
         requests = [("/completions", self._echo_body(p, o, self._echo_max_tokens)) for p, o in pairs]
         flat = []
@@ -392,7 +680,6 @@ class OpenAITeacher:
             if score is None:
                 return None
             flat.append(score)
-        k = len(options)
         return [flat[i * k:(i + 1) * k] for i in range(len(prompts))]
 
     def _score_top(self, prompts: Sequence[str], options: Sequence[str]) -> list[list[float]]:
@@ -469,22 +756,26 @@ class OpenAITeacher:
             text = text.replace(url, redact_url(url))
         return text
 
-    def _post_batch(self, requests: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
-        """POST every (path, body), at most ``concurrency`` at once; replies in input order."""
+    def _post_batch(self, requests: Sequence[tuple[str, dict[str, Any]]], *, constraint: Constraint | None = None,
+                    attempts: int | None = None) -> list[dict[str, Any]]:
+        """POST every (path, body), at most ``concurrency`` at once; replies in input order.
+        ``constraint`` is added to each body in the dialect of the base URL it goes to;
+        ``attempts`` overrides ``max_retries + 1``."""
         if not requests:
             return []
         if self.identify:
             self.served_identity()  # once: which model answers is known before its first answer
-        return _run_sync(self._post_all(requests))
+        return _run_sync(self._post_all(requests, constraint, attempts))
 
-    async def _post_all(self, requests: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    async def _post_all(self, requests: Sequence[tuple[str, dict[str, Any]]], constraint: Constraint | None = None,
+                        attempts: int | None = None) -> list[dict[str, Any]]:
         httpx = require("httpx", "openai", "the openai teacher backend")
         semaphore = asyncio.Semaphore(self.concurrency)
         async with httpx.AsyncClient(timeout=self.timeout, verify=self._ssl_context(httpx)) as client:
 
             async def one(path: str, body: dict[str, Any]) -> dict[str, Any]:
                 async with semaphore:
-                    return await self._post(httpx, client, path, body)
+                    return await self._post(httpx, client, path, body, constraint=constraint, attempts=attempts)
 
             tasks = [asyncio.ensure_future(one(path, body)) for path, body in requests]
             try:
@@ -495,30 +786,36 @@ class OpenAITeacher:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 raise
 
-    async def _post(self, httpx: Any, client: Any, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """One request with retries; returns the reply JSON (a dict with ``choices``)."""
-        attempts = self.max_retries + 1
+    async def _post(self, httpx: Any, client: Any, path: str, body: dict[str, Any], *, index: int | None = None,
+                    constraint: Constraint | None = None, attempts: int | None = None) -> dict[str, Any]:
+        """One request with retries; returns the reply JSON (a dict with ``choices``). ``index``
+        pins the base URL (else the least busy one is taken for each attempt)."""
+        attempts = self.max_retries + 1 if attempts is None else attempts
         tried: list[str] = []
         last = ""
         for attempt in range(attempts):
-            index = self._balancer.acquire()
-            url, auth = self._targets[index][0] + path, self._targets[index][1]
-            tried.append(_redact(self._urls[index] + path))
+            at = self._balancer.acquire() if index is None else index
+            url, auth = self._targets[at][0] + path, self._targets[at][1]
+            tried.append(_redact(self._urls[at] + path))
             retry_after = None
+            sent = {**body, **self._fields_at(at, constraint)} if constraint is not None else body
             try:
                 key = self._api_key()
                 headers = {"Authorization": f"Bearer {key}"} if key else {}
-                response = await client.post(url, json=body, headers=headers, auth=auth)
+                response = await client.post(url, json=sent, headers=headers, auth=auth)
             except httpx.TimeoutException:
                 last = f"no reply within {self.timeout:g}s (timeout)"
             except httpx.TransportError as exc:
                 last = f"connection error ({type(exc).__name__}: {exc})"
+                forget_server(self._targets[at][0])  # it may come back as another version
             else:
                 data, last, retry_after = self._check(response, tried[-1], path)
                 if data is not None:
+                    self._note_usage(data)
                     return data
             finally:
-                self._balancer.release(index)
+                if index is None:
+                    self._balancer.release(at)
             last = self._scrub(last)
             if attempt + 1 < attempts:
                 delay = self._retry_delay(attempt, retry_after)
@@ -534,6 +831,15 @@ class OpenAITeacher:
             f"or raise teacher.openai.max_retries (now {self.max_retries}) or "
             f"teacher.openai.timeout (now {self.timeout:g}s)."
         )
+
+    def _note_usage(self, data: dict[str, Any]) -> None:
+        usage = _dict(data.get("usage"))
+        with self._usage_lock:
+            self.usage["requests"] += 1
+            for name in ("prompt_tokens", "completion_tokens"):
+                value = usage.get(name)
+                if _is_number(value) and value > 0:
+                    self.usage[name] += int(value)
 
     def _retry_delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait before retry ``attempt + 1``: ``backoff * 2**attempt`` capped at
@@ -596,13 +902,54 @@ def _guided_fields(dialect: str, constraint: Constraint | None) -> dict[str, Any
     if dialect == "llamacpp":
         if kind == "choice":
             return {"grammar": "root ::= " + " | ".join(gbnf_literal(c) for c in constraint.choices)}
-        if kind == "json":
-            return {"json_schema": json.loads(constraint.schema)}
+        if kind == "json":  # the llama.cpp server reads json_schema; llama-cpp-python's ignores it and
+            schema = json.loads(constraint.schema)  # reads response_format (on chat completions only)
+            return {"json_schema": schema, "response_format": {"type": "json_object", "schema": schema}}
         return {"grammar": constraint.grammar}
     if kind == "json":  # dialect == "openai"
         return {"response_format": {"type": "json_schema",
                                     "json_schema": {"name": "reply", "schema": json.loads(constraint.schema)}}}
     return {}
+
+
+def _vllm_fields(dialect: str, constraint: Constraint) -> dict[str, Any]:
+    """vLLM's request fields for ``constraint``: ``structured_outputs`` (vLLM >= 0.12, accepted
+    since 0.10.2) or the ``guided_*`` fields (before 0.12)."""
+    if dialect != "structured_outputs":
+        return _guided_fields("vllm", constraint)
+    if constraint.kind == "choice":
+        return {"structured_outputs": {"choice": list(constraint.choices)}}
+    if constraint.kind == "json":
+        return {"structured_outputs": {"json": json.loads(constraint.schema)}}
+    return {"structured_outputs": {"grammar": constraint.grammar}}
+
+
+def _token_count(response: Any) -> int | None:
+    """The token count in a tokenizer endpoint's reply (``count``, else the length of
+    ``tokens``), None for anything else."""
+    if response.status_code != 200:
+        return None
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    count = _dict(data).get("count")
+    if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+        return count
+    tokens = _dict(data).get("tokens")
+    return len(tokens) if isinstance(tokens, list) else None
+
+
+def _by_index(data: dict[str, Any], n: int) -> list[dict[str, Any]] | None:
+    """The ``n`` choices of a reply to a list of ``n`` prompts, in prompt order (by ``index``);
+    None when the reply does not hold exactly one choice per prompt."""
+    choices = data.get("choices")
+    if not isinstance(choices, list) or len(choices) != n or not all(isinstance(c, dict) for c in choices):
+        return None
+    indices = [c.get("index") for c in choices]
+    if sorted(i for i in indices if isinstance(i, int)) != list(range(n)):
+        return None
+    return sorted(choices, key=lambda c: c["index"])
 
 
 def _run_sync(coro: Coroutine[Any, Any, _T]) -> _T:

@@ -39,7 +39,12 @@ ABSTAINED = "(abstained)"
 LABELING_COLUMNS = [("n_prompts", "prompts"), ("teacher_calls", "teacher calls (not cached)"),
                     ("cache_hits", "cache hits"), ("teacher_seconds", "labeling s (first computed)"),
                     ("label_seconds", "labeling s (this run)"), ("prompt_tokens", "prompt tokens"),
-                    ("completion_tokens", "completion tokens")]
+                    ("completion_tokens", "completion tokens"),
+                    # teachers/usage.py: every request sent this run, and how the replies met their constraint
+                    ("sent_prompt_tokens", "prompt tokens sent (this run)"),
+                    ("sent_completion_tokens", "completion tokens sent (this run)"),
+                    ("constrained_replies", "constrained replies"), ("unconstrained_replies", "unconstrained replies"),
+                    ("constraint_violations", "constraint violations")]
 NOT_LABELING = {"train_seconds", "method_seconds"}
 
 
@@ -56,7 +61,8 @@ def render_html(run_dir: Path, cfg: Any, results: Mapping[str, dict[str, Any]], 
     kind = getattr(task, "kind", None) or getattr(getattr(cfg, "task", None), "kind", "classification")
     sections = [
         _guarded("results", "Test results", lambda: _results(results, warnings)),
-        _guarded("labeling", "Labeling: time, tokens and cost", lambda: _labeling(results, pool_stats, gate)),
+        _guarded("labeling", "Labeling: time, tokens and cost",
+                 lambda: _labeling(results, pool_stats, gate, getattr(cfg.teacher, "price_per_mtok", None))),
         _guarded("calibration", "Teacher calibration", lambda: _calibration(run_dir, kind, gold)),
     ]
     for name, result in results.items():
@@ -113,7 +119,9 @@ def _results(results: Mapping[str, dict[str, Any]], warnings: Sequence[str]) -> 
 
 
 def _labeling(results: Mapping[str, dict[str, Any]], pool_stats: Mapping[str, Any],
-              gate: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+              gate: Mapping[str, Any] | None, price: Any = None) -> list[dict[str, Any]]:
+    from .teachers.usage import dollars, prices
+
     known = [k for k, _ in LABELING_COLUMNS]
     users = {m: r.get("timings") or {} for m, r in results.items()
              if any(k in (r.get("timings") or {}) for k in ("n_prompts", "teacher_calls", "teacher_seconds"))}
@@ -122,9 +130,16 @@ def _labeling(results: Mapping[str, dict[str, Any]], pool_stats: Mapping[str, An
         extra_keys = sorted({k for t in users.values() for k in t} - set(known) - NOT_LABELING)
         cols = [(k, h) for k, h in LABELING_COLUMNS if any(k in t for t in users.values())] + [(k, k) for k in extra_keys]
         rows = [[m, *[_num(t.get(k)) for k, _ in cols]] for m, t in users.items()]
-        blocks.append(table(["method", *[h for _, h in cols]], rows, note=(
-            "Per method, the teacher work its labels took. Cached answers keep the time they took when first "
-            "computed (\"labeling s (first computed)\"); \"this run\" is the wall time here.")))
+        heads = ["method", *[h for _, h in cols]]
+        note = ("Per method, the teacher work its labels took. Cached answers keep the time they took when first "
+                "computed (\"labeling s (first computed)\"); \"this run\" is the wall time here.")
+        if price is not None:  # teacher.price_per_mtok
+            heads.append("US$ (labels)")
+            for row, t in zip(rows, users.values()):
+                row.append(_num(dollars(price, t.get("prompt_tokens") or 0, t.get("completion_tokens") or 0)))
+            note += (" Dollars at teacher.price_per_mtok (US$ per million tokens: input {}, output {}) over the tokens "
+                     "of the labels used.".format(*map(_num, prices(price))))
+        blocks.append(table(heads, rows, note=note))
     else:
         blocks.append(text("No method of this run asked the teacher."))
     if gate and gate.get("status") not in (None, "skipped"):

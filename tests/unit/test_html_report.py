@@ -226,6 +226,11 @@ def test_records_of_another_shape_still_draw(cls_run: Path, tmp_path: Path) -> N
     assert "This section could not be drawn (AttributeError" in page.text("method-mckd")
     labeling = next(t for t in page.tables if t[0][:2] == ["method", "prompts"])
     assert labeling[0][-2:] == ["cached_tokens", "cost_usd"] and labeling[1][-2:] == ["77", "0.0123"]
+    priced = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"price_per_mtok": {"input": 2, "output": 10}})})
+    teacher["timings"].update(prompt_tokens=1000, completion_tokens=100)
+    page = Page(html_report.render_html(cls_run, priced, {"teacher": teacher}, {}, [], task=None, gold=None))
+    labeling = next(t for t in page.tables if t[0][:2] == ["method", "prompts"])
+    assert labeling[0][-1] == "US$ (labels)" and labeling[1][-1] == "0.003"  # (1000 * 2 + 100 * 10) / 1e6
     assert "the pool's gold is not available here" in page.text("calibration")
 
 

@@ -49,11 +49,11 @@ def dollars(price: Any, prompt_tokens: float, completion_tokens: float) -> float
     """The cost of the tokens at ``price`` (a PriceConfig or {input, output}); None without one."""
     if price is None:
         return None
-    p_in, p_out = _prices(price)
+    p_in, p_out = prices(price)
     return (prompt_tokens * p_in + completion_tokens * p_out) / 1e6
 
 
-def _prices(price: Any) -> tuple[float, float]:
+def prices(price: Any) -> tuple[float, float]:
     get = price.get if isinstance(price, dict) else lambda k: getattr(price, k)
     return float(get("input")), float(get("output"))
 
@@ -86,7 +86,7 @@ def usage_section(cfg: Any, results: dict[str, dict[str, Any]]) -> list[str]:
               "sent to the teacher during the method in this run (option scoring and probes included for "
               "OpenAI-compatible servers), which is what a hosted API bills."
               + (" Dollars at teacher.price_per_mtok (input {:g}, output {:g} US$ per million tokens).".format(
-                  *_prices(price)) if price is not None else "")]
+                  *prices(price)) if price is not None else "")]
     violations = {m: t.get("constraint_violations") for m, t in rows.items() if t.get("constraint_violations")}
     if violations:
         lines += ["", "Replies that broke the constraint they were asked under (counted as unconstrained): "

@@ -10,6 +10,9 @@ describe it; every choice the paper leaves open is an option below, documented i
 The loop (one commented step per line in :meth:`EvoKD.run`)::
 
     0. train a student on the k gold seeds                                   (fresh student)
+    round 1 (``plain_first``): no analysis; step 3 asks for a plain batch (the no-feedback prompt),
+       steps 4-6 as below; the seed student's predictions on it, made before it trains on it,
+       are round 2's feedback, so the first analysis sees mistakes on texts it never saw
     repeat for ``rounds`` rounds, or until the dev score plateaus or a budget runs out:
     1. evaluate the student on the feedback set: the gold seeds and the samples generated last
        round (predicted before the student trained on them, ``feedback_from``); split it into
@@ -29,9 +32,13 @@ The loop (one commented step per line in :meth:`EvoKD.run`)::
        samples also carry step 5's label distribution; the seeds train on their gold labels)
     7. keep the best-dev round's student; stop on plateau (``patience``) or budget
 
-The "generation without feedback" baseline (``synth_nofeedback``, ZeroGen / AugGPT-style) is
-this same loop with steps 1-2 removed and step 3 asking for ``n_hard + n_easy`` plain new texts:
-same number of LLM samples, same hygiene, labeling, training and stopping.
+The "generation without feedback" baseline (``synth_nofeedback``, or ``feedback: false``;
+ZeroGen / AugGPT-style) is this same loop with steps 1-2 removed and step 3 asking for
+``n_hard + n_easy`` plain new texts every round: the same LLM samples in the same generation
+calls (its round 1 is EvoKD's round 1, prompt for prompt), same hygiene, labeling, training and
+stopping. ``preset: paper`` sizes a run as issue 28 asks (11 rounds x 30 samples, no plateau
+stop). Each round record keeps its feedback set as shown, its analysis, its samples
+(``state.json``) and the seconds of analysis, generation, labeling and training.
 
 Model selection uses only the small gold dev set; test texts are read by the leak guard (texts
 only, never labels) and by the final evaluation. Resumable: each finished round is checkpointed

@@ -34,8 +34,7 @@ def main() -> None:
     ap.add_argument("--tokens-per-sample", type=int, default=30)
     args = ap.parse_args()
     command, started = start("evokd_gen_speed")
-    lines = ["# EvoKD teacher paths: time per generated and per labeled sample", "", f"Command: `{command}`  ",
-             machine_line(started), ""]
+    lines: list[str] = []
     for model in args.teachers:
         cfg = load_config(ROOT / "examples" / "evokd_sst2.yaml", [f"teacher.model={model}", f"teacher.n_threads={args.threads}",
                                                                   "progress=false"])
@@ -78,7 +77,14 @@ def main() -> None:
             lines.append(f"| {name} | {secs:.1f} | {int(toks) or '–'} | {int(ok)} / {asked} | {per} |")
         lines.append("")
         print(json.dumps(rows), flush=True)
-    write_keeping_notes(args.out, "\n".join(lines) + "\n")
+    head = ["# EvoKD teacher paths: time per generated and per labeled sample", "", f"Command: `{command}`  ",
+            machine_line(started), "",
+            "Generation: EvoKD's plain-round prompt for SST-2 (chat turn, temperature 0.7, a new seed per call, "
+            f"max {args.tokens_per_sample} tokens per sample asked); free text vs the GBNF grammar of `grammar: true`. "
+            "Labeling: the run's few-shot classify prompt (greedy) on the texts the free path wrote; free vs "
+            "`teacher.constrained: true` (a token trie of the labels). Usable: parsed lines (generation), "
+            "non-abstained labels (labeling). Prefix reuse is on in every row (the default).", ""]
+    write_keeping_notes(args.out, "\n".join(head + lines) + "\n")
 
 
 if __name__ == "__main__":

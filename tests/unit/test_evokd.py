@@ -38,6 +38,9 @@ NER_TYPES = ["location", "miscellaneous", "organization", "person"]
     ("TEXT: What is the capital of Peru?\nTEXT: Who wrote Hamlet?", ("plain",),
      [("What is the capital of Peru?", "plain"), ("Who wrote Hamlet?", "plain")]),
     ("HARD: mixed feelings here", ("plain",), [("mixed feelings here", "plain")]),
+    # Qwen-0.5B repeats the tag the prompt asked for
+    ("TEXT: TEXT: The plot is thin.\nHARD: Easy: Not bad.", ("hard", "easy"),
+     [("The plot is thin.", "plain"), ("Not bad.", "hard")]),
     ("1. A great ride.\n2. Awful.", ("hard", "easy"), [("A great ride.", "plain"), ("Awful.", "plain")]),
     # Qwen-1.5B's shape: a bare "HARD:" header, then untagged lines with the label appended
     ("HARD:\nThe story was unoriginal. (label: negative)\n\nEASY:\nA thrilling ride. (label: positive)",

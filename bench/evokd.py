@@ -54,10 +54,12 @@ def pool_size(args: argparse.Namespace) -> int:
 def grid_dir(args: argparse.Namespace, teacher: str) -> Path:
     """The folder of one teacher's grid under ``--runs``, named by the grid options that change its results.
 
-    ``bench/evokd_labels.py`` reads the same folders through this function.
+    ``bench/evokd_labels.py`` reads the same folders through this function (its grids, run before
+    ``--patience`` existed, have no ``-pat`` part).
     """
     return Path(args.runs) / (f"{teacher}-r{args.rounds}x{args.per_round}-p{pool_size(args)}-t{args.test_size}"
-                              f"-e{args.epochs}-m{args.min_steps}-pat{args.patience}"
+                              f"-e{args.epochs}-m{args.min_steps}"
+                              + (f"-pat{args.patience}" if getattr(args, "patience", None) is not None else "")
                               + (f"-thr{args.threads}" if args.threads else ""))
 
 

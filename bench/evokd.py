@@ -1,22 +1,30 @@
-"""EvoKD benchmark: supervised-k vs generation without feedback vs vanilla KD vs EvoKD vs
-supervised full-shot, with a "% of full-shot" column. Writes docs/results/evokd.md.
+"""EvoKD benchmark: seeds only vs generation without feedback vs vanilla KD vs EvoKD vs supervised
+full-shot, with a "% of full-shot" column. Writes docs/results/evokd.md (``--out`` for another).
+
+The paper's setting by default (docs/methods/evokd.md): SST-2, AG News and CoNLL-03; k = 1, 3, 5
+gold examples per class for classification, 1-shot for NER (``--ner-k``); 11 rounds x 30 samples
+(1 plain round + 10 with feedback, 330 samples asked, the ``paper`` preset); a fixed number of
+rounds (patience 0). Equal budgets: the no-feedback row asks for the same samples in the same
+generation calls (it lacks only the analysis calls); vanilla KD labels a real pool of as many
+texts as EvoKD plans teacher calls (``--pool auto``); "% of full" divides by a student trained on
+the dataset's whole training set (``--full-pool all``; its size is in the table).
 
 Every (dataset, k, seed) is an ordinary `llmkd run` of examples/evokd_<dataset>.yaml (or
-examples/<dataset>.yaml for TREC) with overrides, so a killed benchmark resumes where it stopped
+examples/<dataset>.yaml) with overrides, so a killed benchmark resumes where it stopped
 (teacher answers are cached, finished methods and finished EvoKD rounds are kept). The full-shot
-row is a separate run per seed with a larger gold pool (``--full-pool``), since it does not
-depend on k or on the teacher. Results accumulate in docs/results/evokd.json (keyed by teacher,
-dataset, k, seed and method; reset when the grid settings change), so cells run by separate
-invocations, or on machines whose run folders are gone, stay in one table.
+row is a separate run per seed, since it does not depend on k or on the teacher. Results
+accumulate in the JSON beside the doc (keyed by teacher, dataset, k, seed and method; reset when
+the grid settings change), so cells run by separate invocations stay in one table.
 
-    python bench/evokd.py                                   # the issue's grid (hours on a CPU)
-    python bench/evokd.py --datasets sst2 --k 1 --seeds 0   # one cell; the doc says which
+    python bench/evokd.py                                   # the paper-sized grid (days on a CPU)
+    python bench/evokd.py --datasets sst2 --k 1 --seeds 0 --rounds 4 --per-round 10   # one small cell
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -26,35 +34,55 @@ from _common import ROOT, SHORT, machine_line, mean_std, parser, result_store, s
 from llmkd import api  # noqa: E402
 from llmkd.config import load_config  # noqa: E402
 
-CONFIG = {"sst2": "evokd_sst2.yaml", "trec": "trec.yaml", "conll03": "evokd_conll03.yaml"}
-ROWS = [("supervised", "supervised-k (gold seeds only)"), ("synth_nofeedback", "generation without feedback"),
-        ("vanilla", "vanilla KD (teacher labels a pool)"), ("evokd", "EvoKD"),
-        ("supervised_full", "supervised full-shot (gold pool)")]
+CONFIG = {"sst2": "evokd_sst2.yaml", "ag_news": "ag_news.yaml", "trec": "trec.yaml", "conll03": "evokd_conll03.yaml"}
+ROWS = [("supervised", "seeds only (k gold per class)"), ("synth_nofeedback", "generation without feedback"),
+        ("vanilla", "vanilla KD (teacher labels a real pool)"), ("evokd", "EvoKD"),
+        ("supervised_full", "supervised full-shot (whole gold train set)")]
+MAX_PER_CALL = 10  # EvoKD's default max_per_call
+
+
+def planned_calls(rounds: int, per_round: int) -> int:
+    """The teacher calls EvoKD plans: one label per sample asked, the generation calls
+    (``max_per_call`` samples each) and an analysis in every round after the plain first one."""
+    return rounds * (per_round + math.ceil(per_round / MAX_PER_CALL)) + (rounds - 1)
+
+
+def pool_size(args: argparse.Namespace) -> int:
+    return planned_calls(args.rounds, args.per_round) if args.pool == "auto" else int(args.pool)
 
 
 def grid_dir(args: argparse.Namespace, teacher: str) -> Path:
     """The folder of one teacher's grid under ``--runs``, named by the grid options that change its results.
 
-    ``bench/evokd_labels.py`` reads the same folders through this function.
+    ``bench/evokd_labels.py`` reads the same folders through this function (its grids, run before
+    ``--patience`` existed, have no ``-pat`` part).
     """
-    return Path(args.runs) / (f"{teacher}-r{args.rounds}x{args.per_round}-p{args.pool}-t{args.test_size}"
-                              f"-e{args.epochs}-m{args.min_steps}" + (f"-thr{args.threads}" if args.threads else ""))
+    return Path(args.runs) / (f"{teacher}-r{args.rounds}x{args.per_round}-p{pool_size(args)}-t{args.test_size}"
+                              f"-e{args.epochs}-m{args.min_steps}"
+                              + (f"-pat{args.patience}" if getattr(args, "patience", None) is not None else "")
+                              + (f"-thr{args.threads}" if args.threads else ""))
 
 
-def split_overrides(ds: str, k: int, pool: int, test_size: int) -> list[str]:
-    """k-shot: k gold examples per class; for NER (no classes) 4*k sentences in total."""
+def split_overrides(ds: str, k: int, pool: int | str, test_size: int) -> list[str]:
+    """k-shot: k gold examples per class; for NER (no classes) 4*k sentences in total. ``pool``
+    "all": the rest of the training set (the full-shot row)."""
+    size = "null" if pool == "all" else pool
     if ds == "conll03":
-        return [f"data.split.labeled_n={4 * k}", f"data.split.pool_size={pool}", f"data.split.test_size={test_size}"]
-    return [f"data.split.labeled_per_class={k}", f"data.split.pool_size={pool}", f"data.split.test_size={test_size}"]
+        return [f"data.split.labeled_n={4 * k}", f"data.split.pool_size={size}", f"data.split.test_size={test_size}"]
+    return [f"data.split.labeled_per_class={k}", f"data.split.pool_size={size}", f"data.split.test_size={test_size}"]
 
 
 def main() -> None:
-    ap = parser(__doc__, "evokd", ["sst2", "trec", "conll03"], dataset_choices=sorted(CONFIG))
-    ap.add_argument("--k", nargs="+", type=int, default=[1, 8], help="gold examples per class (NER: 4k sentences)")
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--per-round", type=int, default=6, help="LLM samples asked for per round (half hard, half easy)")
-    ap.add_argument("--pool", type=int, default=50, help="unlabeled pool for vanilla KD")
-    ap.add_argument("--full-pool", type=int, default=500, help="gold pool of the full-shot row")
+    ap = parser(__doc__, "evokd", ["sst2", "ag_news", "conll03"], dataset_choices=sorted(CONFIG))
+    ap.add_argument("--k", nargs="+", type=int, default=[1, 3, 5], help="gold examples per class (classification)")
+    ap.add_argument("--ner-k", nargs="+", type=int, default=[1], help="NER k-shot: 4k gold sentences (the paper: 1-shot)")
+    ap.add_argument("--rounds", type=int, default=11, help="rounds, the plain first round included (paper preset: 11)")
+    ap.add_argument("--per-round", type=int, default=30,
+                    help="LLM samples asked for per round (EvoKD: half hard, half easy; paper preset: 30)")
+    ap.add_argument("--patience", type=int, default=0, help="EvoKD plateau stop; 0 = all rounds (the paper)")
+    ap.add_argument("--pool", default="auto", help="real pool vanilla KD labels: 'auto' = as many texts as EvoKD plans "
+                                                    "teacher calls (rounds x (per-round + generation calls) + analyses)")
+    ap.add_argument("--full-pool", default="all", help="gold pool of the full-shot row: 'all' = the whole training set")
     ap.add_argument("--test-size", type=int, default=300)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--min-steps", type=int, default=30)
@@ -71,8 +99,10 @@ def main() -> None:
     args = ap.parse_args()
     command, started = start("evokd")
     hard = args.per_round // 2
-    synth = {"rounds": args.rounds, "n_hard": hard, "n_easy": args.per_round - hard}
-    settings = {"rounds": args.rounds, "per_round": args.per_round, "pool": args.pool, "full_pool": args.full_pool,
+    synth = {"rounds": args.rounds, "n_hard": hard, "n_easy": args.per_round - hard, "patience": args.patience,
+             "max_per_call": MAX_PER_CALL}
+    settings = {"rounds": args.rounds, "per_round": args.per_round, "pool": pool_size(args), "full_pool": args.full_pool,
+                "patience": args.patience, "plain_first": True,
                 "test_size": args.test_size, "epochs": args.epochs, "min_steps": args.min_steps,
                 "ner_min_steps": args.ner_min_steps,
                 "round_min_steps": "student.min_steps"}  # EvoKD's per-round floor (the tables before it: doc notes)
@@ -100,14 +130,16 @@ def main() -> None:
                   f"method_options={json.dumps(opts)}"]
         full_cfg = load_config(ROOT / "examples" / CONFIG[ds], common + split_overrides(ds, 1, args.full_pool, args.test_size) + [
             f"name={ds}-full{args.full_pool}-s{seed}", 'methods=["supervised_full"]'])
-        for k in ([] if args.full_only else args.k):
+        for k in ([] if args.full_only else args.ner_k if ds == "conll03" else args.k):
             methods = ["supervised", "synth_nofeedback", "evokd"] + ([] if args.no_vanilla else ["vanilla"])
             methods = [m for m in methods if args.methods is None or m in args.methods]
-            cfg = load_config(ROOT / "examples" / CONFIG[ds], common + split_overrides(ds, k, args.pool, args.test_size) + [
+            cfg = load_config(ROOT / "examples" / CONFIG[ds], common + split_overrides(ds, k, pool_size(args), args.test_size) + [
                 f"name={ds}-k{k}-s{seed}",
                 f"methods={json.dumps(methods)}"])
             t0 = time.time()
             results = finished(cfg, methods) if args.report_only else api.run(cfg).results
+            results = {m: {**res, "samples": _samples(api.run_dir_for(cfg) / m)} if m in ("evokd", "synth_nofeedback")
+                       else res for m, res in results.items()}
             print(f"{teacher} {ds} k={k} seed {seed}: {time.time() - t0:.0f}s", flush=True)
             keep(teacher, ds, k, seed, results)
         if args.no_full:
@@ -125,15 +157,79 @@ def finished(cfg, methods: list[str]) -> dict[str, dict]:
             if (run_dir / m / "result.json").exists()}
 
 
+def _samples(wd: Path, per_round: int = 4) -> list[dict]:
+    """A few kept samples of each round (synthetic.jsonl), for the doc: hard and easy alternating."""
+    path = wd / "synthetic.jsonl"
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    out = []
+    for r in sorted({row["round"] for row in rows if "round" in row}):
+        kept = [row for row in rows if row.get("round") == r and row.get("status") == "kept"]
+        kept.sort(key=lambda row: (row["kind"] != "hard", row["kind"]))
+        by_kind = {k: [row for row in kept if row["kind"] == k] for k in dict.fromkeys(row["kind"] for row in kept)}
+        picked = [row for group in zip(*by_kind.values()) for row in group] if len(by_kind) > 1 else kept
+        out += [{k: row[k] for k in ("round", "kind", "text", "label")} for row in picked[:per_round]]
+    return out
+
+
 def _slim(res: dict) -> dict:
     """What the tables read of a method's result (metrics, hygiene, calls, rounds), not its predictions."""
     extra = res.get("extra", {})
-    return {**{k: res[k] for k in ("metrics", "timings", "stop_reason") if k in res},
-            "extra": {k: extra[k] for k in ("hygiene", "teacher_calls_used", "best_round", "rounds") if k in extra}}
+    return {**{k: res[k] for k in ("metrics", "timings", "stop_reason", "samples") if k in res},
+            "extra": {k: extra[k] for k in ("hygiene", "teacher_calls_used", "best_round", "rounds", "n_train")
+                      if k in extra}}
 
 
 def _ms(vals: list[float], scale: float = 1.0) -> str:
     return mean_std(vals, "{:.3f}" if scale == 1 else "{:.0f}%", scale)
+
+
+def _round_details(m: str, r: dict) -> list[str]:
+    """The per-round table of a method's first seed, then (EvoKD) each round's feedback set, analysis and samples."""
+    name = "EvoKD" if m == "evokd" else "Generation without feedback"
+    out = [f"{name} per round (first seed): stop reason \"{r.get('stop_reason')}\", best round "
+           f"{r['extra'].get('best_round')} (0 = the seed student).", "",
+           "| round | kind | dev F1 | kept | student acc. on the batch before training | wrong / judged in the "
+           "feedback set | s / sample (generation) | s (analysis, labeling, training) |",
+           "|---:|---|---:|---:|---|---:|---:|---|"]
+    for rec in r["extra"]["rounds"]:
+        dev = rec.get("dev") or {}
+        acc = rec.get("batch_accuracy_before_training") or {}
+        fb = rec.get("feedback") or {}
+        gen = rec["counts"]["generated"]
+        secs = rec.get("generation_seconds")
+        out.append(f"| {rec['round']} | {'plain' if rec.get('plain') else 'hard + easy'} | "
+                   f"{dev.get('macro_f1', dev.get('f1', float('nan'))):.3f} | {rec['counts']['kept']} | "
+                   + " / ".join(f"{k} {_rate(v)}" for k, v in sorted(acc.items())) + " | "
+                   + (f"{fb['wrong']} / {fb['evaluated']}" if fb else "–") + " | "
+                   + (f"{secs / gen:.2f}" if secs and gen else "–") + " | "
+                   + ", ".join(f"{rec.get(k, 0):.0f}" for k in ("analysis_seconds", "labeling_seconds", "training_seconds"))
+                   + " |")
+    out.append("")
+    if m != "evokd":
+        return out
+    samples = r.get("samples", [])
+    for rec in r["extra"]["rounds"]:
+        out.append(f"**Round {rec['round']}** ({'plain batch, no analysis' if rec.get('plain') else 'feedback'}).")
+        shown = rec.get("feedback_shown") or {}
+        if shown:
+            wrong = "; ".join(f"\"{s['text'][:90]}\" ({s['source']}: {_lab(s['label'])}, student: {_lab(s['pred'])})"
+                              for s in shown.get("wrong", [])[:3])
+            out.append(f"Shown wrong: {len(shown.get('wrong', []))}, right: {len(shown.get('right', []))}"
+                       + (f"; e.g. {wrong}." if wrong else ". No mistake to show."))
+        if rec.get("analysis"):
+            out.append(f"Analysis: {' '.join(rec['analysis'].split())}".replace("|", "/"))
+        wrote = [s for s in samples if s["round"] == rec["round"]]
+        if wrote:
+            out.append("Wrote (kept, with the teacher's label): " + "; ".join(
+                f"[{s['kind']}] \"{s['text']}\" -> {_lab(s['label'])}" for s in wrote) + ".")
+        out.append("")
+    return out
+
+
+def _lab(label: object) -> str:
+    return label if isinstance(label, str) else " ".join(map(str, label))  # NER: the tag sequence
 
 
 def _rate(v: float | None) -> str:
@@ -158,6 +254,8 @@ def write(args: argparse.Namespace, store: dict, started: float) -> None:
                     by_m.setdefault(r["method"], []).append(r["result"])
     teachers = sorted({t for t, _, _ in rows})
     seeds = sorted({r["seed"] for r in runs})
+    full_sizes = {r["dataset"]: r["result"]["extra"].get("n_train") for r in runs if r["k"] is None}
+    asked = args.rounds * args.per_round
     lines = [
         "# EvoKD benchmark",
         "",
@@ -165,19 +263,24 @@ def write(args: argparse.Namespace, store: dict, started: float) -> None:
         *[f"`{c}`  " for c in store["commands"]],
         machine_line(started, "of the last command"),
         f"Teachers: {', '.join(teachers)} (llama.cpp; each section names its "
-        f"own; generation sampled at temperature 0.7, labeling greedy with the "
-        f"few-shot classify/ner prompt). Student: all-MiniLM-L6-v2. Seeds: {seeds}. Test subsample: "
-        f"{args.test_size}. Synthesis: {args.rounds} rounds x {args.per_round} LLM samples asked for "
-        f"(EvoKD: half hard, half easy; no-feedback baseline: the same number of plain samples, the same "
-        f"rounds, hygiene, labeling, replay and training). Vanilla KD pool: {args.pool}. Full-shot: gold "
-        f"labels of a {args.full_pool}-example pool plus the seeds. Student: up to {args.epochs} epochs, "
-        f"at least {args.min_steps} steps (NER: {args.ner_min_steps}), early stopping on the small gold dev set "
-        f"(never before those steps).",
+        f"own; generation sampled at temperature 0.7, labeling greedy with the few-shot classify/ner prompt). "
+        f"Student: all-MiniLM-L6-v2. Seeds: {seeds}. Test subsample: {args.test_size}. Synthesis: {args.rounds} "
+        f"rounds x {args.per_round} LLM samples asked for ({asked} in all): round 1 asks for plain samples and "
+        f"the seed student is judged on them before round 2's analysis; rounds 2-{args.rounds} analyse the "
+        f"student's errors and ask for half hard, half easy samples. The no-feedback baseline asks for the same "
+        f"samples in the same generation calls (its round 1 is EvoKD's round 1, shared through the cache), with the "
+        f"same hygiene, labeling, replay and training; it makes no analysis calls. Patience {args.patience} "
+        f"(0: every round runs; the best-dev round's student is kept). Vanilla KD: the teacher labels a real "
+        f"pool of {pool_size(args)} texts, the teacher calls EvoKD plans. Full-shot: the whole gold training "
+        f"set ({', '.join(f'{d}: {n} examples' for d, n in sorted(full_sizes.items()) if n) or 'not run'}). "
+        f"Student: up to {args.epochs} epochs, at least {args.min_steps} steps (NER: {args.ner_min_steps}), early "
+        f"stopping on the small gold dev set (never before those steps).",
         "",
         "Metric: macro-F1 (classification) or entity-level span F1 (NER), mean ± std over the seeds that "
         "finished. \"% of full\" divides by the mean full-shot score of the seeds that finished. \"kept / asked\": "
         "LLM samples kept after hygiene over samples asked for; \"leak\": samples dropped as too close to "
-        "a dev/test text.",
+        "a dev/test text. \"s / sample\": seconds of generation calls per generated sample, teacher calls that ran "
+        "(a cached answer takes no time, so a rerun shows less).",
         "",
     ]
     for (teacher, ds, k), by_m in rows.items():
@@ -185,8 +288,9 @@ def write(args: argparse.Namespace, store: dict, started: float) -> None:
         full_mean = statistics.mean(full) if full else None
         lines += [f"## {ds}, k = {k}" + (" (4k gold sentences)" if ds == "conll03" else " gold per class")
                   + f", teacher {teacher}", "",
-                  "| row | F1 | % of full | kept / asked | dropped (invalid / dup / leak / label) | teacher calls | n seeds |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+                  "| row | F1 | % of full | kept / asked | dropped (invalid / dup / leak / label) | teacher calls | "
+                  "s / sample | n seeds |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for m, label in ROWS:
             res = by_m.get(m, [])
             if not res:
@@ -194,33 +298,26 @@ def write(args: argparse.Namespace, store: dict, started: float) -> None:
             f1 = [_metric(r) for r in res]
             pct = _ms([v / full_mean for v in f1], 100) if full_mean else "–"
             hyg = [r["extra"].get("hygiene") for r in res if r.get("extra", {}).get("hygiene")]
+            gen_s = "–"
             if hyg:
-                asked = args.rounds * args.per_round
                 kept = statistics.mean(h["kept"] for h in hyg)
                 d = lambda key: statistics.mean(h["dropped"][key] for h in hyg)  # noqa: E731
                 hy = f"{kept:.1f} / {asked}"
                 dr = (f"{d('invalid'):.1f} / {d('exact_dup') + d('near_dup'):.1f} / {d('leak'):.1f} / "
                       f"{d('abstained') + d('bad_label') + d('bad_span'):.1f}")
                 calls = f"{statistics.mean(r['extra']['teacher_calls_used'] for r in res):.0f}"
+                secs = sum(rec.get("generation_seconds", 0.0) for r in res for rec in r["extra"]["rounds"])
+                n_gen = sum(rec["counts"]["generated"] for r in res for rec in r["extra"]["rounds"])
+                gen_s = f"{secs / n_gen:.2f}" if n_gen and secs > 0 else "–"
             else:
                 hy, dr = "–", "–"
                 calls = f"{statistics.mean(r['timings'].get('n_prompts', 0) for r in res):.0f}" if m == "vanilla" else "–"
-            lines.append(f"| {label} | {_ms(f1)} | {pct} | {hy} | {dr} | {calls} | {len(res)} |")
+            lines.append(f"| {label} | {_ms(f1)} | {pct} | {hy} | {dr} | {calls} | {gen_s} | {len(res)} |")
         lines.append("")
-        evo = by_m.get("evokd", [])
-        for r in evo[:1]:
-            lines.append(f"EvoKD per round (first seed): stop reason \"{r['stop_reason']}\", best round "
-                         f"{r['extra']['best_round']}.")
-            lines.append("")
-            lines.append("| round | dev F1 | kept | batch acc. before training (hard / easy) | analysis (excerpt) |")
-            lines.append("|---:|---:|---:|---|---|")
-            for rec in r["extra"]["rounds"]:
-                dev = rec.get("dev") or {}
-                acc = rec.get("batch_accuracy_before_training") or {}
-                an = " ".join((rec.get("analysis") or "").split())[:160].replace("|", "/")
-                lines.append(f"| {rec['round']} | {dev.get('macro_f1', dev.get('f1', float('nan'))):.3f} | "
-                             f"{rec['counts']['kept']} | {_rate(acc.get('hard'))} / {_rate(acc.get('easy'))} | {an} |")
-            lines.append("")
+        for m in ("evokd", "synth_nofeedback"):
+            for r in by_m.get(m, [])[:1]:
+                lines += _round_details(m, r)
+    lines.append("")
     write_keeping_notes(args.out, "\n".join(lines) + "\n")
 
 

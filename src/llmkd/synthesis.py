@@ -105,6 +105,8 @@ def parse_generated(raw: str, *, kinds: Sequence[str] = ("hard", "easy"), labels
             kind = (tag.group("b") or tag.group("t")).lower()
             kind = kind if kind in ("hard", "easy") else (section or "plain")
             body = body[tag.end():]
+            while (again := _TAG.match(body)) and body[again.end():].strip():  # "TEXT: TEXT: ..." (Qwen-0.5B)
+                body = body[again.end():]
         elif section is not None or bulleted:
             kind = section or "plain"
         else:

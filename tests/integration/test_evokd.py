@@ -38,7 +38,10 @@ def test_evokd_small_real_loop(tiny_config, minilm_path) -> None:
         assert c["generated"] <= 4  # never more than asked for per call (1 call per round by default: 2)
         samples_dropped = sum(v for k, v in c["dropped"].items() if k != "unparseable")
         assert c["kept"] + samples_dropped == c["generated"]
-        assert len(rec["analysis"].split()) >= 5  # the teacher's weakness analysis is recorded
+    plain, fed = extra["rounds"]
+    assert plain["plain"] and plain["analysis"] == ""  # round 1: a plain batch, no analysis
+    assert not fed["plain"] and len(fed["analysis"].split()) >= 5  # round 2: the weakness analysis is recorded
+    assert fed["feedback"]["evaluated"] == 4 + plain["counts"]["kept"]  # the 2 x 2 seeds + round 1's batch
     assert extra["hygiene"]["kept"] == sum(r["counts"]["kept"] for r in extra["rounds"])
     assert extra["n_train"] == extra["hygiene"]["kept"] + 4  # + the 2 x 2 gold seeds
     assert (wd / "learning_curve.svg").exists() and (wd / "synthetic.jsonl").exists()

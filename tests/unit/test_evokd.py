@@ -38,6 +38,9 @@ NER_TYPES = ["location", "miscellaneous", "organization", "person"]
     ("TEXT: What is the capital of Peru?\nTEXT: Who wrote Hamlet?", ("plain",),
      [("What is the capital of Peru?", "plain"), ("Who wrote Hamlet?", "plain")]),
     ("HARD: mixed feelings here", ("plain",), [("mixed feelings here", "plain")]),
+    # Qwen-0.5B repeats the tag the prompt asked for
+    ("TEXT: TEXT: The plot is thin.\nHARD: Easy: Not bad.", ("hard", "easy"),
+     [("The plot is thin.", "plain"), ("Not bad.", "hard")]),
     ("1. A great ride.\n2. Awful.", ("hard", "easy"), [("A great ride.", "plain"), ("Awful.", "plain")]),
     # Qwen-1.5B's shape: a bare "HARD:" header, then untagged lines with the label appended
     ("HARD:\nThe story was unoriginal. (label: negative)\n\nEASY:\nA thrilling ride. (label: positive)",
@@ -204,18 +207,20 @@ def test_loop_runs_rounds_counts_samples_and_records_the_analysis(tmp_path: Path
         assert c["generated"] == 4
         assert c["dropped"]["abstained"] == 1  # "number 3" is answered "unsure": an abstention, never a label
         assert c["kept"] == 3 and c["kept"] + sum(c["dropped"].values()) == c["generated"]
-        assert "negated praise" in r["analysis"]
         assert r["n_new"] == 3
+    # round 1 is the plain batch (no analysis); rounds 2-3 analyse the student's errors
+    assert [r["plain"] for r in rounds] == [True, False, False] and rounds[0]["analysis"] == ""
+    assert all("negated praise" in r["analysis"] for r in rounds[1:])
     assert rounds[0]["n_replay"] == 0 and rounds[1]["n_replay"] == 3 and rounds[2]["n_replay"] == 6
     # the test text "review 99 ..." is never generated here; labels are kept with provenance
     assert {lab.stage for lab in res.labels} == {"evokd-round1", "evokd-round2", "evokd-round3"}
     assert len(res.labels) == 9 and res.extra["n_train"] == 11
     # a separate labeling call per kept sample, and the analysis saw wrong AND right samples
     kinds = [k for k, _, _ in teacher.prompts]
-    assert kinds.count("analysis") == 3 and kinds.count("generate") == 3 and kinds.count("label") == 12
+    assert kinds.count("analysis") == 2 and kinds.count("generate") == 3 and kinds.count("label") == 12
     second_analysis = [p for k, p, _ in teacher.prompts if k == "analysis"][1]
     assert "got WRONG" in second_analysis and "got RIGHT" in second_analysis
-    assert "Round 1:" in second_analysis  # the earlier analysis is shown (history)
+    assert "Round 2:" in second_analysis  # the earlier analysis is shown (history)
     _, rendered = fakes.write_like_a_run(ctx, res)  # the files a run writes (llmkd.report)
     assert (tmp_path / "synthetic.jsonl").exists() and (tmp_path / "learning_curve.svg").read_text().startswith("<svg")
     md = rendered.sections[0]
@@ -223,6 +228,92 @@ def test_loop_runs_rounds_counts_samples_and_records_the_analysis(tmp_path: Path
     # distinct sampling seeds per round, so the cache returns new samples each round
     seeds = [s for k, _, s in teacher.prompts if k == "generate"]
     assert len(set(seeds)) == 3
+
+
+def test_round_one_plain_batch_feeds_real_mistakes_into_the_first_analysis(tmp_path: Path) -> None:
+    """The seed student is judged on a plain batch it never trained on, so the first analysis
+    sees its mistakes on new texts; without the plain round it sees only the seeds it fits."""
+    teacher = ScriptedTeacher()
+    res = EvoKD(**{**OPTS, "rounds": 2}).run(make_ctx(tmp_path / "plain", teacher))
+    r1, r2 = res.extra["rounds"]
+    gens = [p for k, p, _ in teacher.prompts if k == "generate"]
+    assert "TEXT: " in gens[0] and "weaknesses" not in gens[0]   # round 1: the no-feedback prompt
+    assert "HARD: " in gens[1] and "negated praise" in gens[1]   # round 2: conditioned on the analysis
+    first = [p for k, p, _ in teacher.prompts if k == "analysis"][0]
+    # the memorising seed student says "negative" for any new text: round 1's "good" reviews
+    # (labeled positive) are its mistakes, shown with its prediction
+    wrong = first.split("got WRONG:", 1)[1].split("got RIGHT", 1)[0]
+    assert "review 1009 number 0 was good" in wrong and "classifier said: negative" in wrong
+    assert r2["feedback"]["wrong"] == 2 and r2["feedback"]["evaluated"] == 2 + 3  # 2 seeds + 3 kept samples
+    assert r1["batch_accuracy_before_training"] == {"plain": pytest.approx(1 / 3)}
+    assert [s["source"] for s in r2["feedback_shown"]["wrong"]] == ["synthetic", "synthetic"]
+    assert all(s["pred"] == "negative" for s in r2["feedback_shown"]["wrong"])
+
+    teacher = ScriptedTeacher()  # plain_first off: the first analysis sees only the seeds, all right
+    EvoKD(**{**OPTS, "rounds": 1, "plain_first": False}).run(make_ctx(tmp_path / "seeds", teacher))
+    first = [p for k, p, _ in teacher.prompts if k == "analysis"][0]
+    assert "got WRONG" not in first and "got every text it was tested on right" in first
+
+
+def test_plain_round_is_the_nofeedback_round_one(tmp_path: Path) -> None:
+    """EvoKD's round 1 sends the very prompts (and seeds) of synth_nofeedback's round 1, so the
+    two rows share it (from the cache) and differ only from the first analysis on."""
+    a, b = ScriptedTeacher(), ScriptedTeacher()
+    EvoKD(**{**OPTS, "rounds": 1}).run(make_ctx(tmp_path / "evo", a))
+    METHODS["synth_nofeedback"].build({**OPTS, "rounds": 1}).run(make_ctx(tmp_path / "nofb", b))
+    assert a.prompts == b.prompts
+
+
+def test_per_round_budget_and_preset() -> None:
+    from llmkd.methods.evokd import EvoKDOptions
+
+    o = EvoKDOptions(per_round=7)
+    assert (o.n_hard, o.n_easy, o.asked_per_round) == (3, 4, 7)
+    p = EvoKDOptions(preset="paper")
+    assert (p.rounds, p.n_hard + p.n_easy, p.patience) == (11, 30, 0)
+    assert (p.rounds - 1) >= 10 and p.rounds * p.asked_per_round >= 300  # 10 feedback rounds, >= 300 samples
+    assert EvoKDOptions(preset="paper", rounds=3, per_round=10).rounds * 10 == 30  # given options win
+    assert EvoKDOptions(preset="paper", n_hard=2, n_easy=1).asked_per_round == 3
+    with pytest.raises(ConfigError, match="per_round or n_hard"):
+        METHODS["evokd"].build({"per_round": 10, "n_hard": 3})
+    with pytest.raises(ConfigError, match="preset"):
+        METHODS["evokd"].build({"preset": "huge"})
+
+
+def test_per_round_sets_the_samples_asked_each_round(tmp_path: Path) -> None:
+    teacher = ScriptedTeacher()
+    opts = {k: v for k, v in OPTS.items() if k not in ("n_hard", "n_easy")}
+    res = EvoKD(**{**opts, "rounds": 2, "per_round": 3}).run(make_ctx(tmp_path, teacher))
+    gens = [p for k, p, _ in teacher.prompts if k == "generate"]
+    assert "Write 3 new, realistic" in gens[0] and "Write 1 HARD new texts" in gens[1] and "and 2 EASY" in gens[1]
+    assert [r["counts"]["generated"] for r in res.extra["rounds"]] == [3, 3]
+
+
+def test_feedback_option_turns_evokd_into_the_nofeedback_baseline(tmp_path: Path) -> None:
+    teacher = ScriptedTeacher()
+    res = METHODS["evokd"].build({**OPTS, "feedback": False}).run(make_ctx(tmp_path, teacher))
+    kinds = [k for k, _, _ in teacher.prompts]
+    assert "analysis" not in kinds and kinds.count("generate") == 3 and res.extra["feedback"] is False
+    assert all(r["plain"] for r in res.extra["rounds"]) and res.extra["hygiene"]["generated"] == 12
+
+
+def test_grammar_option_constrains_generation_to_the_asked_lines(tmp_path: Path) -> None:
+    from llmkd.methods.evokd import lines_grammar
+
+    assert lines_grammar({"hard": 3, "easy": 1}) == 'root ::= ("HARD: " text "\\n"){3} ("EASY: " text "\\n")\ntext ::= [^\\n]+\n'
+
+    class Recording(ScriptedTeacher):
+        constraints: list = []
+
+        def generate(self, prompts, *, max_tokens, temperature=0.0, stop=(), seed=0, constraint=None):
+            self.constraints.append(constraint)
+            return super().generate(prompts, max_tokens=max_tokens, temperature=temperature, stop=stop, seed=seed)
+
+    teacher = Recording()
+    EvoKD(**{**OPTS, "rounds": 2, "grammar": True}).run(make_ctx(tmp_path, teacher))
+    gen = [c for (k, _, _), c in zip(teacher.prompts, teacher.constraints) if k == "generate"]
+    assert [c.kind for c in gen] == ["grammar", "grammar"]
+    assert '"TEXT: "' in gen[0].grammar and "{4}" in gen[0].grammar and '"HARD: "' in gen[1].grammar
 
 
 def test_nofeedback_baseline_asks_no_analysis_and_plain_texts(tmp_path: Path) -> None:
@@ -241,8 +332,8 @@ def test_call_budget_is_respected_and_named(tmp_path: Path) -> None:
     assert len(teacher.prompts) <= 9
     assert res.extra["teacher_calls_used"] <= 9
     assert res.stop_reason.startswith("budget: max_teacher_calls=9")
-    # round 1: analysis + generation + 4 labels = 6 calls; round 2 labels only 1 of its 4 texts
-    assert [r["n_new"] for r in res.extra["rounds"]] == [3, 1]
+    # round 1 (plain): generation + 4 labels = 5 calls; round 2: analysis + generation, then labels only 2 of its 4 texts
+    assert [r["n_new"] for r in res.extra["rounds"]] == [3, 2]
 
 
 def test_token_budget_stops_the_loop(tmp_path: Path) -> None:
@@ -374,7 +465,7 @@ def test_ner_loop_tokenizes_validates_spans_and_keeps_tags(tmp_path: Path) -> No
     assert first.endswith(" .") and first.split()[-2] == "1009"  # CoNLL-style tokens: "... day 1009 ."
     assert list(kept[first][:2]) == ["B-PER", "I-PER"] and kept[first][first.split().index("Paris")] == "B-LOC"
     assert all(len(lab) == len(t.split()) for t, lab in kept.items())
-    analysis = [p for k, p, _ in ctx.teacher.prompts if k == "analysis"][1]
+    analysis = [p for k, p, _ in ctx.teacher.prompts if k == "analysis"][0]  # round 2's, on round 1's batch
     assert "PER: Angela Merkel; LOC: Paris" in analysis  # NER labels shown as "type: text" lists
 
 
@@ -419,7 +510,8 @@ def test_cap_shares_a_call_out_over_the_kinds() -> None:
 def test_max_per_call_splits_a_round_into_several_calls(tmp_path: Path) -> None:
     # 6 samples wanted, at most 2 a call: up to 3 calls (gen_calls_per_round=1 per chunk), each asking for 2
     teacher = ScriptedTeacher()
-    res = EvoKD(**{**OPTS, "rounds": 1, "n_hard": 3, "n_easy": 3, "max_per_call": 2}).run(make_ctx(tmp_path, teacher))
+    res = EvoKD(**{**OPTS, "rounds": 1, "n_hard": 3, "n_easy": 3, "max_per_call": 2,
+                            "plain_first": False}).run(make_ctx(tmp_path, teacher))
     gens = [p for k, p, _ in teacher.prompts if k == "generate"]
     assert len(gens) == 3
     assert all("Write 1 HARD new texts" in p and "and 1 EASY new texts" in p for p in gens)

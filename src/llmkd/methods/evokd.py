@@ -10,6 +10,9 @@ describe it; every choice the paper leaves open is an option below, documented i
 The loop (one commented step per line in :meth:`EvoKD.run`)::
 
     0. train a student on the k gold seeds                                   (fresh student)
+    round 1 (``plain_first``): no analysis; step 3 asks for a plain batch (the no-feedback prompt),
+       steps 4-6 as below; the seed student's predictions on it, made before it trains on it,
+       are round 2's feedback, so the first analysis sees mistakes on texts it never saw
     repeat for ``rounds`` rounds, or until the dev score plateaus or a budget runs out:
     1. evaluate the student on the feedback set: the gold seeds and the samples generated last
        round (predicted before the student trained on them, ``feedback_from``); split it into
@@ -29,9 +32,13 @@ The loop (one commented step per line in :meth:`EvoKD.run`)::
        samples also carry step 5's label distribution; the seeds train on their gold labels)
     7. keep the best-dev round's student; stop on plateau (``patience``) or budget
 
-The "generation without feedback" baseline (``synth_nofeedback``, ZeroGen / AugGPT-style) is
-this same loop with steps 1-2 removed and step 3 asking for ``n_hard + n_easy`` plain new texts:
-same number of LLM samples, same hygiene, labeling, training and stopping.
+The "generation without feedback" baseline (``synth_nofeedback``, or ``feedback: false``;
+ZeroGen / AugGPT-style) is this same loop with steps 1-2 removed and step 3 asking for
+``n_hard + n_easy`` plain new texts every round: the same LLM samples in the same generation
+calls (its round 1 is EvoKD's round 1, prompt for prompt), same hygiene, labeling, training and
+stopping. ``preset: paper`` sizes a run as issue 28 asks (11 rounds x 30 samples, no plateau
+stop). Each round record keeps its feedback set as shown, its analysis, its samples
+(``state.json``) and the seconds of analysis, generation, labeling and training.
 
 Model selection uses only the small gold dev set; test texts are read by the leak guard (texts
 only, never labels) and by the final evaluation. Resumable: each finished round is checkpointed
@@ -55,14 +62,14 @@ import shutil
 import time
 from typing import Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import ConfigError, TeacherError
 from ..labeling import label_examples
 from ..io import read_json, write_json
 from ..synthesis import Generated, HygieneCounts, SampleFilter, parse_generated, validate_text
 from ..tasks.base import ScoresOptions, Synthesizes, load_template
-from ..teachers.base import ChatTurn
+from ..teachers.base import ChatTurn, Constraint
 from ..teachers.budget import BudgetMeter, BudgetSpent
 from ..types import Example, RunResult, TeacherLabel, Unlabeled
 from .base import RunContext, fit_student, min_epochs
@@ -71,12 +78,32 @@ from .training import PlainEpochs, main_score, train_loop
 log = logging.getLogger(__name__)
 
 
+PRESETS: dict[str, dict[str, Any]] = {
+    # paper-sized synthesis (docs/methods/evokd.md): 1 plain round + 10 feedback rounds x 30 samples
+    # asked = 330 samples, a fixed number of rounds (no plateau stop), the best-dev round kept
+    "paper": {"rounds": 11, "per_round": 30, "patience": 0},
+}
+
+
 class EvoKDOptions(BaseModel):
     """Options of ``evokd`` and ``synth_nofeedback`` (``method_options.<name>`` in a run config)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    rounds: int = Field(4, ge=1, description="synthesis rounds (after training on the gold seeds)")
+    preset: Literal["paper"] | None = Field(
+        None, description="fill the options not given from a preset: paper = rounds 11 (1 plain + 10 with feedback), "
+                          "per_round 30 (330 samples asked), patience 0")
+    feedback: bool | None = Field(
+        None, description="analyse the student's errors before each generation; null = the method's own (evokd: "
+                          "true, synth_nofeedback: false); false = generation without feedback, same calls and samples")
+    plain_first: bool = Field(
+        True, description="with feedback: round 1 asks for a plain batch (no analysis, the no-feedback prompt); the "
+                          "seed student is judged on it before training, so round 2's analysis sees its real mistakes "
+                          "on new texts, not only the seeds it was trained on")
+    rounds: int = Field(4, ge=1, description="synthesis rounds (after training on the gold seeds), the plain round included")
+    per_round: int | None = Field(
+        None, ge=1, description="samples asked for per round (the per-round budget): sets n_hard = per_round // 2 and "
+                                "n_easy = the rest; null = n_hard + n_easy")
     n_hard: int = Field(6, ge=0, description="hard inputs asked for per round (no-feedback: n_hard + n_easy plain)")
     n_easy: int = Field(6, ge=0, description="easy inputs asked for per round")
     gen_calls_per_round: int = Field(2, ge=1, description="generation calls per round at most, until n_hard+n_easy are kept "
@@ -111,6 +138,33 @@ class EvoKDOptions(BaseModel):
     embedder: str = Field("all-minilm-l6-v2", description="encoder for near-dup / leak checks (zoo name, dir, hub id) or 'ngram'")
     min_words: int = Field(2, ge=1, description="a generated input with fewer words is dropped as invalid")
     max_words: int = Field(60, ge=1, description="a generated input with more words is dropped as invalid")
+    grammar: bool = Field(False, description="constrain generation replies to the asked lines (HARD: / EASY: / TEXT: "
+                                             "lines, exactly as many as asked) with a GBNF grammar where the backend "
+                                             "applies one (llamacpp, vLLM servers); others generate freely")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        """A preset fills the options that are not given (given ones win)."""
+        if isinstance(data, dict) and data.get("preset") is not None:
+            preset = PRESETS.get(data["preset"])
+            if preset is not None:  # an unknown name is left to the Literal's error
+                own_split = bool({"n_hard", "n_easy"} & data.keys())  # n_hard / n_easy given: no preset per_round
+                data = {**{k: v for k, v in preset.items() if not (own_split and k == "per_round")}, **data}
+        return data
+
+    @model_validator(mode="after")
+    def _per_round(self) -> "EvoKDOptions":
+        if self.per_round is not None:
+            if {"n_hard", "n_easy"} & self.model_fields_set:
+                raise ValueError("give either per_round or n_hard / n_easy, not both")
+            object.__setattr__(self, "n_hard", self.per_round // 2)  # in place (frozen model)
+            object.__setattr__(self, "n_easy", self.per_round - self.per_round // 2)
+        return self
+
+    @property
+    def asked_per_round(self) -> int:
+        return self.n_hard + self.n_easy
 
 
 def _balanced(items: list[dict[str, Any]], n: int, rng: random.Random) -> list[dict[str, Any]]:
@@ -127,12 +181,12 @@ def _balanced(items: list[dict[str, Any]], n: int, rng: random.Random) -> list[d
 
 
 class EvoKD:
-    """LLM-driven active synthesis (``feedback=True``) or its no-feedback baseline."""
+    """LLM-driven active synthesis, or its no-feedback baseline (option ``feedback: false``)."""
 
-    def __init__(self, *, name: str = "evokd", feedback: bool = True, **options: Any) -> None:
+    def __init__(self, *, name: str = "evokd", **options: Any) -> None:
         self.name = name
-        self.feedback = feedback
         self.opts = EvoKDOptions.model_validate(options)
+        self.feedback = self.opts.feedback is not False  # null: evokd's own, with feedback
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self, ctx: RunContext) -> RunResult:
@@ -151,18 +205,26 @@ class EvoKD:
             r = len(state["rounds"]) + 1
             rec: dict[str, Any] = {"round": r, "analysis": "", "counts": HygieneCounts()}
             meter.calls, meter.tokens = state["teacher_calls"], state["teacher_tokens"]
+            plain = not self.feedback or (o.plain_first and r == 1)  # the plain round: nothing judged yet
+            rec["plain"] = plain
             try:
                 analysis = ""
-                if self.feedback:
+                if not plain:
                     fb = self._feedback_set(student, seeds, state)                      # 1. wrong / right split
                     rec["feedback"] = {"shown_wrong": len(fb[0]), "shown_right": len(fb[1]), **fb[2]}
+                    rec["feedback_shown"] = {"wrong": [_shown(s, pred=True) for s in fb[0]],
+                                             "right": [_shown(s) for s in fb[1]]}
+                    t0 = time.perf_counter()
                     analysis = self._analyse(ctx, meter, fb[0], fb[1], state["analyses"], r)  # 2. weakness analysis
+                    rec["analysis_seconds"] = time.perf_counter() - t0
                     rec["analysis"] = analysis
-                batch = self._synthesise(ctx, meter, analysis, hygiene, r, rec)          # 3-5. generate, clean, label
+                batch = self._synthesise(ctx, meter, analysis, hygiene, r, rec, plain=plain)  # 3-5. generate, clean, label
             except BudgetSpent as exc:                                                   # a budget ran out: keep the
                 batch, state["stop_reason"] = rec.pop("partial", []), f"budget: {exc}"  #   labeled part, stop
             rec["teacher_calls"], rec["teacher_tokens"] = meter.calls, meter.tokens
+            t0 = time.perf_counter()
             student, score = self._train_round(ctx, student, state, batch, rec)          # 6. train with replay
+            rec["training_seconds"] = time.perf_counter() - t0
             state["rounds"].append(_jsonable(rec))
             if analysis:
                 state["analyses"].append({"round": r, "text": analysis})
@@ -244,9 +306,9 @@ class EvoKD:
 
     # -- steps 3-5 ----------------------------------------------------------------------------
     def _synthesise(self, ctx: RunContext, meter: BudgetMeter, analysis: str, filt: SampleFilter, r: int,
-                    rec: dict[str, Any]) -> list[dict[str, Any]]:
+                    rec: dict[str, Any], *, plain: bool) -> list[dict[str, Any]]:
         o, task = self.opts, _synth(ctx)
-        want = {"hard": o.n_hard, "easy": o.n_easy} if self.feedback else {"plain": o.n_hard + o.n_easy}
+        want = {"plain": o.asked_per_round} if plain else {"hard": o.n_hard, "easy": o.n_easy}
         counts: HygieneCounts = rec["counts"]
         kept: list[dict[str, Any]] = []
         rec["partial"] = kept
@@ -258,7 +320,9 @@ class EvoKD:
             if sum(max(0, v) for v in need.values()) <= 0:
                 break
             need = _cap({k: max(0, v) for k, v in need.items()}, o.max_per_call)
+            t_gen = time.perf_counter()
             gens = self._generate(ctx, meter, analysis, need, r, call, counts, samples_log)       # 3. write inputs
+            rec["generation_seconds"] = rec.get("generation_seconds", 0.0) + time.perf_counter() - t_gen
             texts: list[tuple[str, str]] = []
             gens = [Generated(task.synthesis_text(g.text), g.kind) for g in gens]  # NER: CoNLL-style tokens
             for g in gens:                                                                           # 4. hygiene
@@ -281,10 +345,13 @@ class EvoKD:
             per = (ctx.labeling.mode == "generate") + _scores(ctx)  # teacher calls per labeled text
             fresh, spent = meter.affordable(fresh, per)
             ids = [f"{self.name}-r{r}-c{call}-{i}" for i in range(len(fresh))]
+            t_lab = time.perf_counter()
             labels = label_examples(task, meter, [Unlabeled(i, t) for i, (t, _) in zip(ids, fresh)], ctx.shots,
                                     mode=ctx.labeling.mode, confidence=ctx.labeling.confidence,
                                     max_tokens=ctx.labeling.max_tokens, temperature=ctx.labeling.temperature,
+                                    constrained=ctx.labeling.constrained,
                                     stage=f"{self.name}-round{r}", progress=False)            # 5. separate labeling
+            rec["labeling_seconds"] = rec.get("labeling_seconds", 0.0) + time.perf_counter() - t_lab
             good = []
             for (text, k), lab in zip(fresh, labels):
                 why = "abstained" if lab.abstained else task.synthesis_label_problem(lab, text)
@@ -315,10 +382,12 @@ class EvoKD:
             examples=[_show(task, {"text": e.text, "label": e.label}) for e in ctx.labeled[:16]],
             analysis=analysis, n_hard=need.get("hard", 0), n_easy=need.get("easy", 0), n=n,
         ).strip()
-        fmt = '"HARD: " or "EASY: "' if self.feedback else '"TEXT: "'
+        fmt = '"TEXT: "' if "plain" in need else '"HARD: " or "EASY: "'
+        constraint = Constraint("grammar", grammar=lines_grammar(need)) if o.grammar else None
         last = ""
         for attempt in range(o.max_reasks + 1):
-            reply = self._ask(meter, prompt, o.tokens_per_sample * n, seed=r * 1009 + call * 101 + attempt)
+            reply = self._ask(meter, prompt, o.tokens_per_sample * n, seed=r * 1009 + call * 101 + attempt,
+                              constraint=constraint)
             raw = last = reply.text
             if reply.finish_reason == "length" and "\n" in raw:  # the last line was cut at max_tokens: drop it
                 raw = raw.rsplit("\n", 1)[0]
@@ -340,14 +409,16 @@ class EvoKD:
                     self.name, r, call, o.max_reasks + 1, last[:200])
         return []
 
-    def _ask(self, meter: BudgetMeter, prompt: str, max_tokens: int, *, seed: int) -> Any:
+    def _ask(self, meter: BudgetMeter, prompt: str, max_tokens: int, *, seed: int,
+             constraint: Constraint | None = None) -> Any:
         """One sampled generation. ``temperature > 0`` puts the seed into the cache key, so a
         re-ask or another round gets a new sample while a rerun gets the same one back."""
         meter.charge(1)
         if self.opts.chat_prompts:
             prompt = ChatTurn(prompt)
+        extra = {"constraint": constraint} if constraint is not None else {}
         reply = meter.generate([prompt], max_tokens=max_tokens, temperature=self.opts.temperature,
-                               seed=self._run_seed * 100_003 + seed)
+                               seed=self._run_seed * 100_003 + seed, **extra)
         return reply[0]
 
     # -- step 6 -------------------------------------------------------------------------------
@@ -496,6 +567,23 @@ def _show(task: Synthesizes, s: dict[str, Any], *, pred: bool = False) -> dict[s
     return out
 
 
+def _shown(s: dict[str, Any], *, pred: bool = False) -> dict[str, Any]:
+    """A feedback sample as the round record keeps it (for the report): text, label(s), source."""
+    out = {"text": s["text"], "label": s["label"], "source": s.get("source", ""), "kind": s.get("kind", "")}
+    if pred:
+        out["pred"] = list(s["pred"]) if isinstance(s["pred"], tuple) else s["pred"]
+    return out
+
+
+def lines_grammar(need: dict[str, int]) -> str:
+    """GBNF for a generation reply of exactly the asked lines: ``need`` = {kind: count} in the
+    order asked, each line ``HARD: ``/``EASY: ``/``TEXT: `` (plain) and a text with no line
+    break; the reply ends after the last line."""
+    tag = {"hard": "HARD: ", "easy": "EASY: ", "plain": "TEXT: "}
+    parts = [f'("{tag[k]}" text "\\n")' + (f"{{{n}}}" if n > 1 else "") for k, n in need.items() if n > 0]
+    return "root ::= " + " ".join(parts) + '\ntext ::= [^\\n]+\n'
+
+
 def _cap(need: dict[str, int], cap: int | None) -> dict[str, int]:
     """At most ``cap`` samples in all, shared out one at a time over the kinds still needed, so a
     capped call asks for hard and easy samples alike: ``{'hard': 25, 'easy': 25}``, 10 ->
@@ -547,4 +635,6 @@ def _make_filter(ctx: RunContext, o: EvoKDOptions, state: dict[str, Any]) -> Sam
 
 def synth_nofeedback(**options: Any) -> EvoKD:
     """The generation-without-feedback baseline: EvoKD's loop without the student-error analysis."""
-    return EvoKD(name="synth_nofeedback", feedback=False, **options)
+    if options.get("feedback") is None:
+        options["feedback"] = False
+    return EvoKD(name="synth_nofeedback", **options)

@@ -223,6 +223,8 @@ def test_loop_runs_rounds_counts_samples_and_records_the_analysis(tmp_path: Path
     assert "Round 2:" in second_analysis  # the earlier analysis is shown (history)
     _, rendered = fakes.write_like_a_run(ctx, res)  # the files a run writes (llmkd.report)
     assert (tmp_path / "synthetic.jsonl").exists() and (tmp_path / "learning_curve.svg").read_text().startswith("<svg")
+    logged = [json.loads(x) for x in (tmp_path / "synthetic.jsonl").read_text().splitlines()]
+    assert any(x["status"] != "kept" for x in logged) and all(x["round"] in (1, 2, 3) for x in logged)  # dropped too
     md = rendered.sections[0]
     assert "| round | dev | generated | kept |" in md and "negated praise" in md
     # distinct sampling seeds per round, so the cache returns new samples each round

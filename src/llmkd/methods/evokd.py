@@ -329,7 +329,7 @@ class EvoKD:
                 bad = validate_text(g.text, min_words=o.min_words, max_words=o.max_words)
                 if bad:
                     counts.dropped["invalid"] += 1
-                    samples_log.append({"text": g.text, "kind": g.kind, "status": bad})
+                    samples_log.append({"text": g.text, "kind": g.kind, "round": r, "status": bad})
                 else:
                     texts.append((g.text, g.kind))
             reasons = filt.check_batch([t for t, _ in texts])
@@ -337,7 +337,7 @@ class EvoKD:
             for (text, k), why in zip(texts, reasons):
                 if why:
                     counts.dropped[why] += 1
-                    samples_log.append({"text": text, "kind": k, "status": why})
+                    samples_log.append({"text": text, "kind": k, "round": r, "status": why})
                 else:
                     fresh.append((text, k))
             if not fresh:
@@ -402,7 +402,7 @@ class EvoKD:
                 counts.generated += len(out)
                 return out
             counts.dropped["unparseable"] += 1
-            samples_log.append({"text": raw[:500], "kind": "", "status": "unparseable", "attempt": attempt})
+            samples_log.append({"text": raw[:500], "kind": "", "round": r, "status": "unparseable", "attempt": attempt})
             prompt = (prompt + f"\n\n(Your previous reply {raw.strip()[:200]!r} had no line in the asked format. "
                       f"Write one text per line, each line starting with {fmt}.)")
         log.warning("%s round %d call %d: no parseable samples after %d attempts (last reply %r)",

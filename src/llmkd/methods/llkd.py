@@ -12,15 +12,20 @@ and :mod:`llmkd.selection`. The algorithm box is :meth:`LLKD.run` and :meth:`Sel
    a. the student predicts the examples (no gradient) -> need ``u_i`` = entropy of its prediction;
    b. the selector updates the moving-average thresholds τ^T_t(y), τ^S_t(y) from them;
    c. it keeps ``c_i ≥ τ^T_t(ŷ_i)`` and ``u_i ≥ τ^S_t(ŷ_i)``, weight ``w_i = c_i · u_i``;
-   d. the student takes a gradient step on the kept examples with loss ``Σ w_i CE_i / Σ w_i``;
+   d. the student takes a gradient step on the kept examples with loss ``Σ w_i CE_i / Σ w_i``
+      (``loss_norm: kept``) or ``Σ w_i CE_i / |batch|`` (``loss_norm: batch``);
 3. after every epoch: evaluate on the small gold dev set, keep the best student, stop early after
-   ``student.patience`` epochs without gain (the shared loop, :func:`.training.train_loop`);
+   ``student.patience`` epochs without gain (the shared loop, :func:`.training.train_loop`); with
+   a step budget (``max_steps`` = ``student.max_steps``) training stops after that many drawn
+   mini-batches, the last (cut) epoch evaluated;
 4. evaluate the best student on the test set.
 
 ``selection: keep_all | fixed | topk | random`` swaps the selector and keeps the same loop (the
 baselines of the benchmark); strategies that do not look at the student select once, up front.
-The per-epoch record (thresholds, selected counts per class) and every example's provenance
-go to the run's report (``llmkd.method_reports.llkd_report``: ``selection.png``; ``selection.jsonl``).
+The per-epoch record (thresholds, selected counts per class, steps, the two data fractions:
+``data_fraction`` = share of the pool ever kept, ``batch_kept_fraction`` = mean share of each
+selection batch kept), a per-step ``trace`` (kept fraction, τ^T_t, τ^S_t) and every example's
+provenance go to the run's report (``llmkd.method_reports.llkd_report``: ``selection.png``; ``selection.jsonl``).
 
 Resumable: the student and the selector's moving averages are checkpointed together by the
 shared loop; a killed run restarts the unfinished epoch. ``student.targets: soft | mix`` swaps

@@ -248,7 +248,7 @@ def make_ctx(tmp_path: Path, factory, *, epochs: int = 3, n: int = 40) -> RunCon
 def test_llkd_loop_records_thresholds_and_counts_per_epoch(tmp_path: Path) -> None:
     students: list[FakeStudent] = []
     ctx = make_ctx(tmp_path, lambda seed: students.append(FakeStudent(seed)) or students[-1])
-    res = LLKD(momentum=0.5, plot=False).run(ctx)
+    res = LLKD(momentum=0.5, plot=False, loss_norm="kept").run(ctx)
     epochs = res.extra["epochs"]
     assert [r["epoch"] for r in epochs] == [1, 2, 3]
     for r in epochs:
@@ -258,7 +258,7 @@ def test_llkd_loop_records_thresholds_and_counts_per_epoch(tmp_path: Path) -> No
     assert 0 < res.extra["data_fraction"] <= 1
     trained_ids = {i for ids, _ in students[0].calls for i in ids}
     assert "p3" not in trained_ids and len(trained_ids) == res.extra["n_train"]
-    for ids, w in students[0].calls:  # one call per mini-batch with a kept example, weights of mean 1
+    for ids, w in students[0].calls:  # one call per mini-batch with a kept example, weights of mean 1 (loss_norm: kept)
         assert 0 < len(ids) <= 8 and sum(w) == pytest.approx(len(ids))
     rows = res.records["selection"]  # report.py writes it as llkd/selection.jsonl
     assert sum(r["first_selected_epoch"] is not None for r in rows) == res.extra["n_train"]
@@ -389,7 +389,7 @@ def test_loss_norm_kept_rescales_to_mean_one_and_batch_divides_by_the_drawn_batc
 
 def test_batch_loss_norm_in_the_loop_shrinks_steps_that_keep_few(tmp_path: Path) -> None:
     kept_s, batch_s = FakeStudent(), FakeStudent()
-    LLKD(momentum=0.5, plot=False).run(make_ctx(tmp_path / "k", lambda seed: kept_s, epochs=1))
+    LLKD(momentum=0.5, plot=False, loss_norm="kept").run(make_ctx(tmp_path / "k", lambda seed: kept_s, epochs=1))
     LLKD(momentum=0.5, plot=False, loss_norm="batch").run(make_ctx(tmp_path / "b", lambda seed: batch_s, epochs=1))
     assert [ids for ids, _ in kept_s.calls] == [ids for ids, _ in batch_s.calls]  # same selection
     for (ids, wk), (_, wb) in zip(kept_s.calls, batch_s.calls):

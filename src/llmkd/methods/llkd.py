@@ -12,8 +12,8 @@ and :mod:`llmkd.selection`. The algorithm box is :meth:`LLKD.run` and :meth:`Sel
    a. the student predicts the examples (no gradient) -> need ``u_i`` = entropy of its prediction;
    b. the selector updates the moving-average thresholds τ^T_t(y), τ^S_t(y) from them;
    c. it keeps ``c_i ≥ τ^T_t(ŷ_i)`` and ``u_i ≥ τ^S_t(ŷ_i)``, weight ``w_i = c_i · u_i``;
-   d. the student takes a gradient step on the kept examples with loss ``Σ w_i CE_i / Σ w_i``
-      (``loss_norm: kept``) or ``Σ w_i CE_i / |batch|`` (``loss_norm: batch``);
+   d. the student takes a gradient step on the kept examples with loss ``Σ w_i CE_i / |batch|``
+      (``loss_norm: batch``, the default) or ``Σ w_i CE_i / Σ w_i`` (``loss_norm: kept``);
 3. after every epoch: evaluate on the small gold dev set, keep the best student, stop early after
    ``student.patience`` epochs without gain (the shared loop, :func:`.training.train_loop`); with
    a step budget (``max_steps`` = ``student.max_steps``) training stops after that many drawn
@@ -76,7 +76,7 @@ class LLKDOptions(BaseModel):
     warm_start: Literal["fixed", "data"] = Field(
         "fixed", description="thresholds start at teacher_init / student_init (fixed) or at the first batch's means (data)")
     loss_norm: Literal["kept", "batch"] = Field(
-        "kept", description="a step's loss Σ w·CE / Σ w over the kept examples (kept) or Σ w·CE / batch size (batch)")
+        "batch", description="a step's loss Σ w·CE / Σ w over the kept examples (kept) or Σ w·CE / batch size (batch)")
     max_steps: int | None = Field(
         None, ge=1, description="step budget (drawn mini-batches); sets student.max_steps for this method")
     teacher_threshold: float | None = Field(None, ge=0.0, le=1.0, description="selection=fixed: keep c ≥ this")
@@ -124,7 +124,7 @@ class SelectionEpochs:
     calls of kept / examples the call looked at (a mini-batch, or the whole pool)."""
 
     def __init__(self, selector: Any, train: list[Example], conf: np.ndarray, classes: Sequence[str], *,
-                 granularity: str, seed: int, batch_size: int, loss_norm: str = "kept") -> None:
+                 granularity: str, seed: int, batch_size: int, loss_norm: str = "batch") -> None:
         self.selector, self.train, self.conf, self.classes = selector, train, conf, tuple(classes)
         self.y = [e.label for e in train]
         self.granularity, self.seed, self.bs, self.loss_norm = granularity, seed, batch_size, loss_norm

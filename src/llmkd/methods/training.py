@@ -226,10 +226,11 @@ def train_loop(ctx: RunContext, trainer: EpochTrainer, *, n_train: int, tag: str
         least = 0
         total_epochs = max(1, math.ceil(budget / max(1, math.ceil(n_train / s.batch_size))))
         eval_every = max(1, round(total_epochs / s.epochs))
-    state = _fresh_state(n_train, total_epochs, eval_every)
+    state = {**_fresh_state(n_train, total_epochs, eval_every), "max_steps": budget}
     if state_path.exists():
-        saved = read_json(state_path)
-        if saved.get("n_train") == n_train and (saved.get("done") or (saved.get("last") and (d / saved["last"]).exists())):
+        saved = read_json(state_path)  # resumed only when made with the same data size and budget
+        usable = saved.get("done") or (saved.get("last") and (d / saved["last"]).exists())
+        if saved.get("n_train") == n_train and saved.get("max_steps") == budget and usable:
             state = saved
     if state["done"]:
         log.info("%s: already trained (best epoch %d); loading it", tag, state["best_epoch"])

@@ -416,3 +416,12 @@ def test_warm_start_from_data_starts_at_the_first_batch_means() -> None:
         METHODS["llkd"].build({"selection": "random", "fraction": 0.2, "warm_start": "data"})
     with pytest.raises(ConfigError, match="method_options.llkd.loss_norm"):
         METHODS["llkd"].build({"loss_norm": "mean"})
+
+
+def test_a_finished_run_under_another_budget_is_not_reused(tmp_path: Path) -> None:
+    from llmkd.methods.training import fit_student
+
+    examples = [Example(f"p{i}", f"text {i}", AB[i % 2]) for i in range(39)]
+    _, first = fit_student(budget_ctx(tmp_path, lambda seed: FakeStudent(), 7), examples, tag="student")
+    _, again = fit_student(budget_ctx(tmp_path, lambda seed: FakeStudent(), 12), examples, tag="student")
+    assert first["steps"] == 7 and again["steps"] == 12

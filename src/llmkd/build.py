@@ -301,6 +301,7 @@ class Session:
             workdir=workdir, seed=cfg.seed,
             train=TrainSettings(epochs=cfg.student.epochs, patience=cfg.student.patience,
                                 min_steps=cfg.student.min_steps, batch_size=cfg.student.batch_size,
+                                max_steps=cfg.student.max_steps,
                                 class_balance=cfg.student.class_balance, targets=cfg.student.targets),
             labeling=LabelSettings(mode=cfg.teacher.labeling, confidence=cfg.teacher.confidence,
                                    max_tokens=cfg.teacher.max_tokens, temperature=cfg.teacher.temperature,

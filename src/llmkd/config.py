@@ -236,6 +236,11 @@ class StudentConfig(_Strict):
     epochs: int = Field(8, ge=1)
     patience: int = Field(3, ge=1, description="stop after this many epochs without dev gain (never before min_steps, nor while every dev score so far is 0)")
     min_steps: int = Field(60, ge=0, description="train at least this many optimizer steps (tiny sets); early stopping waits for them")
+    max_steps: int | None = Field(
+        None, ge=1, description="a training budget in steps (mini-batches of batch_size) per student, replacing epochs: "
+                                "the last epoch is cut where it ends and evaluated; patience may stop earlier; "
+                                "min_steps is ignored. null = train by epochs. Students trained through the shared "
+                                "loop (not EvoKD's rounds); LLKD counts each drawn mini-batch. docs/methods/llkd.md")
     class_balance: bool = Field(
         False, description="classification: weight each training example by n / (K x count of its class), so a "
                            "teacher that gives one class most of the pool does not make the student predict only "

@@ -212,7 +212,9 @@ def llkd_report(result: Mapping[str, Any], task: Any = None) -> Rendered:
     out = Rendered()
     if "data_fraction" in extra:
         out.sections.append(f"trained on {extra.get('n_train')} of {extra.get('pool_answered', '?')} pseudo-labels "
-                            f"ever selected ({extra['data_fraction']:.1%} of the data)")
+                            f"ever selected ({extra['data_fraction']:.1%} of the data)"
+                            + (f"; {extra['batch_kept_fraction']:.1%} of each selection batch kept on average"
+                               if "batch_kept_fraction" in extra else ""))
     if extra.get("options", {}).get("plot", True) and extra.get("epochs"):
         out.files["selection.png"] = selection_png(extra["epochs"], pool=extra.get("pool_answered"))
     return out

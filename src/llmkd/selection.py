@@ -121,10 +121,23 @@ def entropy(probs: np.ndarray) -> np.ndarray:
     return -(p * np.log(p)).sum(axis=1)
 
 
-def loss_weights(sel: Selection) -> list[float]:
-    """The kept examples' weights rescaled to mean 1, so that a student whose loss is
-    ``Σ w_i CE_i / n`` computes ``Σ w_i CE_i / Σ w_i`` (the proposal's normalised L_w)."""
+LOSS_NORMS = ("kept", "batch")
+
+
+def loss_weights(sel: Selection, norm: str = "kept", drawn: int | None = None) -> list[float]:
+    """The kept examples' weights for a student whose loss is ``Σ w'_i CE_i / n_kept``.
+
+    ``norm="kept"``: rescaled to mean 1, so the loss is ``Σ w_i CE_i / Σ w_i`` (the proposal's
+    normalised L_w: every step has the same size, however few examples it keeps).
+    ``norm="batch"``: ``w_i · n_kept / drawn``, so the loss is ``Σ_kept w_i CE_i / drawn`` with
+    ``drawn`` the examples the step drew, kept or not (default: the kept ones, i.e. the raw
+    weights): a batch that keeps 1 of 16 takes a small step (FreeMatch's masked mean)."""
+    if norm not in LOSS_NORMS:
+        raise ValueError(f"The 'norm' parameter of loss_weights must be one of {list(LOSS_NORMS)}. Got {norm!r}.")
     w = sel.weights[sel.keep]
+    if norm == "batch":
+        scale = len(w) / (drawn if drawn is not None else max(1, len(w)))
+        return [float(x) * scale for x in w]
     total = float(w.sum())
     if total <= 0:
         return [1.0] * len(w)
@@ -240,6 +253,9 @@ class LLKDSelector:
     - ``class_norm``: ``"max"`` (``τ_t(y) = m_t(y)/max m_t · τ_t``) or ``"none"`` (``τ_t(y) = τ_t``).
     - ``weighting``: ``"product"`` ``w_i = c_i · H_i/log C`` or ``"none"`` (``w_i = 1``).
     - ``teacher_init`` / ``student_init``: τ_0 and m_0(y) for each signal (default 1/C and 0.5).
+    - ``warm_start``: ``"fixed"`` (start from those values) or ``"data"``: the first update sets
+      τ and every m(y) to the first batch's means (λ = 0 once; a class absent from it gets the
+      batch's global mean), so selection starts at the data's own level (ours, not the paper's).
     """
 
     name = "llkd"
@@ -247,13 +263,14 @@ class LLKDSelector:
 
     def __init__(self, *, classes: Sequence[str], momentum: float = 0.99, entropy: str = "normalized",
                  class_norm: str = "max", weighting: str = "product", teacher_init: float | None = None,
-                 student_init: float | None = None) -> None:
+                 student_init: float | None = None, warm_start: str = "fixed") -> None:
         if len(classes) < 2:
             raise ValueError(f"LLKDSelector needs at least 2 classes. Got {list(classes)}.")
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"The 'momentum' parameter of LLKDSelector must lie in [0, 1). Got {momentum}.")
         for pname, value, allowed in (("entropy", entropy, ("normalized", "raw")), ("class_norm", class_norm, ("max", "none")),
-                                      ("weighting", weighting, ("product", "none"))):
+                                      ("weighting", weighting, ("product", "none")),
+                                      ("warm_start", warm_start, ("fixed", "data"))):
             if value not in allowed:
                 raise ValueError(f"The '{pname}' parameter of LLKDSelector must be one of {list(allowed)}. Got {value!r}.")
         self.classes = tuple(classes)
@@ -261,6 +278,10 @@ class LLKDSelector:
         self.entropy = entropy
         self.class_norm = class_norm
         self.weighting = weighting
+        self.warm_start = warm_start
+        if warm_start == "data" and (teacher_init is not None or student_init is not None):
+            raise ValueError("LLKDSelector: teacher_init / student_init set the fixed start; warm_start='data' "
+                             "takes the first batch's means instead. Give one or the other.")
         n_cls = len(self.classes)
         self.teacher_init = 1.0 / n_cls if teacher_init is None else float(teacher_init)
         self.student_init = 0.5 if student_init is None else float(student_init)
@@ -290,9 +311,12 @@ class LLKDSelector:
 
     def update(self, class_index: np.ndarray, c: np.ndarray, u: np.ndarray) -> None:
         """One EMA step of both signals from one batch (all its examples, kept or not)."""
-        lam = self.momentum
+        lam = 0.0 if self.warm_start == "data" and self.updates_ == 0 else self.momentum
         if len(c) == 0:
             return
+        if self.warm_start == "data" and self.updates_ == 0:  # warm start from data: absent classes start at the global mean
+            self.m_teacher_[:] = float(c.mean())
+            self.m_student_[:] = float(u.mean())
         self.tau_teacher_ = lam * self.tau_teacher_ + (1 - lam) * float(c.mean())
         self.tau_student_ = lam * self.tau_student_ + (1 - lam) * float(u.mean())
         for y in np.unique(class_index):  # classes absent from the batch keep their level
@@ -348,7 +372,7 @@ def build_selector(name: str, *, classes: Sequence[str], seed: int = 0, **option
         "fixed": ("teacher", "student"),
         "topk": ("fraction", "size"),
         "random": ("fraction", "size"),
-        "llkd": ("momentum", "entropy", "class_norm", "weighting", "teacher_init", "student_init"),
+        "llkd": ("momentum", "entropy", "class_norm", "weighting", "teacher_init", "student_init", "warm_start"),
     }
     if name not in allowed:
         raise ValueError(f"unknown selection strategy {name!r}; allowed values are {list(STRATEGIES)}")
@@ -368,4 +392,4 @@ def build_selector(name: str, *, classes: Sequence[str], seed: int = 0, **option
 
 
 __all__ = ["STRATEGIES", "SelectionInput", "Selection", "Selector", "KeepAll", "FixedThreshold", "TopConfidence",
-           "RandomSubset", "LLKDSelector", "build_selector", "entropy", "normalized_entropy", "loss_weights"]
+           "RandomSubset", "LLKDSelector", "build_selector", "entropy", "normalized_entropy", "loss_weights", "LOSS_NORMS"]

@@ -248,7 +248,7 @@ def make_ctx(tmp_path: Path, factory, *, epochs: int = 3, n: int = 40) -> RunCon
 def test_llkd_loop_records_thresholds_and_counts_per_epoch(tmp_path: Path) -> None:
     students: list[FakeStudent] = []
     ctx = make_ctx(tmp_path, lambda seed: students.append(FakeStudent(seed)) or students[-1])
-    res = LLKD(momentum=0.5, plot=False).run(ctx)
+    res = LLKD(momentum=0.5, plot=False, loss_norm="kept").run(ctx)
     epochs = res.extra["epochs"]
     assert [r["epoch"] for r in epochs] == [1, 2, 3]
     for r in epochs:
@@ -258,7 +258,7 @@ def test_llkd_loop_records_thresholds_and_counts_per_epoch(tmp_path: Path) -> No
     assert 0 < res.extra["data_fraction"] <= 1
     trained_ids = {i for ids, _ in students[0].calls for i in ids}
     assert "p3" not in trained_ids and len(trained_ids) == res.extra["n_train"]
-    for ids, w in students[0].calls:  # one call per mini-batch with a kept example, weights of mean 1
+    for ids, w in students[0].calls:  # one call per mini-batch with a kept example, weights of mean 1 (loss_norm: kept)
         assert 0 < len(ids) <= 8 and sum(w) == pytest.approx(len(ids))
     rows = res.records["selection"]  # report.py writes it as llkd/selection.jsonl
     assert sum(r["first_selected_epoch"] is not None for r in rows) == res.extra["n_train"]
@@ -303,3 +303,125 @@ def test_drop_optimizer_state_frees_only_the_optimizer_files(tmp_path: Path) -> 
     assert not list(tmp_path.rglob("optimizer.safetensors"))
     assert len(list(tmp_path.rglob("model.safetensors"))) == 3
     assert drop_optimizer_state(tmp_path) == 0
+
+
+# -- step budget, the two data fractions, loss normalisation, warm start (issue 28) ----------------
+def budget_ctx(tmp_path: Path, factory, max_steps: int, **kw) -> RunContext:
+    import dataclasses
+
+    ctx = make_ctx(tmp_path, factory, **kw)  # 39 answered pool examples, batch 8: 5 steps per pass
+    budgeted = dataclasses.replace(ctx, train=dataclasses.replace(ctx.train, max_steps=max_steps))
+    budgeted.label = ctx.label  # type: ignore[method-assign]  # the scripted teacher
+    return budgeted
+
+
+def test_step_budget_stops_llkd_inside_the_second_epoch(tmp_path: Path) -> None:
+    student = FakeStudent()
+    res = LLKD(momentum=0.5, plot=False).run(budget_ctx(tmp_path, lambda seed: student, 7, epochs=8))
+    assert res.extra["steps"] == 7 and res.extra["max_steps"] == 7
+    assert [r["steps"] for r in res.extra["epochs"]] == [5, 2]  # 5 drawn batches, then 2 of the next pass
+    assert len(res.extra["trace"]["step"]) == 7 and res.extra["trace"]["step"] == list(range(1, 8))
+    assert res.extra["optimizer_steps"] == len(student.calls) <= 7  # a batch that keeps nothing takes no step
+    training = res.extra["training"]
+    assert training["steps"] == 7 and "step budget (7 steps) spent" in training["stop_reason"]
+    assert [h["epoch"] for h in training["history"]] == [1, 2]  # the cut last epoch is evaluated
+
+
+def test_the_method_option_sets_the_shared_budget(tmp_path: Path) -> None:
+    a = LLKD(momentum=0.5, plot=False, max_steps=7).run(make_ctx(tmp_path / "a", lambda seed: FakeStudent()))
+    b = LLKD(momentum=0.5, plot=False).run(budget_ctx(tmp_path / "b", lambda seed: FakeStudent(), 7))
+    assert a.extra["steps"] == b.extra["steps"] == 7
+    assert json.dumps(a.extra["epochs"]) == json.dumps(b.extra["epochs"])  # NaN loss: an epoch that kept nothing
+
+
+def test_both_data_fractions_are_counted_from_what_was_drawn_and_kept(tmp_path: Path) -> None:
+    student = FakeStudent()
+    res = LLKD(momentum=0.5, plot=False).run(budget_ctx(tmp_path, lambda seed: student, 7))
+    trained = [i for ids, _ in student.calls for i in ids]
+    assert res.extra["data_fraction"] == pytest.approx(len(set(trained)) / 39)  # ever kept / answered pool
+    drawn = [8, 8, 8, 8, 7, 8, 8]  # 39 = 4 x 8 + 7, then two batches of the second pass
+    kept = [round(f * d) for f, d in zip(res.extra["trace"]["kept_fraction"], drawn)]
+    assert sum(kept) == len(trained)  # the trace's kept counts are the examples trained on
+    assert res.extra["batch_kept_fraction"] == pytest.approx(np.mean([k / d for k, d in zip(kept, drawn)]))
+    assert res.extra["epochs"][1]["batch_kept_fraction"] == pytest.approx(np.mean([k / 8 for k in kept[5:]]))
+
+
+def test_vanilla_gets_the_same_budget_through_the_shared_loop(tmp_path: Path) -> None:
+    from llmkd.methods.training import fit_student
+
+    student = FakeStudent()
+    ctx = budget_ctx(tmp_path, lambda seed: student, 7)
+    examples = [Example(f"p{i}", f"text {i}", AB[i % 2]) for i in range(39)]
+    _, record = fit_student(ctx, examples, tag="student")
+    assert [len(ids) for ids, _ in student.calls] == [39, 16]  # a full pass, then 2 batches of 8
+    assert len(set(student.calls[1][0])) == 16 and record["steps"] == 7
+    assert [h["epoch"] for h in record["history"]] == [1, 2]
+
+
+def test_static_baseline_counts_batches_of_its_subset(tmp_path: Path) -> None:
+    student = FakeStudent()
+    res = LLKD(selection="topk", fraction=0.5, plot=False).run(budget_ctx(tmp_path, lambda seed: student, 7))
+    assert [len(ids) for ids, _ in student.calls] == [20, 20, 8]  # 3 steps, 3 steps, 1 step of 8
+    assert set(student.calls[2][0]) <= set(student.calls[0][0]) and res.extra["steps"] == 7
+    assert res.extra["batch_kept_fraction"] == pytest.approx(20 / 39) and res.extra["data_fraction"] == pytest.approx(20 / 39)
+
+
+def test_a_killed_budgeted_run_resumes_to_the_same_result(tmp_path: Path) -> None:
+    ref = LLKD(momentum=0.5, plot=False, max_steps=12).run(make_ctx(tmp_path / "ref", lambda seed: FakeStudent(seed)))
+    first = FakeStudent(fail_at_call=7)
+    with pytest.raises(KeyboardInterrupt):
+        LLKD(momentum=0.5, plot=False, max_steps=12).run(make_ctx(tmp_path / "run", lambda seed: first))
+    res = LLKD(momentum=0.5, plot=False, max_steps=12).run(make_ctx(tmp_path / "run", lambda seed: FakeStudent(seed)))
+    assert res.extra["steps"] == ref.extra["steps"] == 12
+    assert json.dumps(res.extra["epochs"]) == json.dumps(ref.extra["epochs"]) and res.extra["trace"] == ref.extra["trace"]
+
+
+def test_loss_norm_kept_rescales_to_mean_one_and_batch_divides_by_the_drawn_batch() -> None:
+    from llmkd.selection import Selection
+
+    sel = Selection(np.array([True, True, False, False]), np.array([0.5, 0.25, 0.0, 0.0]))
+    assert loss_weights(sel) == pytest.approx([4 / 3, 2 / 3])  # Σ w' CE / 2 = Σ w CE / Σ w
+    assert loss_weights(sel, "batch", 4) == pytest.approx([0.25, 0.125])  # Σ w' CE / 2 = Σ w CE / 4
+    assert loss_weights(sel, "batch") == pytest.approx([0.5, 0.25])  # no batch: the raw weights
+    with pytest.raises(ValueError, match=r"must be one of \['kept', 'batch'\]. Got 'mean'"):
+        loss_weights(sel, "mean")
+
+
+def test_batch_loss_norm_in_the_loop_shrinks_steps_that_keep_few(tmp_path: Path) -> None:
+    kept_s, batch_s = FakeStudent(), FakeStudent()
+    LLKD(momentum=0.5, plot=False, loss_norm="kept").run(make_ctx(tmp_path / "k", lambda seed: kept_s, epochs=1))
+    LLKD(momentum=0.5, plot=False, loss_norm="batch").run(make_ctx(tmp_path / "b", lambda seed: batch_s, epochs=1))
+    assert [ids for ids, _ in kept_s.calls] == [ids for ids, _ in batch_s.calls]  # same selection
+    for (ids, wk), (_, wb) in zip(kept_s.calls, batch_s.calls):
+        assert sum(wk) == pytest.approx(len(ids))
+        # batch: w' = c·u · n_kept / drawn, with c·u the kept weights before rescaling
+        assert np.array(wb) / np.array(wk) == pytest.approx(np.full(len(ids), wb[0] / wk[0]))
+        assert sum(wb) <= len(ids) * len(ids) / 7 + 1e-9  # every c·u <= 1, drawn >= 7
+
+
+def test_warm_start_from_data_starts_at_the_first_batch_means() -> None:
+    sel = LLKDSelector(classes=("a", "b", "c"), momentum=0.9, warm_start="data")
+    x = SelectionInput(list("aab"), np.array([0.9, 0.7, 0.5]), ("a", "b", "c"),
+                       np.array([[0.5, 0.3, 0.2], [0.9, 0.05, 0.05], [1 / 3, 1 / 3, 1 / 3]]))
+    sel.select(x)
+    u = normalized_entropy(x.student_probs)
+    assert sel.tau_teacher_ == pytest.approx(0.7) and sel.tau_student_ == pytest.approx(u.mean())
+    assert sel.m_teacher_ == pytest.approx([0.8, 0.5, 0.7])  # c is absent from the batch: the global mean
+    assert sel.m_student_ == pytest.approx([u[:2].mean(), u[2], u.mean()])
+    sel.select(x)  # later updates are the usual EMA
+    assert sel.tau_teacher_ == pytest.approx(0.7)
+    with pytest.raises(ValueError, match="teacher_init / student_init set the fixed start"):
+        LLKDSelector(classes=AB, warm_start="data", teacher_init=0.4)
+    with pytest.raises(ConfigError, match="warm_start=data applies to selection=llkd"):
+        METHODS["llkd"].build({"selection": "random", "fraction": 0.2, "warm_start": "data"})
+    with pytest.raises(ConfigError, match="method_options.llkd.loss_norm"):
+        METHODS["llkd"].build({"loss_norm": "mean"})
+
+
+def test_a_finished_run_under_another_budget_is_not_reused(tmp_path: Path) -> None:
+    from llmkd.methods.training import fit_student
+
+    examples = [Example(f"p{i}", f"text {i}", AB[i % 2]) for i in range(39)]
+    _, first = fit_student(budget_ctx(tmp_path, lambda seed: FakeStudent(), 7), examples, tag="student")
+    _, again = fit_student(budget_ctx(tmp_path, lambda seed: FakeStudent(), 12), examples, tag="student")
+    assert first["steps"] == 7 and again["steps"] == 12

@@ -8,6 +8,12 @@
 
 A trainer keeps its own state (LLKD: the thresholds' moving averages) in ``state_dict`` and the
 loop checkpoints it with the student, so a killed run resumes both from the same epoch.
+
+A step budget (``student.max_steps``, ``TrainSettings.max_steps``) replaces ``student.epochs``:
+the loop hands each epoch the steps left, the trainer stops there (a partial last epoch) and
+says how many it took (``steps_taken``). A step is one mini-batch of ``batch_size`` examples
+drawn from the trainer's training set: an optimizer step for :class:`PlainEpochs`; for LLKD's
+per-step selection a drawn batch, whose kept examples make at most one optimizer step.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ class TrainSettings:
     patience: int = 3
     min_steps: int = 60
     batch_size: int = 16
+    max_steps: int | None = None  #: student.max_steps: a step budget that replaces epochs (see the module docstring)
     class_balance: bool = False
     targets: str = "hard"  #: student.targets: soft / mix put the teacher's distribution on examples (teacher_examples)
 
@@ -115,12 +122,16 @@ def patience_spent(bad: int, patience: int, epoch: int, least: int, history: Seq
 
 
 class EpochTrainer(Protocol):
-    """What one epoch does. ``steps``: progress units per epoch (``tick`` is called with them)."""
+    """What one epoch does. ``steps``: progress units per epoch (``tick`` is called with them);
+    ``steps_taken``: budget steps (see the module docstring) the last :meth:`epoch` call took."""
 
     steps: int
+    steps_taken: int
 
-    def epoch(self, student: Student, epoch: int, tick: Callable[[int], None]) -> tuple[float, dict[str, Any]]:
-        """Train ``student`` one epoch; returns the mean loss and a per-epoch record ({} = none)."""
+    def epoch(self, student: Student, epoch: int, tick: Callable[[int], None],
+              max_steps: int | None = None) -> tuple[float, dict[str, Any]]:
+        """Train ``student`` one epoch, or its first ``max_steps`` steps; returns the mean loss and
+        a per-epoch record ({} = none)."""
         ...
 
     def state_dict(self) -> dict[str, Any]: ...
@@ -130,14 +141,21 @@ class EpochTrainer(Protocol):
 
 @dataclass
 class PlainEpochs:
-    """One pass over ``examples`` with per-example ``weights`` (None = 1) per epoch."""
+    """One pass over ``examples`` with per-example ``weights`` (None = 1) per epoch. Cut to
+    ``max_steps`` steps, the pass covers a seeded random ``max_steps · batch_size`` of them."""
 
     examples: Sequence[Example]
     weights: Sequence[float] | None = None
     steps: int = 1
+    batch_size: int = 16
+    seed: int = 0
+    steps_taken: int = 0
 
-    def epoch(self, student: Student, epoch: int, tick: Callable[[int], None]) -> tuple[float, dict[str, Any]]:
-        loss = student.fit_epoch(self.examples, self.weights)
+    def epoch(self, student: Student, epoch: int, tick: Callable[[int], None],
+              max_steps: int | None = None) -> tuple[float, dict[str, Any]]:
+        examples, weights = budget_subset(self.examples, self.weights, self.batch_size, max_steps, [self.seed, epoch])
+        loss = student.fit_epoch(examples, weights)
+        self.steps_taken = math.ceil(len(examples) / self.batch_size)
         tick(1)
         return loss, {}
 
@@ -148,9 +166,22 @@ class PlainEpochs:
         pass
 
 
+def budget_subset(examples: Sequence[Any], weights: Sequence[float] | None, batch_size: int, max_steps: int | None,
+                  seed: Any) -> tuple[list[Any], list[float] | None]:
+    """``examples`` (and their ``weights``) cut to what ``max_steps`` mini-batches of
+    ``batch_size`` hold: a seeded random subset in the original order; all of them when they
+    fit or ``max_steps`` is None."""
+    import numpy as np
+
+    if max_steps is None or len(examples) <= max_steps * batch_size:
+        return list(examples), None if weights is None else list(weights)
+    keep = np.sort(np.random.default_rng(seed).permutation(len(examples))[: max_steps * batch_size])
+    return [examples[i] for i in keep], None if weights is None else [weights[i] for i in keep]
+
+
 def _fresh_state(n_train: int, total_epochs: int, eval_every: int) -> dict[str, Any]:
-    return {"epoch": 0, "best_epoch": 0, "best_score": -1.0, "history": [], "done": False, "n_train": n_train,
-            "total_epochs": total_epochs, "eval_every": eval_every, "last": None}
+    return {"epoch": 0, "steps": 0, "best_epoch": 0, "best_score": -1.0, "history": [], "done": False,
+            "n_train": n_train, "total_epochs": total_epochs, "eval_every": eval_every, "last": None}
 
 
 def train_loop(ctx: RunContext, trainer: EpochTrainer, *, n_train: int, tag: str, seed: int | None = None,
@@ -161,6 +192,9 @@ def train_loop(ctx: RunContext, trainer: EpochTrainer, *, n_train: int, tag: str
     ``start``: continue this student instead of a fresh ``ctx.student_factory(seed)``.
     ``fixed_epochs``: exactly that many epochs, no evaluation, no early stopping and no
     checkpoints (the caller checkpoints: EvoKD's rounds); the trained ``start`` is returned.
+    ``ctx.train.max_steps`` (a step budget) applies to the other case only: it replaces
+    ``epochs`` (the last epoch is cut where the budget ends, and is evaluated); patience may
+    still stop earlier; ``min_steps`` is then ignored.
     Otherwise the student and the trainer's state are checkpointed into ``workdir/tag`` after
     every evaluation (``epoch-N``, then the state pointing at it, then the older slot removed, so
     a kill at any moment leaves a consistent epoch to resume from); a finished run just loads
@@ -183,13 +217,20 @@ def train_loop(ctx: RunContext, trainer: EpochTrainer, *, n_train: int, tag: str
     d = ctx.workdir / tag
     d.mkdir(parents=True, exist_ok=True)
     state_path = d / "progress.json"
-    least = min_epochs(n_train, s)
-    total_epochs = max(s.epochs, least)
-    eval_every = max(1, round(total_epochs / s.epochs))
-    state = _fresh_state(n_train, total_epochs, eval_every)
+    budget = s.max_steps
+    if budget is None:
+        least = min_epochs(n_train, s)
+        total_epochs = max(s.epochs, least)
+        eval_every = max(1, round(total_epochs / s.epochs))
+    else:  # the epochs the budget makes over n_train (a selecting trainer may make more, over fewer)
+        least = 0
+        total_epochs = max(1, math.ceil(budget / max(1, math.ceil(n_train / s.batch_size))))
+        eval_every = max(1, round(total_epochs / s.epochs))
+    state = {**_fresh_state(n_train, total_epochs, eval_every), "max_steps": budget}
     if state_path.exists():
-        saved = read_json(state_path)
-        if saved.get("n_train") == n_train and (saved.get("done") or (saved.get("last") and (d / saved["last"]).exists())):
+        saved = read_json(state_path)  # resumed only when made with the same data size and budget
+        usable = saved.get("done") or (saved.get("last") and (d / saved["last"]).exists())
+        if saved.get("n_train") == n_train and saved.get("max_steps") == budget and usable:
             state = saved
     if state["done"]:
         log.info("%s: already trained (best epoch %d); loading it", tag, state["best_epoch"])
@@ -205,15 +246,25 @@ def train_loop(ctx: RunContext, trainer: EpochTrainer, *, n_train: int, tag: str
     bar = tqdm(total=total_epochs * trainer.steps, initial=state["epoch"] * trainer.steps, desc=desc,
                disable=not ctx.progress, unit=unit)
     records: list[dict[str, Any]] = list(state.get("epochs", []))
-    reason = "max_epochs"
+    reason = "max_epochs" if budget is None else f"step budget ({budget} steps) spent"
+
+    def spent() -> bool:
+        return state["epoch"] >= total_epochs if budget is None else state.get("steps", 0) >= budget
+
     t0 = time.perf_counter() - (state["history"][-1]["seconds"] if state["history"] else 0.0)
-    while state["epoch"] < total_epochs:
+    while not spent():
         epoch = state["epoch"] + 1
-        loss, rec = trainer.epoch(student, epoch, bar.update)
+        left = None if budget is None else budget - state.get("steps", 0)
+        loss, rec = trainer.epoch(student, epoch, bar.update, max_steps=left)
         state["epoch"] = epoch
+        state["steps"] = state.get("steps", 0) + trainer.steps_taken
+        if budget is not None and not trainer.steps_taken:  # nothing to train on: the budget would never be spent
+            raise ConfigError(f"{tag}: epoch {epoch} took no training step (an empty selection?), so the step "
+                              f"budget student.max_steps={budget} can never be spent; loosen the selection or "
+                              "unset max_steps")
         if rec:
             records.append(rec)
-        if epoch % eval_every and epoch < total_epochs:
+        if epoch % eval_every and not spent():
             continue
         scored = ctx.dev if select_on is None else select_on
         scores = ctx.evaluate(student.predict(scored), scored) if scored else {"loss": -loss}
@@ -294,5 +345,5 @@ def fit_student(ctx: RunContext, examples: Sequence[Example], *, tag: str, seed:
         raise ValueError(f"{tag}: no training examples (every teacher label abstained?)")
     if ctx.train.class_balance:
         weights = class_balanced(examples, weights)
-    return train_loop(ctx, PlainEpochs(examples, weights), n_train=len(examples), tag=tag, seed=seed,
-                      select_on=select_on, plateau=plateau)
+    trainer = PlainEpochs(examples, weights, batch_size=ctx.train.batch_size, seed=ctx.seed if seed is None else seed)
+    return train_loop(ctx, trainer, n_train=len(examples), tag=tag, seed=seed, select_on=select_on, plateau=plateau)

@@ -205,3 +205,21 @@ def selection(records: Sequence[Mapping[str, Any]], *, pool: int | None = None, 
         a.title.set_fontsize(10)
         _integer_x(a)
     return fig
+
+
+def selection_trace(trace: Mapping[str, Sequence[float]]) -> Any:
+    """LLKD's per-step trace (``extra["trace"]``: ``step``, ``kept_fraction``, ``tau_teacher``,
+    ``tau_student``): the share of each selection batch kept, and the global thresholds."""
+    steps = list(trace["step"])
+    fig, axes = _figure(9.0, 3.2, cols=2)
+    axes[0].plot(steps, list(trace["kept_fraction"]), lw=1)
+    axes[0].set(title="share of each selection batch kept", xlabel="threshold update", ylim=(0, 1.05))
+    for key, name in (("tau_teacher", "τ^T (teacher)"), ("tau_student", "τ^S (student)")):
+        if len(trace.get(key) or []) == len(steps):
+            axes[1].plot(steps, list(trace[key]), lw=1, label=name)
+    axes[1].set(title="global thresholds", xlabel="threshold update")
+    axes[1].legend(fontsize=7)
+    for a in axes:
+        a.title.set_fontsize(10)
+        _integer_x(a)
+    return fig

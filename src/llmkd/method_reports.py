@@ -237,14 +237,22 @@ def llkd_html(result: Mapping[str, Any], wd: Path, task: Any = None, gold: Gold 
     """LLKD's kept fraction and thresholds over its records, the record table, and (report-only)
     how accurate the labels it kept were beside those it never kept."""
     extra = result.get("extra", {})
-    steps = [r for r in extra.get("steps") or [] if isinstance(r, Mapping) and "step" in r]
+    steps = extra.get("steps")
+    steps = [r for r in steps if isinstance(r, Mapping) and "step" in r] if isinstance(steps, list) else []
     records = steps or [r for r in extra.get("epochs") or [] if isinstance(r, Mapping)]  # per step where recorded
     pool = extra.get("pool_answered")
     blocks = []
     if "data_fraction" in extra:
         blocks.append(text(f"Trained on {extra.get('n_train')} of {pool if pool is not None else '?'} answered "
                            f"pseudo-labels ever selected ({extra['data_fraction']:.1%}); on average "
-                           f"{cell(extra.get('mean_epoch_fraction'), '{:.1%}')} of them per epoch."))
+                           f"{cell(extra.get('mean_epoch_fraction'), '{:.1%}')} of them per epoch"
+                           + (f", {extra['batch_kept_fraction']:.1%} of each selection batch"
+                              if isinstance(extra.get("batch_kept_fraction"), (int, float)) else "")
+                           + (f"; {extra['steps']} steps of the budget's {extra['max_steps']}"
+                              if isinstance(extra.get("steps"), int) and extra.get("max_steps") else "") + "."))
+    trace = extra.get("trace")
+    if isinstance(trace, Mapping) and trace.get("step"):
+        blocks.append(figure(figures.selection_trace(trace), title="selection per step"))
     if records:
         x = _selection_axis(records)
         blocks.append(figure(figures.selection(records, pool=pool, x=x), title=f"selection per {x}"))

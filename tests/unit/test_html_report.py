@@ -148,6 +148,8 @@ def test_llkd_and_evokd_sections(cls_run: Path) -> None:
     assert len(record) - 1 == len(extra["epochs"])
     assert record[1][4] == f"{extra['epochs'][0]['tau_teacher']:.4f}"
     assert "selection per epoch" in page.captions
+    assert extra["trace"]["step"] and "selection per step" in page.captions  # the per-step trace, drawn
+    assert f"{extra['batch_kept_fraction']:.1%} of each selection batch" in page.text("method-llkd")
     kept = next(t for t in page.tables if t[0][0] == "teacher labels")
     assert kept[1][:2] == ["ever selected", str(extra["n_train"])]
     evokd = page.text("method-evokd")

@@ -82,7 +82,7 @@ class LLKDOptions(BaseModel):
     teacher_threshold: float | None = Field(None, ge=0.0, le=1.0, description="selection=fixed: keep c ≥ this")
     student_threshold: float | None = Field(None, ge=0.0, le=1.0, description="selection=fixed: and u ≥ this")
     fraction: float | None = Field(None, gt=0.0, le=1.0, description="selection=topk|random: share of the pool")
-    plot: bool = Field(True, description="write selection.png (needs the 'plot' extra: matplotlib)")
+    plot: bool = Field(True, description="write selection.png (matplotlib, a core dependency)")
 
     @model_validator(mode="after")
     def _fits_strategy(self) -> LLKDOptions:

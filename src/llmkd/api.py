@@ -183,14 +183,33 @@ def run(cfg: RunConfig) -> RunSummary:
     return RunSummary(run_dir, results, report)
 
 
-def label(cfg: RunConfig) -> tuple[Path, list[TeacherLabel]]:
-    """Label the unlabeled pool only (no training); writes RUN_DIR/labels.jsonl."""
+def label(cfg: RunConfig, *, executor: str = "local", address: str | None = None,
+          workers: int | None = None) -> tuple[Path, list[TeacherLabel]]:
+    """Label the unlabeled pool only (no training); writes RUN_DIR/labels.jsonl.
+
+    ``executor="ray"``: the cache misses are labeled on a Ray cluster (``address``; ``workers``
+    actors, default one per ``teacher.n_threads`` CPUs), the driver writes the cache
+    (:mod:`llmkd.ray_labeling`); the labels are those of a local run."""
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"executor: allowed values are 'local' and 'ray' (got {executor!r})")
     run_dir = run_dir_for(cfg)
     _check_same_config(run_dir, cfg)
     start_run_dir(run_dir, dump_config(cfg))
     sess = Session(cfg)
     ctx = sess.context("vanilla", run_dir)
-    labels = ctx.label(sess.splits.pool, stage="teacher-pool", desc="teacher on pool")
+    if executor == "ray":
+        from functools import partial
+
+        from .ray_labeling import label_on_ray
+
+        s = ctx.labeling
+        labels = label_on_ray(sess.task, sess.teacher, partial(build_teacher, cfg.teacher), sess.splits.pool, ctx.shots,
+                              mode=s.mode, confidence=s.confidence, max_tokens=s.max_tokens,
+                              temperature=s.temperature, constrained=s.constrained, stage="teacher-pool",
+                              desc="teacher on pool", progress=cfg.progress, address=address, workers=workers,
+                              cpus_per_worker=(cfg.teacher.n_threads or 1) if cfg.teacher.backend == "llamacpp" else 1)
+    else:
+        labels = ctx.label(sess.splits.pool, stage="teacher-pool", desc="teacher on pool")
     write_pool_labels(run_dir, labels)
     return run_dir, labels
 

@@ -88,10 +88,14 @@ def run(config: Annotated[Path, typer.Argument(help="YAML run config")], set_: S
 
 @app.command()
 def label(config: Annotated[Path, typer.Argument(help="YAML run config")], set_: SetOpt = None, quiet: QuietOpt = False,
-          dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count prompts and tokens and estimate the time")] = False) -> None:
+          dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count prompts and tokens and estimate the time")] = False,
+          executor: Annotated[str, typer.Option(help="local, or ray: the cache misses on a Ray cluster (pip install 'llmkd[ray]')")] = "local",
+          address: Annotated[Optional[str], typer.Option(help="the Ray cluster (--executor ray; default: RAY_ADDRESS, else a local one)")] = None) -> None:
     """Pseudo-label the unlabeled pool with the teacher (cached), without training.
 
     Example: llmkd label examples/sst2.yaml --dry-run
+
+    Example: llmkd label examples/sst2.yaml --executor ray --address 10.0.0.1:6379
     """
     _setup(False, quiet)
     try:
@@ -103,7 +107,7 @@ def label(config: Annotated[Path, typer.Argument(help="YAML run config")], set_:
             for k, v in est.items():
                 out.print(f"{k:>34}: {v}", highlight=False)
             return
-        run_dir, labels = api.label(cfg)
+        run_dir, labels = api.label(cfg, executor=executor, address=address)
     except LlmkdError as exc:
         _fail(exc)
         return

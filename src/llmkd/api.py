@@ -134,10 +134,23 @@ def _earlier_gate(run_dir: Path) -> dict[str, Any] | None:
 
 
 def run(cfg: RunConfig) -> RunSummary:
-    """Run every method in ``cfg.methods`` and write the run directory (resumable)."""
+    """Run every method in ``cfg.methods`` and write the run directory (resumable).
+
+    Under ``accelerate launch`` (:mod:`llmkd.distributed`) the students train data-parallel, the
+    teacher is asked on the main process only, and only the main process writes the run
+    directory (the others work in a private copy of it)."""
+    from . import distributed
+
     run_dir = run_dir_for(cfg)
-    _check_same_config(run_dir, cfg)
-    start_run_dir(run_dir, dump_config(cfg))
+
+    def start() -> None:
+        _check_same_config(run_dir, cfg)
+        start_run_dir(run_dir, dump_config(cfg))
+
+    distributed.on_main(start)
+    run_dir = distributed.private_run_dir(run_dir)  # run_dir itself on the main process
+    if not distributed.is_main():
+        cfg = cfg.model_copy(update={"progress": False})  # one set of progress bars: the main process's
     sess = Session(cfg)
     hashes: dict[str, str] = {}
     results: dict[str, dict[str, Any]] = {}

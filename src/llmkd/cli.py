@@ -82,6 +82,10 @@ def run(config: Annotated[Path, typer.Argument(help="YAML run config")], set_: S
     except LlmkdError as exc:
         _fail(exc)
         return
+    from .distributed import is_main
+
+    if not is_main():  # accelerate launch: the main process reports
+        return
     typer.echo(summary.report)
     console.print(f"run directory: {summary.run_dir}", highlight=False)
 

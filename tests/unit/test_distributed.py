@@ -16,7 +16,6 @@ import yaml
 
 from tests.fake_openai_server import FakeOpenAIServer
 
-pytest.importorskip("accelerate")
 ROOT = Path(__file__).resolve().parents[2]
 WORDS = ["good", "bad", "film", "number", "fine", "awful", "plot", "a"]
 
@@ -59,7 +58,29 @@ def write_config(tmp_path: Path, base_url: str, student: str, name: str) -> Path
     return path
 
 
+def test_without_accelerate_a_launched_run_names_the_extra(monkeypatch) -> None:
+    from llmkd import distributed
+    from llmkd.errors import MissingExtraError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setitem(sys.modules, "accelerate", None)
+    distributed._state.cache_clear()
+    try:
+        with pytest.raises(MissingExtraError, match=r"pip install 'llmkd\[hf\]'"):
+            distributed.is_main()
+    finally:
+        distributed._state.cache_clear()
+
+
+def test_alone_nothing_is_shared() -> None:
+    from llmkd import distributed
+
+    assert not distributed.active() and distributed.is_main() and distributed.share([3, 1, 2]) == [3, 1, 2]
+    assert distributed.on_main(lambda: 7) == 7
+
+
 def test_two_processes_train_what_one_trains_and_write_one_run_folder(tmp_path: Path) -> None:
+    pytest.importorskip("accelerate")
     student = tiny_bert(tmp_path / "tiny_bert")
     scratch = tmp_path / "tmp"
     scratch.mkdir()

@@ -12,9 +12,6 @@ from llmkd.teachers import CachedTeacher, TeacherCache
 from llmkd.types import Example
 from tests.fakes import ScriptedTeacher
 
-ray = pytest.importorskip("ray")
-pytest.importorskip("ray.data")
-
 LABELS = ("negative", "positive")
 ITEMS = [Example(f"u{i}", f"review number {i} {'great' if i % 3 else 'awful'} film", None) for i in range(50)]
 SHOTS = (Example("s0", "a great film", "positive"), Example("s1", "an awful film", "negative"))
@@ -32,6 +29,8 @@ def make_teacher() -> ScriptedTeacher:
 
 @pytest.fixture(scope="module")
 def cluster():
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
     ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
              log_to_driver=False, configure_logging=False)
     yield
@@ -70,3 +69,15 @@ def test_everything_cached_needs_no_cluster(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(ray_labeling, "_run_on_ray", lambda *a, **k: pytest.fail("asked the cluster"))
     again = ray_labeling.label_on_ray(task, teacher, make_teacher, ITEMS[:10], SHOTS, progress=False)
     assert again == local
+
+
+def test_without_ray_the_error_names_the_extra(tmp_path, monkeypatch) -> None:
+    import sys
+
+    from llmkd.errors import MissingExtraError
+    from llmkd.ray_labeling import label_on_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    teacher = CachedTeacher(make_teacher(), TeacherCache(tmp_path / "c.sqlite"))
+    with pytest.raises(MissingExtraError, match=r"pip install 'llmkd\[ray\]'"):
+        label_on_ray(ClassificationTask(labels=LABELS), teacher, make_teacher, ITEMS[:2], SHOTS, progress=False)

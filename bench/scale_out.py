@@ -17,7 +17,7 @@ and a student trained data-parallel by Accelerate on 2 CPU processes (gloo) vs 1
 The simulated N-server curve (an OpenAI-protocol teacher over 1-4 loopback stub servers) is in
 docs/results/teacher_speed.md (bench/teacher_speed.py); it is not rerun here.
 
-    python bench/scale_out.py --items 300 --seeds 0 1 2
+    python bench/scale_out.py --items 200 --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def config(runs: Path, items: int, seed: int, cache: Path, name: str) -> dict:
         "data": {"train": f"{SST2}/stsa.binary.train", "dev": f"{SST2}/stsa.binary.dev",
                  "test": f"{SST2}/stsa.binary.test", "format": "label_text", "separator": " ",
                  "label_map": {"0": "negative", "1": "positive"}, "labels": ["negative", "positive"],
-                 "split": {"labeled_per_class": 8, "dev_per_class": 8, "pool_size": items, "test_size": 500}},
+                 "split": {"labeled_per_class": 8, "dev_per_class": 8, "pool_size": items, "test_size": 400}},
         "task": {"instruction": "Classify the sentiment of the movie review."},
         "teacher": {"backend": "llamacpp", "model": "smollm2-135m-instruct", "labeling": "score", "n_threads": 1,
                     "gate": "off"},
@@ -76,7 +76,8 @@ def ray_cells(args, runs: Path) -> list[dict]:
             if cell == "local":
                 local_labels = got
             same = sum(a == b for a, b in zip(got, local_labels))
-            out.append({"cell": cell, "seconds": sec, "items": len(labels), "same_as_local": same})
+            out.append({"cell": cell, "seconds": sec, "items": len(labels), "same_as_local": same,
+                        "load1": os.getloadavg()[0]})
             print(out[-1], flush=True)
     finally:
         ray.shutdown()
@@ -121,7 +122,7 @@ def accelerate_cells(args, runs: Path) -> list[dict]:
             prog = json.loads((run_dir / "vanilla" / "student" / "progress.json").read_text())
             rows.append({"cell": cell, "seed": seed, "seconds": sec, "macro_f1": res["metrics"]["macro_f1"],
                          "accuracy": res["metrics"]["accuracy"], "epochs": prog["epoch"],
-                         "teacher_calls": res.get("timings", {}).get("teacher_calls")})
+                         "teacher_calls": res.get("timings", {}).get("teacher_calls"), "load1": os.getloadavg()[0]})
             print(rows[-1], flush=True)
     return rows
 
@@ -132,27 +133,38 @@ def fmt(vals: list[float], f: str = "{:.3f}") -> str:
 
 def main() -> None:
     ap = parser(__doc__, NAME, [], teachers=None)
-    ap.add_argument("--items", type=int, default=300)
+    ap.add_argument("--items", type=int, default=200)
     ap.add_argument("--workers", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--skip", choices=["ray", "accelerate"], default=None)
+    ap.add_argument("--report-only", action="store_true", help="rewrite the .md from the .json beside it")
     args = ap.parse_args()
     command, started = start(NAME)
-    runs = Path(args.runs)
-    runs.mkdir(parents=True, exist_ok=True)
-    lab = [] if args.skip == "ray" else ray_cells(args, runs)
-    acc = [] if args.skip == "accelerate" else accelerate_cells(args, runs)
+    store = Path(args.out).with_suffix(".json")
+    if args.report_only:
+        saved = json.loads(store.read_text())
+        command, lab, acc = saved["command"], saved["labeling"], saved["training"]
+        args.seeds, args.items = saved["seeds"], saved["items"]
+    else:
+        runs = Path(args.runs)
+        runs.mkdir(parents=True, exist_ok=True)
+        lab = [] if args.skip == "ray" else ray_cells(args, runs)
+        acc = [] if args.skip == "accelerate" else accelerate_cells(args, runs)
+        store.write_text(json.dumps({"command": command, "seeds": args.seeds, "items": args.items, "labeling": lab,
+                                     "training": acc, "machine": machine_line(started), "cpu": cpu_model()}, indent=1))
     lines = ["# Scale-out on this machine (bench/scale_out.py)", "",
-             f"Command: `{command}`  ", machine_line(started), f"CPU: {cpu_model()}.  ",
-             f"Seeds: {args.seeds}. Data: SST-2 (`{SST2}`), pool {args.items} sentences, 16 labeled, 16 dev, 500 test.", ""]
+             f"Command: `{command}`  ", saved["machine"] if args.report_only else machine_line(started),
+             f"CPU: {saved['cpu'] if args.report_only else cpu_model()}.  ",
+             f"Seeds: {args.seeds}. Data: SST-2 (`{SST2}`), pool {args.items} sentences, 16 labeled, 16 dev, 400 test.", ""]
     if lab:
         base = next(r for r in lab if r["cell"] == "local")["seconds"]
         lines += ["## Labeling: local vs a loopback Ray cluster", "",
                   "SmolLM2-135M (llama.cpp, n_threads=1 per worker, score mode), an empty cache per cell; the Ray "
                   "cluster has 2 CPUs on 127.0.0.1. Wall time of `llmkd.api.label` (actor start and model load included).",
-                  "", "| cell | seconds | items/s | x local | labels identical to local |", "|---|---:|---:|---:|---:|"]
+                  "", "| cell | seconds | items/s | x local | labels identical to local | load (1 min) after |",
+                  "|---|---:|---:|---:|---:|---:|"]
         for r in lab:
             lines.append(f"| {r['cell']} | {r['seconds']:.1f} | {r['items'] / r['seconds']:.1f} | "
-                         f"{base / r['seconds']:.2f} | {r['same_as_local']} / {r['items']} |")
+                         f"{base / r['seconds']:.2f} | {r['same_as_local']} / {r['items']} | {r.get('load1', 0):.1f} |")
         lines.append("")
     if acc:
         lines += ["## Student: Accelerate, 2 CPU processes vs 1", "",
@@ -163,15 +175,15 @@ def main() -> None:
             rs = [r for r in acc if r["cell"] == cell]
             lines.append(f"| {cell} | {fmt([r['macro_f1'] for r in rs])} | {fmt([r['accuracy'] for r in rs])} | "
                          f"{fmt([r['seconds'] for r in rs], '{:.0f}')} | {sum(r['teacher_calls'] or 0 for r in rs)} |")
-        lines += ["", "Per seed:", "", "| cell | seed | macro-F1 | seconds | epochs |", "|---|---:|---:|---:|---:|"]
+        lines += ["", "Per seed:", "", "| cell | seed | macro-F1 | seconds | epochs | load (1 min) after |",
+                  "|---|---:|---:|---:|---:|---:|"]
         for r in acc:
-            lines.append(f"| {r['cell']} | {r['seed']} | {r['macro_f1']:.4f} | {r['seconds']:.0f} | {r['epochs']} |")
+            lines.append(f"| {r['cell']} | {r['seed']} | {r['macro_f1']:.4f} | {r['seconds']:.0f} | {r['epochs']} | "
+                         f"{r.get('load1', 0):.1f} |")
         lines.append("")
     lines += ["The N-server curve (OpenAI-protocol teacher over loopback stub servers) is in "
               "[teacher_speed.md](teacher_speed.md#scale-out-openai-protocol-teacher-over-n-loopback-stub-servers).", ""]
     write_keeping_notes(args.out, "\n".join(lines) + "\n")
-    Path(args.out).with_suffix(".json").write_text(json.dumps({"command": command, "labeling": lab, "training": acc},
-                                                              indent=1))
 
 
 if __name__ == "__main__":

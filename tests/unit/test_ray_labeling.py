@@ -81,3 +81,15 @@ def test_without_ray_the_error_names_the_extra(tmp_path, monkeypatch) -> None:
     teacher = CachedTeacher(make_teacher(), TeacherCache(tmp_path / "c.sqlite"))
     with pytest.raises(MissingExtraError, match=r"pip install 'llmkd\[ray\]'"):
         label_on_ray(ClassificationTask(labels=LABELS), teacher, make_teacher, ITEMS[:2], SHOTS, progress=False)
+
+
+def test_an_unknown_executor_is_a_config_error(tmp_path) -> None:
+    from llmkd import api
+    from llmkd.config import parse_config
+    from llmkd.errors import ConfigError
+
+    cfg = parse_config({"name": "x", "data": {"train": str(tmp_path / "train.jsonl"), "test": str(tmp_path / "t.jsonl")},
+                        "output_dir": str(tmp_path)})
+    with pytest.raises(ConfigError, match="executor: allowed values are 'local' and 'ray' \\(got 'dask'\\)"):
+        api.label(cfg, executor="dask")
+    assert not (tmp_path / "x").exists()  # refused before anything is written

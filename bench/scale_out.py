@@ -8,11 +8,14 @@ and a student trained data-parallel by Accelerate on 2 CPU processes (gloo) vs 1
    before the cells) with 1 and 2 actors. Wall time includes starting the actors and loading the
    teacher in each. Each Ray cell's labels are compared with the local cell's (label and
    confidence, exactly).
-2. **Accelerate.** ``llmkd run`` (method vanilla, MiniLM student, gate off) on the same pool, labels
-   from the cache (each seed's pool is labeled once before the timed runs), as 1 process with 1
-   thread, 1 process with 2 threads, and ``accelerate launch --cpu --num_processes 2`` with 1
-   thread each; seeds as given (the seed draws the split and the student). Wall time is the whole
-   command (Python start, model load, training, prediction on dev and test).
+2. **Accelerate.** ``llmkd run`` (method vanilla, MiniLM student, gate off) on a pool of the same
+   size, labeled by a fake teacher (the loopback OpenAI server of the tests answering each
+   sentence's gold SST-2 label: SmolLM2's labels are near chance, and a student trained on them
+   predicts one class, which would make any two runs look alike), as 1 process with 1 thread,
+   1 process with 2 threads, and ``accelerate launch --cpu --num_processes 2`` with 1 thread each;
+   seeds as given (the seed draws the split and the student). The first cell of a seed asks the
+   fake teacher (instant), the others read the cache. Wall time is the whole command (Python
+   start, model load, training, prediction on dev and test).
 
 The simulated N-server curve (an OpenAI-protocol teacher over 1-4 loopback stub servers) is in
 docs/results/teacher_speed.md (bench/teacher_speed.py); it is not rerun here.
@@ -42,7 +45,7 @@ def config(runs: Path, items: int, seed: int, cache: Path, name: str) -> dict:
         "data": {"train": f"{SST2}/stsa.binary.train", "dev": f"{SST2}/stsa.binary.dev",
                  "test": f"{SST2}/stsa.binary.test", "format": "label_text", "separator": " ",
                  "label_map": {"0": "negative", "1": "positive"}, "labels": ["negative", "positive"],
-                 "split": {"labeled_per_class": 8, "dev_per_class": 8, "pool_size": items, "test_size": 400}},
+                 "split": {"labeled_per_class": 8, "dev_per_class": 8, "pool_size": items, "test_size": 300}},
         "task": {"instruction": "Classify the sentiment of the movie review."},
         "teacher": {"backend": "llamacpp", "model": "smollm2-135m-instruct", "labeling": "score", "n_threads": 1,
                     "gate": "off"},
@@ -84,17 +87,32 @@ def ray_cells(args, runs: Path) -> list[dict]:
     return out
 
 
+def gold_labels() -> dict[str, str]:
+    """SST-2's gold label of every training sentence: the fake teacher's answers."""
+    out = {}
+    for line in Path(f"{SST2}/stsa.binary.train").read_text(encoding="utf-8").splitlines():
+        label, text = line.split(" ", 1)
+        out[text.strip()] = "positive" if label == "1" else "negative"
+    return out
+
+
 def accelerate_cells(args, runs: Path) -> list[dict]:
+    import shutil
+
     import yaml
 
-    from llmkd import api
-    from llmkd.config import parse_config
+    sys.path.insert(0, str(ROOT))
+    from tests.fake_openai_server import FakeOpenAIServer
+    from tests.fakes import classify_text
 
+    gold = gold_labels()
+    server = FakeOpenAIServer(script=lambda prompt: gold.get(classify_text(prompt).strip(), "no idea"))
+    server.__enter__()
     cache = runs / "train-cache.sqlite"
+    for p in cache.parent.glob(cache.name + "*"):
+        p.unlink()
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     rows = []
-    for seed in args.seeds:  # label each seed's pool once, outside the timed runs
-        api.label(parse_config(config(runs / "train", args.items, seed, cache, f"label-s{seed}")))
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines",
               "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "llmkd"]
     cells = {"1 process x 1 thread": ([sys.executable, "-m", "llmkd"], 1),
@@ -104,14 +122,14 @@ def accelerate_cells(args, runs: Path) -> list[dict]:
         for cell, (cmd, threads) in cells.items():
             name = f"s{seed}-{cell.split()[0]}p{threads}t"
             cfg = config(runs / "train", args.items, seed, cache, name)
+            cfg["teacher"] = {"backend": "openai", "model": "fake", "confidence": False, "gate": "off", "chat": False,
+                              "openai": {"base_url": server.base_url, "api_key_env": None, "max_retries": 0}}
             cfg["student"]["threads"] = threads
             path = runs / "train" / f"{name}.yaml"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(yaml.safe_dump(cfg))
             run_dir = runs / "train" / name
             if run_dir.exists():
-                import shutil
-
                 shutil.rmtree(run_dir)
             t0 = time.perf_counter()
             r = subprocess.run([*cmd, "run", str(path), "-q"], capture_output=True, text=True, env=env)
@@ -124,6 +142,7 @@ def accelerate_cells(args, runs: Path) -> list[dict]:
                          "accuracy": res["metrics"]["accuracy"], "epochs": prog["epoch"],
                          "teacher_calls": res.get("timings", {}).get("teacher_calls"), "load1": os.getloadavg()[0]})
             print(rows[-1], flush=True)
+    server.__exit__(None, None, None)
     return rows
 
 
@@ -154,7 +173,7 @@ def main() -> None:
     lines = ["# Scale-out on this machine (bench/scale_out.py)", "",
              f"Command: `{command}`  ", saved["machine"] if args.report_only else machine_line(started),
              f"CPU: {saved['cpu'] if args.report_only else cpu_model()}.  ",
-             f"Seeds: {args.seeds}. Data: SST-2 (`{SST2}`), pool {args.items} sentences, 16 labeled, 16 dev, 400 test.", ""]
+             f"Seeds: {args.seeds}. Data: SST-2 (`{SST2}`), pool {args.items} sentences, 16 labeled, 16 dev, 300 test.", ""]
     if lab:
         base = next(r for r in lab if r["cell"] == "local")["seconds"]
         lines += ["## Labeling: local vs a loopback Ray cluster", "",
@@ -168,8 +187,9 @@ def main() -> None:
         lines.append("")
     if acc:
         lines += ["## Student: Accelerate, 2 CPU processes vs 1", "",
-                  "`llmkd run` with method vanilla (MiniLM, 3 epochs or the min_steps rule, batch 16), labels from "
-                  "the cache (no teacher call in the timed runs). Mean ± std over the seeds; wall time of the whole command.",
+                  "`llmkd run` with method vanilla (MiniLM, 3 epochs or the min_steps rule, batch 16), the pool labeled "
+                  "by a fake teacher that answers the gold label (the loopback OpenAI server). Mean ± std over the "
+                  "seeds; wall time of the whole command.",
                   "", "| cell | test macro-F1 | test accuracy | wall seconds | teacher calls |", "|---|---:|---:|---:|---:|"]
         for cell in dict.fromkeys(r["cell"] for r in acc):
             rs = [r for r in acc if r["cell"] == cell]

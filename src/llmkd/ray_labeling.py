@@ -77,8 +77,8 @@ def label_on_ray(task: Any, teacher: CachedTeacher, make_teacher: Callable[[], A
     the one written); ``make_teacher()``: builds the same teacher on a worker (picklable, e.g.
     ``functools.partial(llmkd.build.build_teacher, cfg.teacher)``).
 
-    ``address``: the cluster (``ray.init(address=...)``; None joins a running one if
-    ``RAY_ADDRESS`` says so, else starts a local one, which is shut down at the end).
+    ``address``: the cluster (``ray.init(address=...)``; None joins the one ``RAY_ADDRESS``
+    names, else starts a local one on 127.0.0.1, which is shut down at the end).
     ``workers``: actors (default: the cluster's CPUs over ``cpus_per_worker``, or its GPUs over
     ``gpus_per_worker``). ``batch_size``: items per Ray batch (default: about four batches per
     actor, at most 64). Order is preserved."""
@@ -126,8 +126,12 @@ def _run_on_ray(todo: list[_Item], index: list[int], teacher: CachedTeacher, mak
     require("ray.data", "ray", "labeling on a Ray cluster (--executor ray)")
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING)
+        import os
+
+        # no cluster named: a local one on this machine, reachable from it only (127.0.0.1)
+        local = {"address": "local", "_node_ip_address": "127.0.0.1"} if not (address or os.environ.get("RAY_ADDRESS")) else {
+            "address": address}
+        ray.init(**local, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     try:
         import ray.data
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -68,6 +69,7 @@ def ray_cells(args, runs: Path) -> list[dict]:
             cache = runs / "label-cells" / f"{cell}.sqlite"
             for p in cache.parent.glob(cache.name + "*"):
                 p.unlink()
+            shutil.rmtree(runs / "label-cells" / f"label-{cell}", ignore_errors=True)  # a fresh run folder too
             cfg = parse_config(config(runs / "label-cells", args.items, 0, cache, f"label-{cell}"))
             t0 = time.perf_counter()
             if cell == "local":
@@ -97,8 +99,6 @@ def gold_labels() -> dict[str, str]:
 
 
 def accelerate_cells(args, runs: Path) -> list[dict]:
-    import shutil
-
     import yaml
 
     sys.path.insert(0, str(ROOT))

@@ -94,6 +94,8 @@ def label_on_ray(task: Any, teacher: CachedTeacher, make_teacher: Callable[[], A
             misses.append(i)
     log.info("%s: %d of %d items answered by the cache; %d go to the Ray cluster", desc, len(items) - len(misses),
              len(items), len(misses))
+    teacher.hits += reader.hits  # the answers read back in step 3 were misses (counted as such), not hits
+    teacher.cached_seconds += reader.cached_seconds
     if misses:
         remote = _run_on_ray([_Item(str(items[i].id), items[i].text) for i in misses], misses, teacher,
                              make_teacher, task, shots, settings, desc=desc, progress=progress, address=address,
@@ -104,8 +106,6 @@ def label_on_ray(task: Any, teacher: CachedTeacher, make_teacher: Callable[[], A
                 out[i] = label_examples(task, reader, [items[i]], shots, progress=False, **settings)[0]
             except CacheMiss:  # an answer that is never cached (too long, all -inf scores): the actor's label
                 out[i] = remote[i]
-    teacher.hits += reader.hits
-    teacher.cached_seconds += reader.cached_seconds
     labels = [lab for lab in out if lab is not None]
     n_long = sum(lab.error.startswith("too_long") for lab in labels)
     if n_long:

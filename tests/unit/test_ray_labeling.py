@@ -52,7 +52,7 @@ def test_ray_labels_equal_local_labels_and_the_driver_fills_the_cache(cluster, t
     assert sum(lab.abstained for lab in remote) > 0  # the unparseable replies stayed abstentions
     stats = cache.stats()
     assert stats["entries"] == 100 and stats["repeated_calls"] == 0  # generate + score per item, each asked once
-    assert driver.misses == 100
+    assert driver.misses == 100 and driver.hits == 10  # the 5 items cached before: generate + score each
     assert len(driver.teacher.generate_calls) == 5  # the driver's own teacher answered only its 5 items
 
     # a later local run finds every answer cached: it never asks its teacher

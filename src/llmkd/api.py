@@ -137,10 +137,23 @@ def _earlier_gate(run_dir: Path) -> dict[str, Any] | None:
 
 
 def run(cfg: RunConfig) -> RunSummary:
-    """Run every method in ``cfg.methods`` and write the run directory (resumable)."""
+    """Run every method in ``cfg.methods`` and write the run directory (resumable).
+
+    Under ``accelerate launch`` (:mod:`llmkd.distributed`) the students train data-parallel, the
+    teacher is asked on the main process only, and only the main process writes the run
+    directory (the others work in a private copy of it)."""
+    from . import distributed
+
     run_dir = run_dir_for(cfg)
-    _check_same_config(run_dir, cfg)
-    start_run_dir(run_dir, dump_config(cfg))
+
+    def start() -> None:
+        _check_same_config(run_dir, cfg)
+        start_run_dir(run_dir, dump_config(cfg))
+
+    distributed.on_main(start)
+    run_dir = distributed.private_run_dir(run_dir)  # run_dir itself on the main process
+    if not distributed.is_main():
+        cfg = cfg.model_copy(update={"progress": False})  # one set of progress bars: the main process's
     sess = Session(cfg)
     hashes: dict[str, str] = {}
     results: dict[str, dict[str, Any]] = {}
@@ -191,15 +204,38 @@ def run(cfg: RunConfig) -> RunSummary:
     return RunSummary(run_dir, results, report)
 
 
-def label(cfg: RunConfig) -> tuple[Path, list[TeacherLabel]]:
+def label(cfg: RunConfig, *, executor: str = "local", address: str | None = None,
+          workers: int | None = None) -> tuple[Path, list[TeacherLabel]]:
     """Label the unlabeled pool only (no training); writes RUN_DIR/vanilla/labels.jsonl and the
-    manifest (with the teacher's fingerprint; :mod:`llmkd.label_export` writes it as provenance)."""
+    manifest (with the teacher's fingerprint; :mod:`llmkd.label_export` writes it as provenance).
+
+    ``executor="ray"``: the cache misses are labeled on a Ray cluster (``address``; ``workers``
+    actors, default one per ``teacher.n_threads`` CPUs), the driver writes the cache
+    (:mod:`llmkd.ray_labeling`); the labels are those of a local run."""
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"executor: allowed values are 'local' and 'ray' (got {executor!r})")
     run_dir = run_dir_for(cfg)
     _check_same_config(run_dir, cfg)
     start_run_dir(run_dir, dump_config(cfg))
     sess = Session(cfg)
     ctx = sess.context("vanilla", run_dir)
-    labels = ctx.label(sess.splits.pool, stage="teacher-pool", desc="teacher on pool")
+    if executor == "ray":
+        from functools import partial
+
+        from .ray_labeling import label_on_ray
+
+        s = ctx.labeling
+        labels = label_on_ray(sess.task, sess.teacher, partial(build_teacher, cfg.teacher), sess.splits.pool, ctx.shots,
+                              mode=s.mode, confidence=s.confidence, max_tokens=s.max_tokens,
+                              temperature=s.temperature, constrained=s.constrained, stage="teacher-pool",
+                              desc="teacher on pool", progress=cfg.progress, address=address, workers=workers,
+                              cpus_per_worker=(cfg.teacher.n_threads or 1) if cfg.teacher.backend == "llamacpp" else 1)
+        if ctx.human_labels:  # data.human_labels, as ctx.label gives them on the local path
+            from .review import with_human_labels
+
+            labels = with_human_labels(labels, ctx.human_labels)
+    else:
+        labels = ctx.label(sess.splits.pool, stage="teacher-pool", desc="teacher on pool")
     write_pool_labels(run_dir, labels)
     write_manifest(run_dir, cfg, {"teacher": sess.teacher.fingerprint})
     return run_dir, labels

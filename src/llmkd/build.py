@@ -263,7 +263,13 @@ class Session:
     @property
     def teacher(self) -> CachedTeacher:
         if self._teacher is None:
-            self._teacher = CachedTeacher(build_teacher(self.cfg.teacher), TeacherCache(default_cache_path(self.cfg)))
+            from . import distributed
+
+            def build() -> CachedTeacher:
+                return CachedTeacher(build_teacher(self.cfg.teacher), TeacherCache(default_cache_path(self.cfg)))
+
+            # accelerate launch: asked on the main process only, its answers broadcast to the others
+            self._teacher = distributed.MainProcessTeacher(build) if distributed.active() else build()
         return self._teacher
 
     @property

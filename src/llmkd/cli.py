@@ -83,6 +83,10 @@ def run(config: Annotated[Path, typer.Argument(help="YAML run config")], set_: S
     except LlmkdError as exc:
         _fail(exc)
         return
+    from .distributed import is_main
+
+    if not is_main():  # accelerate launch: the main process reports
+        return
     typer.echo(summary.report)
     console.print(f"run directory: {summary.run_dir}", highlight=False)
 
@@ -97,12 +101,16 @@ def label(config: Annotated[Path, typer.Argument(help="YAML run config")], set_:
           dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count prompts and tokens and estimate the time")] = False,
           output: Annotated[Optional[Path], typer.Option("--output", "-o", help="also write the labeled pool with texts "
                                                          "and provenance here (as `llmkd export-labels`)")] = None,
-          format_: LabelsFormatOpt = "auto", answered_only: AnsweredOpt = False) -> None:
+          format_: LabelsFormatOpt = "auto", answered_only: AnsweredOpt = False,
+          executor: Annotated[str, typer.Option(help="local, or ray: the cache misses on a Ray cluster (pip install 'llmkd[ray]')")] = "local",
+          address: Annotated[Optional[str], typer.Option(help="the Ray cluster (--executor ray; default: RAY_ADDRESS, else a local one)")] = None) -> None:
     """Pseudo-label the unlabeled pool with the teacher (cached), without training.
 
     Example: llmkd label examples/sst2.yaml --dry-run
 
     Example: llmkd label examples/sst2.yaml --output pool.parquet
+
+    Example: llmkd label examples/sst2.yaml --executor ray --address 10.0.0.1:6379
     """
     _setup(False, quiet)
     try:
@@ -118,7 +126,7 @@ def label(config: Annotated[Path, typer.Argument(help="YAML run config")], set_:
             for k, v in est.items():
                 out.print(f"{k:>34}: {v}", highlight=False)
             return
-        run_dir, labels = api.label(cfg)
+        run_dir, labels = api.label(cfg, executor=executor, address=address)
         n_abs = sum(lab.abstained for lab in labels)
         out.print(f"labeled {len(labels)} examples ({n_abs} abstentions) -> {run_dir / 'vanilla' / 'labels.jsonl'}",
                   highlight=False, soft_wrap=True)

@@ -168,26 +168,39 @@ def load_optimizer(model: Any, optimizer: Any, tensors: dict[str, Any], meta: di
             }
 
 
-def optimizer_step(student: Any, loss: Any) -> None:
+def optimizer_step(student: Any, loss: Any) -> float:
     """One AdamW step on ``loss`` at the student's scheduled learning rate (``_lr_at``, times a
-    parameter group's ``lr_scale`` where it has one), with gradient clipping at 1.0; counts the step."""
+    parameter group's ``lr_scale`` where it has one), with gradient clipping at 1.0; counts the
+    step and returns the loss. In a data-parallel run (:mod:`llmkd.distributed`) ``loss`` is this
+    process's part (None: it had no example of the batch) and the gradients and the returned loss
+    are summed over the processes before the step."""
     import torch
+
+    from ..distributed import sum_gradients
 
     for group in student.optimizer_.param_groups:
         group["lr"] = student._lr_at(student.steps_done_) * group.get("lr_scale", 1.0)
     student.optimizer_.zero_grad(set_to_none=True)
-    loss.backward()
+    value = 0.0
+    if loss is not None:
+        loss.backward()
+        value = loss.item()
+    value = sum_gradients(student.model_, value)
     torch.nn.utils.clip_grad_norm_(student.model_.parameters(), 1.0)
     student.optimizer_.step()
     student.steps_done_ += 1
+    return value
 
 
 def weighted_epoch(student: Any, n: int, weights: Sequence[float] | None, batch_loss: Callable[[list[int]], Any]) -> float:
     """One epoch of every student: the ``n`` examples in the student's seeded order (``seed``,
     ``epochs_done_``), mini-batches of ``batch_size``; ``batch_loss(idx)`` gives the per-example
     losses of a batch; the step minimises their ``weights``-weighted sum over the batch size.
-    Returns the mean loss and counts the epoch."""
+    Returns the mean loss and counts the epoch. In a data-parallel run each process computes the
+    losses of its share of every batch (:func:`llmkd.distributed.share`)."""
     import torch
+
+    from ..distributed import share
 
     if weights is not None and len(weights) != n:
         raise ValueError(f"fit_epoch: {n} examples but {len(weights)} weights")
@@ -197,11 +210,13 @@ def weighted_epoch(student: Any, n: int, weights: Sequence[float] | None, batch_
     total, count = 0.0, 0
     for start in range(0, n, student.batch_size):
         idx = order[start : start + student.batch_size]
-        per_example = batch_loss(idx)
-        w = torch.tensor([1.0 if weights is None else float(weights[i]) for i in idx], device=per_example.device)
-        loss = (per_example * w).sum() / len(idx)
-        optimizer_step(student, loss)
-        total += loss.item() * len(idx)
+        mine = share(idx)
+        loss = None
+        if mine:
+            per_example = batch_loss(mine)
+            w = torch.tensor([1.0 if weights is None else float(weights[i]) for i in mine], device=per_example.device)
+            loss = (per_example * w).sum() / len(idx)
+        total += optimizer_step(student, loss) * len(idx)
         count += len(idx)
     student.epochs_done_ += 1
     return total / max(count, 1)

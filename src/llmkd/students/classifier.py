@@ -8,7 +8,7 @@ teacher's label distribution (``Example.soft``) at ``temperature``, ``mix`` on b
 ``soft_weight`` on the soft term): :func:`llmkd.students.losses.distill_loss`. An example without
 ``soft`` (gold) trains on its label whatever the setting.
 
-Not handled: multi-label targets, gradient accumulation, multi-GPU (use Accelerate around it).
+Not handled: multi-label targets, gradient accumulation. Many devices: ``accelerate launch`` (:mod:`llmkd.distributed`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,14 @@ log = logging.getLogger(__name__)
 
 
 def pick_device(device: str) -> str:
+    """``auto``: CUDA where there is one, else the CPU. In a data-parallel run (``accelerate
+    launch``) ``auto`` and ``cuda`` are this process's own device (:func:`llmkd.distributed.device`)."""
     import torch
 
+    from .. import distributed
+
+    if distributed.active() and device in ("auto", "cuda"):
+        return distributed.device()
     if device != "auto":
         return device
     if torch.cuda.is_available():

@@ -22,7 +22,7 @@ an abstention, counted by the scorer.
 ``extra_tokens`` (slot tags, intents, ``(NP``) are added to the tokenizer as whole tokens that
 are not lower-cased, so an uncased BERT keeps ``B-fromloc.city_name`` and ``O`` intact.
 ``save`` writes safetensors weights, the tokenizer, ``student.json`` and the AdamW moments.
-Not handled: constrained decoding; gradient accumulation; multi-GPU (use Accelerate around it).
+Not handled: constrained decoding; gradient accumulation. Many devices: ``accelerate launch`` (:mod:`llmkd.distributed`).
 """
 
 from __future__ import annotations

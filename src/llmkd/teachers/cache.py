@@ -216,6 +216,16 @@ class TeacherCache:
                         "(`llmkd cache check --path %s` lists the damage)", self.path, bad, self.path)
         return out
 
+    def drain(self) -> list[tuple[str, str, str, Any, float]]:
+        """Remove and return every entry as (key, fingerprint, kind, value, seconds): how a
+        labeling worker's private cache (``TeacherCache(":memory:")``) hands its answers to the
+        driver, the one process that writes the real cache (:mod:`llmkd.ray_labeling`)."""
+        with self._guard():
+            rows = self._db.execute("SELECT key, fingerprint, kind, value, seconds FROM entries").fetchall()
+            self._db.execute("DELETE FROM entries")
+            self._db.commit()
+        return [(k, fp, kind, json.loads(v), float(sec)) for k, fp, kind, v, sec in rows]
+
     def put(self, key: str, fingerprint: str, kind: str, value: Any, seconds: float) -> None:
         """Store one answer (and drop any claim on its key: it is answered)."""
         with self._guard():
@@ -500,12 +510,21 @@ def _value_problem(kind: str, value: Any, n_options: int | None) -> str:
     return ""
 
 
-class CachedTeacher:
-    """Wraps any :class:`Teacher`; answers from the cache and sends only the misses on."""
+class CacheMiss(StateError):
+    """A :class:`CachedTeacher` made with ``cache_only=True`` was asked something it has no cached
+    answer for (it never asks the teacher)."""
 
-    def __init__(self, teacher: Teacher, cache: TeacherCache) -> None:
+
+class CachedTeacher:
+    """Wraps any :class:`Teacher`; answers from the cache and sends only the misses on.
+
+    ``cache_only=True``: answer from the cache alone; a request that misses raises
+    :class:`CacheMiss` and the teacher is never called (nor loaded)."""
+
+    def __init__(self, teacher: Teacher, cache: TeacherCache, *, cache_only: bool = False) -> None:
         self.teacher = teacher
         self.cache = cache
+        self.cache_only = cache_only
         self.misses = 0
         self.hits = 0
         self.seconds = 0.0  # teacher time spent in this process (misses)
@@ -557,6 +576,9 @@ class CachedTeacher:
             if k not in found:
                 first.setdefault(k, i)
         pending = list(first)
+        if pending and self.cache_only:
+            raise CacheMiss(f"teacher cache {self.cache.path}: {len(pending)} of {len(keys)} {kind} requests are not "
+                            f"cached for teacher {self.teacher.name} (cache_only: the teacher is not asked)")
         owner = self.cache.new_owner()
         deadline = time.monotonic() + self.cache.wait_timeout
         pause = 0.02

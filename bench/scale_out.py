@@ -1,0 +1,210 @@
+"""Scale-out on this machine (issue 31): labeling on a loopback Ray cluster with 1 vs 2 workers,
+and a student trained data-parallel by Accelerate on 2 CPU processes (gloo) vs 1.
+
+1. **Ray labeling.** ``llmkd.api.label`` on the SST-2 pool (``--items`` sentences, ``stsa.binary``
+   from /work/shared/data/sst2) with the SmolLM2-135M teacher (llama.cpp, ``n_threads=1`` per
+   worker, labeling by scoring the label set), each cell with an empty cache of its own: in
+   process (``executor="local"``), then on a local Ray cluster (127.0.0.1, 2 CPUs, started once
+   before the cells) with 1 and 2 actors. Wall time includes starting the actors and loading the
+   teacher in each. Each Ray cell's labels are compared with the local cell's (label and
+   confidence, exactly).
+2. **Accelerate.** ``llmkd run`` (method vanilla, MiniLM student, gate off) on a pool of the same
+   size, labeled by a fake teacher (the loopback OpenAI server of the tests answering each
+   sentence's gold SST-2 label: SmolLM2's labels are near chance, and a student trained on them
+   predicts one class, which would make any two runs look alike), as 1 process with 1 thread,
+   1 process with 2 threads, and ``accelerate launch --cpu --num_processes 2`` with 1 thread each;
+   seeds as given (the seed draws the split and the student). The first cell of a seed asks the
+   fake teacher (instant), the others read the cache. Wall time is the whole command (Python
+   start, model load, training, prediction on dev and test).
+
+The simulated N-server curve (an OpenAI-protocol teacher over 1-4 loopback stub servers) is in
+docs/results/teacher_speed.md (bench/teacher_speed.py); it is not rerun here.
+
+    python bench/scale_out.py --items 200 --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _common import ROOT, cpu_model, machine_line, parser, start, write_keeping_notes
+
+NAME = "scale_out"
+SST2 = "/work/shared/data/sst2"
+
+
+def config(runs: Path, items: int, seed: int, cache: Path, name: str) -> dict:
+    return {
+        "name": name, "seed": seed,
+        "data": {"train": f"{SST2}/stsa.binary.train", "dev": f"{SST2}/stsa.binary.dev",
+                 "test": f"{SST2}/stsa.binary.test", "format": "label_text", "separator": " ",
+                 "label_map": {"0": "negative", "1": "positive"}, "labels": ["negative", "positive"],
+                 "split": {"labeled_per_class": 8, "dev_per_class": 8, "pool_size": items, "test_size": 300}},
+        "task": {"instruction": "Classify the sentiment of the movie review."},
+        "teacher": {"backend": "llamacpp", "model": "smollm2-135m-instruct", "labeling": "score", "n_threads": 1,
+                    "gate": "off"},
+        "student": {"model": "all-minilm-l6-v2", "epochs": 3, "max_length": 64, "device": "cpu", "threads": 1},
+        "methods": ["vanilla"], "output_dir": str(runs), "cache": str(cache), "progress": False,
+    }
+
+
+def ray_cells(args, runs: Path) -> list[dict]:
+    import ray
+
+    from llmkd import api
+    from llmkd.config import parse_config
+
+    out = []
+    local_labels = None
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    try:
+        for cell in ["local", *[f"ray-{w}" for w in args.workers]]:
+            cache = runs / "label-cells" / f"{cell}.sqlite"
+            for p in cache.parent.glob(cache.name + "*"):
+                p.unlink()
+            shutil.rmtree(runs / "label-cells" / f"label-{cell}", ignore_errors=True)  # a fresh run folder too
+            cfg = parse_config(config(runs / "label-cells", args.items, 0, cache, f"label-{cell}"))
+            t0 = time.perf_counter()
+            if cell == "local":
+                _, labels = api.label(cfg)
+            else:
+                _, labels = api.label(cfg, executor="ray", workers=int(cell.split("-")[1]))
+            sec = time.perf_counter() - t0
+            got = [(lab.label, lab.confidence) for lab in labels]
+            if cell == "local":
+                local_labels = got
+            same = sum(a == b for a, b in zip(got, local_labels))
+            out.append({"cell": cell, "seconds": sec, "items": len(labels), "same_as_local": same,
+                        "load1": os.getloadavg()[0]})
+            print(out[-1], flush=True)
+    finally:
+        ray.shutdown()
+    return out
+
+
+def gold_labels() -> dict[str, str]:
+    """SST-2's gold label of every training sentence: the fake teacher's answers."""
+    out = {}
+    for line in Path(f"{SST2}/stsa.binary.train").read_text(encoding="utf-8").splitlines():
+        label, text = line.split(" ", 1)
+        out[text.strip()] = "positive" if label == "1" else "negative"
+    return out
+
+
+def accelerate_cells(args, runs: Path) -> list[dict]:
+    import yaml
+
+    sys.path.insert(0, str(ROOT))
+    from tests.fake_openai_server import FakeOpenAIServer
+    from tests.fakes import classify_text
+
+    gold = gold_labels()
+    server = FakeOpenAIServer(script=lambda prompt: gold.get(classify_text(prompt).strip(), "no idea"))
+    server.__enter__()
+    cache = runs / "train-cache.sqlite"
+    for p in cache.parent.glob(cache.name + "*"):
+        p.unlink()
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    rows = []
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines",
+              "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "llmkd"]
+    cells = {"1 process x 1 thread": ([sys.executable, "-m", "llmkd"], 1),
+             "1 process x 2 threads": ([sys.executable, "-m", "llmkd"], 2),
+             "2 processes (gloo) x 1 thread": (launch, 1)}
+    for seed in args.seeds:
+        for cell, (cmd, threads) in cells.items():
+            name = f"s{seed}-{cell.split()[0]}p{threads}t"
+            cfg = config(runs / "train", args.items, seed, cache, name)
+            cfg["teacher"] = {"backend": "openai", "model": "fake", "confidence": False, "gate": "off", "chat": False,
+                              "openai": {"base_url": server.base_url, "api_key_env": None, "max_retries": 0}}
+            cfg["student"]["threads"] = threads
+            path = runs / "train" / f"{name}.yaml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(yaml.safe_dump(cfg))
+            run_dir = runs / "train" / name
+            if run_dir.exists():
+                shutil.rmtree(run_dir)
+            t0 = time.perf_counter()
+            r = subprocess.run([*cmd, "run", str(path), "-q"], capture_output=True, text=True, env=env)
+            sec = time.perf_counter() - t0
+            if r.returncode:
+                raise SystemExit(f"{cell} seed {seed} failed:\n{r.stderr[-3000:]}")
+            res = json.loads((run_dir / "vanilla" / "result.json").read_text())
+            prog = json.loads((run_dir / "vanilla" / "student" / "progress.json").read_text())
+            rows.append({"cell": cell, "seed": seed, "seconds": sec, "macro_f1": res["metrics"]["macro_f1"],
+                         "accuracy": res["metrics"]["accuracy"], "epochs": prog["epoch"],
+                         "teacher_calls": res.get("timings", {}).get("teacher_calls"), "load1": os.getloadavg()[0]})
+            print(rows[-1], flush=True)
+    server.__exit__(None, None, None)
+    return rows
+
+
+def fmt(vals: list[float], f: str = "{:.3f}") -> str:
+    return f.format(vals[0]) if len(vals) == 1 else f"{f.format(statistics.mean(vals))} ± {f.format(statistics.stdev(vals))}"
+
+
+def main() -> None:
+    ap = parser(__doc__, NAME, [], teachers=None)
+    ap.add_argument("--items", type=int, default=200)
+    ap.add_argument("--workers", nargs="+", type=int, default=[1, 2])
+    ap.add_argument("--skip", choices=["ray", "accelerate"], default=None)
+    ap.add_argument("--report-only", action="store_true", help="rewrite the .md from the .json beside it")
+    args = ap.parse_args()
+    command, started = start(NAME)
+    store = Path(args.out).with_suffix(".json")
+    if args.report_only:
+        saved = json.loads(store.read_text())
+        command, lab, acc = saved["command"], saved["labeling"], saved["training"]
+        args.seeds, args.items = saved["seeds"], saved["items"]
+    else:
+        runs = Path(args.runs)
+        runs.mkdir(parents=True, exist_ok=True)
+        lab = [] if args.skip == "ray" else ray_cells(args, runs)
+        acc = [] if args.skip == "accelerate" else accelerate_cells(args, runs)
+        store.write_text(json.dumps({"command": command, "seeds": args.seeds, "items": args.items, "labeling": lab,
+                                     "training": acc, "machine": machine_line(started), "cpu": cpu_model()}, indent=1))
+    lines = ["# Scale-out on this machine (bench/scale_out.py)", "",
+             f"Command: `{command}`  ", saved["machine"] if args.report_only else machine_line(started),
+             f"CPU: {saved['cpu'] if args.report_only else cpu_model()}.  ",
+             f"Seeds: {args.seeds}. Data: SST-2 (`{SST2}`), pool {args.items} sentences, 16 labeled, 16 dev, 300 test.", ""]
+    if lab:
+        base = next(r for r in lab if r["cell"] == "local")["seconds"]
+        lines += ["## Labeling: local vs a loopback Ray cluster", "",
+                  "SmolLM2-135M (llama.cpp, n_threads=1 per worker, score mode), an empty cache per cell; the Ray "
+                  "cluster has 2 CPUs on 127.0.0.1. Wall time of `llmkd.api.label` (actor start and model load included).",
+                  "", "| cell | seconds | items/s | x local | labels identical to local | load (1 min) after |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for r in lab:
+            lines.append(f"| {r['cell']} | {r['seconds']:.1f} | {r['items'] / r['seconds']:.1f} | "
+                         f"{base / r['seconds']:.2f} | {r['same_as_local']} / {r['items']} | {r.get('load1', 0):.1f} |")
+        lines.append("")
+    if acc:
+        lines += ["## Student: Accelerate, 2 CPU processes vs 1", "",
+                  "`llmkd run` with method vanilla (MiniLM, 3 epochs or the min_steps rule, batch 16), the pool labeled "
+                  "by a fake teacher that answers the gold label (the loopback OpenAI server). Mean ± std over the "
+                  "seeds; wall time of the whole command.",
+                  "", "| cell | test macro-F1 | test accuracy | wall seconds | teacher calls |", "|---|---:|---:|---:|---:|"]
+        for cell in dict.fromkeys(r["cell"] for r in acc):
+            rs = [r for r in acc if r["cell"] == cell]
+            lines.append(f"| {cell} | {fmt([r['macro_f1'] for r in rs])} | {fmt([r['accuracy'] for r in rs])} | "
+                         f"{fmt([r['seconds'] for r in rs], '{:.0f}')} | {sum(r['teacher_calls'] or 0 for r in rs)} |")
+        lines += ["", "Per seed:", "", "| cell | seed | macro-F1 | seconds | epochs | load (1 min) after |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for r in acc:
+            lines.append(f"| {r['cell']} | {r['seed']} | {r['macro_f1']:.4f} | {r['seconds']:.0f} | {r['epochs']} | "
+                         f"{r.get('load1', 0):.1f} |")
+        lines.append("")
+    lines += ["The N-server curve (OpenAI-protocol teacher over loopback stub servers) is in "
+              "[teacher_speed.md](teacher_speed.md#scale-out-openai-protocol-teacher-over-n-loopback-stub-servers).", ""]
+    write_keeping_notes(args.out, "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

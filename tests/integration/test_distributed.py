@@ -81,7 +81,7 @@ def test_two_processes_train_what_one_trains_and_write_one_run_folder(tmp_path: 
                                 "-m", "llmkd", "run", str(two), "-q"],
                                capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
         assert again.returncode == 0, again.stderr[-4000:]  # a finished run loads its methods on every process
-        assert again.stdout.count("| method |") == 1
+        assert again.stdout.count("# llmkd run `two`") == 1  # one report printed (the main process)
         assert len([q for q in server.requests if q["path"].endswith("/completions")]) == len(asked_by_two)
         one = write_config(tmp_path, server.base_url, student, "one")
         n_before = len(server.requests)
@@ -90,7 +90,7 @@ def test_two_processes_train_what_one_trains_and_write_one_run_folder(tmp_path: 
         assert r1.returncode == 0, r1.stderr[-4000:]
         assert not [q for q in server.requests[n_before:] if q["path"].endswith("/completions")]  # all cached
     # one report on stdout, one run folder, nothing left of the other process's scratch copy
-    assert r.stdout.count("| method |") == 1
+    assert r.stdout.count("# llmkd run `") == 1
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["one", "two"]
     assert not list(scratch.iterdir())
     run_dir = tmp_path / "runs" / "two"

@@ -17,7 +17,7 @@ cell (dataset, pool size, split seed):
    retrained and scored on the test set (macro-F1, accuracy). "teacher errors among the N" counts
    the chosen items whose teacher label was wrong or missing: what a correction can fix.
 
-`--finetune N` also runs the whole path on --finetune-cell with the real student (fine-tuned
+`--finetune N` also runs the whole path on each of --finetune-cells with the real student (fine-tuned
 MiniLM, `llmkd run` vanilla, --epochs): the base run, `llmkd review export` (jsonl) of N items
 (uncertain, confidence, and random with each --random-seeds draw), the vault's answers written into the file, `llmkd review import`,
 and `llmkd run` with data.human_labels, each reviewed run under its own name.
@@ -180,7 +180,27 @@ def finetune_cell(args, ds: str, pool_n: int, seed: int, n: int) -> dict:
     return out
 
 
-def write(args, command: str, started: float, cells: list[dict], finetune: dict | None, partial: bool) -> None:
+def gains(rows: dict[str, list], ns: list[int]) -> dict[str, float]:
+    """Macro-F1 gain over "teacher labels only" per (N, strategy); random: the mean over its draws."""
+    base = rows["teacher labels only"][0]["metrics"]["macro_f1"]
+    return {f"+{n} {strategy}": float(np.mean([r["metrics"]["macro_f1"] for r in rows[row_name(n, strategy)]])) - base
+            for n in ns for strategy in WHAT if row_name(n, strategy) in rows}
+
+
+def across_seeds(title: str, groups: dict[str, list[dict[str, float]]]) -> list[str]:
+    """One row per dataset: each gain's mean ± std over the split seeds."""
+    keys = sorted({k for g in groups.values() for d in g for k in d}, key=lambda k: (int(k.split()[0][1:]), k))
+    lines = [title, "", "| dataset | split seeds | " + " | ".join(keys) + " |", "|---|---:|" + "---:|" * len(keys)]
+    for name, g in groups.items():
+        cells = []
+        for k in keys:
+            v = [d[k] for d in g if k in d]
+            cells.append("–" if not v else f"{np.mean(v):+.3f}" + (f" ± {np.std(v, ddof=1):.3f}" if len(v) > 1 else ""))
+        lines.append(f"| {name} | {len(g)} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def write(args, command: str, started: float, cells: list[dict], finetunes: list[dict], partial: bool) -> None:
     lines = ["# Human review: corrected labels chosen by `llmkd review` against random ones", "",
              f"Command: `nice -n 10 {command}`  ", machine_line(started), f"CPU: {cpu_model()}; torch threads 1.  ",
              "Teacher: Qwen2.5-coder-0.5B-instruct (few-shot, classify.v2, greedy; confidence from scoring the label "
@@ -218,7 +238,17 @@ def write(args, command: str, started: float, cells: list[dict], finetune: dict 
             share = f"{r['wrong'] / r['n']:.2f}" if r["n"] else "–"
             lines.append(f"| {key} | {r['n']} | {r['wrong']} | {share} |")
         lines.append("")
-    if finetune:
+    by_ds: dict[str, list] = {}
+    for c in cells:
+        by_ds.setdefault(f"{c['dataset']} (pool {c['pool']})", []).append(gains(c["rows"], args.ns))
+    if any(len(g) > 1 for g in by_ds.values()):
+        lines += across_seeds("## Across split seeds (frozen probe): macro-F1 gain over teacher labels only", by_ds)
+    by_ds = {}
+    for f in finetunes:
+        by_ds.setdefault(f"{f['dataset']} (pool {f['pool']})", []).append(gains(f["rows"], [args.finetune]))
+    if any(len(g) > 1 for g in by_ds.values()):
+        lines += across_seeds("## Across split seeds (fine-tuned student): macro-F1 gain over teacher labels only", by_ds)
+    for finetune in finetunes:
         lines += [f"## The whole path with the fine-tuned student ({finetune['cell']}, {args.epochs} epochs)", "",
                   "`llmkd run` (vanilla), `llmkd review export --format jsonl`, the vault's answers written into the "
                   "file, `llmkd review import`, `llmkd run` with data.human_labels: one training per row and draw; "
@@ -242,7 +272,7 @@ def main() -> None:
     ap.add_argument("--ns", nargs="+", type=int, default=[50, 100])
     ap.add_argument("--random-seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--finetune", type=int, default=0, help="N: also the whole path with the fine-tuned student")
-    ap.add_argument("--finetune-cell", default="trec:300:0", help="the cell of --finetune")
+    ap.add_argument("--finetune-cells", nargs="+", default=["trec:300:0"], help="the cells of --finetune")
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--examples", default=str(ROOT / "examples"), help="the folder of the dataset configs")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "bench-review"))
@@ -258,17 +288,18 @@ def main() -> None:
 
     embed = EncoderEmbedder(str(zoo.resolve("all-minilm-l6-v2")[0]))
     cells: list[dict] = []
-    finetune = None
     for spec in args.cells:
         ds, pool, seed = spec.split(":")
         cells.append(probe_cell(args, ds, int(pool), int(seed), embed))
         print(f"{spec}: {cells[-1]['seconds']:.0f} s", flush=True)
-        write(args, command, started, cells, finetune, partial=len(cells) < len(args.cells) or bool(args.finetune))
-    if args.finetune:
-        ds, pool, seed = args.finetune_cell.split(":")
-        finetune = {"cell": f"{ds}, pool {pool}, split seed {seed}",
-                    "rows": finetune_cell(args, ds, int(pool), int(seed), args.finetune)}
-    write(args, command, started, cells, finetune, partial=False)
+        write(args, command, started, cells, [], partial=len(cells) < len(args.cells) or bool(args.finetune))
+    finetunes: list[dict] = []
+    for spec in args.finetune_cells if args.finetune else []:
+        ds, pool, seed = spec.split(":")
+        finetunes.append({"cell": f"{ds}, pool {pool}, split seed {seed}", "dataset": ds, "pool": int(pool),
+                          "rows": finetune_cell(args, ds, int(pool), int(seed), args.finetune)})
+        write(args, command, started, cells, finetunes, partial=len(finetunes) < len(args.finetune_cells))
+    write(args, command, started, cells, finetunes, partial=False)
 
 
 if __name__ == "__main__":

@@ -180,7 +180,7 @@ def finetune_cell(args, ds: str, pool_n: int, seed: int, n: int) -> dict:
     return out
 
 
-def gains(rows: dict[str, list], ns: list[int]) -> dict[str, float]:
+def gain_over_base(rows: dict[str, list], ns: list[int]) -> dict[str, float]:
     """Macro-F1 gain over "teacher labels only" per (N, strategy); random: the mean over its draws."""
     base = rows["teacher labels only"][0]["metrics"]["macro_f1"]
     return {f"+{n} {strategy}": float(np.mean([r["metrics"]["macro_f1"] for r in rows[row_name(n, strategy)]])) - base
@@ -240,12 +240,12 @@ def write(args, command: str, started: float, cells: list[dict], finetunes: list
         lines.append("")
     by_ds: dict[str, list] = {}
     for c in cells:
-        by_ds.setdefault(f"{c['dataset']} (pool {c['pool']})", []).append(gains(c["rows"], args.ns))
+        by_ds.setdefault(f"{c['dataset']} (pool {c['pool']})", []).append(gain_over_base(c["rows"], args.ns))
     if any(len(g) > 1 for g in by_ds.values()):
         lines += across_seeds("## Across split seeds (frozen probe): macro-F1 gain over teacher labels only", by_ds)
     by_ds = {}
     for f in finetunes:
-        by_ds.setdefault(f"{f['dataset']} (pool {f['pool']})", []).append(gains(f["rows"], [args.finetune]))
+        by_ds.setdefault(f"{f['dataset']} (pool {f['pool']})", []).append(gain_over_base(f["rows"], [args.finetune]))
     if any(len(g) > 1 for g in by_ds.values()):
         lines += across_seeds("## Across split seeds (fine-tuned student): macro-F1 gain over teacher labels only", by_ds)
     for finetune in finetunes:

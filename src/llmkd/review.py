@@ -34,10 +34,12 @@ import json
 import logging
 import math
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .diagnostics import COLLAPSE_SHARE
 from .errors import ConfigError, DataError, StateError
 from .io import read_jsonl, write_json, write_jsonl
 from .types import TeacherLabel
@@ -347,6 +349,13 @@ def export_review(run_dir: str | Path, out: str | Path, *, fmt: str, n: int = 10
     else:
         log.info("%s: no student to compare with (no finished vanilla; name one with --method): picking by the "
                  "teacher's abstentions and confidence only", view.run_dir)
+    if strategy == "uncertain" and preds and not ner:
+        top = max(Counter(p.label for p in preds.values()).values())
+        if top >= COLLAPSE_SHARE * len(preds):  # a collapsed student agrees with the teacher's majority class
+            log.warning("%s: %s's student predicts one class for %d of its %d pool items: its disagreement with the "
+                        "teacher says little about where the teacher is wrong (docs/results/review.md: 0 of 50 "
+                        "picked items were teacher errors on such a run). Use --strategy confidence", view.run_dir,
+                        method, top, len(preds))
     done = set(_earlier_human(view)) | {lab.example_id for lab in view.labels if lab.source == "human"}
     items = select_for_review(view.labels, view.texts, preds, n=n, strategy=strategy, seed=seed,
                               exclude=frozenset(done))

@@ -224,6 +224,26 @@ def test_argilla_and_jsonl_round_trip(tmp_path: Path, fakes: dict[str, Any]) -> 
     assert imp.added == 2 and imp.total == 4 and imp.skipped == {"no label": 1}
 
 
+def test_a_collapsed_student_is_flagged_as_no_signal(tmp_path: Path, fakes: dict[str, Any],
+                                                     monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    """A student that predicts one class agrees with the teacher's majority: export says to use the
+    teacher's confidence instead (the ordering itself is unchanged)."""
+    from llmkd import review
+    from llmkd.types import Prediction
+
+    run_dir = api.run(load_config(write_config(tmp_path))).run_dir
+    real = review.student_predictions
+    export_review(run_dir, tmp_path / "a.jsonl", fmt="jsonl", n=3)
+    assert "predicts one class" not in caplog.text
+    monkeypatch.setattr(review, "student_predictions",
+                        lambda view, method: {k: Prediction("positive", {}) for k in real(view, method)})
+    export_review(run_dir, tmp_path / "b.jsonl", fmt="jsonl", n=3)
+    assert "predicts one class" in caplog.text and "Use --strategy confidence" in caplog.text
+    caplog.clear()
+    export_review(run_dir, tmp_path / "c.jsonl", fmt="jsonl", n=3, strategy="confidence")
+    assert "predicts one class" not in caplog.text
+
+
 def test_import_refuses_what_does_not_fit_the_run(tmp_path: Path, fakes: dict[str, Any]) -> None:
     path = write_config(tmp_path)
     run_dir = api.run(load_config(path)).run_dir

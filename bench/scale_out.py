@@ -17,7 +17,8 @@ and a student trained data-parallel by Accelerate on 2 CPU processes (gloo) vs 1
    fake teacher (instant), the others read the cache. Wall time is the whole command (Python
    start, model load, training, prediction on dev and test).
 
-The simulated N-server curve (an OpenAI-protocol teacher over 1-4 loopback stub servers) is in
+The simulated N-server curve (an OpenAI-protocol teacher over 1-8 loopback stub servers, the
+stub of bench/teacher_speed.py) is the last table; an earlier 1-4 server run is in
 docs/results/teacher_speed.md (bench/teacher_speed.py); it is not rerun here.
 
     python bench/scale_out.py --items 200 --seeds 0 1 2
@@ -146,6 +147,14 @@ def accelerate_cells(args, runs: Path) -> list[dict]:
     return rows
 
 
+def stub_cells(args) -> list[dict]:
+    """bench/teacher_speed.py's stub-server scale-out, over --stub-servers servers."""
+    from teacher_speed import scale_out
+
+    rows = scale_out([f"prompt {i}" for i in range(args.stub_prompts)], args.stub_servers, args.stub_delay, per_server=2)
+    return [{**r, "prompts": args.stub_prompts, "delay": args.stub_delay} for r in rows]
+
+
 def fmt(vals: list[float], f: str = "{:.3f}") -> str:
     return f.format(vals[0]) if len(vals) == 1 else f"{f.format(statistics.mean(vals))} ± {f.format(statistics.stdev(vals))}"
 
@@ -154,24 +163,36 @@ def main() -> None:
     ap = parser(__doc__, NAME, [], teachers=None)
     ap.add_argument("--items", type=int, default=200)
     ap.add_argument("--workers", nargs="+", type=int, default=[1, 2])
-    ap.add_argument("--skip", choices=["ray", "accelerate"], default=None)
+    ap.add_argument("--skip", nargs="*", choices=["ray", "accelerate", "stub"], default=[],
+                    help="parts not run again: their rows are kept from the .json of an earlier run")
+    ap.add_argument("--stub-servers", nargs="+", type=int, default=[1, 2, 4, 8])
+    ap.add_argument("--stub-prompts", type=int, default=400)
+    ap.add_argument("--stub-delay", type=float, default=0.05)
     ap.add_argument("--report-only", action="store_true", help="rewrite the .md from the .json beside it")
     args = ap.parse_args()
     command, started = start(NAME)
     store = Path(args.out).with_suffix(".json")
+    earlier = json.loads(store.read_text()) if store.exists() else {}
     if args.report_only:
-        saved = json.loads(store.read_text())
-        command, lab, acc = saved["command"], saved["labeling"], saved["training"]
+        saved = earlier
+        command, lab, acc, stub = saved["command"], saved["labeling"], saved["training"], saved.get("stub", [])
+        kept = saved.get("kept_from", {})
         args.seeds, args.items = saved["seeds"], saved["items"]
     else:
         runs = Path(args.runs)
         runs.mkdir(parents=True, exist_ok=True)
-        lab = [] if args.skip == "ray" else ray_cells(args, runs)
-        acc = [] if args.skip == "accelerate" else accelerate_cells(args, runs)
-        store.write_text(json.dumps({"command": command, "seeds": args.seeds, "items": args.items, "labeling": lab,
-                                     "training": acc, "machine": machine_line(started), "cpu": cpu_model()}, indent=1))
+        lab = earlier.get("labeling", []) if "ray" in args.skip else ray_cells(args, runs)
+        acc = earlier.get("training", []) if "accelerate" in args.skip else accelerate_cells(args, runs)
+        stub = earlier.get("stub", []) if "stub" in args.skip else stub_cells(args)
+        kept = {part: earlier.get("kept_from", {}).get(part, earlier.get("command")) for part in args.skip}
+        store.write_text(json.dumps({"command": command, "kept_from": kept, "seeds": args.seeds, "items": args.items, "labeling": lab,
+                                     "training": acc, "stub": stub, "machine": machine_line(started),
+                                     "cpu": cpu_model()}, indent=1))
     lines = ["# Scale-out on this machine (bench/scale_out.py)", "",
-             f"Command: `{command}`  ", saved["machine"] if args.report_only else machine_line(started),
+             f"Command: `{command}`  ",
+             *[f"The {part} rows are kept from an earlier run: `{cmd}`  "
+               for part, cmd in (saved if args.report_only else {"kept_from": kept}).get("kept_from", {}).items()],
+             saved["machine"] if args.report_only else machine_line(started),
              f"CPU: {saved['cpu'] if args.report_only else cpu_model()}.  ",
              f"Seeds: {args.seeds}. Data: SST-2 (`{SST2}`), pool {args.items} sentences, 16 labeled, 16 dev, 300 test.", ""]
     if lab:
@@ -201,8 +222,16 @@ def main() -> None:
             lines.append(f"| {r['cell']} | {r['seed']} | {r['macro_f1']:.4f} | {r['seconds']:.0f} | {r['epochs']} | "
                          f"{r.get('load1', 0):.1f} |")
         lines.append("")
-    lines += ["The N-server curve (OpenAI-protocol teacher over loopback stub servers) is in "
-              "[teacher_speed.md](teacher_speed.md#scale-out-openai-protocol-teacher-over-n-loopback-stub-servers).", ""]
+    if stub:
+        lines += ["## Labeling over N OpenAI-protocol servers (loopback stubs)", "",
+                  f"{stub[0]['prompts']} prompts; each stub serves one request at a time and sleeps {stub[0]['delay'] * 1000:.0f} "
+                  "ms per request (like a one-slot llama.cpp server); the OpenAI teacher spreads 2 x N concurrent "
+                  "requests over the URL pool (least busy first). This measures llmkd's client, not the servers.", "",
+                  "| servers | seconds | prompts/s | x 1 server | efficiency (ratio / N) |", "|---:|---:|---:|---:|---:|"]
+        for r in stub:
+            lines.append(f"| {r['servers']} | {r['seconds']:.2f} | {r['prompts_s']:.1f} | {r['ratio']:.2f} | "
+                         f"{r['efficiency']:.2f} |")
+        lines.append("")
     write_keeping_notes(args.out, "\n".join(lines) + "\n")
 
 

@@ -112,3 +112,10 @@ def result_store(out: str | Path, settings: dict, command: str) -> tuple[dict, P
         store = {"settings": settings, "commands": [], "runs": {}}
     store["commands"].append(command)
     return store, path
+
+
+def md_table(headers: list[str], rows: list[list]) -> list[str]:
+    """A markdown table's lines: the first column left-aligned, the others right-aligned (numbers),
+    then a blank line."""
+    return (["| " + " | ".join(headers) + " |", "|---|" + "---:|" * (len(headers) - 1)]
+            + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows] + [""])

@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import ROOT, cpu_model, machine_line, parser, start, write_keeping_notes
+from _common import ROOT, cpu_model, machine_line, md_table, parser, start, write_keeping_notes
 
 NAME = "scale_out"
 SST2 = "/work/shared/data/sst2"
@@ -200,38 +200,34 @@ def main() -> None:
         lines += ["## Labeling: local vs a loopback Ray cluster", "",
                   "SmolLM2-135M (llama.cpp, n_threads=1 per worker, score mode), an empty cache per cell; the Ray "
                   "cluster has 2 CPUs on 127.0.0.1. Wall time of `llmkd.api.label` (actor start and model load included).",
-                  "", "| cell | seconds | items/s | x local | labels identical to local | load (1 min) after |",
-                  "|---|---:|---:|---:|---:|---:|"]
-        for r in lab:
-            lines.append(f"| {r['cell']} | {r['seconds']:.1f} | {r['items'] / r['seconds']:.1f} | "
-                         f"{base / r['seconds']:.2f} | {r['same_as_local']} / {r['items']} | {r.get('load1', 0):.1f} |")
-        lines.append("")
+                  ""]
+        lines += md_table(["cell", "seconds", "items/s", "x local", "labels identical to local", "load (1 min) after"],
+                          [[r["cell"], f"{r['seconds']:.1f}", f"{r['items'] / r['seconds']:.1f}",
+                            f"{base / r['seconds']:.2f}", f"{r['same_as_local']} / {r['items']}",
+                            f"{r.get('load1', 0):.1f}"] for r in lab])
     if acc:
         lines += ["## Student: Accelerate, 2 CPU processes vs 1", "",
                   "`llmkd run` with method vanilla (MiniLM, 3 epochs or the min_steps rule, batch 16), the pool labeled "
                   "by a fake teacher that answers the gold label (the loopback OpenAI server). Mean ± std over the "
                   "seeds; wall time of the whole command.",
-                  "", "| cell | test macro-F1 | test accuracy | wall seconds | teacher calls |", "|---|---:|---:|---:|---:|"]
-        for cell in dict.fromkeys(r["cell"] for r in acc):
-            rs = [r for r in acc if r["cell"] == cell]
-            lines.append(f"| {cell} | {fmt([r['macro_f1'] for r in rs])} | {fmt([r['accuracy'] for r in rs])} | "
-                         f"{fmt([r['seconds'] for r in rs], '{:.0f}')} | {sum(r['teacher_calls'] or 0 for r in rs)} |")
-        lines += ["", "Per seed:", "", "| cell | seed | macro-F1 | seconds | epochs | load (1 min) after |",
-                  "|---|---:|---:|---:|---:|---:|"]
-        for r in acc:
-            lines.append(f"| {r['cell']} | {r['seed']} | {r['macro_f1']:.4f} | {r['seconds']:.0f} | {r['epochs']} | "
-                         f"{r.get('load1', 0):.1f} |")
-        lines.append("")
+                  ""]
+        cells = {c: [r for r in acc if r["cell"] == c] for c in dict.fromkeys(r["cell"] for r in acc)}
+        lines += md_table(["cell", "test macro-F1", "test accuracy", "wall seconds", "teacher calls"],
+                          [[c, fmt([r["macro_f1"] for r in rs]), fmt([r["accuracy"] for r in rs]),
+                            fmt([r["seconds"] for r in rs], "{:.0f}"), sum(r["teacher_calls"] or 0 for r in rs)]
+                           for c, rs in cells.items()])
+        lines += ["Per seed:", ""] + md_table(
+            ["cell", "seed", "macro-F1", "seconds", "epochs", "load (1 min) after"],
+            [[r["cell"], r["seed"], f"{r['macro_f1']:.4f}", f"{r['seconds']:.0f}", r["epochs"], f"{r.get('load1', 0):.1f}"]
+             for r in acc])
     if stub:
         lines += ["## Labeling over N OpenAI-protocol servers (loopback stubs)", "",
                   f"{stub[0]['prompts']} prompts; each stub serves one request at a time and sleeps {stub[0]['delay'] * 1000:.0f} "
                   "ms per request (like a one-slot llama.cpp server); the OpenAI teacher spreads 2 x N concurrent "
-                  "requests over the URL pool (least busy first). This measures llmkd's client, not the servers.", "",
-                  "| servers | seconds | prompts/s | x 1 server | efficiency (ratio / N) |", "|---:|---:|---:|---:|---:|"]
-        for r in stub:
-            lines.append(f"| {r['servers']} | {r['seconds']:.2f} | {r['prompts_s']:.1f} | {r['ratio']:.2f} | "
-                         f"{r['efficiency']:.2f} |")
-        lines.append("")
+                  "requests over the URL pool (least busy first). This measures llmkd's client, not the servers.", ""]
+        lines += md_table(["servers", "seconds", "prompts/s", "x 1 server", "efficiency (ratio / N)"],
+                          [[r["servers"], f"{r['seconds']:.2f}", f"{r['prompts_s']:.1f}", f"{r['ratio']:.2f}",
+                            f"{r['efficiency']:.2f}"] for r in stub])
     write_keeping_notes(args.out, "\n".join(lines) + "\n")
 
 

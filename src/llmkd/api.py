@@ -101,10 +101,13 @@ def pool_quality(labels: list[TeacherLabel], vault: GoldVault, task: Any = None)
     return out
 
 
-def _teacher_counters(t: CachedTeacher | None) -> tuple[float, int, int, int, int]:
-    if t is None:
-        return 0.0, 0, 0, 0, 0
-    return t.seconds + t.cached_seconds, t.misses, t.hits, t.prompt_tokens, t.completion_tokens
+def _teacher_counters(t: CachedTeacher | None) -> dict[str, float]:
+    """The teacher's running counters, under the names a method's ``timings`` gives their change
+    (with :mod:`llmkd.teachers.usage`'s tokens sent and constraint counts)."""
+    own = ((t.seconds + t.cached_seconds, t.misses, t.hits, t.prompt_tokens, t.completion_tokens) if t is not None
+           else (0.0, 0, 0, 0, 0))
+    return {**dict(zip(("teacher_seconds", "teacher_calls", "cache_hits", "prompt_tokens", "completion_tokens"), own)),
+            **usage_counters(t)}
 
 
 def _warnings(run_dir: Path, cfg: RunConfig, pool_labels: list[TeacherLabel], labeled: Any,
@@ -173,19 +176,12 @@ def run(cfg: RunConfig) -> RunSummary:
                         "students come back from the cache and its checkpoints)", name, ", ".join(missing))
         ctx = sess.context(name, wd)
         before = _teacher_counters(sess.built_teacher)
-        before_usage = usage_counters(sess.built_teacher)
         log.info("running %s", name)
         res = build_method(name, cfg.method_options.get(name)).run(ctx)
-        after = _teacher_counters(sess.built_teacher)
         timings = dict(res.timings)
         if METHODS[name].uses_teacher:
-            timings["teacher_seconds"] = after[0] - before[0]
-            timings["teacher_calls"] = after[1] - before[1]
             timings["n_prompts"] = len(res.labels)
-            timings["cache_hits"] = after[2] - before[2]
-            timings["prompt_tokens"] = after[3] - before[3]
-            timings["completion_tokens"] = after[4] - before[4]
-            timings.update(usage_since(before_usage, usage_counters(sess.built_teacher)))  # tokens sent, constraints
+            timings.update(usage_since(before, _teacher_counters(sess.built_teacher)))
         results[name] = write_method_result(wd, res, ctx.test, timings)
         freed = drop_optimizer_state(wd)  # finished methods never train again (see the function)
         if freed:

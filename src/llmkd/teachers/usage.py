@@ -41,7 +41,7 @@ _NAMES = ("sent_prompt_tokens", "sent_completion_tokens", "constrained_replies",
           "constraint_violations")
 
 
-def since(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+def since(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     return {k: after[k] - before.get(k, 0) for k in after}
 
 

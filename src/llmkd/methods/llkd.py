@@ -52,7 +52,7 @@ from ..students.base import ProbaStudent
 from ..selection import LLKDSelector, Selection, SelectionInput, build_selector, loss_weights
 from ..types import Example, RunResult, TeacherLabel
 from .base import RunContext, require_answers
-from .training import teacher_examples, train_loop
+from .training import budget_subset, teacher_examples, train_loop
 
 log = logging.getLogger(__name__)
 
@@ -199,10 +199,9 @@ class SelectionEpochs:
         if not sel.n_kept:
             return 0.0, np.zeros(0, dtype=np.int64), 0
         weights = loss_weights(sel, self.loss_norm, drawn)
-        chosen = np.arange(sel.n_kept)
-        if max_steps is not None and sel.n_kept > max_steps * self.bs:  # the budget ends inside this pass
-            chosen = np.sort(np.random.default_rng([self.seed, self.calls, 7]).permutation(sel.n_kept)[:max_steps * self.bs])
-        trained = idx[sel.keep][chosen]
+        # where the budget ends inside this pass, a seeded random part of the kept examples (as PlainEpochs)
+        chosen, _ = budget_subset(range(sel.n_kept), None, self.bs, max_steps, [self.seed, self.calls, 7])
+        trained = idx[sel.keep][np.asarray(chosen, dtype=np.int64)]
         loss = student.fit_epoch([self.train[i] for i in trained], [weights[i] for i in chosen])
         return loss, trained, math.ceil(len(trained) / self.bs)
 

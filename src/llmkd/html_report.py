@@ -27,7 +27,8 @@ from typing import Any, Callable, Mapping, Sequence
 from . import figures
 from .errors import ConfigError, LlmkdError
 from .io import read_json, read_jsonl
-from .method_reports import HTML_SECTIONS, Gold, details, figure, label_accuracy, table, text
+from .method_reports import (HTML_SECTIONS, Gold, details, figure, label_accuracy, label_key, read_rows, table,
+                             text)
 from .report import flat_row, read_pool_labels, table_cells
 
 log = logging.getLogger(__name__)
@@ -185,10 +186,6 @@ def _num(v: Any) -> str:
 # --------------------------------------------------------------------------------------------
 # teacher calibration
 # --------------------------------------------------------------------------------------------
-def _key(label: Any) -> Any:
-    return tuple(label) if isinstance(label, list) else label
-
-
 def teacher_pool_labels(run_dir: Path) -> list[dict[str, Any]]:
     """The teacher's labels of the pool: ``vanilla/labels.jsonl`` (or ``llmkd label``'s), else the
     first method folder whose ``labels.jsonl`` holds only teacher labels of the pool (LLKD's);
@@ -207,10 +204,11 @@ def _calibration(run_dir: Path, kind: str, gold: Gold | None) -> list[dict[str, 
     what = "the whole tag sequence right" if kind == "ner" else "the label right"
     blocks = [text(f"Confidence is the teacher's probability of its answer; correct means {what}. Abstentions "
                    "have no answer and are left out of the plots (counted below).")]
-    dev = read_jsonl(run_dir / "gate" / "dev_labels.jsonl") if (run_dir / "gate" / "dev_labels.jsonl").exists() else []
+    dev = read_rows(run_dir / "gate" / "dev_labels.jsonl")
     if dev:
-        blocks += _calibration_blocks([(r.get("confidence"), r.get("abstained"), _key(r.get("label")) == _key(r.get("gold")))
-                                       for r in dev], "on the dev set (labeled by the teacher gate)", report_only=False)
+        rows = [(r.get("confidence"), r.get("abstained"), label_key(r.get("label")) == label_key(r.get("gold")))
+                for r in dev]
+        blocks += _calibration_blocks(rows, "on the dev set (labeled by the teacher gate)", report_only=False)
     else:
         blocks.append(text("Dev set: no teacher labels of the dev set in this run (the teacher gate did not run, "
                            "or the run predates it)."))
@@ -222,7 +220,7 @@ def _calibration(run_dir: Path, kind: str, gold: Gold | None) -> list[dict[str, 
                 g = gold(r["id"])
             except KeyError:
                 continue
-            rows.append((r.get("confidence"), r.get("abstained"), _key(r.get("label")) == _key(g)))
+            rows.append((r.get("confidence"), r.get("abstained"), label_key(r.get("label")) == label_key(g)))
         blocks += _calibration_blocks(rows, "on the pool, against the pool's gold", report_only=True)
     elif pool:
         blocks.append(text("Pool: the pool's gold is not available here (the data files were not found), so the "
@@ -256,7 +254,7 @@ def _method(run_dir: Path, name: str, result: Mapping[str, Any], kind: str, task
             gold: Gold | None) -> list[dict[str, Any]]:
     wd = run_dir / name
     blocks = [text(_summary(result))]
-    preds = read_jsonl(wd / "predictions.jsonl") if (wd / "predictions.jsonl").exists() else []
+    preds = read_rows(wd / "predictions.jsonl")
     if preds and kind == "classification":
         blocks += _classification_blocks(name, preds, task)
     elif preds and kind == "ner":

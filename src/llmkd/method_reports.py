@@ -89,12 +89,12 @@ def cell(v: Any, fmt: str = "{:.4f}") -> str:
         return str(v)
 
 
-def _key(label: Any) -> Any:
+def label_key(label: Any) -> Any:
     """A label comparable with ==: JSON gives NER tag tuples back as lists."""
     return tuple(label) if isinstance(label, list) else label
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
+def read_rows(path: Path) -> list[dict[str, Any]]:
     return read_jsonl(path) if path.exists() else []
 
 
@@ -107,7 +107,7 @@ def label_accuracy(rows: Sequence[tuple[str, Any, bool]], gold: Gold) -> tuple[f
             g = gold(i)
         except KeyError:
             continue
-        scored.append((abst, not abst and _key(lab) == _key(g)))
+        scored.append((abst, not abst and label_key(lab) == label_key(g)))
     answered = [ok for abst, ok in scored if not abst]
     if not scored:
         return None, None, 0
@@ -267,7 +267,7 @@ def llkd_html(result: Mapping[str, Any], wd: Path, task: Any = None, gold: Gold 
         shown = rows[::every] + ([rows[-1]] if (len(rows) - 1) % every else [])
         blocks.append(table(headers, shown, title=f"selection record per {x}",
                             note=f"One {x} in {every} of the {len(rows)} is shown, and the last (the figure has them all)." if every > 1 else ""))
-    rows = _read_rows(wd / "selection.jsonl")
+    rows = read_rows(wd / "selection.jsonl")
     if gold is not None and rows:
         kept = [(r["id"], r.get("label"), False) for r in rows if r.get("times_selected")]
         never = [(r["id"], r.get("label"), False) for r in rows if not r.get("times_selected")]
@@ -298,7 +298,7 @@ def mckd_html(result: Mapping[str, Any], wd: Path, task: Any = None, gold: Gold 
     blocks = [table(["stage", "student", "train size", "epochs", "stop", "dev", "test"], rows,
                     title="students per stage")]
     # the pool's labels at every stage (0 = the teacher's), from provenance.jsonl
-    prov = _read_rows(wd / "provenance.jsonl")
+    prov = read_rows(wd / "provenance.jsonl")
     n_stages = max([len(r.get("labels", [])) for r in prov] + [len(stages) + 1])
     acc: list[tuple[float | None, float | None, int]] = []
     for k in range(n_stages):
@@ -360,7 +360,7 @@ def evokd_html(result: Mapping[str, Any], wd: Path, task: Any = None, gold: Gold
         blocks.append(table(["round", "dev", "generated", "kept", *[f"dropped: {k}" for k in drops], "replayed",
                              "teacher calls", "tokens"], rows, title="rounds",
                             note="Drop reasons that dropped nothing are left out (report.md lists them all)."))
-    samples = _read_rows(wd / "synthetic.jsonl")
+    samples = read_rows(wd / "synthetic.jsonl")
     for r in rounds:
         inner: list[dict[str, Any]] = []
         fb = r.get("feedback") or {}

@@ -284,9 +284,14 @@ class OpenAITeacher:
                 self._identified = True
             return self._identity
 
-    async def _identify(self) -> dict[str, Any] | None:
+    def _http(self) -> tuple[Any, Any]:
+        """httpx, and a new async client with this teacher's timeout and TLS settings."""
         httpx = require("httpx", "openai", "the openai teacher backend")
-        async with httpx.AsyncClient(timeout=self.timeout, verify=self._ssl_context(httpx)) as client:
+        return httpx, httpx.AsyncClient(timeout=self.timeout, verify=self._ssl_context(httpx))
+
+    async def _identify(self) -> dict[str, Any] | None:
+        httpx, new_client = self._http()
+        async with new_client as client:
             found = await asyncio.gather(*(self._served_at(httpx, client, i) for i in range(len(self._urls))))
         answered = [(url, state, what) for url, state, what in found if state != "down"]
         down = [(url, what) for url, state, what in found if state == "down"]
@@ -373,9 +378,9 @@ class OpenAITeacher:
         return n
 
     async def _count(self, text: str) -> int:
-        httpx = require("httpx", "openai", "the openai teacher backend")
+        httpx, new_client = self._http()
         chat = wants_chat(text, self.chat)
-        async with httpx.AsyncClient(timeout=self.timeout, verify=self._ssl_context(httpx)) as client:
+        async with new_client as client:
             n = await self._tokenize(httpx, client, 0, text, chat)
             if n is not None:
                 self.token_count_source = "server"
@@ -543,8 +548,8 @@ class OpenAITeacher:
                         ", ".join(f"{_redact(self._urls[i])}: {d or 'none'}" for i, d in zip(todo, found)))
 
     async def _dialects(self, todo: Sequence[int]) -> list[str | None]:
-        httpx = require("httpx", "openai", "the openai teacher backend")
-        async with httpx.AsyncClient(timeout=self.timeout, verify=self._ssl_context(httpx)) as client:
+        httpx, new_client = self._http()
+        async with new_client as client:
             return list(await asyncio.gather(*(self._dialect_at(httpx, client, i) for i in todo)))
 
     async def _dialect_at(self, httpx: Any, client: Any, index: int) -> str | None:
@@ -769,9 +774,9 @@ class OpenAITeacher:
 
     async def _post_all(self, requests: Sequence[tuple[str, dict[str, Any]]], constraint: Constraint | None = None,
                         attempts: int | None = None) -> list[dict[str, Any]]:
-        httpx = require("httpx", "openai", "the openai teacher backend")
+        httpx, new_client = self._http()
         semaphore = asyncio.Semaphore(self.concurrency)
-        async with httpx.AsyncClient(timeout=self.timeout, verify=self._ssl_context(httpx)) as client:
+        async with new_client as client:
 
             async def one(path: str, body: dict[str, Any]) -> dict[str, Any]:
                 async with semaphore:

@@ -16,7 +16,7 @@ from typing import Any
 
 from .build import Session, build_method, build_task, build_teacher
 from .build import choose_shots, default_cache_path  # noqa: F401 - moved to llmkd.build; importable from here too
-from .config import RunConfig, dump_config, parse_config
+from .config import RunConfig, dump_config
 from .data import GoldVault, make_splits
 from .errors import ConfigError
 from .methods import METHODS
@@ -322,13 +322,10 @@ def _shared_prefix_tokens(teacher: Any, prompts: list[str]) -> int:
 def evaluate(run_dir: str | Path) -> RunSummary:
     """Re-score every finished method's saved test predictions with the current scorer and
     rewrite metrics.json and report.md (no teacher calls, no training)."""
-    import yaml
+    from .config import run_config
 
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.exists():
-        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml); give the folder `llmkd run` printed")
-    cfg = parse_config(yaml.safe_load(cfg_path.read_text()), source=str(cfg_path))
+    cfg = run_config(run_dir)
     splits, vault = make_splits(cfg.data, cfg.seed)
     task = build_task(cfg.task, splits.labels)
     results: dict[str, dict[str, Any]] = {}

@@ -443,6 +443,22 @@ def parse_config(raw: dict[str, Any], source: str = "", base_dir: Path | None = 
     return cfg
 
 
+def run_config_path(run_dir: str | Path) -> Path:
+    """``RUN_DIR/config.yaml``, the config ``llmkd run`` / ``llmkd label`` wrote into a run folder;
+    a :class:`ConfigError` when ``run_dir`` has none."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml); give the folder `llmkd label` or "
+                          "`llmkd run` printed")
+    return path
+
+
+def run_config(run_dir: str | Path) -> RunConfig:
+    """The config a run folder was made with (:func:`run_config_path`), validated."""
+    path = run_config_path(run_dir)
+    return parse_config(yaml.safe_load(path.read_text(encoding="utf-8")), source=str(path))
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Load a YAML config file, apply overrides, validate."""
     path = Path(path)

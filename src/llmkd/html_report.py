@@ -27,8 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 from . import figures
 from .errors import ConfigError, LlmkdError
 from .io import read_json, read_jsonl
-from .method_reports import (HTML_SECTIONS, Gold, details, figure, label_accuracy, label_key, read_rows, table,
-                             text)
+from .method_reports import HTML_SECTIONS, Gold, figure, label_key, read_rows, table, text
 from .report import flat_row, read_pool_labels, table_cells
 
 log = logging.getLogger(__name__)
@@ -364,17 +363,12 @@ def rebuild(run_dir: str | Path, out: Path | None = None) -> Path:
     results of ``metrics.json`` (or, for a run still going, every finished method's
     ``result.json``). The pool's gold comes from the config's data files where they are still
     there. Returns the page's path."""
-    import yaml
-
     from .build import build_task
-    from .config import parse_config
+    from .config import run_config
     from .data import make_splits
 
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.exists():
-        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml); give the folder `llmkd run` printed")
-    cfg = parse_config(yaml.safe_load(cfg_path.read_text(encoding="utf-8")), source=str(cfg_path))
+    cfg = run_config(run_dir)
     metrics = _read(run_dir / "metrics.json") or {}
     results = metrics.get("results") or {m: read_json(run_dir / m / "result.json") for m in cfg.methods
                                          if (run_dir / m / "result.json").exists()}

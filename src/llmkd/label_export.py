@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import ConfigError, StateError
+from .errors import StateError
 from .types import TeacherLabel
 
 LABEL_COLUMNS = ("id", "text", "label", "confidence", "abstained", "source", "stage", "prompt_id", "raw", "error",
@@ -70,24 +70,19 @@ def export_labels(run_dir: str | Path, to: str | Path, fmt: str = "auto", *,
     """Write the teacher's labels of ``run_dir``'s pool (``vanilla/labels.jsonl``, from ``llmkd
     label`` or the vanilla method) to ``to``; returns the path and the number of rows. The texts
     come from the run's data files (read again, split with the run's seed)."""
-    import yaml
-
-    from .config import parse_config
+    from .config import run_config, run_config_path
     from .data import make_splits
     from .data.writers import output_format, write_rows
     from .report import read_pool_labels
 
     run_dir = Path(run_dir)
     fmt = output_format(to, fmt)  # a wrong name fails before the data is read
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.exists():
-        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml); give the folder `llmkd label` or "
-                          "`llmkd run` printed")
+    run_config_path(run_dir)  # a folder without a config fails before its labels are looked for
     labels_file = run_dir / "vanilla" / "labels.jsonl"
     if not labels_file.exists():
         raise StateError(f"{run_dir} has no pool labels ({labels_file} is missing); label the pool first: "
                          "`llmkd label CONFIG`, or `llmkd run` with the vanilla method")
-    cfg = parse_config(yaml.safe_load(cfg_path.read_text()), source=str(cfg_path))
+    cfg = run_config(run_dir)
     labels = read_pool_labels(run_dir)
     splits, _ = make_splits(cfg.data, cfg.seed)  # the pool's gold labels (the vault) are not used
     texts = {u.id: u.text for u in splits.pool}

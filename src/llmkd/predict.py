@@ -70,9 +70,7 @@ def load_predictor(model_or_run: str | Path, *, method: str | None = None, onnx:
             student, what = onnx_student(student, file, threads), f"{what}, ONNX {onnx}"
         return student, what
     if (path / "config.yaml").exists():
-        import yaml
-
-        from .config import parse_config
+        from .config import run_config
 
         if onnx:
             raise ConfigError("--onnx predicts with an exported folder's ONNX file: run `llmkd export RUN --to DIR "
@@ -81,8 +79,8 @@ def load_predictor(model_or_run: str | Path, *, method: str | None = None, onnx:
         if method is None:
             method, why = choose_method(path)
         folder = find_student(path, method)
-        cfg = parse_config(yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")), str(path))
-        return load_student(folder, threads=threads, task=build_task(cfg.task, read_meta(folder)["labels"])), why
+        task = build_task(run_config(path).task, read_meta(folder)["labels"])
+        return load_student(folder, threads=threads, task=task), why
     raise ConfigError(f"{path} is neither a run folder (config.yaml) nor an exported model (llmkd.json); give the "
                       "folder `llmkd run` or `llmkd export` wrote")
 

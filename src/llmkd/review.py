@@ -157,18 +157,12 @@ def open_run(run_dir: str | Path) -> RunView:
     """The run at ``run_dir`` (its config.yaml; the pool drawn again from its data and seed). The
     teacher's pool labels come from ``vanilla/labels.jsonl`` (``llmkd label`` / the vanilla
     method), else from the first finished method's ``labels.jsonl`` that holds pool items."""
-    import yaml
-
     from .build import build_task
-    from .config import parse_config
+    from .config import run_config
     from .data import check_task_data, make_splits
 
     run_dir = Path(run_dir)
-    path = run_dir / "config.yaml"
-    if not path.exists():
-        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml); give the folder `llmkd run` or "
-                          "`llmkd label` printed")
-    cfg = parse_config(yaml.safe_load(path.read_text(encoding="utf-8")), source=str(path))
+    cfg = run_config(run_dir)
     check_task_data(cfg.task.kind, cfg.task.target, cfg.data)
     if cfg.task.kind == "seq2seq":
         raise ConfigError(f"{run_dir}: llmkd review supports classification and ner runs; this run's task.kind is "

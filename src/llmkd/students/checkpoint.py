@@ -139,6 +139,20 @@ class LazyStudent:
         return self.lr
 
 
+def adamw(params: Any, lr: float, weight_decay: float) -> Any:
+    """Every student's AdamW: torch's fused kernel where the parameters' device has one (on 2 CPU
+    cores it steps MiniLM's 22.7M weights in ~17 ms instead of ~98 ms for the default foreach
+    kernel, i.e. ~15% of a training step; it is what ``transformers.Trainer`` uses), else the
+    default. ``params`` is a list of tensors or of parameter groups."""
+    import torch
+
+    params = list(params)
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, ValueError):  # a device (or dtype) without the fused kernel
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
 def optimizer_tensors(model: Any, optimizer: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """AdamW state as named tensors (safetensors cannot hold the pickled state_dict)."""
     names = {id(p): n for n, p in model.named_parameters()}
@@ -159,10 +173,11 @@ def optimizer_tensors(model: Any, optimizer: Any) -> tuple[dict[str, Any], dict[
 def load_optimizer(model: Any, optimizer: Any, tensors: dict[str, Any], meta: dict[str, Any]) -> None:
     import torch
 
+    fused = bool(optimizer.defaults.get("fused"))
     for n, p in model.named_parameters():
         if f"{n}.exp_avg" in tensors:
-            optimizer.state[p] = {
-                "step": torch.tensor(meta["steps"][n]),
+            optimizer.state[p] = {  # a fused AdamW keeps its step count on the parameter's device
+                "step": torch.tensor(meta["steps"][n], dtype=torch.float32, device=p.device if fused else "cpu"),
                 "exp_avg": tensors[f"{n}.exp_avg"],
                 "exp_avg_sq": tensors[f"{n}.exp_avg_sq"],
             }

@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 
 from ..types import Example, Prediction
 from .base import HasText
-from .checkpoint import LazyStudent, load_into, read_meta, weighted_epoch, write_checkpoint
+from .checkpoint import LazyStudent, adamw, load_into, read_meta, weighted_epoch, write_checkpoint
 from .classifier import pick_device
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class Seq2SeqStudent(LazyStudent):
         self.model_ = model
         self.device_ = pick_device(self.device)
         self.model_.to(self.device_)
-        self.optimizer_ = torch.optim.AdamW(self.model_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        self.optimizer_ = adamw(self.model_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         self._built = True
 
     # -- training -----------------------------------------------------------------------------

@@ -54,7 +54,7 @@ from typing import Any, Sequence
 from ..formats.trees import Node, from_linearized, linearize
 from ..types import Example, Prediction
 from .base import HasText
-from .checkpoint import LazyStudent, load_into, read_meta, weighted_epoch, write_checkpoint
+from .checkpoint import LazyStudent, adamw, load_into, read_meta, weighted_epoch, write_checkpoint
 from .classifier import pick_device
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ class SpanParserStudent(LazyStudent):
         self.model_.encoder.get_input_embeddings().weight.requires_grad_(False)
         groups = [{"params": [p for p in self.model_.encoder.parameters() if p.requires_grad]},
                   {"params": list(self.model_.scorer.parameters()), "lr_scale": self.head_lr_scale}]
-        self.optimizer_ = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
+        self.optimizer_ = adamw(groups, lr=self.lr, weight_decay=self.weight_decay)
         self._built = True
 
     # -- encoding -----------------------------------------------------------------------------

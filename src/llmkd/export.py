@@ -185,11 +185,9 @@ class RunData:
 
 def run_data(run_dir: Path) -> RunData:
     """The run's config, and its test set and task where the data files can still be read."""
-    import yaml
+    from .config import run_config
 
-    from .config import parse_config
-
-    cfg = parse_config(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")), str(run_dir))
+    cfg = run_config(run_dir)
     try:
         from .build import build_task
         from .data import make_splits

@@ -265,10 +265,16 @@ class ExportReport:
         for k, v in self.checks.items():
             out.append(f"check: {k}: {v}")
         for name, r in self.onnx.items():
-            out.append(f"onnx {name} ({r['file']}, {r['size_mb']:.1f} MB): agreement {r['agreement']:.4f} with torch, "
+            out.append(f"onnx {_scheme(name, r)} ({r['file']}, {r['size_mb']:.1f} MB): agreement {r['agreement']:.4f} with torch, "
                        f"{r['metric']} {r['onnx_score']:.4f} vs {r['torch_score']:.4f} "
                        f"({'passed' if r['passed'] else 'FAILED'}: >= {MIN_AGREEMENT} and <= 0.5 points)")
         return out
+
+
+def _scheme(name: str, r: dict[str, Any]) -> str:
+    """``int8`` or ``int8 (int8-weights)``: the file's name in ``llmkd.json`` and the scheme that made it."""
+    scheme = r.get("scheme", name)
+    return name if scheme == name else f"{name} ({scheme})"
 
 
 def export(run_dir: str | Path, to: str | Path, *, method: str | None = None, onnx: bool = False,
@@ -276,10 +282,13 @@ def export(run_dir: str | Path, to: str | Path, *, method: str | None = None, on
     """Export ``method``'s student of ``run_dir`` (default: :func:`choose_method`) into ``to``.
     Writes into ``to``.tmp and renames it, so a failed export leaves no half folder."""
     run_dir, to = Path(run_dir), Path(to)
-    if quantize not in (None, "int8"):
-        raise ConfigError(f"--quantize must be int8 (dynamic int8, onnxruntime). Got {quantize!r}.")
+    from .onnx_export import QUANTIZE
+
+    if quantize not in (None, *QUANTIZE):
+        raise ConfigError(f"--quantize must be one of: " + "; ".join(f"{k}: {v}" for k, v in QUANTIZE.items())
+                          + f". Got {quantize!r}.")
     if quantize and not onnx:
-        raise ConfigError("--quantize int8 quantizes the ONNX export: add --onnx")
+        raise ConfigError(f"--quantize {quantize} quantizes the ONNX export: add --onnx")
     if to.exists() and any(to.iterdir()) and not force:
         raise ConfigError(f"{to} exists and is not empty: choose another --to, or pass --force to replace it")
     results = _results(run_dir)
@@ -322,10 +331,11 @@ def export(run_dir: str | Path, to: str | Path, *, method: str | None = None, on
     os.replace(tmp, to)
     failed = [n for n, r in report.onnx.items() if not r["passed"]]
     if failed:
+        other = " (or --quantize int8-weights, weight-only int8: closer to fp32)" if quantize == "int8" else ""
         raise ExportCheckFailed(
             f"{to}: the ONNX export ({', '.join(failed)}) disagrees with the torch student beyond the limits "
             f"(agreement >= {MIN_AGREEMENT}, metric change <= 0.5 points; see {to / 'README.md'}). Use the torch "
-            "model, or export without --quantize")
+            f"model, or export without --quantize{other}")
     return report
 
 
@@ -358,8 +368,8 @@ def _export_pipeline_model(src: Path, tmp: Path, kind: str, meta: dict[str, Any]
         from .onnx_export import FILES, ONNX_DIR, export_onnx, onnx_student, quantize_int8
 
         files = {"fp32": export_onnx(student.model_, student.tokenizer_, tmp / ONNX_DIR, student.max_length)}
-        if quantize == "int8":
-            files["int8"] = quantize_int8(files["fp32"], tmp / ONNX_DIR / FILES["int8"])
+        if quantize:
+            files["int8"] = quantize_int8(files["fp32"], tmp / ONNX_DIR / FILES["int8"], quantize)
         metric, torch_score = score(data.task, test, [p.label for p in preds])
         for name, path in files.items():
             other = onnx_student(load_student(src), path)
@@ -367,7 +377,8 @@ def _export_pipeline_model(src: Path, tmp: Path, kind: str, meta: dict[str, Any]
             agree = agreement([p.label for p in preds], [p.label for p in got])
             _, onnx_score = score(data.task, test, [p.label for p in got])
             report.onnx[name] = {
-                "file": f"{ONNX_DIR}/{path.name}", "size_mb": path.stat().st_size / 2**20, "agreement": agree,
+                "file": f"{ONNX_DIR}/{path.name}", "scheme": quantize if name == "int8" else "fp32",
+                "size_mb": path.stat().st_size / 2**20, "agreement": agree,
                 "metric": metric, "torch_score": torch_score, "onnx_score": onnx_score,
                 "passed": agree >= MIN_AGREEMENT and abs(onnx_score - torch_score) <= MAX_METRIC_DELTA + 1e-12}
     return checks
@@ -448,7 +459,7 @@ def model_card(run_dir: Path, method: str, results: dict[str, dict[str, Any]], m
     lines += ["", "## Export checks", ""]
     lines += [f"- {k}: {v}" for k, v in report.checks.items()]
     for name, r in report.onnx.items():
-        lines.append(f"- ONNX {name} (`{r['file']}`, {r['size_mb']:.1f} MB): prediction agreement with the torch "
+        lines.append(f"- ONNX {_scheme(name, r)} (`{r['file']}`, {r['size_mb']:.1f} MB): prediction agreement with the torch "
                      f"student {r['agreement']:.4f}; test {r['metric']} {r['onnx_score']:.4f} vs torch "
                      f"{r['torch_score']:.4f}: {'passed' if r['passed'] else 'did NOT pass'} (limits: agreement >= "
                      f"{MIN_AGREEMENT}, change <= 0.5 points)")

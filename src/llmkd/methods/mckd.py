@@ -60,7 +60,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from ..io import read_json, read_jsonl, write_json, write_jsonl
 from ..labeling import abstention_rate
 from ..types import Example, Prediction, RunResult, TeacherLabel, Unlabeled
-from .base import RunContext, fit_student, require_answers
+from .base import RunContext, fit_independent, fit_student, require_answers
 from .training import teacher_examples
 
 log = logging.getLogger(__name__)
@@ -221,6 +221,27 @@ def _student_report(ctx: RunContext, student: Any, record: dict[str, Any]) -> tu
     return out, preds
 
 
+@dataclasses.dataclass(frozen=True)
+class _PartJob:
+    """One part student of a stage: its training examples (the part's latest labels) and the
+    items of the other parts it relabels."""
+
+    opts: _SelectionOptions
+    tag: str
+    seed: int
+    epochs: int | None
+    train: tuple[Example, ...]
+    others: tuple[Unlabeled, ...]
+
+
+def _train_part(ctx: RunContext, job: _PartJob) -> tuple[list[Prediction], dict[str, Any]]:
+    """A fresh student on the part (3a), its labels for the other parts (3b) and its report. Asks
+    no teacher, so it can run as a Ray task (:func:`.base.fit_independent`)."""
+    student, record = _selection_fit(ctx, job.opts, list(job.train), tag=job.tag, seed=job.seed, epochs=job.epochs)
+    preds = _predict(student, job.others, job.opts.relabel_decoding)
+    return preds, _student_report(ctx, student, record)[0]
+
+
 # --------------------------------------------------------------------------------------------
 # MCKD
 # --------------------------------------------------------------------------------------------
@@ -320,16 +341,19 @@ class MCKD:
         if path.exists() and rep_path.exists():
             log.info("stage %d: labels found in %s; skipping its students", k, path)
             return _read_labels(path), read_json(rep_path)
+        jobs = [_PartJob(opts, tag=f"stage{k}-part{i}", seed=ctx.seed + 100 * k + i + 1, epochs=self._epochs(opts, k),
+                         train=tuple(_examples([items[x] for x in part], latest, ctx.train.targets)
+                                     + (list(ctx.labeled) if opts.mix_gold else [])),
+                         others=tuple(items[x] for j, p in enumerate(parts) if j != i for x in p))
+                for i, part in enumerate(parts)]
+        done = fit_independent(ctx, _train_part, jobs, tags=[j.tag for j in jobs],          # 3a+b one student per part
+                               desc=f"stage {k} students")                                   #   (in parallel on Ray)
         votes: dict[str, list[tuple[int, Prediction]]] = {i: [] for i in items}
         students: list[dict[str, Any]] = []
-        for i, part in enumerate(parts):
-            train = _examples([items[x] for x in part], latest, ctx.train.targets) + (list(ctx.labeled) if opts.mix_gold else [])
-            student, record = _selection_fit(ctx, opts, train, tag=f"stage{k}-part{i}",      # 3a fresh student on part i
-                                             seed=ctx.seed + 100 * k + i + 1, epochs=self._epochs(opts, k))
-            others = [items[x] for j, p in enumerate(parts) if j != i for x in p]            # 3b it relabels the others
-            for u, pred in zip(others, _predict(student, others, opts.relabel_decoding)):
+        for i, (job, (preds, student_report)) in enumerate(zip(jobs, done)):
+            for u, pred in zip(job.others, preds):
                 votes[u.id].append((i, pred))
-            students.append({"part": i, **_student_report(ctx, student, record)[0]})
+            students.append({"part": i, **student_report})
         new: dict[str, TeacherLabel] = {}
         kept = 0
         for x, vs in votes.items():                                                           # 3c combine the n-1 votes

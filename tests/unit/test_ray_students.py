@@ -38,19 +38,23 @@ def files(folder: Path) -> dict[str, str]:
     return out
 
 
-def test_mckd_students_on_ray_match_the_local_run(cluster, tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("options", [{"stages": 2}, {"stages": 3, "final_every_stage": True}])
+def test_mckd_students_on_ray_match_the_local_run(cluster, tmp_path: Path, monkeypatch, options) -> None:
     from llmkd.ray_students import RayStudents
 
     lctx = make_ctx(tmp_path / "local")
-    local = MCKD(stages=2).run(lctx)
+    local = MCKD(**options).run(lctx)
     ctx = make_ctx(tmp_path / "ray")
     ctx.executor = RayStudents(cpus_per_task=1)
     Log.fits = []
-    remote = MCKD(stages=2).run(ctx)
-    assert len({uid for uid, _ in Log.fits}) == 1  # only the final student trained in this process
+    remote = MCKD(**options).run(ctx)
+    # only the last final student trained in this process (the part students, and with final_every_stage the
+    # earlier finals, which train beside the next stage's part students, went to Ray)
+    assert len({uid for uid, _ in Log.fits}) == 1
     assert remote.predictions == local.predictions and remote.metrics == local.metrics
     assert remote.labels == local.labels
     assert remote.extra["stages"] == local.extra["stages"]  # every part student's dev/test report
+    assert remote.extra["finals"] == local.extra["finals"]
     assert files(tmp_path / "ray") == files(tmp_path / "local")  # the same run folder, students included
     assert ctx.teacher.generate_calls == lctx.teacher.generate_calls  # asked by the driver only, as locally
 
@@ -58,7 +62,7 @@ def test_mckd_students_on_ray_match_the_local_run(cluster, tmp_path: Path, monke
     for name in ("labels-stage1.jsonl", "stage1.json"):
         (tmp_path / "ray" / name).unlink()
     monkeypatch.setattr(RayStudents, "_fit", lambda self: pytest.fail("sent a finished student to Ray"))
-    again = MCKD(stages=2).run(ctx)
+    again = MCKD(**options).run(ctx)
     assert again.predictions == local.predictions and again.extra["stages"] == local.extra["stages"]
 
 
@@ -92,3 +96,23 @@ def test_without_ray_the_error_names_the_extra_before_anything_is_written(tmp_pa
     with pytest.raises(ConfigError, match=r"executor: allowed values are 'local' and 'ray' \(got 'dask'\)"):
         api.run(cfg, executor="dask")
     assert not (tmp_path / "runs").exists()
+
+
+def square_in_a_task(cell: int) -> tuple[int, int]:
+    import os
+
+    return cell * cell, os.getpid()
+
+
+def test_bench_cells_run_as_ray_tasks_in_order(cluster) -> None:
+    import os
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from _common import run_cells
+
+    seen: list[int] = []
+    out = run_cells(square_in_a_task, [3, 1, 2], executor="ray", cpus=1, on_result=lambda cell, _: seen.append(cell))
+    assert [r[0] for r in out] == [9, 1, 4] and sorted(seen) == [1, 2, 3]
+    assert os.getpid() not in {r[1] for r in out}  # each cell ran in a Ray worker
+    assert [r[0] for r in run_cells(square_in_a_task, [3, 1], executor="local")] == [9, 1]

@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
-from .errors import require
+from .errors import ConfigError, require
 from .io import read_json
 from .students.checkpoint import drop_optimizer_state
 
@@ -58,7 +58,13 @@ def connect(ray: Any, address: str | None) -> bool:
         return False
     named = address or os.environ.get("RAY_ADDRESS")
     where = {"address": named} if named else {"address": "local", "_node_ip_address": "127.0.0.1"}
-    ray.init(**where, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    try:
+        ray.init(**where, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    except ConnectionError as exc:
+        source = "--address" if address else "RAY_ADDRESS"
+        raise ConfigError(f"{source}={named}: no Ray cluster could be joined there ({exc}). Start one there "
+                          "(ray start --head --port 6379) and give its HOST:PORT, or leave out --address and unset "
+                          "RAY_ADDRESS to start a local one") from exc
     return True
 
 

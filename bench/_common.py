@@ -1,6 +1,7 @@
 """What every benchmark script shares: the repository root on sys.path, teacher short names, the
 common arguments (datasets, teachers, seeds, run and output folders), the header line about the
-machine, and mean ± std formatting. Scripts run as ``python bench/NAME.py``, so this module is
+machine, mean ± std formatting, and :func:`run_cells` (independent cells one after another, or
+as parallel Ray tasks with ``--executor ray``). Scripts run as ``python bench/NAME.py``, so this module is
 importable as ``_common``."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
@@ -119,3 +121,59 @@ def md_table(headers: list[str], rows: list[list]) -> list[str]:
     then a blank line."""
     return (["| " + " | ".join(headers) + " |", "|---|" + "---:|" * (len(headers) - 1)]
             + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows] + [""])
+
+
+def add_executor_args(ap: argparse.ArgumentParser) -> None:
+    """--executor / --address / --cpus-per-cell for a benchmark whose cells run through :func:`run_cells`."""
+    ap.add_argument("--executor", choices=["local", "ray"], default="local",
+                    help="local: the cells one after another in this process; ray: as parallel Ray tasks "
+                         "(pip install 'llmkd[ray]')")
+    ap.add_argument("--address", default=None,
+                    help="--executor ray: the Ray cluster (HOST:PORT; default: RAY_ADDRESS, else a local one on "
+                         "127.0.0.1 with this machine's CPUs)")
+    ap.add_argument("--cpus-per-cell", type=float, default=1.0,
+                    help="--executor ray: CPUs one cell asks for (its teacher and student threads should match)")
+
+
+def run_cells(fn: Callable[[Any], Any], cells: Sequence[Any], *, executor: str = "local", address: str | None = None,
+              cpus: float = 1.0, on_result: Callable[[Any, Any], None] | None = None) -> list[Any]:
+    """``[fn(cell) for cell in cells]``, in the order of ``cells``; ``on_result(cell, result)`` is
+    called here as each finishes (e.g. to rewrite the doc), in the order they finish.
+
+    ``executor="ray"``: each cell is a Ray task asking for ``cpus`` CPUs, on the cluster
+    ``address`` (None: ``RAY_ADDRESS``, else a local one on 127.0.0.1, shut down at the end). A
+    cell is a whole ``llmkd run`` of its own config and run folder, so cells never write the same
+    files; they share the teacher cache file, which is safe between processes of one machine (a
+    prompt is asked once: see llmkd.teachers.cache). Across nodes give each node a cache of its
+    own (``cache:`` on a local disk) or label the pools first with ``llmkd label``; ``output_dir``
+    must then be on a file system every node sees."""
+    if executor == "local":
+        out = []
+        for cell in cells:
+            out.append(fn(cell))
+            if on_result:
+                on_result(cell, out[-1])
+        return out
+    from llmkd.errors import ConfigError, require
+    from llmkd.ray_students import connect
+
+    if executor != "ray":
+        raise ConfigError(f"executor: allowed values are 'local' and 'ray' (got {executor!r})")
+    ray = require("ray", "ray", "benchmark cells as Ray tasks (--executor ray)")
+    joined = connect(ray, address)
+    try:
+        paths = os.pathsep.join([str(ROOT / "src"), str(ROOT / "bench"), str(ROOT)])
+        task = ray.remote(fn).options(num_cpus=cpus, max_retries=0, runtime_env={"env_vars": {
+            "PYTHONPATH": paths, "OMP_NUM_THREADS": str(max(1, int(cpus))), "TOKENIZERS_PARALLELISM": "false"}})
+        pending = {task.remote(cell): i for i, cell in enumerate(cells)}
+        results: dict[int, Any] = {}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            i = pending.pop(ready[0])
+            results[i] = ray.get(ready[0])
+            if on_result:
+                on_result(cells[i], results[i])
+        return [results[i] for i in range(len(cells))]
+    finally:
+        if joined:
+            ray.shutdown()

@@ -12,6 +12,14 @@ report only (no method ever reads them).
 
     python bench/mckd.py                                   # sst2, seeds 0 1 2
     python bench/mckd.py --datasets sst2 --seeds 0 1 --ablations pool40 dev
+    python bench/mckd.py --seeds 0 1 2 --executor ray --cpus-per-cell 1   # the cells as parallel Ray tasks
+
+Every (dataset, seed) run with its 10x-gold run, and every (ablation, seed) run, is one cell
+(:func:`_common.run_cells`): one after another here by default, or with ``--executor ray`` as
+parallel Ray tasks (a local cluster on 127.0.0.1, or ``--address``), each cell asking
+``--cpus-per-cell`` CPUs; set the teacher's and the student's threads to match (``--set
+teacher.n_threads=1 student.threads=1``). The doc is rewritten as each cell finishes, its tables
+in seed order.
 """
 
 from __future__ import annotations
@@ -23,7 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, machine_line, mean_std, parser, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
+from _common import (ROOT, add_executor_args, machine_line, mean_std, parser, run_cells, start,  # noqa: E402  (puts src/ on sys.path)
+                     write_keeping_notes)
 
 from llmkd import api  # noqa: E402
 from llmkd.build import build_task  # noqa: E402
@@ -129,41 +138,67 @@ def training_notes(summary: api.RunSummary) -> dict[str, str]:
     return out
 
 
+def cell(spec: tuple) -> dict[str, Any]:
+    """One cell: ("main", dataset, seed, args): the main run of a seed (and its 10x-gold run);
+    ("ablation", dataset, name, seed, args): one ablation run. Its own run folders; returns its rows."""
+    if spec[0] == "main":
+        _, ds, seed, args = spec
+        cfg, summary = run_one(ds, seed, [], f"mckd-{ds}-s{seed}", args,
+                               ["trivial", "teacher", "supervised", "vanilla", "self_distill", "mckd"])
+        out = {"config": cfg, "training": training_notes(summary), "rows": collect(summary),
+               "stages": stage_quality(cfg, summary.run_dir)}
+        if not args.no_supervised10:
+            sp = cfg.data.split
+            ten = ([f"data.split.labeled_per_class={10 * sp.labeled_per_class}"] if sp.labeled_per_class
+                   else [f"data.split.labeled_n={10 * sp.labeled_n}"])
+            _, s10 = run_one(ds, seed, ten, f"mckd-{ds}-s{seed}-gold10x", args, ["supervised"])
+            out["rows"]["supervised10"] = s10.results["supervised"]["metrics"]
+        return out
+    _, ds, ab, seed, args = spec
+    cfg, summary = run_one(ds, seed, ABLATIONS[ab][0], f"mckd-{ds}-s{seed}-{ab}", args, ["vanilla", "self_distill", "mckd"])
+    return {"config": cfg, "rows": {**collect(summary), "stages": stage_quality(cfg, summary.run_dir)}}
+
+
 def main() -> None:
     ap = parser(__doc__, "mckd", ["sst2"], dataset_help="examples/mckd_<name>.yaml for each", teachers=None)
     ap.add_argument("--ablations", nargs="*", default=[], choices=sorted(ABLATIONS))
     ap.add_argument("--ablation-seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--no-supervised10", action="store_true", help="skip the 10x-gold supervised row")
     ap.add_argument("--set", nargs="*", default=[], help="extra config overrides for every run (a.b=c)")
+    add_executor_args(ap)
     args = ap.parse_args()
     command, started = start("mckd")
+    cells = [("main", ds, seed, args) for ds in args.datasets for seed in args.seeds]
+    cells += [("ablation", ds, ab, seed, args) for ds in args.datasets for ab in args.ablations
+              for seed in args.ablation_seeds]
+    done: dict[tuple, dict[str, Any]] = {}
+
+    def finished(spec: tuple, out: dict[str, Any]) -> None:  # rebuild the tables in seed order; rewrite the doc
+        done[spec[:-1]] = out
+        write(args, tables(args, done), command, started)
+
+    run_cells(cell, cells, executor=args.executor, address=args.address, cpus=args.cpus_per_cell, on_result=finished)
+
+
+def tables(args: argparse.Namespace, done: dict[tuple, dict[str, Any]]) -> dict[str, Any]:
+    """The finished cells gathered per dataset, rows in seed order (the order of --seeds)."""
     results: dict[str, Any] = {}
     for ds in args.datasets:
-        d = results.setdefault(ds, {"rows": {}, "stages": {}, "ablations": {}, "config": None})
+        d = results.setdefault(ds, {"rows": {}, "stages": {}, "ablations": {}, "training": {}, "config": None})
         for seed in args.seeds:
-            cfg, summary = run_one(ds, seed, [], f"mckd-{ds}-s{seed}", args,
-                                   ["trivial", "teacher", "supervised", "vanilla", "self_distill", "mckd"])
-            d.setdefault("training", {})[seed] = training_notes(summary)
-            d["config"] = cfg
-            for key, metrics in collect(summary).items():
+            out = done.get(("main", ds, seed))
+            if out is None:
+                continue
+            d["config"] = out["config"]
+            d["training"][seed] = out["training"]
+            d["stages"][seed] = out["stages"]
+            for key, metrics in out["rows"].items():
                 d["rows"].setdefault(key, []).append(metrics)
-            d["stages"][seed] = stage_quality(cfg, summary.run_dir)
-            if not args.no_supervised10:
-                sp = cfg.data.split
-                ten = ([f"data.split.labeled_per_class={10 * sp.labeled_per_class}"] if sp.labeled_per_class
-                       else [f"data.split.labeled_n={10 * sp.labeled_n}"])
-                _, s10 = run_one(ds, seed, ten, f"mckd-{ds}-s{seed}-gold10x", args, ["supervised"])
-                d["rows"].setdefault("supervised10", []).append(s10.results["supervised"]["metrics"])
-            write(args, results, command, started)
         for ab in args.ablations:
             for seed in args.ablation_seeds:
-                cfg, summary = run_one(ds, seed, ABLATIONS[ab][0], f"mckd-{ds}-s{seed}-{ab}", args,
-                                       ["vanilla", "self_distill", "mckd"])
-                rows = collect(summary)
-                rows["stages"] = stage_quality(cfg, summary.run_dir)
-                d["ablations"].setdefault(ab, {})[seed] = rows
-                write(args, results, command, started)
-    write(args, results, command, started)
+                if ("ablation", ds, ab, seed) in done:
+                    d["ablations"].setdefault(ab, {})[seed] = done[("ablation", ds, ab, seed)]["rows"]
+    return results
 
 
 def _ms(vals: list[float]) -> str:
@@ -250,7 +285,7 @@ def write(args: argparse.Namespace, results: dict[str, Any], command: str, start
             lines += ["", "### Ablations", "",
                       "| variant | seed | vanilla KD (dev) | MCKD-1 | KD+SD | MCKD-2 | MCKD-3 | MCKD-3 − MCKD-1 | pool labels by stage |",
                       "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-            main = {seed: {k: v[i] for k, v in rows.items() if i < len(v)} for i, seed in enumerate(args.seeds)}
+            main = {seed: {k: v[i] for k, v in rows.items() if i < len(v)} for i, seed in enumerate(d["stages"])}
             for seed in args.ablation_seeds:
                 if seed in main:
                     lines.append(_ab_row("main", seed, main[seed], d["stages"].get(seed, []), m))

@@ -17,11 +17,21 @@ and a student trained data-parallel by Accelerate on 2 CPU processes (gloo) vs 1
    fake teacher (instant), the others read the cache. Wall time is the whole command (Python
    start, model load, training, prediction on dev and test).
 
+3. **MCKD's part students on Ray.** ``llmkd run`` of MCKD-2 (one cross-labeling stage: two
+   MiniLM students on the two halves of the pool, then the final student on all of it; one torch
+   thread per student) with the same fake gold teacher, serially in one process, and with
+   ``--executor ray --address`` a loopback Ray cluster of 2 CPUs (started once by this script;
+   one CPU per student task), seeds ``--mckd-seeds``, the serial cell first. Reported: the whole
+   command's wall time, the stage's (from its first file, ``partition.json``, to its labels,
+   ``labels-stage1.jsonl``: both part students trained, relabeling, their dev/test reports), and
+   whether the Ray run's stage labels, test predictions and metrics equal the serial run's.
+
 The simulated N-server curve (an OpenAI-protocol teacher over 1-8 loopback stub servers, the
 stub of bench/teacher_speed.py) is the last table; an earlier 1-4 server run is in
 docs/results/teacher_speed.md (bench/teacher_speed.py); it is not rerun here.
 
     python bench/scale_out.py --items 200 --seeds 0 1 2
+    python bench/scale_out.py --skip ray accelerate stub --mckd-seeds 0 1   # the MCKD cells alone
 """
 
 from __future__ import annotations
@@ -102,13 +112,7 @@ def gold_labels() -> dict[str, str]:
 def accelerate_cells(args, runs: Path) -> list[dict]:
     import yaml
 
-    sys.path.insert(0, str(ROOT))
-    from tests.fake_openai_server import FakeOpenAIServer
-    from tests.fakes import classify_text
-
-    gold = gold_labels()
-    server = FakeOpenAIServer(script=lambda prompt: gold.get(classify_text(prompt).strip(), "no idea"))
-    server.__enter__()
+    gold = GoldTeacher().__enter__()
     cache = runs / "train-cache.sqlite"
     for p in cache.parent.glob(cache.name + "*"):
         p.unlink()
@@ -123,8 +127,7 @@ def accelerate_cells(args, runs: Path) -> list[dict]:
         for cell, (cmd, threads) in cells.items():
             name = f"s{seed}-{cell.split()[0]}p{threads}t"
             cfg = config(runs / "train", args.items, seed, cache, name)
-            cfg["teacher"] = {"backend": "openai", "model": "fake", "confidence": False, "gate": "off", "chat": False,
-                              "openai": {"base_url": server.base_url, "api_key_env": None, "max_retries": 0}}
+            cfg["teacher"] = gold.teacher
             cfg["student"]["threads"] = threads
             path = runs / "train" / f"{name}.yaml"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,7 +146,82 @@ def accelerate_cells(args, runs: Path) -> list[dict]:
                          "accuracy": res["metrics"]["accuracy"], "epochs": prog["epoch"],
                          "teacher_calls": res.get("timings", {}).get("teacher_calls"), "load1": os.getloadavg()[0]})
             print(rows[-1], flush=True)
-    server.__exit__(None, None, None)
+    gold.__exit__(None, None, None)
+    return rows
+
+
+class GoldTeacher:
+    """The loopback OpenAI server of the tests answering each SST-2 sentence's gold label (a
+    context manager; ``teacher``: the config's teacher section pointing at it)."""
+
+    def __enter__(self) -> "GoldTeacher":
+        sys.path.insert(0, str(ROOT))
+        from tests.fake_openai_server import FakeOpenAIServer
+        from tests.fakes import classify_text
+
+        gold = gold_labels()
+        self.server = FakeOpenAIServer(script=lambda prompt: gold.get(classify_text(prompt).strip(), "no idea"))
+        self.server.__enter__()
+        self.teacher = {"backend": "openai", "model": "fake", "confidence": False, "gate": "off", "chat": False,
+                        "openai": {"base_url": self.server.base_url, "api_key_env": None, "max_retries": 0}}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.__exit__(*exc)
+
+
+def mckd_cells(args, runs: Path) -> list[dict]:
+    """MCKD-2, its part students serially in process vs as tasks on a 2-CPU loopback Ray cluster."""
+    import ray
+    import yaml
+
+    cache = runs / "mckd-cache.sqlite"
+    for p in cache.parent.glob(cache.name + "*"):
+        p.unlink()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    address = "127.0.0.1:" + ray.get_runtime_context().gcs_address.rsplit(":", 1)[1]  # the loopback side of it
+    # after ray.init: the environment now holds the cluster's auth token, which the run joining it needs
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.pop("RAY_ADDRESS", None)
+    rows = []
+    try:
+        with GoldTeacher() as gold:
+            for seed in args.mckd_seeds:
+                for cell, extra in (("serial", []), ("ray-2", ["--executor", "ray", "--address", address])):
+                    name = f"mckd-s{seed}-{cell}"
+                    cfg = config(runs / "mckd", args.items, seed, cache, name)
+                    cfg["teacher"] = gold.teacher
+                    cfg["methods"] = ["mckd"]
+                    cfg["method_options"] = {"mckd": {"stages": 2}}
+                    path = runs / "mckd" / f"{name}.yaml"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(yaml.safe_dump(cfg))
+                    shutil.rmtree(runs / "mckd" / name, ignore_errors=True)
+                    t0 = time.perf_counter()
+                    r = subprocess.run([sys.executable, "-m", "llmkd", "run", str(path), "-q", *extra],
+                                       capture_output=True, text=True, env=env)
+                    sec = time.perf_counter() - t0
+                    if r.returncode:
+                        raise SystemExit(f"mckd {cell} seed {seed} failed:\n{r.stderr[-3000:]}")
+                    wd = runs / "mckd" / name / "mckd"
+                    res = json.loads((wd / "result.json").read_text())
+                    row = {"cell": cell, "seed": seed, "seconds": sec,
+                           "stage_seconds": (wd / "labels-stage1.jsonl").stat().st_mtime - (wd / "partition.json").stat().st_mtime,
+                           "macro_f1": res["metrics"]["macro_f1"],
+                           "part_f1": [s["test"]["macro_f1"] for s in res["extra"]["stages"][0]["students"]],
+                           # each part student's training loop (its last evaluation), wherever it ran
+                           "part_seconds": [json.loads((wd / f"stage1-part{i}" / "progress.json").read_text())
+                                            ["history"][-1]["seconds"] for i in range(2)],
+                           "load1": os.getloadavg()[0]}
+                    if cell != "serial":
+                        ref = runs / "mckd" / f"mckd-s{seed}-serial" / "mckd"
+                        row["identical"] = {f: (wd / f).read_text() == (ref / f).read_text()
+                                            for f in ("labels-stage1.jsonl", "predictions.jsonl")}
+                        row["identical"]["metrics"] = res["metrics"] == json.loads((ref / "result.json").read_text())["metrics"]
+                    rows.append(row)
+                    print(row, flush=True)
+    finally:
+        ray.shutdown()
     return rows
 
 
@@ -163,7 +241,8 @@ def main() -> None:
     ap = parser(__doc__, NAME, [], teachers=None)
     ap.add_argument("--items", type=int, default=200)
     ap.add_argument("--workers", nargs="+", type=int, default=[1, 2])
-    ap.add_argument("--skip", nargs="*", choices=["ray", "accelerate", "stub"], default=[],
+    ap.add_argument("--mckd-seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--skip", nargs="*", choices=["ray", "accelerate", "mckd", "stub"], default=[],
                     help="parts not run again: their rows are kept from the .json of an earlier run")
     ap.add_argument("--stub-servers", nargs="+", type=int, default=[1, 2, 4, 8])
     ap.add_argument("--stub-prompts", type=int, default=400)
@@ -176,6 +255,7 @@ def main() -> None:
     if args.report_only:
         saved = earlier
         command, lab, acc, stub = saved["command"], saved["labeling"], saved["training"], saved.get("stub", [])
+        mckd = saved.get("mckd", [])
         kept = saved.get("kept_from", {})
         args.seeds, args.items = saved["seeds"], saved["items"]
     else:
@@ -183,10 +263,11 @@ def main() -> None:
         runs.mkdir(parents=True, exist_ok=True)
         lab = earlier.get("labeling", []) if "ray" in args.skip else ray_cells(args, runs)
         acc = earlier.get("training", []) if "accelerate" in args.skip else accelerate_cells(args, runs)
+        mckd = earlier.get("mckd", []) if "mckd" in args.skip else mckd_cells(args, runs)
         stub = earlier.get("stub", []) if "stub" in args.skip else stub_cells(args)
         kept = {part: earlier.get("kept_from", {}).get(part, earlier.get("command")) for part in args.skip}
         store.write_text(json.dumps({"command": command, "kept_from": kept, "seeds": args.seeds, "items": args.items, "labeling": lab,
-                                     "training": acc, "stub": stub, "machine": machine_line(started),
+                                     "training": acc, "mckd": mckd, "stub": stub, "machine": machine_line(started),
                                      "cpu": cpu_model()}, indent=1))
     lines = ["# Scale-out on this machine (bench/scale_out.py)", "",
              f"Command: `{command}`  ",
@@ -194,7 +275,7 @@ def main() -> None:
                for part, cmd in (saved if args.report_only else {"kept_from": kept}).get("kept_from", {}).items()],
              saved["machine"] if args.report_only else machine_line(started),
              f"CPU: {saved['cpu'] if args.report_only else cpu_model()}.  ",
-             f"Seeds: {args.seeds}. Data: SST-2 (`{SST2}`), pool {args.items} sentences, 16 labeled, 16 dev, 300 test.", ""]
+             f"Seeds: {args.seeds} (the MCKD cells: their seed column). Data: SST-2 (`{SST2}`), pool {args.items} sentences, 16 labeled, 16 dev, 300 test.", ""]
     if lab:
         base = next(r for r in lab if r["cell"] == "local")["seconds"]
         lines += ["## Labeling: local vs a loopback Ray cluster", "",
@@ -220,6 +301,29 @@ def main() -> None:
             ["cell", "seed", "macro-F1", "seconds", "epochs", "load (1 min) after"],
             [[r["cell"], r["seed"], f"{r['macro_f1']:.4f}", f"{r['seconds']:.0f}", r["epochs"], f"{r.get('load1', 0):.1f}"]
              for r in acc])
+    if mckd:
+        lines += ["## MCKD's part students: serial vs parallel Ray tasks", "",
+                  "`llmkd run` of MCKD-2 (method mckd, stages 2: two MiniLM students on the pool's halves, then the "
+                  "final student; 1 torch thread each, 3 epochs or the min_steps rule, training-fidelity selection), "
+                  "the pool labeled by the fake gold teacher; serially in process vs `--executor ray --address` a "
+                  "loopback cluster of 2 CPUs (one per student task). Stage 1 = `partition.json` to "
+                  "`labels-stage1.jsonl` (both part students trained, relabeling, their dev/test reports); training "
+                  "loops = each part student's `progress.json` seconds at its last evaluation (training and "
+                  "training-fidelity evaluations; on Ray the two overlap, and a task's Python start and model load "
+                  "are outside them); wall = the whole command. Identical: the Ray run's stage labels, test predictions and metrics equal the "
+                  "serial run's (byte for byte).", ""]
+        serial = {r["seed"]: r for r in mckd if r["cell"] == "serial"}
+        lines += md_table(["cell", "seed", "stage 1 seconds", "x serial (stage 1)", "part students' training loops (s)",
+                           "wall seconds", "x serial (wall)", "test macro-F1", "part students' macro-F1",
+                           "identical to serial", "load (1 min) after"],
+                          [[r["cell"], r["seed"], f"{r['stage_seconds']:.0f}",
+                            f"{serial[r['seed']]['stage_seconds'] / r['stage_seconds']:.2f}",
+                            " + ".join(f"{x:.0f}" for x in r.get("part_seconds", [])) or "–", f"{r['seconds']:.0f}",
+                            f"{serial[r['seed']]['seconds'] / r['seconds']:.2f}", f"{r['macro_f1']:.4f}",
+                            " / ".join(f"{x:.4f}" for x in r["part_f1"]),
+                            "–" if "identical" not in r else ("yes" if all(r["identical"].values()) else
+                                                              "no: " + ", ".join(k for k, v in r["identical"].items() if not v)),
+                            f"{r.get('load1', 0):.1f}"] for r in mckd])
     if stub:
         lines += ["## Labeling over N OpenAI-protocol servers (loopback stubs)", "",
                   f"{stub[0]['prompts']} prompts; each stub serves one request at a time and sleeps {stub[0]['delay'] * 1000:.0f} "

@@ -139,12 +139,46 @@ def _earlier_gate(run_dir: Path) -> dict[str, Any] | None:
     return read_json(path).get("gate") if path.exists() else None
 
 
-def run(cfg: RunConfig) -> RunSummary:
+def run(cfg: RunConfig, *, executor: str = "local", address: str | None = None) -> RunSummary:
     """Run every method in ``cfg.methods`` and write the run directory (resumable).
 
     Under ``accelerate launch`` (:mod:`llmkd.distributed`) the students train data-parallel, the
     teacher is asked on the main process only, and only the main process writes the run
-    directory (the others work in a private copy of it)."""
+    directory (the others work in a private copy of it).
+
+    ``executor="ray"``: a method's independent students (MCKD's part students of each stage) train
+    as parallel Ray tasks on the cluster ``address`` (None: ``RAY_ADDRESS``, else a local one),
+    one per ``student.threads`` CPUs (a GPU each with ``student.device: cuda``); this process alone
+    asks the teacher and writes the run directory (:mod:`llmkd.ray_students`). The results are
+    those of ``executor="local"``."""
+    students = _student_executor(cfg, executor, address)
+    try:
+        return _run(cfg, students)
+    finally:
+        if students is not None:
+            students.close()
+
+
+def _student_executor(cfg: RunConfig, executor: str, address: str | None) -> Any:
+    """None for ``executor="local"``; a :class:`~llmkd.ray_students.RayStudents` for ``"ray"``
+    (the missing extra named before anything runs)."""
+    from . import distributed
+
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"executor: allowed values are 'local' and 'ray' (got {executor!r})")
+    if executor == "local":
+        return None
+    if distributed.active():
+        raise ConfigError("--executor ray trains students as Ray tasks, accelerate launch trains each one on many "
+                          "processes: use one of the two (drop --executor ray, or run without accelerate launch)")
+    from .ray_students import RayStudents
+
+    device = cfg.student.device
+    return RayStudents(address=address, cpus_per_task=cfg.student.threads or 1,
+                       gpus_per_task=1 if device.startswith("cuda") else 0)
+
+
+def _run(cfg: RunConfig, students: Any) -> RunSummary:
     from . import distributed
 
     run_dir = run_dir_for(cfg)
@@ -175,6 +209,7 @@ def run(cfg: RunConfig) -> RunSummary:
             log.warning("%s: %s of its finished run is missing; running it again (teacher answers and trained "
                         "students come back from the cache and its checkpoints)", name, ", ".join(missing))
         ctx = sess.context(name, wd)
+        ctx.executor = students
         before = _teacher_counters(sess.built_teacher)
         log.info("running %s", name)
         res = build_method(name, cfg.method_options.get(name)).run(ctx)

@@ -69,17 +69,23 @@ def _fail(exc: Exception) -> None:
 
 @app.command()
 def run(config: Annotated[Path, typer.Argument(help="YAML run config")], set_: SetOpt = None, quiet: QuietOpt = False,
-        verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+        verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+        executor: Annotated[str, typer.Option(help="local, or ray: independent students (MCKD's part students) as "
+                                                   "parallel Ray tasks (pip install 'llmkd[ray]')")] = "local",
+        address: Annotated[Optional[str], typer.Option(help="the Ray cluster (--executor ray; default: RAY_ADDRESS, "
+                                                            "else a local one)")] = None) -> None:
     """Run the methods of CONFIG (teacher, supervised, vanilla, supervised_full) and write a run
     directory with labels, metrics and a report. Rerunning the same command resumes it.
 
     Example: llmkd run examples/sst2.yaml --set teacher.model=qwen2.5-coder-1.5b-instruct
+
+    Example: llmkd run examples/mckd_sst2.yaml --executor ray --address 10.0.0.1:6379
     """
     _setup(verbose, quiet)
     try:
         from . import api
 
-        summary = api.run(_load(config, set_, quiet))
+        summary = api.run(_load(config, set_, quiet), executor=executor, address=address)
     except LlmkdError as exc:
         _fail(exc)
         return

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence, TypeVar
 
 from ..errors import TeacherError
 from ..labeling import label_examples
@@ -21,6 +21,18 @@ from ..teachers.base import Teacher
 from ..types import Example, Prediction, RunResult, TeacherLabel, Unlabeled
 from .training import (TrainSettings, class_balanced, fit_student, min_epochs, patience_spent,  # noqa: F401
                        primary_metric, train_loop)
+
+
+J = TypeVar("J")
+R = TypeVar("R")
+
+
+class StudentExecutor(Protocol):
+    """Where independent students train (:func:`fit_independent`): ``None`` on the context = one
+    after another in this process; :class:`llmkd.ray_students.RayStudents` = as parallel Ray tasks."""
+
+    def map(self, ctx: RunContext, fn: Callable[[RunContext, J], R], jobs: Sequence[J], *, tags: Sequence[str],
+            desc: str) -> list[R]: ...
 
 
 @dataclass
@@ -53,6 +65,9 @@ class RunContext:
     human_labels: Mapping[str, Any] = field(default_factory=dict)
     """``data.human_labels`` (:mod:`llmkd.review`): pool id -> a person's label, which :meth:`label`
     gives in place of the teacher's"""
+    executor: StudentExecutor | None = None
+    """where :func:`fit_independent` trains independent students (None: here, one after another;
+    ``llmkd run --executor ray``: :class:`llmkd.ray_students.RayStudents`)"""
 
     def label(self, items: Sequence[Any], *, stage: str = "teacher", desc: str = "labeling") -> list[TeacherLabel]:
         """Pseudo-label ``items`` with the few-shot teacher (through the cache); an item with a
@@ -65,6 +80,19 @@ class RunContext:
 
     def evaluate(self, predictions: Sequence[Prediction | None], split: Sequence[Example]) -> dict[str, float]:
         return self.task.score([e.label for e in split], [None if p is None else p.label for p in predictions])
+
+
+def fit_independent(ctx: RunContext, fn: Callable[[RunContext, J], R], jobs: Sequence[J], *, tags: Sequence[str],
+                    desc: str = "students") -> list[R]:
+    """``[fn(ctx, job) for job in jobs]``: students that do not depend on each other (MCKD's part
+    students of one stage), each trained by ``fn`` under the tag ``tags[i]`` (its folder
+    ``ctx.workdir / tags[i]``, as :func:`fit_student` writes it). ``fn`` must not ask the teacher
+    and returns what the method needs (predictions, a report), not the student. With
+    ``ctx.executor`` set the jobs run there (in parallel), else here, one after another; the
+    results, in the order of ``jobs``, are the same either way."""
+    if ctx.executor is None or len(jobs) < 2:
+        return [fn(ctx, job) for job in jobs]
+    return ctx.executor.map(ctx, fn, jobs, tags=tags, desc=desc)
 
 
 class Method(Protocol):

@@ -12,6 +12,11 @@ The algorithm (paper Sec. 3, "Multistage collaborative KD"; Fig. 1), step by ste
 4. the final stage K trains one fresh student on all parts with their latest labels; it is the
    output. "K-stage MCKD" = K-1 pair stages + the final stage; K = 1 is vanilla KD (Sec. 3.3).
 
+The part students of a stage (and, with ``final_every_stage``, the K'=k final student beside them)
+depend on none of each other: they go through :func:`.base.fit_independent`, which trains them
+one after another, or as parallel Ray tasks under ``llmkd run --executor ray``
+(:mod:`llmkd.ray_students`), with the same results.
+
 Students learn from hard pseudo-labels (sequence-level KD, Kim & Rush 2016; paper Sec. 3.1).
 The paper's extra baseline, :class:`~llmkd.methods.self_distill.SelfDistill` ("KD + SD w/ filter",
 Sec. 4.2), lives in :mod:`llmkd.methods.self_distill` and reuses the helpers below.
@@ -60,7 +65,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from ..io import read_json, read_jsonl, write_json, write_jsonl
 from ..labeling import abstention_rate
 from ..types import Example, Prediction, RunResult, TeacherLabel, Unlabeled
-from .base import RunContext, fit_student, require_answers
+from .base import RunContext, fit_independent, fit_student, require_answers
 from .training import teacher_examples
 
 log = logging.getLogger(__name__)
@@ -221,6 +226,27 @@ def _student_report(ctx: RunContext, student: Any, record: dict[str, Any]) -> tu
     return out, preds
 
 
+@dataclasses.dataclass(frozen=True)
+class _StudentJob:
+    """One student: its training examples (a part's latest labels; all of them for a final
+    student) and the items it relabels (the other parts; none for a final student)."""
+
+    opts: _SelectionOptions
+    tag: str
+    seed: int
+    epochs: int | None
+    train: tuple[Example, ...]
+    others: tuple[Unlabeled, ...]
+
+
+def _train_part(ctx: RunContext, job: _StudentJob) -> tuple[list[Prediction], dict[str, Any]]:
+    """A fresh student on the part (3a), its labels for the other parts (3b) and its report. Asks
+    no teacher, so it can run as a Ray task (:func:`.base.fit_independent`)."""
+    student, record = _selection_fit(ctx, job.opts, list(job.train), tag=job.tag, seed=job.seed, epochs=job.epochs)
+    preds = _predict(student, job.others, job.opts.relabel_decoding)
+    return preds, _student_report(ctx, student, record)[0]
+
+
 # --------------------------------------------------------------------------------------------
 # MCKD
 # --------------------------------------------------------------------------------------------
@@ -276,9 +302,10 @@ class MCKD:
         finals: dict[int, dict[str, Any]] = {}
         t1 = time.perf_counter()
         for k in range(1, opts.stages):                                                       # 3 stages 1..K-1
-            if opts.final_every_stage:                                                        #   (optional) K'=k final
-                finals[k] = self._final(ctx, opts, items, latest, after=k - 1)[1]
-            latest, report = self._cross_stage(ctx, opts, k, parts, items, latest, teacher)  #   cross-labeling
+            final = self._final_job(ctx, opts, items, latest, after=k - 1) if opts.final_every_stage else None
+            latest, report, final_report = self._cross_stage(ctx, opts, k, parts, items, latest, teacher, final)
+            if final_report is not None:
+                finals[k] = {"stages": k, **final_report}
             history.append(latest)
             stage_reports.append(report)
         record, final_report, preds = self._final(ctx, opts, items, latest, after=opts.stages - 1)  # 4 final student
@@ -312,24 +339,33 @@ class MCKD:
 
     # -- step 3 --------------------------------------------------------------------------------
     def _cross_stage(self, ctx: RunContext, opts: MCKDOptions, k: int, parts: list[list[str]],
-                     items: dict[str, Unlabeled], latest: dict[str, TeacherLabel],
-                     teacher: list[TeacherLabel]) -> tuple[dict[str, TeacherLabel], dict[str, Any]]:
+                     items: dict[str, Unlabeled], latest: dict[str, TeacherLabel], teacher: list[TeacherLabel],
+                     final: _StudentJob | None = None,
+                     ) -> tuple[dict[str, TeacherLabel], dict[str, Any], dict[str, Any] | None]:
         """Stage k: a fresh student per part, trained on that part's latest labels, relabels every
-        other part. Labels are saved to ``labels-stage<k>.jsonl`` (a rerun loads them)."""
+        other part. Labels are saved to ``labels-stage<k>.jsonl`` (a rerun loads them).
+        ``final``: the K'=k final student (``final_every_stage``), trained on the same labels
+        beside the part students (it depends on none of them); returns its report too (else None)."""
         path, rep_path = ctx.workdir / f"labels-stage{k}.jsonl", ctx.workdir / f"stage{k}.json"
         if path.exists() and rep_path.exists():
             log.info("stage %d: labels found in %s; skipping its students", k, path)
-            return _read_labels(path), read_json(rep_path)
+            final_report = fit_independent(ctx, _train_part, [final], tags=[final.tag])[0][1] if final else None
+            return _read_labels(path), read_json(rep_path), final_report
+        jobs = [_StudentJob(opts, tag=f"stage{k}-part{i}", seed=ctx.seed + 100 * k + i + 1, epochs=self._epochs(opts, k),
+                         train=tuple(_examples([items[x] for x in part], latest, ctx.train.targets)
+                                     + (list(ctx.labeled) if opts.mix_gold else [])),
+                         others=tuple(items[x] for j, p in enumerate(parts) if j != i for x in p))
+                for i, part in enumerate(parts)]
+        extra = [final] if final else []                                                     # (optional) K'=k final
+        done = fit_independent(ctx, _train_part, extra + jobs, tags=[j.tag for j in extra + jobs],  # 3a+b one student
+                               desc=f"stage {k} students")                                   #   per part (on Ray: in parallel)
+        final_report = done.pop(0)[1] if final else None
         votes: dict[str, list[tuple[int, Prediction]]] = {i: [] for i in items}
         students: list[dict[str, Any]] = []
-        for i, part in enumerate(parts):
-            train = _examples([items[x] for x in part], latest, ctx.train.targets) + (list(ctx.labeled) if opts.mix_gold else [])
-            student, record = _selection_fit(ctx, opts, train, tag=f"stage{k}-part{i}",      # 3a fresh student on part i
-                                             seed=ctx.seed + 100 * k + i + 1, epochs=self._epochs(opts, k))
-            others = [items[x] for j, p in enumerate(parts) if j != i for x in p]            # 3b it relabels the others
-            for u, pred in zip(others, _predict(student, others, opts.relabel_decoding)):
+        for i, (job, (preds, student_report)) in enumerate(zip(jobs, done)):
+            for u, pred in zip(job.others, preds):
                 votes[u.id].append((i, pred))
-            students.append({"part": i, **_student_report(ctx, student, record)[0]})
+            students.append({"part": i, **student_report})
         new: dict[str, TeacherLabel] = {}
         kept = 0
         for x, vs in votes.items():                                                           # 3c combine the n-1 votes
@@ -343,16 +379,23 @@ class MCKD:
         report = {"stage": k, "students": students, **stage_stats(teacher, latest, new), "kept_previous": kept}
         write_jsonl(path, (new[u].to_dict() for u in items))
         write_json(rep_path, report)
-        return new, report
+        return new, report, final_report
 
     # -- step 4 --------------------------------------------------------------------------------
+    def _final_job(self, ctx: RunContext, opts: MCKDOptions, items: dict[str, Unlabeled],
+                   latest: dict[str, TeacherLabel], *, after: int) -> _StudentJob:
+        """The final student of (after+1)-stage MCKD as a job (``final_every_stage``: it may train
+        beside the next stage's part students)."""
+        train = _examples(list(items.values()), latest, ctx.train.targets) + (list(ctx.labeled) if opts.mix_gold else [])
+        return _StudentJob(opts, tag=f"final-after-stage{after}", seed=ctx.seed, epochs=self._epochs(opts, opts.stages),
+                           train=tuple(train), others=())
+
     def _final(self, ctx: RunContext, opts: MCKDOptions, items: dict[str, Unlabeled],
                latest: dict[str, TeacherLabel], *, after: int) -> tuple[dict[str, Any], dict[str, Any], list[Prediction]]:
         """One fresh student on every part with the latest labels (after stage ``after``): the
         output of (after+1)-stage MCKD. Returns its training record, report and test predictions."""
-        train = _examples(list(items.values()), latest, ctx.train.targets) + (list(ctx.labeled) if opts.mix_gold else [])
-        student, record = _selection_fit(ctx, opts, train, tag=f"final-after-stage{after}", seed=ctx.seed,
-                                         epochs=self._epochs(opts, opts.stages))
+        job = self._final_job(ctx, opts, items, latest, after=after)
+        student, record = _selection_fit(ctx, opts, list(job.train), tag=job.tag, seed=job.seed, epochs=job.epochs)
         report, preds = _student_report(ctx, student, record)
         return record, {"stages": after + 1, **report}, preds
 

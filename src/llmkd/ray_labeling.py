@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from .errors import TeacherError, require
 from .labeling import label_examples
+from .tasks.base import ScoresOptions
 from .teachers.cache import CachedTeacher, CacheMiss, TeacherCache
 from .types import Example, TeacherLabel
 
@@ -103,7 +104,11 @@ def label_on_ray(task: Any, teacher: CachedTeacher, make_teacher: Callable[[], A
     if misses and getattr(teacher.teacher, "runs_on_ray", False):
         # a teacher that spreads its own requests over the cluster (vllm: ray.data.llm engines): the
         # driver asks it for the misses, so its cached wrapper is the one process that writes the cache
-        with _cluster(address):
+        options = task.options() if isinstance(task, ScoresOptions) else None
+        both = mode == "generate" and confidence and options
+        alongside = teacher.teacher.score_alongside(options) if both and hasattr(teacher.teacher, "score_alongside") \
+            else contextlib.nullcontext()
+        with _cluster(address), alongside:  # vllm: the option scores in generate's pipeline, one model load
             got = label_examples(task, teacher, [items[i] for i in misses], shots, progress=progress, desc=desc,
                                  **settings)
         for i, lab in zip(misses, got):

@@ -58,12 +58,17 @@ def test_vllm_labels_equal_local_labels_and_the_driver_fills_the_cache(cluster, 
                           progress=False)
     assert labels == local  # same replies, same confidences (option scores from prompt logprobs)
     assert any(lab.abstained for lab in labels) and all(lab.confidence for lab in labels if not lab.abstained)
-    assert teacher.pipelines == 2  # one chunk: a generate pipeline and a score pipeline
-    assert [c["chat_template_stage"] for c in builder.configs] == [chat, chat]
+    assert teacher.pipelines == 1  # one chunk, its option scores in the generate pipeline: one model load
+    assert [c["chat_template_stage"] for c in builder.configs] == [chat]
     assert builder.configs[0]["tokenize_stage"] is False and builder.configs[0]["concurrency"] == 2
     stats = cache.stats()
     assert stats["entries"] == 2 * len(ITEMS) and stats["repeated_calls"] == 0
     assert {r[0] for r in cache._db.execute("SELECT DISTINCT fingerprint FROM entries")} == {teacher.fingerprint}
+    # labeled without the Ray executor: a generate and a score pipeline, the same labels
+    alone, _ = _vllm(chat)
+    assert label_examples(task, CachedTeacher(alone, TeacherCache(tmp_path / "alone.sqlite")), ITEMS, SHOTS,
+                          progress=False) == local
+    assert alone.pipelines == 2
     # a later run finds every answer cached and never asks the engines
     later = CachedTeacher(_vllm(chat)[0], cache, cache_only=True)
     assert label_examples(task, later, ITEMS, SHOTS, progress=False) == local

@@ -29,19 +29,23 @@ Plain prompts go to vLLM as text (vLLM tokenizes them); with ``chat: true`` (and
 The seam to Ray is :func:`build_processor` (``processor_builder``): the tests give it Ray's own
 ``Processor`` with a stand-in for the vLLM stage that takes and returns the same columns.
 
-Not handled: the engine is loaded once per pipeline, so each chunk (``batch_size`` prompts, and
-in generate mode with ``confidence`` a second pipeline for the option scores) pays for loading
-the model on every engine; raise ``batch_size`` for long runs (a killed run loses the chunk in
-flight). A prompt longer than the engine's ``max_model_len`` fails the pipeline (TeacherError),
+The engines are loaded once per pipeline, so each chunk pays for loading the model on every
+engine; raise ``batch_size`` for long runs (a killed run loses the chunk in flight). Inside
+:meth:`VllmRayTeacher.score_alongside` (``llmkd label --executor ray`` labeling with the
+confidence) a chunk's option scores are computed in its generate pipeline: one load per chunk
+instead of two.
+
+Not handled: a prompt longer than the engine's ``max_model_len`` fails the pipeline (TeacherError),
 not just that item. The vLLM version is not part of the fingerprint (it is not known on the
 driver). ``count_tokens`` needs the model's tokenizer on the driver (``llmkd[hf]``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from ..errors import TeacherError, require
 from ..types import Reply
@@ -163,6 +167,20 @@ class VllmRayTeacher:
         self.processor_builder = processor_builder
         self.pipelines = 0  # Ray Data pipelines run (each loads the model on every engine)
         self._tok: Any = None
+        self._alongside: tuple[str, ...] = ()  # options scored in generate's pipeline (score_alongside)
+        self._scored: dict[tuple[str, tuple[str, ...]], list[float]] = {}  # ... their scores, until asked for
+
+    @contextlib.contextmanager
+    def score_alongside(self, options: Sequence[str]) -> Iterator[None]:
+        """Inside: every :meth:`generate` also scores ``options`` for its prompts in the same
+        pipeline (the engines load once instead of twice per chunk), and :meth:`score_options`
+        answers those prompts from them. Labeling with the confidence uses it."""
+        self._alongside = tuple(options)
+        try:
+            yield
+        finally:
+            self._alongside = ()
+            self._scored.clear()
 
     @property
     def fingerprint(self) -> str:
@@ -193,11 +211,28 @@ class VllmRayTeacher:
             params["structured_outputs"] = structured_outputs(constraint)
         rows = [(p, {"kind": "generate", "max_tokens": int(max_tokens), **self._input(p),
                      "sampling_params": params}) for p in prompts]
-        return [Reply.from_dict(v) for v in self._run(rows)]
+        options = self._alongside
+        values = self._run(rows + (self._score_rows(prompts, options) if options else []))
+        if options:
+            for p, scores in zip(prompts, self._scores(values[len(rows):], len(prompts), len(options))):
+                self._scored[(str(p), options)] = scores
+        return [Reply.from_dict(v) for v in values[: len(rows)]]
 
     def score_options(self, prompts: Sequence[str], options: Sequence[str]) -> list[list[float]]:
         if not prompts or not options:
             return [[] for _ in prompts]
+        options = tuple(options)
+        todo = [p for p in dict.fromkeys(str(p) for p in prompts) if (p, options) not in self._scored]
+        if todo:
+            scored = self._scores(self._run(self._score_rows(todo, options)), len(todo), len(options))
+            self._scored.update(((p, options), s) for p, s in zip(todo, scored))
+        out = [self._scored[(str(p), options)] for p in prompts]
+        for p in prompts:  # answered: the cache holds them from now on
+            self._scored.pop((str(p), options), None)
+        return out
+
+    def _score_rows(self, prompts: Sequence[str], options: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+        """Per prompt: the prompt alone, then the prompt followed by each option."""
         params = {"temperature": 0.0, "max_tokens": 1, "prompt_logprobs": 0}
         rows = []
         for p in prompts:
@@ -207,16 +242,20 @@ class VllmRayTeacher:
                 body = ({"messages": [{"role": "user", "content": str(p)}, {"role": "assistant", "content": o}]}
                         if chat else {"prompt": str(p) + continuation(str(p), o, False)})
                 rows.append((p, {"kind": "score", **body, "sampling_params": params}))
-        values = self._run(rows)
+        return rows
+
+    @staticmethod
+    def _scores(values: list[dict[str, Any]], n_prompts: int, n_options: int) -> list[list[float]]:
+        """Option log-likelihoods from the answers of :meth:`_score_rows`: each option's tokens
+        are those past the common prefix with the prompt alone."""
         out: list[list[float]] = []
-        per = len(options) + 1
-        for j in range(len(prompts)):
+        per = n_options + 1
+        for j in range(n_prompts):
             ctx = values[j * per]["ids"]
             row = []
             for full in values[j * per + 1 : (j + 1) * per]:
                 ids, lps = full["ids"], full["logprobs"]
-                start = max(1, common_prefix(ctx, ids))
-                picked = lps[start:]
+                picked = lps[max(1, common_prefix(ctx, ids)):]
                 if not picked or any(x is None for x in picked):
                     raise TeacherError(f"vllm teacher: the prompt logprobs of an option of prompt {j} are missing "
                                        f"({len(picked)} option tokens); nothing of this call was cached")

@@ -141,3 +141,35 @@ def test_the_config_builds_a_vllm_teacher() -> None:
     assert isinstance(teacher, VllmRayTeacher) and teacher.chat is False
     assert teacher.processor_config(False)["engine_kwargs"] == {"max_model_len": 2048}
     assert teacher.concurrency == 2 and teacher.weights == "hub:Qwen/Qwen2.5-0.5B-Instruct"
+
+
+def test_llmkd_label_with_the_vllm_backend_on_ray(cluster, tmp_path, monkeypatch) -> None:
+    """``llmkd label CONFIG --executor ray`` with ``teacher.backend: vllm`` (api.label, in process):
+    the config builds the teacher, the pool goes through the engines once, the driver's cache
+    answers a second labeling without a pipeline."""
+    import json
+
+    from llmkd import api
+    from llmkd.config import parse_config
+    from llmkd.teachers import vllm_ray
+
+    builder = FakeBuilder(reply_of)
+    monkeypatch.setattr(vllm_ray, "build_processor", builder)  # the one seam to ray.data.llm
+    rows = [{"text": f"review number {i} {'great' if i % 3 else 'awful'} film", "label": LABELS[i % 3 > 0]}
+            for i in range(40)]
+    for split in ("train", "test"):
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = parse_config({
+        "name": "v", "seed": 0,
+        "data": {"train": str(tmp_path / "train.jsonl"), "test": str(tmp_path / "test.jsonl"),
+                 "split": {"labeled_per_class": 2, "dev_per_class": 2, "pool_size": 20, "test_size": 8}},
+        "teacher": {"backend": "vllm", "model": "org/toy-model", "gate": "off",
+                    "vllm": {"concurrency": 1, "engine_kwargs": {"max_model_len": 2048}}},
+        "methods": ["vanilla"], "output_dir": str(tmp_path / "runs"), "cache": str(tmp_path / "c.sqlite"),
+        "progress": False})
+    run_dir, labels = api.label(cfg, executor="ray")
+    assert len(labels) == 20 and len(builder.configs) == 1  # generate and option scores in one pipeline
+    assert builder.configs[0]["engine_kwargs"]["max_model_len"] == 2048  # (Ray adds its task_type to the copy)
+    assert all(lab.confidence is not None for lab in labels if not lab.abstained)
+    again = api.label(cfg.model_copy(update={"name": "v2"}), executor="ray")[1]
+    assert len(builder.configs) == 1 and again == labels  # every answer from the cache

@@ -96,7 +96,7 @@ CORPUS: list[BadInput] = [
              config={"student.epochs": 0}),
     BadInput("epochs-string", "student.epochs: Input should be a valid integer", config={"student.epochs": "many"}),
     BadInput("unknown-method", "methods.1: unknown method; allowed values are", config={"methods": ["teacher", "vanila"]}),
-    BadInput("unknown-backend", "teacher.backend: allowed values are 'llamacpp', 'hf' or 'openai' (got 'ollama')",
+    BadInput("unknown-backend", "teacher.backend: allowed values are 'llamacpp', 'hf', 'openai' or 'vllm' (got 'ollama')",
              config={"teacher.backend": "ollama"}),
     BadInput("unknown-labeling", "teacher.labeling: allowed values are 'generate' or 'score' (got 'vote')",
              config={"teacher.labeling": "vote"}),

@@ -63,6 +63,14 @@ def build_teacher(cfg: TeacherConfig) -> Teacher:
                              concurrency=o.concurrency, max_retries=o.max_retries, timeout=o.timeout,
                              backoff=o.backoff, chat=chat, seed=cfg.seed, guided=o.guided,
                              max_backoff=o.max_backoff, identify=o.identify)
+    if cfg.backend == "vllm":
+        from .teachers.vllm_ray import VllmRayTeacher
+
+        path, sha = zoo.resolve(cfg.model)
+        v = cfg.vllm
+        return VllmRayTeacher(model=path, weights=zoo.weights_fingerprint(path, sha), chat=chat,
+                              engine_kwargs=v.engine_kwargs, concurrency=v.concurrency, engine_batch=v.engine_batch,
+                              batch_size=v.batch_size, accelerator_type=v.accelerator_type)
     raise ConfigError(f"teacher.backend: allowed values are {BACKENDS} (got {cfg.backend!r})")
 
 

@@ -175,13 +175,28 @@ class OpenAIConfig(_Strict):
                             "not at all. Every reply is checked against the constraint (docs/teachers.md)")
 
 
+class VllmConfig(_Strict):
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="vllm backend: vLLM engine arguments (dtype, max_model_len, "
+                                          "tensor_parallel_size, gpu_memory_utilization, ...); those that can change "
+                                          "replies (all but the scheduling and memory ones) are in the cache key")
+    concurrency: int = Field(1, ge=1, description="vllm backend: vLLM engines Ray Data runs (one per GPU, times "
+                                                  "tensor_parallel_size)")
+    engine_batch: int = Field(64, ge=1, description="vllm backend: rows per engine batch (ray.data.llm batch_size)")
+    batch_size: int = Field(4096, ge=1, description="vllm backend: prompts per Ray Data pipeline; each pipeline "
+                                                    "loads the model on every engine, and its answers are cached "
+                                                    "when it ends")
+    accelerator_type: str | None = Field(None, description="vllm backend: the GPU type the engines need "
+                                                           "(e.g. H100), null = any")
+
+
 class PriceConfig(_Strict):
     input: float = Field(..., ge=0, description="US dollars per million prompt tokens")
     output: float = Field(..., ge=0, description="US dollars per million completion tokens")
 
 
 class TeacherConfig(_Strict):
-    backend: Literal["llamacpp", "hf", "openai"] = "llamacpp"
+    backend: Literal["llamacpp", "hf", "openai", "vllm"] = "llamacpp"
     model: str = "qwen2.5-coder-0.5b-instruct"
     gguf_file: str | None = Field(None, description="hf backend: GGUF file inside the model dir")
     labeling: Literal["generate", "score"] = Field(
@@ -214,6 +229,7 @@ class TeacherConfig(_Strict):
                             "student (margin max(0.05, 1/n_dev)): warn = a warning, the run goes on; stop = "
                             "an error before labeling (exit code 2); off = no gate. docs/teachers.md")
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
+    vllm: VllmConfig = Field(default_factory=VllmConfig)
     price_per_mtok: PriceConfig | None = Field(
         None, description="the teacher's price, e.g. {input: 0.15, output: 0.6} (US dollars per million tokens): "
                           "`llmkd label --dry-run` and report.md then show dollars beside the measured tokens; "

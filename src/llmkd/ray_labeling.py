@@ -18,22 +18,27 @@ Every node needs llmkd with the config's teacher extra and the teacher's model (
 on first use); an answer filed under another teacher fingerprint than the driver's (another model
 file on a worker) stops the run with a :class:`~llmkd.errors.TeacherError`.
 
-Not handled: vLLM through ``ray.data.llm`` (its processor returns generated text without the
-token log-probabilities and fingerprint the cache keys and the confidence need); on GPU nodes run
-an OpenAI-compatible vLLM server per node and point the ``openai`` backend at them, or give each
-actor a GPU (``gpus_per_worker``) with the ``hf`` backend. See docs/scale-out.md.
+A teacher that spreads its own requests over the cluster (``runs_on_ray``: the ``vllm`` backend,
+:mod:`llmkd.teachers.vllm_ray`, vLLM engines through ``ray.data.llm`` on GPU nodes) skips step 2's
+actors: the driver asks it for the misses through its cached wrapper, so the driver still writes
+every answer and the labels are those of a local run with that teacher.
+
+Not handled: mixing the two (llama.cpp actors on CPU nodes and vLLM engines on GPU nodes in one
+run); a run has one teacher. See docs/scale-out.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from .errors import TeacherError, require
 from .labeling import label_examples
+from .tasks.base import ScoresOptions
 from .teachers.cache import CachedTeacher, CacheMiss, TeacherCache
 from .types import Example, TeacherLabel
 
@@ -96,6 +101,19 @@ def label_on_ray(task: Any, teacher: CachedTeacher, make_teacher: Callable[[], A
              len(items), len(misses))
     teacher.hits += reader.hits  # the answers read back in step 3 were misses (counted as such), not hits
     teacher.cached_seconds += reader.cached_seconds
+    if misses and getattr(teacher.teacher, "runs_on_ray", False):
+        # a teacher that spreads its own requests over the cluster (vllm: ray.data.llm engines): the
+        # driver asks it for the misses, so its cached wrapper is the one process that writes the cache
+        options = task.options() if isinstance(task, ScoresOptions) else None
+        both = mode == "generate" and confidence and options
+        alongside = teacher.teacher.score_alongside(options) if both and hasattr(teacher.teacher, "score_alongside") \
+            else contextlib.nullcontext()
+        with _cluster(address), alongside:  # vllm: the option scores in generate's pipeline, one model load
+            got = label_examples(task, teacher, [items[i] for i in misses], shots, progress=progress, desc=desc,
+                                 **settings)
+        for i, lab in zip(misses, got):
+            out[i] = lab
+        misses = []
     if misses:
         remote = _run_on_ray([_Item(str(items[i].id), items[i].text) for i in misses], misses, teacher,
                              make_teacher, task, shots, settings, desc=desc, progress=progress, address=address,
@@ -122,17 +140,7 @@ def _run_on_ray(todo: list[_Item], index: list[int], teacher: CachedTeacher, mak
     return the actors' labels by item index."""
     from tqdm.auto import tqdm
 
-    ray = require("ray", "ray", "labeling on a Ray cluster (--executor ray)")
-    require("ray.data", "ray", "labeling on a Ray cluster (--executor ray)")
-    started = not ray.is_initialized()
-    if started:
-        import os
-
-        # no cluster named: a local one on this machine, reachable from it only (127.0.0.1)
-        local = {"address": "local", "_node_ip_address": "127.0.0.1"} if not (address or os.environ.get("RAY_ADDRESS")) else {
-            "address": address}
-        ray.init(**local, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-    try:
+    with _cluster(address) as ray:
         import ray.data
 
         ctx = ray.data.DataContext.get_current()
@@ -168,9 +176,34 @@ def _run_on_ray(todo: list[_Item], index: list[int], teacher: CachedTeacher, mak
             bar.update(len(index_of))
         bar.close()
         return labels
+
+
+@contextlib.contextmanager
+def _cluster(address: str | None) -> Iterator[Any]:
+    """Ray, joined to a cluster (:func:`join_cluster`); a cluster joined here is left at the end."""
+    ray, started = join_cluster(address)
+    try:
+        yield ray
     finally:
         if started:
             ray.shutdown()
+
+
+def join_cluster(address: str | None, *, extra: str = "ray", what: str = "labeling on a Ray cluster (--executor ray)",
+                 ) -> tuple[Any, bool]:
+    """(the ``ray`` module, whether this call joined): join the cluster ``address`` names (None:
+    ``RAY_ADDRESS``, else start a local one on 127.0.0.1, reachable from this machine only),
+    unless this process has joined one already. A missing ``ray[data]`` names ``llmkd[extra]``."""
+    import os
+
+    ray = require("ray", extra, what)
+    require("ray.data", extra, what)
+    if ray.is_initialized():
+        return ray, False
+    address = address or os.environ.get("RAY_ADDRESS")
+    where = {"address": address} if address else {"address": "local", "_node_ip_address": "127.0.0.1"}
+    ray.init(**where, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    return ray, True
 
 
 def _default_workers(ray: Any, cpus_per_worker: float, gpus_per_worker: float) -> int:

@@ -85,7 +85,7 @@ def test_empty_file_reports_the_missing_data_section(tmp_path: Path) -> None:
 
 RUN_FIELDS = "['name', 'seed', 'data', 'task', 'teacher', 'student', 'methods', 'method_options', 'output_dir', 'cache', 'progress']"
 TEACHER_FIELDS = ("['backend', 'model', 'gguf_file', 'labeling', 'confidence', 'constrained', 'chat', 'max_tokens', "
-                  "'temperature', 'n_ctx', 'n_threads', 'repack', 'seed', 'gate', 'openai', 'price_per_mtok']")
+                  "'temperature', 'n_ctx', 'n_threads', 'repack', 'seed', 'gate', 'openai', 'vllm', 'price_per_mtok']")
 
 
 @pytest.mark.parametrize(
@@ -96,7 +96,7 @@ TEACHER_FIELDS = ("['backend', 'model', 'gguf_file', 'labeling', 'confidence', '
         ({"student": {"epochs": "abc"}},
          "student.epochs: Input should be a valid integer, unable to parse string as an integer (got 'abc')"),
         ({"teacher": {"backend": "foo"}},
-         "teacher.backend: allowed values are 'llamacpp', 'hf' or 'openai' (got 'foo')"),
+         "teacher.backend: allowed values are 'llamacpp', 'hf', 'openai' or 'vllm' (got 'foo')"),
         ({"teacher": {"labeling": "vote"}}, "teacher.labeling: allowed values are 'generate' or 'score' (got 'vote')"),
         ({"methods": ["vanilla", "nosuch"]},
          "methods.1: unknown method; allowed values are " + ", ".join(sorted(METHODS)) + " (got 'nosuch')"),

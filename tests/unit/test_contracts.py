@@ -291,8 +291,9 @@ def teacher_classes() -> list[type]:
     from llmkd.teachers.hf import HFTeacher
     from llmkd.teachers.llamacpp import LlamaCppTeacher
     from llmkd.teachers.openai import OpenAITeacher
+    from llmkd.teachers.vllm_ray import VllmRayTeacher
 
-    return [LlamaCppTeacher, HFTeacher, OpenAITeacher]
+    return [LlamaCppTeacher, HFTeacher, OpenAITeacher, VllmRayTeacher]
 
 
 def _has_generate_signature(fn: Any) -> None:

@@ -9,7 +9,7 @@ from .base import Teacher, make_fingerprint, normalize_options
 from .budget import BudgetMeter, BudgetSpent
 from .cache import CachedTeacher, TeacherCache
 
-BACKENDS = ("llamacpp", "hf", "openai")
+BACKENDS = ("llamacpp", "hf", "openai", "vllm")
 
 
 def __getattr__(name: str) -> Any:

@@ -154,13 +154,12 @@ def run_cells(fn: Callable[[Any], Any], cells: Sequence[Any], *, executor: str =
             if on_result:
                 on_result(cell, out[-1])
         return out
-    from llmkd.errors import ConfigError, require
-    from llmkd.ray_students import connect
+    from llmkd.errors import ConfigError
+    from llmkd.ray_labeling import join_cluster
 
     if executor != "ray":
         raise ConfigError(f"executor: allowed values are 'local' and 'ray' (got {executor!r})")
-    ray = require("ray", "ray", "benchmark cells as Ray tasks (--executor ray)")
-    joined = connect(ray, address)
+    ray, joined = join_cluster(address, what="benchmark cells as Ray tasks (--executor ray)", data=False)
     try:
         paths = os.pathsep.join([str(ROOT / "src"), str(ROOT / "bench"), str(ROOT)])
         task = ray.remote(fn).options(num_cpus=cpus, max_retries=0, runtime_env={"env_vars": {

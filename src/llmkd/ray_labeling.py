@@ -36,7 +36,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
-from .errors import TeacherError, require
+from .errors import ConfigError, TeacherError, require
 from .labeling import label_examples
 from .tasks.base import ScoresOptions
 from .teachers.cache import CachedTeacher, CacheMiss, TeacherCache
@@ -190,19 +190,29 @@ def _cluster(address: str | None) -> Iterator[Any]:
 
 
 def join_cluster(address: str | None, *, extra: str = "ray", what: str = "labeling on a Ray cluster (--executor ray)",
-                 ) -> tuple[Any, bool]:
+                 data: bool = True) -> tuple[Any, bool]:
     """(the ``ray`` module, whether this call joined): join the cluster ``address`` names (None:
     ``RAY_ADDRESS``, else start a local one on 127.0.0.1, reachable from this machine only),
-    unless this process has joined one already. A missing ``ray[data]`` names ``llmkd[extra]``."""
+    unless this process has joined one already. A missing ``ray`` (with ``data``: ``ray[data]``)
+    names ``llmkd[extra]``; a cluster that cannot be joined is a :class:`ConfigError` naming
+    ``--address`` / ``RAY_ADDRESS`` and the fix. Used by labeling, by the vLLM teacher, by
+    :mod:`llmkd.ray_students` and by the benchmarks' Ray cells."""
     import os
 
     ray = require("ray", extra, what)
-    require("ray.data", extra, what)
+    if data:
+        require("ray.data", extra, what)
     if ray.is_initialized():
         return ray, False
-    address = address or os.environ.get("RAY_ADDRESS")
-    where = {"address": address} if address else {"address": "local", "_node_ip_address": "127.0.0.1"}
-    ray.init(**where, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    named = address or os.environ.get("RAY_ADDRESS")
+    where = {"address": named} if named else {"address": "local", "_node_ip_address": "127.0.0.1"}
+    try:
+        ray.init(**where, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    except ConnectionError as exc:
+        source = "--address" if address else "RAY_ADDRESS"
+        raise ConfigError(f"{source}={named}: no Ray cluster could be joined there ({exc}). Start one there "
+                          "(ray start --head --port 6379) and give its HOST:PORT, or leave out --address and unset "
+                          "RAY_ADDRESS to start a local one") from exc
     return ray, True
 
 

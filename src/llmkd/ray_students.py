@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
-from .errors import ConfigError, require
+from .errors import require
 from .io import read_json
 from .students.checkpoint import drop_optimizer_state
 
@@ -48,24 +48,6 @@ log = logging.getLogger(__name__)
 J = TypeVar("J")
 R = TypeVar("R")
 WHAT = "training independent students as Ray tasks (--executor ray)"
-
-
-def connect(ray: Any, address: str | None) -> bool:
-    """Join the cluster ``address`` (None: the one ``RAY_ADDRESS`` names, else start a local one on
-    127.0.0.1, reachable from this machine only), unless this process already joined one.
-    Returns whether it joined (the caller then shuts it down)."""
-    if ray.is_initialized():
-        return False
-    named = address or os.environ.get("RAY_ADDRESS")
-    where = {"address": named} if named else {"address": "local", "_node_ip_address": "127.0.0.1"}
-    try:
-        ray.init(**where, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-    except ConnectionError as exc:
-        source = "--address" if address else "RAY_ADDRESS"
-        raise ConfigError(f"{source}={named}: no Ray cluster could be joined there ({exc}). Start one there "
-                          "(ray start --head --port 6379) and give its HOST:PORT, or leave out --address and unset "
-                          "RAY_ADDRESS to start a local one") from exc
-    return True
 
 
 def finished(folder: Path) -> bool:
@@ -92,7 +74,9 @@ class RayStudents:
 
     def _fit(self) -> Any:
         if self._remote is None:
-            self._joined = connect(self.ray, self.address)
+            from .ray_labeling import join_cluster
+
+            self._joined = join_cluster(self.address, what=WHAT, data=False)[1]
             self._remote = self.ray.remote(_fit_in_task).options(
                 num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task or None, max_retries=0)
         return self._remote

@@ -196,7 +196,8 @@ def child_teacher(spec: dict) -> dict:
     s = ctx.labeling
     return {"b1_s": sum(lat), "b32_s": sum(lat), "p50_ms": ms[len(ms) // 2],
             "p95_ms": ms[min(len(ms) - 1, int(0.95 * len(ms)))], "load_s": load_s, "peak_rss_mb": _peak_mb(),
-            "preds": [lab.label if isinstance(lab.label, str) else list(lab.label) for lab in labels], "abstained": sum(lab.abstained for lab in labels),
+            "preds": [lab.label if lab.label is None or isinstance(lab.label, str) else list(lab.label)
+                      for lab in labels], "abstained": sum(lab.abstained for lab in labels),
             "misses": sess.teacher.misses - before[0], "hits": sess.teacher.hits, "size_mb": Path(path).stat().st_size / 2**20,
             "shots": len(shots), "labeling": {"mode": s.mode, "confidence": s.confidence, "max_tokens": s.max_tokens,
                                               "constrained": s.constrained},

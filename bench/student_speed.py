@@ -344,6 +344,10 @@ def main() -> None:
 TEACHER_ORDER = ["teacher Qwen-0.5B", "teacher Qwen-1.5B"]
 
 
+def _times(x: float) -> str:
+    return f"{x:.0f}x" if x >= 10 else f"{x:.2g}x"
+
+
 def _ordered(rows: dict[str, dict]) -> list[tuple[str, dict]]:
     order = TEACHER_ORDER + [ENGINE_NAME[e] for e in ENGINES]
     return sorted(rows.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
@@ -392,7 +396,7 @@ def write_doc(args, command: str, started: float, store: dict) -> None:
             if torch_preds and not name.startswith("teacher"):
                 agree = f"{sum(a == b for a, b in zip(r['preds'], torch_preds)) / min(len(torch_preds), r['n']):.3f}"
             lines.append(f"| {name} | {r['n']} | {b1:.1f} | {b32:.1f} | "
-                         f"{f'{b32 / t_rate:.0f}x' if t_rate else '–'} | {r['p50_ms']:.1f} | "
+                         f"{_times(b32 / t_rate) if t_rate else '–'} | {r['p50_ms']:.1f} | "
                          f"{r['p95_ms']:.1f} | {r['peak_rss_mb']:.0f} | {r['size_mb']:.1f} | {r['load_s']:.1f} | "
                          f"{r['score']:.3f} | {agree} |")
         lines.append("")

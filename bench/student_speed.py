@@ -294,7 +294,8 @@ def main() -> None:
     store = {} if args.fresh or not store_path.exists() else json.loads(store_path.read_text())
     if "invocations" not in store:  # a file of the one-invocation format: its rows describe other students
         store = {"invocations": [], "results": {}}
-    store["invocations"].append(command)
+    if args.engines or args.teachers:  # ``--engines --teachers`` measures nothing: it rewrites the doc
+        store["invocations"].append(command)
     results: dict[str, dict] = store["results"]
     t_n = args.teacher_n or args.n
     for ds in args.datasets:

@@ -68,8 +68,9 @@ DATASETS = ["sst2", "trec", "conll2003"]
 _SETS = ["methods=[vanilla]", "data.split.test_size=null", "student.epochs=3", "teacher.n_threads=1"]
 TRAIN_SETS = {"sst2": ["data.split.pool_size=300", *_SETS], "trec": ["data.split.pool_size=300", *_SETS],
               "conll2003": ["data.split.pool_size=200", *_SETS]}
-ENGINES = ["torch", "onnx-fp32", "onnx-int8", "ort-int8"]
+ENGINES = ["torch", "onnx-fp32", "onnx-int8", "onnx-int8w", "ort-int8"]
 ENGINE_NAME = {"torch": "student, torch fp32", "onnx-fp32": "student, ONNX fp32", "onnx-int8": "student, ONNX int8",
+               "onnx-int8w": "student, ONNX weight-only int8",
                "ort-int8": "student, ONNX int8 (onnxruntime + tokenizers only, no torch)"}
 
 
@@ -145,8 +146,8 @@ def child_student(spec: dict) -> dict:
         sys.path.insert(0, str(ROOT / "src"))
         from llmkd.predict import load_predictor
 
-        student, _ = load_predictor(folder, onnx=None if spec["engine"] == "torch" else spec["engine"][5:],
-                                    threads=threads)
+        onnx = {"torch": None, "onnx-fp32": "fp32", "onnx-int8": "int8", "onnx-int8w": "int8"}[spec["engine"]]
+        student, _ = load_predictor(folder, onnx=onnx, threads=threads)
         student._ensure()
         if hasattr(student, "predict_word_proba"):  # NER: word-level tags, as TaggerStudent.predict decodes them
             from llmkd.formats.conll import to_iob2
@@ -228,22 +229,23 @@ def student_run(dataset: str, given: dict[str, str], runs: Path, examples: Path)
                      + "` (output_dir: this bench's runs folder)")
 
 
-def export_student(run_dir: Path, to: Path, again: bool) -> dict:
+def export_student(run_dir: Path, to: Path, again: bool, quantize: str = "int8") -> dict:
     from llmkd.export import ExportCheckFailed, export
 
     if again or not (to / "onnx" / "model_quantized.onnx").exists():
-        print(f"exporting {run_dir} -> {to}", flush=True)
+        print(f"exporting {run_dir} -> {to} (--quantize {quantize})", flush=True)
         try:
-            export(run_dir, to, method="vanilla", onnx=True, quantize="int8", force=True)
+            export(run_dir, to, method="vanilla", onnx=True, quantize=quantize, force=True)
         except ExportCheckFailed as exc:  # the folder is written; the failed check is reported below
             print(f"export check failed: {exc}", flush=True)
     return json.loads((to / "llmkd.json").read_text())
 
 
-def sizes(folder: Path) -> dict[str, float]:
-    mb = lambda p: p.stat().st_size / 2**20  # noqa: E731
+def sizes(folder: Path, weights_folder: Path) -> dict[str, float]:
+    mb = lambda p: p.stat().st_size / 2**20 if p.exists() else float("nan")  # noqa: E731
     return {"torch": mb(folder / "model.safetensors"), "onnx-fp32": mb(folder / "onnx" / "model.onnx"),
             "onnx-int8": mb(folder / "onnx" / "model_quantized.onnx"),
+            "onnx-int8w": mb(weights_folder / "onnx" / "model_quantized.onnx"),
             "ort-int8": mb(folder / "onnx" / "model_quantized.onnx")}
 
 
@@ -302,13 +304,17 @@ def main() -> None:
         run_dir, how = student_run(ds, given, runs, Path(args.examples))
         folder = runs / f"{ds}-export"
         info = export_student(run_dir, folder, args.reexport)
+        w_folder = runs / f"{ds}-export-int8-weights"  # the same student, --quantize int8-weights
+        w_info = (export_student(run_dir, w_folder, args.reexport, "int8-weights")
+                  if "onnx-int8w" in args.engines or w_folder.exists() else {})
         data = run_data(run_dir)
         old = results.get(ds, {})
         same = old.get("run") == str(run_dir) and old.get("export_onnx") == info.get("onnx", {})
         rows: dict[str, dict] = old.get("rows", {}) if same else {}
         res = results[ds] = {"run": str(run_dir), "how": how, "folder": str(folder), "test_split": len(data.test),
                              "rows": rows, "export_onnx": info.get("onnx", {}),
-                             "export_checks": info.get("checks", {}), "kind": info["kind"]}
+                             "export_checks": info.get("checks", {}), "kind": info["kind"],
+                             "export_onnx_int8_weights": (w_info.get("onnx") or {}).get("int8")}
         for model in args.teachers:
             with tempfile.TemporaryDirectory(prefix="student_speed-") as tmp:
                 print(f"{ds}: teacher {model} on {t_n} test prompts (fresh cache)", flush=True)
@@ -316,14 +322,15 @@ def main() -> None:
                 r = run_child({"engine": "teacher", "run": str(run_dir), "model": model, "n": t_n,
                                "threads": args.threads, "cache": str(Path(tmp) / "teacher.sqlite")})
             rows[f"teacher {SHORT.get(model, model)}"] = _stamp(r, command, load)
-        size = sizes(folder)
+        size = sizes(folder, w_folder)
         for eng in args.engines:
             if eng == "ort-int8" and info["kind"] != "classifier":
                 continue
             print(f"{ds}: {eng}", flush=True)
             texts = [e.text for e in data.test[: args.n]]
             load = _load()
-            r = run_child({"engine": eng, "folder": str(folder), "texts": texts, "threads": args.threads,
+            r = run_child({"engine": eng, "folder": str(w_folder if eng == "onnx-int8w" else folder), "texts": texts,
+                           "threads": args.threads,
                            "reps": args.reps})
             r["size_mb"] = size[eng]
             rows[ENGINE_NAME[eng]] = _stamp(r, command, load)
@@ -374,7 +381,9 @@ def write_doc(args, command: str, started: float, store: dict) -> None:
              "start to ready (imports, weights; for the teacher also one untimed warm-up prompt, a pool example, "
              "which loads llama.cpp and fills the shared few-shot prefix). Peak RSS: the child's VmHWM. Quality: "
              "the task's metric on the row's n examples (NER: seqeval span F1, strict IOB2). ONNX int8: dynamic "
-             "int8 with one weight scale per output channel (`llmkd export --quantize int8`). See "
+             "int8 with one weight scale per output channel (`llmkd export --quantize int8`); ONNX weight-only int8: "
+             "MatMul weights int8 in blocks of 32, activations float (`--quantize int8-weights`, exported to its own "
+             "folder). See "
              "bench/student_speed.py.", ""]
     head = ("| engine | n | ex/s batch 1 | ex/s batch 32 | x teacher (b32) | p50 ms (b1) | p95 ms (b1) | peak RSS MB "
             "| size MB | load s | {metric} | agreement with torch |")
@@ -421,7 +430,8 @@ def write_doc(args, command: str, started: float, store: dict) -> None:
             lines.append("`llmkd export`'s own ONNX checks (on the run's test split, "
                          f"{res['export_checks'].get('test examples', '?')} examples; limits: agreement >= 99.5 %, "
                          "change <= 0.5 points):")
-            for k, r in onnx.items():
+            weights = res.get("export_onnx_int8_weights")
+            for k, r in [*onnx.items(), *([("weight-only int8 (`--quantize int8-weights`)", weights)] if weights else [])]:
                 lines.append(f"- ONNX {k}: agreement {r['agreement']:.4f}, {r['metric']} {r['onnx_score']:.4f} vs "
                              f"torch {r['torch_score']:.4f} ({100 * (r['onnx_score'] - r['torch_score']):+.2f} points): "
                              f"{'passed' if r['passed'] else 'NOT passed'}")

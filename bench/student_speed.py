@@ -382,7 +382,7 @@ def write_doc(args, command: str, started: float, store: dict) -> None:
              "which loads llama.cpp and fills the shared few-shot prefix). Peak RSS: the child's VmHWM. Quality: "
              "the task's metric on the row's n examples (NER: seqeval span F1, strict IOB2). ONNX int8: dynamic "
              "int8 with one weight scale per output channel (`llmkd export --quantize int8`); ONNX weight-only int8: "
-             "MatMul weights int8 in blocks of 32, activations float (`--quantize int8-weights`, exported to its own "
+             "MatMul weights int8 per block of 32, activations quantized per block inside the kernel (`--quantize int8-weights`, exported to its own "
              "folder). See "
              "bench/student_speed.py.", ""]
     head = ("| engine | n | ex/s batch 1 | ex/s batch 32 | x teacher (b32) | p50 ms (b1) | p95 ms (b1) | peak RSS MB "

@@ -68,9 +68,9 @@ DATASETS = ["sst2", "trec", "conll2003"]
 _SETS = ["methods=[vanilla]", "data.split.test_size=null", "student.epochs=3", "teacher.n_threads=1"]
 TRAIN_SETS = {"sst2": ["data.split.pool_size=300", *_SETS], "trec": ["data.split.pool_size=300", *_SETS],
               "conll2003": ["data.split.pool_size=200", *_SETS]}
-ENGINES = ["torch", "onnx-fp32", "onnx-int8", "onnx-int8w", "ort-int8"]
+ENGINES = ["torch", "onnx-fp32", "onnx-int8", "onnx-int8b", "ort-int8"]
 ENGINE_NAME = {"torch": "student, torch fp32", "onnx-fp32": "student, ONNX fp32", "onnx-int8": "student, ONNX int8",
-               "onnx-int8w": "student, ONNX weight-only int8",
+               "onnx-int8b": "student, ONNX block-wise int8",
                "ort-int8": "student, ONNX int8 (onnxruntime + tokenizers only, no torch)"}
 
 
@@ -146,7 +146,7 @@ def child_student(spec: dict) -> dict:
         sys.path.insert(0, str(ROOT / "src"))
         from llmkd.predict import load_predictor
 
-        onnx = {"torch": None, "onnx-fp32": "fp32", "onnx-int8": "int8", "onnx-int8w": "int8"}[spec["engine"]]
+        onnx = {"torch": None, "onnx-fp32": "fp32", "onnx-int8": "int8", "onnx-int8b": "int8"}[spec["engine"]]
         student, _ = load_predictor(folder, onnx=onnx, threads=threads)
         student._ensure()
         if hasattr(student, "predict_word_proba"):  # NER: word-level tags, as TaggerStudent.predict decodes them
@@ -245,7 +245,7 @@ def sizes(folder: Path, weights_folder: Path) -> dict[str, float]:
     mb = lambda p: p.stat().st_size / 2**20 if p.exists() else float("nan")  # noqa: E731
     return {"torch": mb(folder / "model.safetensors"), "onnx-fp32": mb(folder / "onnx" / "model.onnx"),
             "onnx-int8": mb(folder / "onnx" / "model_quantized.onnx"),
-            "onnx-int8w": mb(weights_folder / "onnx" / "model_quantized.onnx"),
+            "onnx-int8b": mb(weights_folder / "onnx" / "model_quantized.onnx"),
             "ort-int8": mb(folder / "onnx" / "model_quantized.onnx")}
 
 
@@ -304,9 +304,9 @@ def main() -> None:
         run_dir, how = student_run(ds, given, runs, Path(args.examples))
         folder = runs / f"{ds}-export"
         info = export_student(run_dir, folder, args.reexport)
-        w_folder = runs / f"{ds}-export-int8-weights"  # the same student, --quantize int8-weights
-        w_info = (export_student(run_dir, w_folder, args.reexport, "int8-weights")
-                  if "onnx-int8w" in args.engines or w_folder.exists() else {})
+        w_folder = runs / f"{ds}-export-int8-block"  # the same student, --quantize int8-block
+        w_info = (export_student(run_dir, w_folder, args.reexport, "int8-block")
+                  if "onnx-int8b" in args.engines or w_folder.exists() else {})
         data = run_data(run_dir)
         old = results.get(ds, {})
         same = old.get("run") == str(run_dir) and old.get("export_onnx") == info.get("onnx", {})
@@ -314,7 +314,7 @@ def main() -> None:
         res = results[ds] = {"run": str(run_dir), "how": how, "folder": str(folder), "test_split": len(data.test),
                              "rows": rows, "export_onnx": info.get("onnx", {}),
                              "export_checks": info.get("checks", {}), "kind": info["kind"],
-                             "export_onnx_int8_weights": (w_info.get("onnx") or {}).get("int8")}
+                             "export_onnx_int8_block": (w_info.get("onnx") or {}).get("int8")}
         for model in args.teachers:
             with tempfile.TemporaryDirectory(prefix="student_speed-") as tmp:
                 print(f"{ds}: teacher {model} on {t_n} test prompts (fresh cache)", flush=True)
@@ -329,7 +329,7 @@ def main() -> None:
             print(f"{ds}: {eng}", flush=True)
             texts = [e.text for e in data.test[: args.n]]
             load = _load()
-            r = run_child({"engine": eng, "folder": str(w_folder if eng == "onnx-int8w" else folder), "texts": texts,
+            r = run_child({"engine": eng, "folder": str(w_folder if eng == "onnx-int8b" else folder), "texts": texts,
                            "threads": args.threads,
                            "reps": args.reps})
             r["size_mb"] = size[eng]
@@ -381,8 +381,8 @@ def write_doc(args, command: str, started: float, store: dict) -> None:
              "start to ready (imports, weights; for the teacher also one untimed warm-up prompt, a pool example, "
              "which loads llama.cpp and fills the shared few-shot prefix). Peak RSS: the child's VmHWM. Quality: "
              "the task's metric on the row's n examples (NER: seqeval span F1, strict IOB2). ONNX int8: dynamic "
-             "int8 with one weight scale per output channel (`llmkd export --quantize int8`); ONNX weight-only int8: "
-             "MatMul weights int8 per block of 32, activations quantized per block inside the kernel (`--quantize int8-weights`, exported to its own "
+             "int8 with one weight scale per output channel (`llmkd export --quantize int8`); ONNX block-wise int8: "
+             "MatMul weights int8 per block of 32, activations quantized per block inside the kernel (`--quantize int8-block`, exported to its own "
              "folder). See "
              "bench/student_speed.py.", ""]
     head = ("| engine | n | ex/s batch 1 | ex/s batch 32 | x teacher (b32) | p50 ms (b1) | p95 ms (b1) | peak RSS MB "
@@ -430,8 +430,8 @@ def write_doc(args, command: str, started: float, store: dict) -> None:
             lines.append("`llmkd export`'s own ONNX checks (on the run's test split, "
                          f"{res['export_checks'].get('test examples', '?')} examples; limits: agreement >= 99.5 %, "
                          "change <= 0.5 points):")
-            weights = res.get("export_onnx_int8_weights")
-            for k, r in [*onnx.items(), *([("weight-only int8 (`--quantize int8-weights`)", weights)] if weights else [])]:
+            weights = res.get("export_onnx_int8_block")
+            for k, r in [*onnx.items(), *([("block-wise int8 (`--quantize int8-block`)", weights)] if weights else [])]:
                 lines.append(f"- ONNX {k}: agreement {r['agreement']:.4f}, {r['metric']} {r['onnx_score']:.4f} vs "
                              f"torch {r['torch_score']:.4f} ({100 * (r['onnx_score'] - r['torch_score']):+.2f} points): "
                              f"{'passed' if r['passed'] else 'NOT passed'}")

@@ -219,7 +219,7 @@ def export_cmd(run_dir: Annotated[Path, typer.Argument(help="a run directory wri
                to: Annotated[Path, typer.Option("--to", help="the folder to write (a Hugging Face model folder)")],
                method: Annotated[Optional[str], typer.Option(help="whose student (default: the run's best by its test metric)")] = None,
                onnx: Annotated[bool, typer.Option("--onnx", help="also write onnx/model.onnx, checked on the test set")] = False,
-               quantize: Annotated[Optional[str], typer.Option(help="also an int8 ONNX file (with --onnx): int8 (dynamic; smallest, fastest) or int8-weights (weight-only; closest to fp32)")] = None,
+               quantize: Annotated[Optional[str], typer.Option(help="also an int8 ONNX file (with --onnx): int8 (dynamic; smallest, fastest) or int8-block (block-wise; closest to fp32)")] = None,
                force: Annotated[bool, typer.Option("--force", help="replace a non-empty --to folder")] = False,
                check: Annotated[bool, typer.Option("--check/--no-check", help="re-check on the run's test set")] = True) -> None:
     """Export a run's student to a folder that transformers.pipeline loads, with a model card.

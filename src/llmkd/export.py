@@ -272,7 +272,7 @@ class ExportReport:
 
 
 def _scheme(name: str, r: dict[str, Any]) -> str:
-    """``int8`` or ``int8 (int8-weights)``: the file's name in ``llmkd.json`` and the scheme that made it."""
+    """``int8`` or ``int8 (int8-block)``: the file's name in ``llmkd.json`` and the scheme that made it."""
     scheme = r.get("scheme", name)
     return name if scheme == name else f"{name} ({scheme})"
 
@@ -331,7 +331,7 @@ def export(run_dir: str | Path, to: str | Path, *, method: str | None = None, on
     os.replace(tmp, to)
     failed = [n for n, r in report.onnx.items() if not r["passed"]]
     if failed:
-        other = " (or --quantize int8-weights, weight-only int8: closer to fp32)" if quantize == "int8" else ""
+        other = " (or --quantize int8-block, block-wise int8: closer to fp32)" if quantize == "int8" else ""
         raise ExportCheckFailed(
             f"{to}: the ONNX export ({', '.join(failed)}) disagrees with the torch student beyond the limits "
             f"(agreement >= {MIN_AGREEMENT}, metric change <= 0.5 points; see {to / 'README.md'}). Use the torch "

@@ -8,7 +8,7 @@ mask path of the traced batch into the graph (logits off by 0.04 on MiniLM).
 :func:`quantize_int8` writes the int8 file in one of two schemes (:data:`QUANTIZE`): ``int8``,
 onnxruntime's dynamic int8 quantization (weights int8 with a scale per output channel,
 activations quantized per batch at run time: the fastest, and the furthest from fp32), or
-``int8-weights``, onnxruntime's ``MatMulNBits`` (every MatMul's weights int8 with a scale per block
+``int8-block``, onnxruntime's ``MatMulNBits`` (every MatMul's weights int8 with a scale per block
 of 32 along the input; the kernel quantizes each activation row per block of 32 as it computes,
 ``accuracy_level`` 4, so no prediction depends on its batch-mates; the embedding table stays
 float): closer to fp32, 2.5x the size. Its fp32-compute variant (``accuracy_level`` 1) agreed
@@ -20,7 +20,7 @@ does: the agreement check compares the networks and nothing else.
 
 Needs the ``export`` extra (``pip install 'llmkd[export]'``: onnx, onnxruntime, onnxscript).
 Not handled: seq2seq / parser students, GPU execution providers, static (calibrated) quantization,
-quantized embeddings in ``int8-weights`` (int8 Gather cost 0.3 points of agreement and gained no speed).
+quantized embeddings in ``int8-block`` (int8 Gather cost 0.3 points of agreement and gained no speed).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ FILES = {"fp32": "model.onnx", "int8": "model_quantized.onnx"}
 #: ``--quantize`` schemes: each writes ``FILES["int8"]``; docs/results/student_speed.md measures both.
 QUANTIZE = {
     "int8": "dynamic int8 (weights per output channel, activations per batch at run time; smallest, fastest)",
-    "int8-weights": "block-wise int8 (MatMul weights and activations per block of 32, MatMulNBits; closest to fp32)",
+    "int8-block": "block-wise int8 (MatMul weights and activations per block of 32, MatMulNBits; closest to fp32)",
 }
 
 
@@ -107,7 +107,7 @@ def quantize_int8(src: Path, dst: Path, scheme: str = "int8") -> Path:
     bare = dst.with_name(dst.stem + ".bare.onnx")
     onnx.save(model, str(bare))
     try:
-        if scheme == "int8-weights":
+        if scheme == "int8-block":
             from onnxruntime.quantization.matmul_nbits_quantizer import (DefaultWeightOnlyQuantConfig,
                                                                          MatMulNBitsQuantizer)
 

@@ -51,18 +51,18 @@ def test_onnx_export_agrees_with_the_torch_student(cls_run: Path, tmp_path: Path
     assert labels[0] == labels[1] and len(labels[0]) == 2
 
 
-def test_weight_only_int8_is_recorded_and_closer_to_fp32(cls_run: Path, tmp_path: Path) -> None:
+def test_blockwise_int8_is_recorded_and_closer_to_fp32(cls_run: Path, tmp_path: Path) -> None:
     for module in ("onnxruntime", "onnxscript", "onnx"):
         pytest.importorskip(module, reason=f"{module} is not installed: pip install 'llmkd[export]'")
-    report = export(cls_run, tmp_path / "w", onnx=True, quantize="int8-weights")  # raises if the check fails
+    report = export(cls_run, tmp_path / "w", onnx=True, quantize="int8-block")  # raises if the check fails
     info = json.loads((tmp_path / "w" / "llmkd.json").read_text())
     fp32, int8 = info["onnx"]["fp32"], info["onnx"]["int8"]
-    assert int8["scheme"] == "int8-weights" and fp32["scheme"] == "fp32" and int8["passed"]
+    assert int8["scheme"] == "int8-block" and fp32["scheme"] == "fp32" and int8["passed"]
     assert int8["size_mb"] < fp32["size_mb"] * 0.8  # MatMul weights int8; the embedding table stays float
-    assert any(line.startswith("onnx int8 (int8-weights) (onnx/model_quantized.onnx") for line in report.lines())
-    assert "ONNX int8 (int8-weights) (`onnx/model_quantized.onnx`" in (tmp_path / "w" / "README.md").read_text()
+    assert any(line.startswith("onnx int8 (int8-block) (onnx/model_quantized.onnx") for line in report.lines())
+    assert "ONNX int8 (int8-block) (`onnx/model_quantized.onnx`" in (tmp_path / "w" / "README.md").read_text()
     bad = llmkd("export", str(cls_run), "--to", str(tmp_path / "x"), "--onnx", "--quantize", "int4")
-    assert bad.returncode != 0 and "--quantize must be one of: int8:" in bad.stderr and "int8-weights:" in bad.stderr
+    assert bad.returncode != 0 and "--quantize must be one of: int8:" in bad.stderr and "int8-block:" in bad.stderr
     assert not (tmp_path / "x").exists()
 
 

@@ -111,6 +111,9 @@ def quantize_int8(src: Path, dst: Path, scheme: str = "int8") -> Path:
             from onnxruntime.quantization.matmul_nbits_quantizer import (DefaultWeightOnlyQuantConfig,
                                                                          MatMulNBitsQuantizer)
 
+            # it logs every MatMul it quantizes or skips at INFO, which llmkd's log format would print
+            logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
+
             # accuracy_level 4: the kernel may compute in int8 internally (block-wise), as fast as it gets
             config = DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=True, accuracy_level=4, bits=8)
             quantizer = MatMulNBitsQuantizer(onnx.load(str(bare)), algo_config=config)

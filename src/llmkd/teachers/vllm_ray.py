@@ -85,19 +85,21 @@ def structured_outputs(constraint: Constraint) -> dict[str, Any]:
     return {"grammar": constraint.grammar}
 
 
+def _info(entry: Any, token: int) -> Any:
+    """What one position's ``{token_id: {"logprob": ..., "decoded_token": ...}}`` says of ``token``
+    (keys may come back as text from Arrow); None where it is missing."""
+    return entry.get(token, entry.get(str(token))) if entry and hasattr(entry, "get") else None
+
+
 def _logprob_of(entry: Any, token: int) -> float | None:
-    """The logprob of ``token`` in one position's ``{token_id: {"logprob": ...}}`` (keys may come
-    back as text from Arrow); None where it is missing."""
-    if not entry:
-        return None
-    info = entry.get(token, entry.get(str(token))) if hasattr(entry, "get") else None
+    info = _info(entry, token)
     if info is None:
         return None
     return float(info["logprob"] if hasattr(info, "get") else info)
 
 
 def _piece(entry: Any, token: int) -> str:
-    info = entry.get(token, entry.get(str(token))) if entry and hasattr(entry, "get") else None
+    info = _info(entry, token)
     return str(info.get("decoded_token") or "") if info is not None and hasattr(info, "get") else ""
 
 

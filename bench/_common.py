@@ -155,12 +155,11 @@ def run_cells(fn: Callable[[Any], Any], cells: Sequence[Any], *, executor: str =
                 on_result(cell, out[-1])
         return out
     from llmkd.errors import ConfigError
-    from llmkd.ray_labeling import join_cluster
+    from llmkd.ray_labeling import cluster
 
     if executor != "ray":
         raise ConfigError(f"executor: allowed values are 'local' and 'ray' (got {executor!r})")
-    ray, joined = join_cluster(address, what="benchmark cells as Ray tasks (--executor ray)", data=False)
-    try:
+    with cluster(address, what="benchmark cells as Ray tasks (--executor ray)", data=False) as ray:
         paths = os.pathsep.join([str(ROOT / "src"), str(ROOT / "bench"), str(ROOT)])
         task = ray.remote(fn).options(num_cpus=cpus, max_retries=0, runtime_env={"env_vars": {
             "PYTHONPATH": paths, "OMP_NUM_THREADS": str(max(1, int(cpus))), "TOKENIZERS_PARALLELISM": "false"}})
@@ -173,6 +172,3 @@ def run_cells(fn: Callable[[Any], Any], cells: Sequence[Any], *, executor: str =
             if on_result:
                 on_result(cells[i], results[i])
         return [results[i] for i in range(len(cells))]
-    finally:
-        if joined:
-            ray.shutdown()

@@ -108,7 +108,7 @@ def label_on_ray(task: Any, teacher: CachedTeacher, make_teacher: Callable[[], A
         both = mode == "generate" and confidence and options
         alongside = teacher.teacher.score_alongside(options) if both and hasattr(teacher.teacher, "score_alongside") \
             else contextlib.nullcontext()
-        with _cluster(address), alongside:  # vllm: the option scores in generate's pipeline, one model load
+        with cluster(address), alongside:  # vllm: the option scores in generate's pipeline, one model load
             got = label_examples(task, teacher, [items[i] for i in misses], shots, progress=progress, desc=desc,
                                  **settings)
         for i, lab in zip(misses, got):
@@ -140,7 +140,7 @@ def _run_on_ray(todo: list[_Item], index: list[int], teacher: CachedTeacher, mak
     return the actors' labels by item index."""
     from tqdm.auto import tqdm
 
-    with _cluster(address) as ray:
+    with cluster(address) as ray:
         import ray.data
 
         ctx = ray.data.DataContext.get_current()
@@ -179,9 +179,10 @@ def _run_on_ray(todo: list[_Item], index: list[int], teacher: CachedTeacher, mak
 
 
 @contextlib.contextmanager
-def _cluster(address: str | None) -> Iterator[Any]:
-    """Ray, joined to a cluster (:func:`join_cluster`); a cluster joined here is left at the end."""
-    ray, started = join_cluster(address)
+def cluster(address: str | None, **join: Any) -> Iterator[Any]:
+    """Ray, joined to a cluster (:func:`join_cluster`, with its keyword arguments ``join``); a
+    cluster joined here is left at the end."""
+    ray, started = join_cluster(address, **join)
     try:
         yield ray
     finally:

@@ -154,11 +154,10 @@ def run_cells(fn: Callable[[Any], Any], cells: Sequence[Any], *, executor: str =
             if on_result:
                 on_result(cell, out[-1])
         return out
-    from llmkd.errors import ConfigError
+    from llmkd.api import check_executor
     from llmkd.ray_labeling import cluster
 
-    if executor != "ray":
-        raise ConfigError(f"executor: allowed values are 'local' and 'ray' (got {executor!r})")
+    check_executor(executor)
     with cluster(address, what="benchmark cells as Ray tasks (--executor ray)", data=False) as ray:
         paths = os.pathsep.join([str(ROOT / "src"), str(ROOT / "bench"), str(ROOT)])
         task = ray.remote(fn).options(num_cpus=cpus, max_retries=0, runtime_env={"env_vars": {

@@ -159,13 +159,19 @@ def run(cfg: RunConfig, *, executor: str = "local", address: str | None = None) 
             students.close()
 
 
+def check_executor(executor: str) -> None:
+    """A :class:`ConfigError` unless ``executor`` is ``local`` or ``ray`` (``llmkd run`` / ``label``
+    ``--executor``, and the benchmarks' cells)."""
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"executor: allowed values are 'local' and 'ray' (got {executor!r})")
+
+
 def _student_executor(cfg: RunConfig, executor: str, address: str | None) -> Any:
     """None for ``executor="local"``; a :class:`~llmkd.ray_students.RayStudents` for ``"ray"``
     (the missing extra named before anything runs)."""
     from . import distributed
 
-    if executor not in ("local", "ray"):
-        raise ConfigError(f"executor: allowed values are 'local' and 'ray' (got {executor!r})")
+    check_executor(executor)
     if executor == "local":
         return None
     if distributed.active():
@@ -243,8 +249,7 @@ def label(cfg: RunConfig, *, executor: str = "local", address: str | None = None
     ``executor="ray"``: the cache misses are labeled on a Ray cluster (``address``; ``workers``
     actors, default one per ``teacher.n_threads`` CPUs), the driver writes the cache
     (:mod:`llmkd.ray_labeling`); the labels are those of a local run."""
-    if executor not in ("local", "ray"):
-        raise ConfigError(f"executor: allowed values are 'local' and 'ray' (got {executor!r})")
+    check_executor(executor)
     run_dir = run_dir_for(cfg)
     _check_same_config(run_dir, cfg)
     start_run_dir(run_dir, dump_config(cfg))

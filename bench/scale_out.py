@@ -112,7 +112,6 @@ def gold_labels() -> dict[str, str]:
 def accelerate_cells(args, runs: Path) -> list[dict]:
     import yaml
 
-    gold = GoldTeacher().__enter__()
     cache = runs / "train-cache.sqlite"
     for p in cache.parent.glob(cache.name + "*"):
         p.unlink()
@@ -123,30 +122,30 @@ def accelerate_cells(args, runs: Path) -> list[dict]:
     cells = {"1 process x 1 thread": ([sys.executable, "-m", "llmkd"], 1),
              "1 process x 2 threads": ([sys.executable, "-m", "llmkd"], 2),
              "2 processes (gloo) x 1 thread": (launch, 1)}
-    for seed in args.seeds:
-        for cell, (cmd, threads) in cells.items():
-            name = f"s{seed}-{cell.split()[0]}p{threads}t"
-            cfg = config(runs / "train", args.items, seed, cache, name)
-            cfg["teacher"] = gold.teacher
-            cfg["student"]["threads"] = threads
-            path = runs / "train" / f"{name}.yaml"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(yaml.safe_dump(cfg))
-            run_dir = runs / "train" / name
-            if run_dir.exists():
-                shutil.rmtree(run_dir)
-            t0 = time.perf_counter()
-            r = subprocess.run([*cmd, "run", str(path), "-q"], capture_output=True, text=True, env=env)
-            sec = time.perf_counter() - t0
-            if r.returncode:
-                raise SystemExit(f"{cell} seed {seed} failed:\n{r.stderr[-3000:]}")
-            res = json.loads((run_dir / "vanilla" / "result.json").read_text())
-            prog = json.loads((run_dir / "vanilla" / "student" / "progress.json").read_text())
-            rows.append({"cell": cell, "seed": seed, "seconds": sec, "macro_f1": res["metrics"]["macro_f1"],
-                         "accuracy": res["metrics"]["accuracy"], "epochs": prog["epoch"],
-                         "teacher_calls": res.get("timings", {}).get("teacher_calls"), "load1": os.getloadavg()[0]})
-            print(rows[-1], flush=True)
-    gold.__exit__(None, None, None)
+    with GoldTeacher() as gold:  # stopped on the way out, a failed cell too
+        for seed in args.seeds:
+            for cell, (cmd, threads) in cells.items():
+                name = f"s{seed}-{cell.split()[0]}p{threads}t"
+                cfg = config(runs / "train", args.items, seed, cache, name)
+                cfg["teacher"] = gold.teacher
+                cfg["student"]["threads"] = threads
+                path = runs / "train" / f"{name}.yaml"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(yaml.safe_dump(cfg))
+                run_dir = runs / "train" / name
+                if run_dir.exists():
+                    shutil.rmtree(run_dir)
+                t0 = time.perf_counter()
+                r = subprocess.run([*cmd, "run", str(path), "-q"], capture_output=True, text=True, env=env)
+                sec = time.perf_counter() - t0
+                if r.returncode:
+                    raise SystemExit(f"{cell} seed {seed} failed:\n{r.stderr[-3000:]}")
+                res = json.loads((run_dir / "vanilla" / "result.json").read_text())
+                prog = json.loads((run_dir / "vanilla" / "student" / "progress.json").read_text())
+                rows.append({"cell": cell, "seed": seed, "seconds": sec, "macro_f1": res["metrics"]["macro_f1"],
+                             "accuracy": res["metrics"]["accuracy"], "epochs": prog["epoch"],
+                             "teacher_calls": res.get("timings", {}).get("teacher_calls"), "load1": os.getloadavg()[0]})
+                print(rows[-1], flush=True)
     return rows
 
 

@@ -109,9 +109,25 @@ def gold_labels() -> dict[str, str]:
     return out
 
 
-def accelerate_cells(args, runs: Path) -> list[dict]:
+def run_cell(cmd: list[str], extra: list[str], folder: Path, name: str, cfg: dict, env: dict,
+             what: str) -> tuple[Path, float]:
+    """``CMD run folder/name.yaml -q EXTRA`` on ``cfg`` (written there) into a fresh ``folder/name``;
+    (that run folder, the command's wall seconds). A failed run stops the benchmark with its stderr."""
     import yaml
 
+    path = folder / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg))
+    shutil.rmtree(folder / name, ignore_errors=True)
+    t0 = time.perf_counter()
+    r = subprocess.run([*cmd, "run", str(path), "-q", *extra], capture_output=True, text=True, env=env)
+    sec = time.perf_counter() - t0
+    if r.returncode:
+        raise SystemExit(f"{what} failed:\n{r.stderr[-3000:]}")
+    return folder / name, sec
+
+
+def accelerate_cells(args, runs: Path) -> list[dict]:
     cache = runs / "train-cache.sqlite"
     for p in cache.parent.glob(cache.name + "*"):
         p.unlink()
@@ -129,17 +145,7 @@ def accelerate_cells(args, runs: Path) -> list[dict]:
                 cfg = config(runs / "train", args.items, seed, cache, name)
                 cfg["teacher"] = gold.teacher
                 cfg["student"]["threads"] = threads
-                path = runs / "train" / f"{name}.yaml"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(yaml.safe_dump(cfg))
-                run_dir = runs / "train" / name
-                if run_dir.exists():
-                    shutil.rmtree(run_dir)
-                t0 = time.perf_counter()
-                r = subprocess.run([*cmd, "run", str(path), "-q"], capture_output=True, text=True, env=env)
-                sec = time.perf_counter() - t0
-                if r.returncode:
-                    raise SystemExit(f"{cell} seed {seed} failed:\n{r.stderr[-3000:]}")
+                run_dir, sec = run_cell(cmd, [], runs / "train", name, cfg, env, f"{cell} seed {seed}")
                 res = json.loads((run_dir / "vanilla" / "result.json").read_text())
                 prog = json.loads((run_dir / "vanilla" / "student" / "progress.json").read_text())
                 rows.append({"cell": cell, "seed": seed, "seconds": sec, "macro_f1": res["metrics"]["macro_f1"],
@@ -172,7 +178,6 @@ class GoldTeacher:
 def mckd_cells(args, runs: Path) -> list[dict]:
     """MCKD-2, its part students serially in process vs as tasks on a 2-CPU loopback Ray cluster."""
     import ray
-    import yaml
 
     cache = runs / "mckd-cache.sqlite"
     for p in cache.parent.glob(cache.name + "*"):
@@ -192,16 +197,8 @@ def mckd_cells(args, runs: Path) -> list[dict]:
                     cfg["teacher"] = gold.teacher
                     cfg["methods"] = ["mckd"]
                     cfg["method_options"] = {"mckd": {"stages": 2}}
-                    path = runs / "mckd" / f"{name}.yaml"
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_text(yaml.safe_dump(cfg))
-                    shutil.rmtree(runs / "mckd" / name, ignore_errors=True)
-                    t0 = time.perf_counter()
-                    r = subprocess.run([sys.executable, "-m", "llmkd", "run", str(path), "-q", *extra],
-                                       capture_output=True, text=True, env=env)
-                    sec = time.perf_counter() - t0
-                    if r.returncode:
-                        raise SystemExit(f"mckd {cell} seed {seed} failed:\n{r.stderr[-3000:]}")
+                    sec = run_cell([sys.executable, "-m", "llmkd"], extra, runs / "mckd", name, cfg, env,
+                                   f"mckd {cell} seed {seed}")[1]
                     wd = runs / "mckd" / name / "mckd"
                     res = json.loads((wd / "result.json").read_text())
                     row = {"cell": cell, "seed": seed, "seconds": sec,

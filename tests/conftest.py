@@ -75,3 +75,27 @@ def tiny_config(tmp_path: Path):
         return path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny randomly initialised BERT in a temporary folder: 2 layers, 32 hidden, a letter-level
+    vocabulary (fast; for students' mechanics, not their learning)."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    letters = "abcdefghijklmnopqrstuvwxyz0123456789"
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ",", ".", "-", "'", "the", "cat", "sat", "on", "a",
+             "mat", "dog"] + list(letters) + [f"##{c}" for c in letters]
+    BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0)
+    BertModel(config).save_pretrained(folder)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    assert tok.is_fast and tok.tokenize("the cat unbelievably") == ["the", "cat"] + ["u"] + [f"##{c}" for c in "nbelievably"]
+    return str(folder)

@@ -136,7 +136,9 @@ def make_student_factory(cfg: StudentConfig, labels: Sequence[str], task: Any = 
     The encoder is resolved through the zoo once (zoo name, local dir or Hugging Face id).
     ``task`` picks the student family: a tree task gets the span parser
     (:class:`~llmkd.students.span_parser.SpanParserStudent`; ``student.parser: seq2seq`` for
-    bert2bert), another seq2seq task :class:`Seq2SeqStudent` (its outputs repaired by the task), an NER task the token tagger (:class:`TaggerStudent`, ``labels`` = the
+    bert2bert), a slot task the slot tagger (:class:`~llmkd.students.slot_tagger.SlotTaggerStudent`;
+    ``student.slots: seq2seq`` for bert2bert), a seq2seq student (:class:`Seq2SeqStudent`) has its
+    outputs repaired by the task, an NER task gets the token tagger (:class:`TaggerStudent`, ``labels`` = the
     entity types), anything else the classifier. ``student.targets`` / ``temperature`` /
     ``soft_weight`` go to the classifier (soft or mix with a tagger or seq2seq student: ConfigError)."""
     from . import zoo
@@ -148,6 +150,8 @@ def make_student_factory(cfg: StudentConfig, labels: Sequence[str], task: Any = 
     path, _ = zoo.resolve(cfg.model)
     if kind == "seq2seq" and getattr(task, "target", None) == "tree" and cfg.parser == "span":
         return _span_parser_factory(cfg, path, labels)
+    if kind == "seq2seq" and getattr(task, "target", None) == "slots" and cfg.slots == "tagger":
+        return _slot_tagger_factory(cfg, path, task)
     if kind == "seq2seq":
         return _seq2seq_factory(cfg, path, labels, task)
     cls = TaggerStudent if kind == "ner" else ClassifierStudent
@@ -177,6 +181,27 @@ def _span_parser_factory(cfg: StudentConfig, path: str, labels: Sequence[str],
 
     def loader(directory: Path) -> Student:
         return SpanParserStudent.load(directory, device=cfg.device, threads=cfg.threads)
+
+    return factory, loader
+
+
+def _slot_tagger_factory(cfg: StudentConfig, path: str, task: Any,
+                         ) -> tuple[StudentFactory, Callable[[Path], Student]]:
+    from .students.slot_tagger import SlotTaggerStudent, slot_types
+
+    if task.intents:
+        raise ConfigError(f"student.slots: tagger predicts slot tags only, but the targets carry intents "
+                          f"({', '.join(task.intents[:3])}{', ...' if len(task.intents) > 3 else ''}). Set "
+                          "data.with_intent: false, or student.slots: seq2seq")
+    types = slot_types(task.tags)
+
+    def factory(seed: int) -> Student:
+        return SlotTaggerStudent(model=path, labels=types, max_length=cfg.max_length, batch_size=cfg.batch_size,
+                                 lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, seed=seed,
+                                 device=cfg.device, threads=cfg.threads)
+
+    def loader(directory: Path) -> Student:
+        return SlotTaggerStudent.load(directory, device=cfg.device, threads=cfg.threads)
 
     return factory, loader
 

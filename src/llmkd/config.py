@@ -282,7 +282,12 @@ class StudentConfig(_Strict):
         "span", description="task.target: tree: the student. span: a span-based chart parser on the encoder (a "
                             "valid tree over the input words by construction, one encoder pass per sentence; "
                             "trains on a CPU); seq2seq: a bert2bert / seq2seq model that generates the linearized "
-                            "tree (a GPU). Slot filling always uses seq2seq. docs/students.md")
+                            "tree (a GPU). docs/students.md")
+    slots: Literal["tagger", "seq2seq"] = Field(
+        "tagger", description="task.target: slots: the student. tagger: the token tagger reads each target as one "
+                              "BIO tag per input word (one encoder pass per sentence, trains on a CPU, never "
+                              "abstains; no intents: data.with_intent needs seq2seq); seq2seq: a bert2bert model "
+                              "that generates the word/tag sequence (a GPU). docs/students.md")
     num_beams: int = Field(1, ge=1, description="seq2seq students: beam size at prediction (1 = greedy)")
     max_target_length: int = Field(160, ge=8, description="seq2seq students: longest generated output in tokens")
 

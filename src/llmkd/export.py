@@ -54,7 +54,8 @@ STUDENT_DIRS: dict[str, Any] = {
 }
 #: students that are not transformers pipeline models: kind -> (module, class) that loads the folder
 OWN_FORMAT = {"seq2seq": ("llmkd.students.seq2seq", "Seq2SeqStudent"),
-              "span_parser": ("llmkd.students.span_parser", "SpanParserStudent")}
+              "span_parser": ("llmkd.students.span_parser", "SpanParserStudent"),
+              "slot_tagger": ("llmkd.students.slot_tagger", "SlotTaggerStudent")}
 PIPELINE_TASK = {"classifier": "text-classification", "tagger": "token-classification"}
 NOT_AUTO = ("teacher", "supervised_full")  # no student / trained on all the gold labels: never picked unasked
 MIN_AGREEMENT = 0.995

@@ -79,15 +79,25 @@ def _fmt(fmt: str, v: Any) -> str:
 
 
 SPAN_COLUMNS = [("f1", "span F1", "{:.4f}"), ("precision", "precision", "{:.4f}"), ("recall", "recall", "{:.4f}")]
+SLOT_COLUMNS = [("slot_f1", "slot F1", "{:.4f}"), ("sentence_f1", "sentence F1", "{:.4f}"),
+                ("exact_match", "exact match", "{:.4f}"), ("intent_accuracy", "intent accuracy", "{:.4f}")]
+TREE_COLUMNS = [("sentence_f1", "sentence F1", "{:.4f}"), ("corpus_f1", "corpus F1", "{:.4f}"),
+                ("labeled_f1", "labeled F1", "{:.4f}"), ("exact_match", "exact match", "{:.4f}")]
+#: a metric only one task family reports -> that family's leading columns
+LEAD = (("f1", SPAN_COLUMNS), ("slot_f1", SLOT_COLUMNS), ("corpus_f1", TREE_COLUMNS))
 
 
 def _columns(rows: dict[str, dict[str, Any]]) -> list[tuple[str, str, str]]:
-    """COLUMNS; for span-scored tasks (NER: an ``f1`` metric) the span columns first, and the
+    """COLUMNS; for span-scored tasks (NER: ``f1``), slot filling (``slot_f1``) and trees
+    (``corpus_f1``) that family's columns first (each only where some row has it), and the
     classification columns only where some row has them."""
-    if not any("f1" in r for r in rows.values()):
+    def present(cols: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+        return [c for c in cols if any(c[0] in r for r in rows.values())]
+
+    lead = next((cols for key, cols in LEAD if any(key in r for r in rows.values())), None)
+    if lead is None:
         return COLUMNS
-    kept = [c for c in COLUMNS if c[0] not in ("macro_f1", "accuracy") or any(c[0] in r for r in rows.values())]
-    return SPAN_COLUMNS + kept
+    return present(lead) + [c for c in COLUMNS if c[0] not in ("macro_f1", "accuracy") or c in present(COLUMNS)]
 
 
 def table_cells(rows: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:

@@ -1,6 +1,6 @@
 """The span-parser student without a real model: CKY against brute force, trees <-> span sets, and
 a tiny randomly initialised BERT (written to a temporary folder: 2 layers, 32 hidden, a
-letter-level vocabulary) for coverage of the input words, save / load, per-example weights and
+letter-level vocabulary, tests/conftest.py) for coverage of the input words, save / load, per-example weights and
 the build step. Learning on real PTB trees with MiniLM: tests/integration/test_span_parser.py."""
 
 from __future__ import annotations
@@ -77,28 +77,6 @@ def test_crossing_spans_are_refused() -> None:
 
 
 # ---- a tiny random BERT ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> str:
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    letters = "abcdefghijklmnopqrstuvwxyz0123456789"
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ",", ".", "-", "'", "the", "cat", "sat", "on", "a",
-             "mat", "dog"] + list(letters) + [f"##{c}" for c in letters]
-    BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True).save_pretrained(folder)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0)
-    BertModel(config).save_pretrained(folder)
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(folder)
-    assert tok.is_fast and tok.tokenize("the cat unbelievably") == ["the", "cat"] + ["u"] + [f"##{c}" for c in "nbelievably"]
-    return str(folder)
 
 
 TREES = [Example("t0", "the cat sat on a mat", "( ( the cat ) ( sat ( on ( a mat ) ) ) )"),
@@ -194,7 +172,7 @@ def test_tree_tasks_get_the_span_parser_by_default() -> None:
     tree, slots = Seq2SeqTask(target="tree"), Seq2SeqTask(target="slots", labels=["B-a", "O"])
     assert isinstance(make_student_factory(StudentConfig(), (), tree)[0](0), SpanParserStudent)
     assert isinstance(make_student_factory(StudentConfig(parser="seq2seq"), (), tree)[0](0), Seq2SeqStudent)
-    assert isinstance(make_student_factory(StudentConfig(), slots.labels, slots)[0](0), Seq2SeqStudent)
+    assert isinstance(make_student_factory(StudentConfig(slots="seq2seq"), slots.labels, slots)[0](0), Seq2SeqStudent)
     labeled = Seq2SeqTask(target="tree", labels=["NP", "S"])
     st = make_student_factory(StudentConfig(lr=5e-5, max_length=64), labeled.labels, labeled)[0](3)
     assert (st.labels, st.lr, st.max_length, st.seed) == (("NP", "S"), 5e-5, 64, 3)

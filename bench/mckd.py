@@ -64,8 +64,15 @@ ABLATIONS = {  # name: (overrides, description)
 }
 
 
+SECOND = ("accuracy", "slot_f1", "corpus_f1")  # beside the primary: seqeval slot F1 for slots, corpus F1 for trees
+
+
 def primary(metrics: dict[str, float]) -> str:
     return next((m for m in PRIMARY if m in metrics), next(iter(metrics)))
+
+
+def second(metrics: dict[str, float]) -> str | None:
+    return next((m for m in SECOND if m in metrics), None)
 
 
 def run_one(ds: str, seed: int, extra: list[str], name: str, args: argparse.Namespace,
@@ -108,6 +115,20 @@ def stage_quality(cfg: Any, run_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
+def teacher_repairs(run_dir: Path) -> dict[str, int]:
+    """What repair did to the teacher's pool replies (seq2seq tasks: ``meta.repairs`` of each label in
+    vanilla/labels.jsonl, summed), with the number of replies, repaired replies and abstentions."""
+    rows = read_jsonl(run_dir / "vanilla" / "labels.jsonl") if (run_dir / "vanilla" / "labels.jsonl").exists() else []
+    out: dict[str, int] = {"replies": len(rows), "abstained": 0, "repaired": 0}
+    for r in rows:
+        acts = (r.get("meta") or {}).get("repairs") or {}
+        out["abstained"] += bool(r.get("abstained"))
+        out["repaired"] += bool(acts)
+        for k, v in acts.items():
+            out[k] = out.get(k, 0) + int(v)
+    return out
+
+
 def collect(summary: api.RunSummary) -> dict[str, dict[str, float]]:
     r = summary.results
     rows: dict[str, dict[str, float]] = {}
@@ -146,7 +167,7 @@ def cell(spec: tuple) -> dict[str, Any]:
         cfg, summary = run_one(ds, seed, [], f"mckd-{ds}-s{seed}", args,
                                ["trivial", "teacher", "supervised", "vanilla", "self_distill", "mckd"])
         out = {"config": cfg, "training": training_notes(summary), "rows": collect(summary),
-               "stages": stage_quality(cfg, summary.run_dir)}
+               "stages": stage_quality(cfg, summary.run_dir), "repairs": teacher_repairs(summary.run_dir)}
         if not args.no_supervised10:
             sp = cfg.data.split
             ten = ([f"data.split.labeled_per_class={10 * sp.labeled_per_class}"] if sp.labeled_per_class
@@ -192,6 +213,7 @@ def tables(args: argparse.Namespace, done: dict[tuple, dict[str, Any]]) -> dict[
             d["config"] = out["config"]
             d["training"][seed] = out["training"]
             d["stages"][seed] = out["stages"]
+            d.setdefault("repairs", {})[seed] = out.get("repairs") or {}
             for key, metrics in out["rows"].items():
                 d["rows"].setdefault(key, []).append(metrics)
         for ab in args.ablations:
@@ -238,6 +260,7 @@ def write(args: argparse.Namespace, results: dict[str, Any], command: str, start
             continue
         rows = d["rows"]
         m = primary(next(iter(rows.values()))[0])
+        m2 = second(next(iter(rows.values()))[0])
         sp = cfg.data.split
         lines += [
             f"## {ds}",
@@ -250,20 +273,24 @@ def write(args: argparse.Namespace, results: dict[str, Any], command: str, start
             f"{sp.pool_size}, test subsample {sp.test_size}. MCKD: 2 parts, students selected by training fidelity "
             "(paper rule), no gold mixed in.",
             "",
-            f"Test {m} (and accuracy where the task has it), in points, mean ± std over {len(args.seeds)} seed(s). "
+            f"Test {m} (and {m2 or 'accuracy'}), in points, mean ± std over {len(args.seeds)} seed(s); abstentions "
+            "(teacher replies that could not be repaired) count as wrong and are also reported. "
             "Δ columns are mean paired differences. The last column is the paper's gain over its teacher for the same "
             "row (v1 Table 1, 50 labels, PTB / CRAFT parsing F1).",
             "",
-            f"| row | {m} | accuracy | Δ vs teacher | Δ vs vanilla KD (MCKD-1) | paper Δ vs teacher (PTB / CRAFT) | n |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            f"| row | {m} | {m2 or 'accuracy'} | abstention | Δ vs teacher | Δ vs vanilla KD (MCKD-1) | "
+            "paper Δ vs teacher (PTB / CRAFT) | n |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for key, label in ROWS:
             if key not in rows:
                 continue
             vals = rows[key]
-            acc = [v["accuracy"] for v in vals if "accuracy" in v]
-            lines.append(f"| {label} | {_ms([v[m] for v in vals])} | {_ms(acc)} | {_delta(rows, key, 'teacher', m)} | "
-                         f"{_delta(rows, key, 'mckd1', m)} | {_paper(key)} | {len(vals)} |")
+            two = [v[m2] for v in vals if m2 in v] if m2 else []
+            abst = [v["abstention_rate"] for v in vals if "abstention_rate" in v]
+            lines.append(f"| {label} | {_ms([v[m] for v in vals])} | {_ms(two)} | {_ms(abst)} | "
+                         f"{_delta(rows, key, 'teacher', m)} | {_delta(rows, key, 'mckd1', m)} | {_paper(key)} | "
+                         f"{len(vals)} |")
         lines += ["", "Per stage (seed by seed): quality of the pool's labels against the pool's gold (scored after "
                   "the run, report only), churn from the previous stage, agreement with the teacher, teacher "
                   "abstentions filled in, and the test score of each part's student.", "",
@@ -274,6 +301,15 @@ def write(args: argparse.Namespace, results: dict[str, Any], command: str, start
                 lines.append(f"| {seed} | {r['stage']} {'(teacher)' if r['stage'] == 0 else ''} | {100 * r['pool']:.1f} | "
                              f"{r['abstained']} | {_pct(r.get('churn'))} | {_pct(r.get('agree'))} | {r.get('filled', '–')} | "
                              f"{', '.join(f'{100 * x:.1f}' for x in r.get('students', [])) or '–'} |")
+        if any(r.get("replies") for r in d.get("repairs", {}).values()) and cfg.task.kind == "seq2seq":
+            lines += ["", "Teacher replies on the pool (seed by seed): repaired onto the input words where possible "
+                      "(the actions' counts), abstained where not (formats/trees.py, formats/slots.py).", "",
+                      "| seed | replies | repaired | abstained | repair actions |", "|---:|---:|---:|---:|---|"]
+            for seed, r in d["repairs"].items():
+                acts = ", ".join(f"{k} {v}" for k, v in sorted(r.items())
+                                 if k not in ("replies", "repaired", "abstained"))
+                lines.append(f"| {seed} | {r.get('replies', 0)} | {r.get('repaired', 0)} | {r.get('abstained', 0)} | "
+                             f"{acts or '–'} |")
         if d.get("training"):
             lines += ["", "Students (seed by seed): epochs run, why they stopped, the epoch kept, seconds per epoch "
                       "(vanilla KD and supervised: dev-set early stopping; KD+SD and MCKD: training fidelity).", "",

@@ -71,7 +71,7 @@ def main() -> None:
     ap.set_defaults(seeds=[0])
     ap.add_argument("--teacher", default="qwen2.5-coder-0.5b-instruct")
     ap.add_argument("--n", type=int, default=12, help="test sentences labeled per setting")
-    ap.add_argument("--n-ctx", type=int, default=8192, help="teacher.n_ctx (30 PTB demonstrations need more than 4096)")
+    ap.add_argument("--n-ctx", type=int, default=8192, help="teacher.n_ctx of every setting (the doc also says what the default 4096 would keep)")
     ap.add_argument("--settings", nargs="+", default=["fixed:10", "per_query:10", "per_query:30"],
                     help="MODE:SHOTS, MODE one of fixed, per_query")
     ap.add_argument("--set", nargs="*", default=[], help="more config overrides, e.g. data.train=PATH data.test=PATH")

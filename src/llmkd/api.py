@@ -289,16 +289,18 @@ def dry_run(cfg: RunConfig, *, calibrate: bool = True) -> dict[str, Any]:
     items = list(sess.splits.pool)
     if "teacher" in cfg.methods:
         items += list(sess.splits.test)
-    prompts = [sess.task.render(x.text, sess.teacher_shots) for x in items]
+    demos = sess.demonstrations
+    prompts = [sess.task.render(x.text, demos.for_item(x)) for x in items]
     teacher = build_teacher(cfg.teacher)
     sample = prompts[:: max(1, len(prompts) // 50)][:50]
     tok = [teacher.count_tokens(p) for p in sample]
     mean_tok = sum(tok) / len(tok)
-    shared = _shared_prefix_tokens(teacher, prompts[:2])
+    shared = _shared_prefix_tokens(teacher, prompts[:2]) if demos.k is None else _reused_tokens(teacher, prompts[:51])
     out: dict[str, Any] = {
         "prompts": len(prompts), "prompt_tokens": int(mean_tok * len(prompts)),
         "prompt_tokens_after_prefix_reuse": int((mean_tok - shared) * len(prompts) + shared) if cfg.teacher.backend != "openai" else None,
-        "max_new_tokens_per_prompt": cfg.teacher.max_tokens, "shots": len(sess.teacher_shots),
+        "max_new_tokens_per_prompt": cfg.teacher.max_tokens, "shots": demos.per_prompt,
+        "demonstrations": demos.mode,
         "labeling": cfg.teacher.labeling, "confidence_scoring": cfg.teacher.confidence,
         "gate_dev_prompts": 0 if skip_reason(cfg, sess) else len(sess.splits.dev),  # llmkd run's teacher gate
     }
@@ -357,6 +359,15 @@ def _shared_prefix_tokens(teacher: Any, prompts: list[str]) -> int:
     if n is None:
         n = common_prefix(first, prompts[1]) if len(prompts) > 1 else 0
     return teacher.count_tokens(first[:n]) if n else 0
+
+
+def _reused_tokens(teacher: Any, prompts: list[str]) -> float:
+    """Tokens a prompt has in common with the one before it, on average over ``prompts`` (the ones
+    a local backend's prefix reuse does not evaluate again): with demonstrations drawn per query,
+    the instruction and the leading demonstrations two draws share."""
+    pairs = list(zip(prompts, prompts[1:]))
+    shared = [common_prefix(str(a), str(b)) for a, b in pairs]
+    return sum(teacher.count_tokens(a[:n]) if n else 0 for (a, _), n in zip(pairs, shared)) / max(1, len(pairs))
 
 
 def evaluate(run_dir: str | Path) -> RunSummary:

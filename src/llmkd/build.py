@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from .config import RunConfig, StudentConfig, TaskConfig, TeacherConfig, _format_errors
 from .data import check_task_data, full_train, make_splits
 from .errors import ConfigError
-from .labeling import fit_shots
+from .labeling import Demonstrations, fit_demonstrations
 from .methods import METHODS, LabelSettings, Method, MethodSpec, RunContext, TrainSettings
 from .students import ClassifierStudent, Student, StudentFactory, TaggerStudent
 from .tasks import ClassificationTask, NerTask, Seq2SeqTask, Task
@@ -106,9 +106,22 @@ def _build_seq2seq(cfg: TaskConfig, labels: Sequence[str]) -> Task:
 def choose_shots(labeled: tuple[Example, ...], cfg: RunConfig) -> tuple[Example, ...]:
     """The demonstrations of every prompt: a seeded sample of the labeled set, fixed for the run
     (so all prompts share one prefix), ``task.shots`` of them (default: all, up to max_shots)."""
-    n = cfg.task.shots if cfg.task.shots is not None else min(len(labeled), cfg.task.max_shots)
-    shots = random.Random(cfg.seed + 17).sample(list(labeled), min(n, len(labeled)))
+    shots = random.Random(cfg.seed + 17).sample(list(labeled), _n_shots(labeled, cfg))
     return tuple(shots)
+
+
+def choose_demonstrations(labeled: tuple[Example, ...], cfg: RunConfig) -> Demonstrations:
+    """The demonstrations of the teacher's prompts (``task.demonstrations``), before they are fitted
+    to its context: ``fixed``, :func:`choose_shots` in every prompt; ``per_query``, ``task.shots``
+    (default: all, up to max_shots) drawn from the labeled set for each item."""
+    if cfg.task.demonstrations == "fixed":
+        return Demonstrations(choose_shots(labeled, cfg))
+    return Demonstrations(tuple(labeled), _n_shots(labeled, cfg), cfg.seed)
+
+
+def _n_shots(labeled: tuple[Example, ...], cfg: RunConfig) -> int:
+    n = cfg.task.shots if cfg.task.shots is not None else cfg.task.max_shots
+    return min(n, len(labeled))
 
 
 # ---- embedders -------------------------------------------------------------------------------
@@ -285,7 +298,7 @@ class Session:
         self.task = build_task(cfg.task, self.splits.labels)
         self.shots = choose_shots(self.splits.labeled, cfg)
         self.human_labels = _human_labels(cfg, self.splits.pool, self.task)
-        self._fitted_shots: tuple[Example, ...] | None = None
+        self._demonstrations: Demonstrations | None = None
         self._teacher: CachedTeacher | None = None
         self._students: Any = None
 
@@ -306,14 +319,27 @@ class Session:
         return self._teacher
 
     @property
-    def teacher_shots(self) -> tuple[Example, ...]:
-        """The shots the teacher is shown: :attr:`shots` fitted to its context
-        (:func:`llmkd.labeling.fit_shots`, with a warning when some are dropped)."""
-        if self._fitted_shots is None:
+    def demonstrations(self) -> Demonstrations:
+        """The demonstrations the teacher is shown (``task.demonstrations``; :attr:`shots` where
+        fixed), fitted to its context (:func:`llmkd.labeling.fit_demonstrations`, with a warning
+        when some are dropped)."""
+        if self._demonstrations is None:
             texts = [x.text for x in (*self.splits.pool, *self.splits.test)]
-            self._fitted_shots = fit_shots(self.task, self.teacher, self.shots, max_tokens=self.cfg.teacher.max_tokens,
-                                           texts=texts)
-        return self._fitted_shots
+            self._demonstrations = fit_demonstrations(self.task, self.teacher,
+                                                      choose_demonstrations(self.splits.labeled, self.cfg),
+                                                      max_tokens=self.cfg.teacher.max_tokens, texts=texts)
+        return self._demonstrations
+
+    @property
+    def teacher_shots(self) -> tuple[Example, ...]:
+        """The shots the teacher is shown with ``task.demonstrations: fixed``: :attr:`shots` fitted to
+        its context. With ``per_query`` there is no one set: a :class:`~llmkd.errors.ConfigError`
+        (use :attr:`demonstrations`)."""
+        if self.demonstrations.k is not None:
+            raise ConfigError("task.demonstrations: per_query draws each item's demonstrations (Session.demonstrations"
+                              ".for_item); there is no one set of teacher shots. Use Session.demonstrations, or set "
+                              "task.demonstrations: fixed")
+        return self.demonstrations.examples
 
     @property
     def built_teacher(self) -> CachedTeacher | None:
@@ -336,7 +362,7 @@ class Session:
         return RunContext(
             task=self.task, teacher=self.teacher if uses_teacher else None,
             student_factory=factory, student_loader=loader, labeled=labeled, pool=self.splits.pool,
-            dev=self.splits.dev, test=self.splits.test, shots=self.teacher_shots if uses_teacher else self.shots,
+            dev=self.splits.dev, test=self.splits.test, shots=self.demonstrations if uses_teacher else self.shots,
             workdir=workdir, seed=cfg.seed,
             train=TrainSettings(epochs=cfg.student.epochs, patience=cfg.student.patience,
                                 min_steps=cfg.student.min_steps, batch_size=cfg.student.batch_size,
@@ -363,5 +389,5 @@ def _human_labels(cfg: RunConfig, pool: Sequence[Any], task: Any) -> dict[str, A
 
 
 __all__ = ["build_teacher", "build_task", "make_student_factory", "build_method", "method_options",
-           "check_method_name", "check_method_options", "validation_context", "choose_shots",
+           "check_method_name", "check_method_options", "validation_context", "choose_shots", "choose_demonstrations",
            "default_cache_path", "Session"]

@@ -140,6 +140,11 @@ class TaskConfig(_Strict):
     aliases: dict[str, str] = Field(default_factory=dict, description="reply word -> label")
     shots: int | None = Field(None, ge=0, description="demonstrations per prompt; null = all labeled, capped by max_shots")
     max_shots: int = Field(32, ge=0)
+    demonstrations: Literal["fixed", "per_query"] = Field(
+        "fixed", description="fixed = one seeded draw of task.shots demonstrations for every prompt (one shared "
+        "prefix, which llama.cpp reuses); per_query = a draw of its own for each item, seeded by (seed, item id), "
+        "shown in the labeled set's order (the MCKD paper's 30 random demonstrations per query; slower: "
+        "docs/results/demo_sampling.md)")
 
     @model_validator(mode="after")
     def _kind_defaults(self) -> TaskConfig:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TeacherError
+from .labeling import as_demonstrations
 from .methods import METHODS
 from .methods.training import fit_student, primary_metric
 from .students.checkpoint import drop_optimizer_state
@@ -146,8 +147,10 @@ def teacher_gate(cfg: Any, sess: Any, run_dir: Path) -> dict[str, Any]:
         problems.append(f"near chance ({metric} {t:.3f} <= chance {chance:.3f} + margin {margin:.3f})")
     if t < s - margin:
         problems.append(f"below the supervised-k student ({t:.3f} < {s:.3f} - margin {margin:.3f})")
+    demos = as_demonstrations(ctx.shots)
     rec: dict[str, Any] = {
         "status": "failed" if problems else "passed", "mode": cfg.teacher.gate, "metric": metric,
+        "demonstrations": demos.mode, "shots_per_prompt": demos.per_prompt,
         "n_dev": len(dev), "n_labeled": len(sctx.labeled), "teacher": t, "student": s,
         "teacher_abstention_rate": sum(p is None for p in preds) / len(preds),
         "chance": chance, "chance_parts": chance_parts, "margin": margin, "problems": problems,
@@ -168,7 +171,7 @@ def teacher_gate(cfg: Any, sess: Any, run_dir: Path) -> dict[str, Any]:
         return rec
     message = (f"teacher gate: the teacher is {' and '.join(problems)} on the {len(dev)} dev examples, so "
                f"distillation from it is unlikely to help (the student trained on the {len(sctx.labeled)} gold "
-               f"examples scores {s:.3f}; {cost}). Try {_suggestions(cfg, task, len(ctx.shots))}.")
+               f"examples scores {s:.3f}; {cost}). Try {_suggestions(cfg, task, demos.per_prompt)}.")
     rec["warning"] = message
     if cfg.teacher.gate == "stop":
         raise TeacherGateError(message + " Stopped before labeling the pool (teacher.gate: stop; "

@@ -28,7 +28,7 @@ from . import figures
 from .errors import ConfigError, LlmkdError
 from .io import read_json, read_jsonl
 from .method_reports import HTML_SECTIONS, Gold, figure, label_key, read_rows, table, text
-from .report import flat_row, read_pool_labels, table_cells
+from .report import flat_row, gate_teacher, read_pool_labels, table_cells
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def _gate_block(gate: Mapping[str, Any]) -> dict[str, Any]:
     if gate.get("status") == "skipped":
         return text(f"Teacher gate skipped: {gate.get('reason')}.", title="teacher gate")
     m = gate.get("metric", "score")
-    rows = [[f"teacher (few-shot; abstention rate {_num(gate.get('teacher_abstention_rate'))})", _score(gate.get("teacher"))],
+    rows = [[f"teacher ({gate_teacher(gate)}; abstention rate {_num(gate.get('teacher_abstention_rate'))})", _score(gate.get("teacher"))],
             [f"student trained on the {gate.get('n_labeled', '?')} gold examples", _score(gate.get("student"))],
             ["chance", _score(gate.get("chance"))], ["margin", _score(gate.get("margin"))]]
     verdict = gate.get("status", "?") + (f": {'; '.join(gate['problems'])}" if gate.get("problems") else "")

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 from .errors import ConfigError, TeacherError, require
-from .labeling import label_examples
+from .labeling import Demonstrations, as_demonstrations, label_examples
 from .tasks.base import ScoresOptions
 from .teachers.cache import CachedTeacher, CacheMiss, TeacherCache
 from .types import Example, TeacherLabel
@@ -54,12 +54,12 @@ class _Item:
 class _Labeler:
     """One Ray actor: a teacher (built once, on first use) behind a private in-memory cache."""
 
-    def __init__(self, make_teacher: Callable[[], Any], task: Any, shots: Sequence[Example],
+    def __init__(self, make_teacher: Callable[[], Any], task: Any, shots: Sequence[Example] | Demonstrations,
                  settings: dict[str, Any]) -> None:
         self.cache = TeacherCache(":memory:")
         self.teacher = CachedTeacher(make_teacher(), self.cache)
         self.task = task
-        self.shots = tuple(shots)
+        self.shots = as_demonstrations(shots)  # per_query draws are seeded by the item: the driver's prompts
         self.settings = settings
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
@@ -72,7 +72,7 @@ class _Labeler:
 
 
 def label_on_ray(task: Any, teacher: CachedTeacher, make_teacher: Callable[[], Any], items: Sequence[Any],
-                 shots: Sequence[Example], *, mode: str = "generate", confidence: bool = True, max_tokens: int = 8,
+                 shots: Sequence[Example] | Demonstrations, *, mode: str = "generate", confidence: bool = True, max_tokens: int = 8,
                  temperature: float = 0.0, constrained: bool = False, stage: str = "teacher",
                  desc: str = "labeling", progress: bool = True, address: str | None = None,
                  workers: int | None = None, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
@@ -133,9 +133,9 @@ def label_on_ray(task: Any, teacher: CachedTeacher, make_teacher: Callable[[], A
 
 
 def _run_on_ray(todo: list[_Item], index: list[int], teacher: CachedTeacher, make_teacher: Callable[[], Any],
-                task: Any, shots: Sequence[Example], settings: dict[str, Any], *, desc: str, progress: bool,
-                address: str | None, workers: int | None, cpus_per_worker: float, gpus_per_worker: float,
-                batch_size: int | None) -> dict[int, TeacherLabel]:
+                task: Any, shots: Sequence[Example] | Demonstrations, settings: dict[str, Any], *, desc: str,
+                progress: bool, address: str | None, workers: int | None, cpus_per_worker: float,
+                gpus_per_worker: float, batch_size: int | None) -> dict[int, TeacherLabel]:
     """2. Label ``todo`` on the cluster; store the answers in ``teacher.cache`` as they arrive;
     return the actors' labels by item index."""
     from tqdm.auto import tqdm
@@ -150,7 +150,7 @@ def _run_on_ray(todo: list[_Item], index: list[int], teacher: CachedTeacher, mak
         size = batch_size or max(1, min(64, math.ceil(len(todo) / (4 * n))))
         ds = ray.data.from_items([{"index": i, "id": x.id, "text": x.text} for i, x in zip(index, todo)])
         ds = ds.map_batches(_Labeler, batch_size=size, compute=ray.data.ActorPoolStrategy(size=n),
-                            fn_constructor_kwargs={"make_teacher": make_teacher, "task": task, "shots": tuple(shots),
+                            fn_constructor_kwargs={"make_teacher": make_teacher, "task": task, "shots": as_demonstrations(shots),
                                                    "settings": settings},
                             num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None, batch_format="numpy")
         log.info("%s: %d items on %d Ray actors, %d per batch", desc, len(todo), n, size)

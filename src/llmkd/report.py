@@ -24,7 +24,7 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .io import read_jsonl, write_json, write_jsonl  # re-exported: the writers used to live here
 from .method_reports import RENDERERS, Rendered, cell
@@ -32,7 +32,7 @@ from .method_reports import RENDERERS, Rendered, cell
 __all__ = ["read_jsonl", "write_json", "write_jsonl", "manifest", "table", "per_type_table", "flat_row",
            "table_cells", "render_report", "start_run_dir", "write_manifest", "write_pool_labels", "read_pool_labels",
            "write_run_labels", "write_method_result", "write_result", "write_rendered", "render_method", "write_run_report",
-           "gate_section"]
+           "gate_section", "gate_teacher"]
 
 
 def _git_sha() -> str | None:
@@ -240,6 +240,14 @@ def write_run_report(run_dir: Path, cfg: Any, results: dict[str, dict[str, Any]]
     return report
 
 
+def gate_teacher(gate: Mapping[str, Any]) -> str:
+    """How the gate's teacher was prompted, for its row: ``few-shot``, and where each item drew its
+    own demonstrations (``task.demonstrations: per_query``) how many."""
+    if gate.get("demonstrations") == "per_query":
+        return f"few-shot, {gate.get('shots_per_prompt')} demonstrations drawn per query"
+    return "few-shot"
+
+
 def gate_section(gate: dict[str, Any] | None) -> list[str]:
     """The report's lines on the teacher gate (:mod:`llmkd.gate`); none without a record."""
     if not gate:
@@ -251,7 +259,7 @@ def gate_section(gate: dict[str, Any] | None) -> list[str]:
     chance = ", ".join(f"{k} {v:.4f}" for k, v in gate["chance_parts"].items())
     lines += [
         f"| on the {gate['n_dev']} dev examples | {m} |", "|---|---:|",
-        f"| teacher (few-shot; abstention rate {gate['teacher_abstention_rate']:.3f}) | {gate['teacher']:.4f} |",
+        f"| teacher ({gate_teacher(gate)}; abstention rate {gate['teacher_abstention_rate']:.3f}) | {gate['teacher']:.4f} |",
         f"| student trained on the {gate['n_labeled']} gold examples (`{gate['student_checkpoint']}`) | "
         f"{gate['student']:.4f} |",
         f"| chance ({chance}) | {gate['chance']:.4f} |", "",

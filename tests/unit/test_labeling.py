@@ -234,6 +234,29 @@ def test_demonstrations_are_fitted_to_the_context_evenly_with_a_warning(task: Cl
     assert fit_shots(task, fakes.ScriptedTeacher({}), shots, max_tokens=8, texts=["x"]) == shots  # context unknown
 
 
+def test_demonstrations_per_query_are_fitted_by_the_longest_draw(task: ClassificationTask, caplog: Any) -> None:
+    from llmkd.labeling import Demonstrations, fit_demonstrations
+
+    labeled = tuple(Example(f"s{i}", "good " + "word " * (2 + 3 * i), "pos") for i in range(12))
+    teacher = SmallContext(200)
+    fitted = fit_demonstrations(task, teacher, Demonstrations(labeled, k=8, seed=5), max_tokens=8, texts=["a review"])
+    assert fitted.examples == labeled and fitted.seed == 5 and 0 < fitted.k < 8
+    longest = sorted(labeled, key=lambda e: len(e.text), reverse=True)
+    assert teacher.count_tokens(task.render("", longest[:fitted.k])) <= 200 - 8 - 3  # the longest draw fits
+    assert teacher.count_tokens(task.render("", longest[:fitted.k + 1])) > 200 - 8 - 3  # and no more
+    assert f"holds {fitted.k} of the 8 demonstrations per query" in caplog.text
+    roomy = Demonstrations(labeled, k=8)
+    assert fit_demonstrations(task, SmallContext(100_000), roomy, max_tokens=8, texts=["x"]) == roomy
+    fixed = fit_demonstrations(task, teacher, Demonstrations(labeled), max_tokens=8, texts=["a review"])
+    assert fixed == Demonstrations(fit_shots_of(task, teacher, labeled))  # fixed: fit_shots, as before
+
+
+def fit_shots_of(task: ClassificationTask, teacher: Any, shots: tuple[Example, ...]) -> tuple[Example, ...]:
+    from llmkd.labeling import fit_shots
+
+    return fit_shots(task, teacher, shots, max_tokens=8, texts=["a review"])
+
+
 def test_all_labels_at_minus_inf_is_an_abstention_never_the_first_label(task: ClassificationTask) -> None:
     inf = float("-inf")
     teacher = ScriptedTeacher({"x": "positive", "y": "positive"}, scores={"x": [inf, inf, inf], "y": [-2.0, -0.1, -3.0]})

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmkd.labeling import label_examples
+from llmkd.labeling import Demonstrations, label_examples
 from llmkd.tasks import ClassificationTask
 from llmkd.teachers import CachedTeacher, TeacherCache
 from llmkd.types import Example
@@ -15,6 +15,8 @@ from tests.fakes import ScriptedTeacher
 LABELS = ("negative", "positive")
 ITEMS = [Example(f"u{i}", f"review number {i} {'great' if i % 3 else 'awful'} film", None) for i in range(50)]
 SHOTS = (Example("s0", "a great film", "positive"), Example("s1", "an awful film", "negative"))
+# task.demonstrations: per_query: each item's own draw, which the actors must render as the driver does
+PER_QUERY = Demonstrations(tuple(Example(f"g{i}", f"gold film {i}", LABELS[i % 2]) for i in range(6)), k=2, seed=1)
 
 
 def _reply(text: str) -> str:
@@ -37,17 +39,18 @@ def cluster():
     ray.shutdown()
 
 
-def test_ray_labels_equal_local_labels_and_the_driver_fills_the_cache(cluster, tmp_path) -> None:
+@pytest.mark.parametrize("shots", [SHOTS, PER_QUERY], ids=["fixed", "per-query"])
+def test_ray_labels_equal_local_labels_and_the_driver_fills_the_cache(cluster, tmp_path, shots) -> None:
     from llmkd.ray_labeling import label_on_ray
 
     task = ClassificationTask(labels=LABELS)
-    local = label_examples(task, CachedTeacher(make_teacher(), TeacherCache(tmp_path / "local.sqlite")), ITEMS, SHOTS,
+    local = label_examples(task, CachedTeacher(make_teacher(), TeacherCache(tmp_path / "local.sqlite")), ITEMS, shots,
                            progress=False)
     cache = TeacherCache(tmp_path / "ray.sqlite")
     driver = CachedTeacher(make_teacher(), cache)
     first = ITEMS[:5]  # already cached before the cluster is asked: labeled by the driver
-    label_examples(task, driver, first, SHOTS, progress=False)
-    remote = label_on_ray(task, driver, make_teacher, ITEMS, SHOTS, progress=False, workers=2, batch_size=8)
+    label_examples(task, driver, first, shots, progress=False)
+    remote = label_on_ray(task, driver, make_teacher, ITEMS, shots, progress=False, workers=2, batch_size=8)
     assert remote == local
     assert sum(lab.abstained for lab in remote) > 0  # the unparseable replies stayed abstentions
     stats = cache.stats()
@@ -57,7 +60,7 @@ def test_ray_labels_equal_local_labels_and_the_driver_fills_the_cache(cluster, t
 
     # a later local run finds every answer cached: it never asks its teacher
     later = CachedTeacher(make_teacher(), cache, cache_only=True)
-    assert label_examples(task, later, ITEMS, SHOTS, progress=False) == local
+    assert label_examples(task, later, ITEMS, shots, progress=False) == local
 
 
 def test_everything_cached_needs_no_cluster(tmp_path, monkeypatch) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence, TypeVar
 
 from ..errors import TeacherError
-from ..labeling import label_examples
+from ..labeling import Demonstrations, label_examples
 from ..review import with_human_labels
 from ..students.base import Student
 from ..tasks.base import ScoresOptions, Task
@@ -54,7 +54,9 @@ class RunContext:
     pool: tuple[Unlabeled, ...]
     dev: tuple[Example, ...]
     test: tuple[Example, ...]
-    shots: tuple[Example, ...]
+    shots: tuple[Example, ...] | Demonstrations
+    """the teacher's demonstrations: the same ones in every prompt, or a
+    :class:`~llmkd.labeling.Demonstrations` (``task.demonstrations: per_query``: a draw per item)"""
     workdir: Path
     seed: int = 0
     train: TrainSettings = field(default_factory=TrainSettings)

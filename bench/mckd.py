@@ -61,6 +61,8 @@ ABLATIONS = {  # name: (overrides, description)
     "pool40": (["data.split.pool_size=40"], "pool of 40 (a prefix of the same shuffled pool)"),
     "pool160": (["data.split.pool_size=160"], "pool of 160 (extends the same shuffled pool)"),
     "parts3": (["method_options.mckd.parts=3"], "three parts, majority vote of two students per item"),
+    "mixgold": (["method_options.mckd.mix_gold=true", "method_options.self_distill.mix_gold=true"],
+                "the gold labeled set added to every student's data (not in the paper's v1)"),
 }
 
 

@@ -65,6 +65,8 @@ def _check_same_config(run_dir: Path, cfg: RunConfig) -> None:
     for d in (old, new):  # fields that do not change what a run computes
         for key in ("progress", "methods", "output_dir", "cache"):  # where it is (relative or absolute) is not what
             d.pop(key, None)
+        if isinstance(d.get("student"), dict):
+            d["student"].pop("threads", None)  # how many cores torch uses here, as teacher.n_threads below
         if isinstance(d.get("teacher"), dict):
             d["teacher"].pop("gate", None)  # whether to stop on a weak teacher: a stopped run goes on with warn
             d["teacher"].pop("price_per_mtok", None)  # what the tokens cost: shown, not computed with
@@ -116,8 +118,8 @@ def _warnings(run_dir: Path, cfg: RunConfig, pool_labels: list[TeacherLabel], la
     teacher gate's warning (logged when the gate ran) first."""
     from .diagnostics import run_warnings
 
-    found = run_warnings(run_dir, cfg.methods, [lab.label for lab in pool_labels if not lab.abstained],
-                         [e.label for e in labeled])
+    found = [] if cfg.task.kind != "classification" else run_warnings(  # a target string or tag tuple is no class
+        run_dir, cfg.methods, [lab.label for lab in pool_labels if not lab.abstained], [e.label for e in labeled])
     for w in found:
         log.warning("%s", w)
     return ([gate["warning"]] if gate and gate.get("warning") else []) + found

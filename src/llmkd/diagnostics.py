@@ -1,7 +1,7 @@
 """Warnings for suspicious results: a student that predicts one class, a teacher whose labels of the
 pool are far from the gold examples' class mix. Both are logged during the run and listed under
-"Warnings" in the report. Classification only (class labels are strings); other label types give
-no warning here.
+"Warnings" in the report. Classification only: the run calls them for ``task.kind: classification``
+(a seq2seq target is a string too, but no class).
 """
 
 from __future__ import annotations

@@ -267,6 +267,8 @@ def test_a_run_directory_keeps_its_config_once_it_holds_results(tmp_path: Path) 
     _check_same_config(run_dir, first)  # the same config resumes
     faster = parse_config(raw(teacher={"model": "no-such-model", "n_threads": 1, "repack": "off"}), base_dir=tmp_path)
     _check_same_config(run_dir, faster)  # how llama.cpp runs on this machine is not what the run computes
+    threads = parse_config(raw(teacher={"model": "no-such-model"}, student={"threads": 1}), base_dir=tmp_path)
+    _check_same_config(run_dir, threads)  # nor how many cores torch uses for the students
 
 
 def test_teacher_repack_reads_yaml_on_off(tmp_path) -> None:

@@ -131,6 +131,17 @@ def teacher_repairs(run_dir: Path) -> dict[str, int]:
     return out
 
 
+def labeling_cost(summary: api.RunSummary) -> dict[str, tuple[int, float]]:
+    """(prompts, teacher seconds) of the test set (the teacher row) and of the pool (vanilla KD's
+    labels), as first computed: cached answers keep their original cost."""
+    out = {}
+    for key, row in (("test", "teacher"), ("pool", "vanilla")):
+        t = (summary.results.get(row) or {}).get("timings") or {}
+        if t.get("n_prompts"):
+            out[key] = (int(t["n_prompts"]), float(t.get("teacher_seconds", 0.0)))
+    return out
+
+
 def collect(summary: api.RunSummary) -> dict[str, dict[str, float]]:
     r = summary.results
     rows: dict[str, dict[str, float]] = {}
@@ -169,7 +180,8 @@ def cell(spec: tuple) -> dict[str, Any]:
         cfg, summary = run_one(ds, seed, [], f"mckd-{ds}-s{seed}", args,
                                ["trivial", "teacher", "supervised", "vanilla", "self_distill", "mckd"])
         out = {"config": cfg, "training": training_notes(summary), "rows": collect(summary),
-               "stages": stage_quality(cfg, summary.run_dir), "repairs": teacher_repairs(summary.run_dir)}
+               "stages": stage_quality(cfg, summary.run_dir), "repairs": teacher_repairs(summary.run_dir),
+               "labeling": labeling_cost(summary)}
         if not args.no_supervised10:
             sp = cfg.data.split
             ten = ([f"data.split.labeled_per_class={10 * sp.labeled_per_class}"] if sp.labeled_per_class
@@ -216,6 +228,7 @@ def tables(args: argparse.Namespace, done: dict[tuple, dict[str, Any]]) -> dict[
             d["training"][seed] = out["training"]
             d["stages"][seed] = out["stages"]
             d.setdefault("repairs", {})[seed] = out.get("repairs") or {}
+            d.setdefault("labeling", {})[seed] = out.get("labeling") or {}
             for key, metrics in out["rows"].items():
                 d["rows"].setdefault(key, []).append(metrics)
         for ab in args.ablations:
@@ -312,6 +325,12 @@ def write(args: argparse.Namespace, results: dict[str, Any], command: str, start
                                  if k not in ("replies", "repaired", "abstained"))
                 lines.append(f"| {seed} | {r.get('replies', 0)} | {r.get('repaired', 0)} | {r.get('abstained', 0)} | "
                              f"{acts or '–'} |")
+        if any(d.get("labeling", {}).values()):
+            lines += ["", "Teacher labeling time (seed by seed), as first computed (answers are cached and shared "
+                      "by every row):", ""]
+            for seed, lab in d["labeling"].items():
+                parts = [f"{what} {n} prompts in {sec:.0f} s ({sec / n:.1f} s each)" for what, (n, sec) in lab.items()]
+                lines.append(f"- seed {seed}: {'; '.join(parts)}")
         if d.get("training"):
             lines += ["", "Students (seed by seed): epochs run, why they stopped, the epoch kept, seconds per epoch "
                       "(vanilla KD and supervised: dev-set early stopping; KD+SD and MCKD: training fidelity).", "",

@@ -198,14 +198,16 @@ def main() -> None:
     ap = parser(__doc__, "mckd", ["sst2"], dataset_help="examples/mckd_<name>.yaml for each", teachers=None)
     ap.add_argument("--ablations", nargs="*", default=[], choices=sorted(ABLATIONS))
     ap.add_argument("--ablation-seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--ablation-datasets", nargs="+", default=None,
+                    help="the datasets the ablations run on (default: every --datasets)")
     ap.add_argument("--no-supervised10", action="store_true", help="skip the 10x-gold supervised row")
     ap.add_argument("--set", nargs="*", default=[], help="extra config overrides for every run (a.b=c)")
     add_executor_args(ap)
     args = ap.parse_args()
     command, started = start("mckd")
     cells = [("main", ds, seed, args) for ds in args.datasets for seed in args.seeds]
-    cells += [("ablation", ds, ab, seed, args) for ds in args.datasets for ab in args.ablations
-              for seed in args.ablation_seeds]
+    cells += [("ablation", ds, ab, seed, args) for ds in (args.ablation_datasets or args.datasets)
+              for ab in args.ablations for seed in args.ablation_seeds]
     done: dict[tuple, dict[str, Any]] = {}
 
     def finished(spec: tuple, out: dict[str, Any]) -> None:  # rebuild the tables in seed order; rewrite the doc

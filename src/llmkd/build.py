@@ -171,14 +171,21 @@ def make_student_factory(cfg: StudentConfig, labels: Sequence[str], task: Any = 
     # soft targets (student.targets) are the classifier's; the tagger trains on hard tags
     soft = ({"targets": cfg.targets, "temperature": cfg.temperature, "soft_weight": cfg.soft_weight}
             if cls is ClassifierStudent else {})
+    return _factory(cls, cfg, path, labels, soft)
+
+
+def _factory(cls: Any, cfg: StudentConfig, path: str, labels: Sequence[str], extra: dict[str, Any] | None = None,
+             load_extra: dict[str, Any] | None = None) -> tuple[StudentFactory, Callable[[Path], Student]]:
+    """(factory, loader) of student class ``cls``: the settings every student takes from
+    ``student:``, plus ``extra`` for the constructor and ``load_extra`` for ``cls.load``."""
 
     def factory(seed: int) -> Student:
-        return cls(model=path, labels=labels, max_length=cfg.max_length, batch_size=cfg.batch_size,
-                                 lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
-                                 seed=seed, device=cfg.device, threads=cfg.threads, **soft)
+        return cls(model=path, labels=labels, max_length=cfg.max_length, batch_size=cfg.batch_size, lr=cfg.lr,
+                   weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, seed=seed, device=cfg.device,
+                   threads=cfg.threads, **(extra or {}))
 
     def loader(directory: Path) -> Student:
-        return cls.load(directory, device=cfg.device, threads=cfg.threads)
+        return cls.load(directory, device=cfg.device, threads=cfg.threads, **(load_extra or {}))
 
     return factory, loader
 
@@ -187,15 +194,7 @@ def _span_parser_factory(cfg: StudentConfig, path: str, labels: Sequence[str],
                          ) -> tuple[StudentFactory, Callable[[Path], Student]]:
     from .students.span_parser import SpanParserStudent
 
-    def factory(seed: int) -> Student:
-        return SpanParserStudent(model=path, labels=labels, max_length=cfg.max_length, batch_size=cfg.batch_size,
-                                 lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, seed=seed,
-                                 device=cfg.device, threads=cfg.threads)
-
-    def loader(directory: Path) -> Student:
-        return SpanParserStudent.load(directory, device=cfg.device, threads=cfg.threads)
-
-    return factory, loader
+    return _factory(SpanParserStudent, cfg, path, labels)
 
 
 def _slot_tagger_factory(cfg: StudentConfig, path: str, task: Any,
@@ -206,34 +205,17 @@ def _slot_tagger_factory(cfg: StudentConfig, path: str, task: Any,
         raise ConfigError(f"student.slots: tagger predicts slot tags only, but the targets carry intents "
                           f"({', '.join(task.intents[:3])}{', ...' if len(task.intents) > 3 else ''}). Set "
                           "data.with_intent: false, or student.slots: seq2seq")
-    types = slot_types(task.tags)
-
-    def factory(seed: int) -> Student:
-        return SlotTaggerStudent(model=path, labels=types, max_length=cfg.max_length, batch_size=cfg.batch_size,
-                                 lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, seed=seed,
-                                 device=cfg.device, threads=cfg.threads)
-
-    def loader(directory: Path) -> Student:
-        return SlotTaggerStudent.load(directory, device=cfg.device, threads=cfg.threads)
-
-    return factory, loader
+    return _factory(SlotTaggerStudent, cfg, path, slot_types(task.tags))
 
 
 def _seq2seq_factory(cfg: StudentConfig, path: str, labels: Sequence[str], task: Any,
                      ) -> tuple[StudentFactory, Callable[[Path], Student]]:
     from .students.seq2seq import Seq2SeqStudent
 
-    def factory(seed: int) -> Student:
-        return Seq2SeqStudent(model=path, labels=labels, extra_tokens=task.vocabulary(), max_length=cfg.max_length,
-                              max_target_length=cfg.max_target_length, batch_size=cfg.batch_size, lr=cfg.lr,
-                              weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, seed=seed,
-                              num_beams=cfg.num_beams, device=cfg.device, threads=cfg.threads,
-                              postprocess=task.postprocess)
-
-    def loader(directory: Path) -> Student:
-        return Seq2SeqStudent.load(directory, device=cfg.device, threads=cfg.threads, postprocess=task.postprocess)
-
-    return factory, loader
+    return _factory(Seq2SeqStudent, cfg, path, labels,
+                    {"extra_tokens": task.vocabulary(), "max_target_length": cfg.max_target_length,
+                     "num_beams": cfg.num_beams, "postprocess": task.postprocess},
+                    {"postprocess": task.postprocess})
 
 
 # ---- methods ---------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def _columns(rows: dict[str, dict[str, Any]]) -> list[tuple[str, str, str]]:
     lead = next((cols for key, cols in LEAD if any(key in r for r in rows.values())), None)
     if lead is None:
         return COLUMNS
-    return present(lead) + [c for c in COLUMNS if c[0] not in ("macro_f1", "accuracy") or c in present(COLUMNS)]
+    return present(lead) + [c for c in COLUMNS if c[0] not in ("macro_f1", "accuracy") or present([c])]
 
 
 def table_cells(rows: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:

@@ -22,7 +22,7 @@ from .errors import ConfigError
 from .methods import METHODS
 from .report import (missing_files, read_jsonl, read_pool_labels, start_run_dir, write_manifest, write_method_result, write_pool_labels,
                      write_result, write_run_labels, write_run_report)
-from .io import read_json
+from .io import read_json, run_lock
 from .report import manifest, write_json, write_jsonl  # noqa: F401 - importable from here, as before
 from .review import file_sha256, gold_budget, read_human_labels
 from .students.checkpoint import drop_optimizer_state
@@ -153,12 +153,24 @@ def run(cfg: RunConfig, *, executor: str = "local", address: str | None = None) 
     one per ``student.threads`` CPUs (a GPU each with ``student.device: cuda``); this process alone
     asks the teacher and writes the run directory (:mod:`llmkd.ray_students`). The results are
     those of ``executor="local"``."""
-    students = _student_executor(cfg, executor, address)
-    try:
-        return _run(cfg, students)
-    finally:
-        if students is not None:
-            students.close()
+    check_executor(executor)
+    with _main_holds(run_dir_for(cfg)):
+        students = _student_executor(cfg, executor, address)
+        try:
+            return _run(cfg, students)
+        finally:
+            if students is not None:
+                students.close()
+
+
+def _main_holds(run_dir: Path) -> Any:
+    """:func:`~llmkd.io.run_lock` on ``run_dir`` in the process that writes it (the main one of a
+    data-parallel run; the others work in private copies)."""
+    from contextlib import nullcontext
+
+    from . import distributed
+
+    return run_lock(run_dir) if distributed.is_main() else nullcontext()
 
 
 def check_executor(executor: str) -> None:
@@ -252,6 +264,11 @@ def label(cfg: RunConfig, *, executor: str = "local", address: str | None = None
     actors, default one per ``teacher.n_threads`` CPUs), the driver writes the cache
     (:mod:`llmkd.ray_labeling`); the labels are those of a local run."""
     check_executor(executor)
+    with run_lock(run_dir_for(cfg)):
+        return _label(cfg, executor, address, workers)
+
+
+def _label(cfg: RunConfig, executor: str, address: str | None, workers: int | None) -> tuple[Path, list[TeacherLabel]]:
     run_dir = run_dir_for(cfg)
     _check_same_config(run_dir, cfg)
     start_run_dir(run_dir, dump_config(cfg))
@@ -379,6 +396,11 @@ def evaluate(run_dir: str | Path) -> RunSummary:
 
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
+    with run_lock(run_dir):
+        return _evaluate(run_dir, cfg)
+
+
+def _evaluate(run_dir: Path, cfg: RunConfig) -> RunSummary:
     splits, vault = make_splits(cfg.data, cfg.seed)
     task = build_task(cfg.task, splits.labels)
     results: dict[str, dict[str, Any]] = {}

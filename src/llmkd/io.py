@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from .errors import StateError
 
@@ -63,3 +65,34 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     except UnicodeDecodeError as exc:
         raise _unreadable(path, f"not UTF-8 at byte {exc.start}") from exc
     return rows
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory ``run_dir`` for this process while it writes there (``llmkd run``,
+    ``label``, ``evaluate``). A second process on the same directory would interleave its
+    checkpoints, labels and report with this one's: it gets a :class:`StateError` naming the
+    holder at once, instead of waiting. The lock is a sibling file, ``.<name>.lock`` beside the
+    directory (so the run directory holds only results), taken with :mod:`filelock`; the OS drops
+    it when the holder dies, so a killed run never leaves a stale lock (only the ``.pid`` note of
+    who held it, which the next holder overwrites)."""
+    from filelock import FileLock, Timeout
+
+    run_dir = Path(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    path = run_dir.parent / f".{run_dir.name}.lock"
+    lock = FileLock(path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        holder = path.with_suffix(".pid")
+        who = holder.read_text(encoding="utf-8").strip() if holder.exists() else "another process"
+        raise StateError(f"{run_dir} is in use by {who}: two runs writing one directory would mix their "
+                         f"results. Wait for it to finish, or give this run another name (--set name=...)") from None
+    holder = path.with_suffix(".pid")
+    try:
+        holder.write_text(f"process {os.getpid()} on {socket.gethostname()}", encoding="utf-8")
+        yield
+    finally:
+        holder.unlink(missing_ok=True)
+        lock.release()

@@ -160,8 +160,12 @@ def make_student_factory(cfg: StudentConfig, labels: Sequence[str], task: Any = 
     if cfg.targets != "hard" and kind in ("seq2seq", "ner"):  # RunConfig says so too; this is for StudentConfig alone
         raise ConfigError(f"student.targets: {cfg.targets} is for classification students; a {kind} student trains "
                           "on hard labels (the teacher gives no per-token distribution). Use student.targets: hard")
+    span_parser = kind == "seq2seq" and getattr(task, "target", None) == "tree" and cfg.parser == "span"
+    if "tree_loss" in cfg.model_fields_set and task is not None and not span_parser:  # set, for another student
+        raise ConfigError(f"student.tree_loss: {cfg.tree_loss} is a loss of the span parser (task.target: tree with "
+                          "student.parser: span); this student has no tree loss. Remove student.tree_loss")
     path, _ = zoo.resolve(cfg.model)
-    if kind == "seq2seq" and getattr(task, "target", None) == "tree" and cfg.parser == "span":
+    if span_parser:
         return _span_parser_factory(cfg, path, labels)
     if kind == "seq2seq" and getattr(task, "target", None) == "slots" and cfg.slots == "tagger":
         return _slot_tagger_factory(cfg, path, task)
@@ -194,7 +198,7 @@ def _span_parser_factory(cfg: StudentConfig, path: str, labels: Sequence[str],
                          ) -> tuple[StudentFactory, Callable[[Path], Student]]:
     from .students.span_parser import SpanParserStudent
 
-    return _factory(SpanParserStudent, cfg, path, labels)
+    return _factory(SpanParserStudent, cfg, path, labels, {"tree_loss": cfg.tree_loss})
 
 
 def _slot_tagger_factory(cfg: StudentConfig, path: str, task: Any,

@@ -288,6 +288,11 @@ class StudentConfig(_Strict):
                             "valid tree over the input words by construction, one encoder pass per sentence; "
                             "trains on a CPU); seq2seq: a bert2bert / seq2seq model that generates the linearized "
                             "tree (a GPU). docs/students.md")
+    tree_loss: Literal["full", "partial"] = Field(
+        "partial", description="student.parser: span: which spans a target tree trains. full: every span of two or "
+                            "more words (in the tree: constituent; else: not); partial: the tree's spans and the "
+                            "spans that cross one of them, the rest untrained (partial bracketing: for teacher "
+                            "trees that leave brackets out). docs/students.md")
     slots: Literal["tagger", "seq2seq"] = Field(
         "tagger", description="task.target: slots: the student. tagger: the token tagger reads each target as one "
                               "BIO tag per input word (one encoder pass per sentence, trains on a CPU, never "

@@ -15,7 +15,8 @@ import pytest
 from llmkd.build import make_student_factory
 from llmkd.config import StudentConfig
 from llmkd.formats.trees import bracket_scores, from_linearized, linearize, tree_words
-from llmkd.students.span_parser import SpanParserStudent, cky, tree_from_spans, tree_spans
+from llmkd.errors import ConfigError
+from llmkd.students.span_parser import SpanParserStudent, cky, crossing, tree_from_spans, tree_spans
 from llmkd.tasks.seq2seq import Seq2SeqTask
 from llmkd.types import Example
 
@@ -161,6 +162,53 @@ def test_a_target_over_other_words_is_refused(tiny_bert: str) -> None:
         student(tiny_bert).fit_epoch([Example("bad", "the cat", "( the dog )")])
     with pytest.raises(ValueError, match="example bad2: the target is not a tree"):
         student(tiny_bert).fit_epoch([Example("bad2", "the cat", "( the cat")])
+
+
+def test_crossing_matches_the_definition() -> None:
+    import torch
+
+    n = 7
+    i, j = torch.triu_indices(n + 1, n + 1, offset=2)
+    spans = [(0, 3), (3, 7), (4, 6)]
+    want = [any(a < c < b < d or c < a < d < b for c, d in spans) for a, b in zip(i.tolist(), j.tolist())]
+    assert crossing(i, j, spans).tolist() == want and sum(want) > 0
+    assert not crossing(i, j, []).any()
+
+
+def test_partial_tree_loss_trains_only_the_targets_spans_and_those_that_cross_them(tiny_bert: str) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    full, partial = student(tiny_bert, tree_loss="full"), student(tiny_bert)  # partial: the default
+    full._ensure()
+    partial._ensure()
+    n = 5
+    logits = torch.randn(n + 1, n + 1, 1, generator=torch.Generator().manual_seed(0))
+    target = {(0, 5): "", (0, 2): "", (2, 5): ""}  # ( ( w0 w1 ) ( w2 w3 w4 ) ): (2, 4) and (3, 5) left open
+    # full: every span of >= 2 words but the whole sentence; partial: (0, 2), (2, 5) and the spans crossing them
+    trained = {"full": [(a, b) for a in range(n) for b in range(a + 2, n + 1) if (a, b) != (0, n)],
+               "partial": [(0, 2), (2, 5), (1, 3), (1, 4), (1, 5), (0, 3), (0, 4)]}
+    for st, name in ((full, "full"), (partial, "partial")):
+        spans = trained[name]
+        y = torch.tensor([float(s in target) for s in spans])
+        want = F.binary_cross_entropy_with_logits(torch.stack([logits[a, b, 0] for a, b in spans]), y,
+                                                  reduction="sum") / n
+        assert st._sentence_loss(logits, n, target).item() == pytest.approx(want.item())
+    with pytest.raises(ValueError, match="tree_loss must be 'full' or 'partial'"):
+        student(tiny_bert, tree_loss="half")
+
+
+def test_partial_tree_loss_round_trips_and_is_refused_off_the_span_parser(tiny_bert: str, tmp_path: Path) -> None:
+    st = student(tiny_bert, tree_loss="partial")
+    st.fit_epoch(TREES)
+    st.save(tmp_path / "s")
+    assert SpanParserStudent.load(tmp_path / "s", threads=1).tree_loss == "partial"
+    tree = Seq2SeqTask(target="tree")
+    assert make_student_factory(StudentConfig(tree_loss="partial"), (), tree)[0](0).tree_loss == "partial"
+    for cfg, task in ((StudentConfig(tree_loss="partial", parser="seq2seq"), tree),
+                      (StudentConfig(tree_loss="partial"), Seq2SeqTask(target="slots", labels=["B-a", "O"]))):
+        with pytest.raises(ConfigError, match="student.tree_loss: partial is a loss of the span parser"):
+            make_student_factory(cfg, task.labels or (), task)
 
 
 # ---- the build step --------------------------------------------------------------------------

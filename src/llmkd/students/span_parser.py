@@ -21,6 +21,12 @@ construction, and training costs one encoder pass per sentence (Stern et al. 201
   over the target's constituents of two or more words and over every single word (a single word
   may carry a label: ``(NP it )``; class 0 = no label; a unary chain is trained on its outermost
   label). A per-example weight scales the sentence's loss (``weighted_epoch``).
+  ``tree_loss: partial`` (``student.tree_loss``) trains only the target's spans (as constituents)
+  and the spans that cross one of them (as non-constituents): a span the target neither has nor
+  rules out is left untrained, as in training on partially bracketed text (Pereira & Schabes
+  1992). LLM teachers bracket too little (Qwen-1.5B's PTB pool trees: precision 0.80, recall
+  0.44); under ``full`` every bracket they left out is taught as a non-constituent and the student
+  brackets even less (docs/students.md has the dev measurements).
 * **Optimiser.** AdamW; the scorer, trained from scratch, at ``head_lr_scale`` x the encoder's
   learning rate (10 by default); the encoder's subword embedding matrix is frozen (speed).
 * **Decoding.** Exact CKY (:func:`cky`, O(n^3)) finds the binary tree maximising the summed
@@ -102,6 +108,20 @@ def tree_from_spans(words: Sequence[str], spans: dict[tuple[int, int], str]) -> 
     return root
 
 
+def crossing(i: Any, j: Any, spans: Sequence[tuple[int, int]]) -> Any:
+    """A bool tensor over the spans ``(i[k], j[k])``: True where the span crosses one of ``spans``
+    (overlaps it without either holding the other), so it cannot be a constituent of any tree
+    that has ``spans``."""
+    import torch
+
+    if not spans:
+        return torch.zeros_like(i, dtype=torch.bool)
+    c = torch.tensor([a for a, _ in spans], device=i.device)[None, :]
+    d = torch.tensor([b for _, b in spans], device=i.device)[None, :]
+    a, b = i[:, None], j[:, None]
+    return (((a < c) & (c < b) & (b < d)) | ((c < a) & (a < d) & (d < b))).any(dim=1)
+
+
 def cky(scores: Any) -> list[tuple[int, int]]:
     """The binary tree over ``n`` words maximising the sum of ``scores[i, j]`` over its spans of
     two or more words (``scores``: an ``(n + 1, n + 1)`` array over fenceposts; single words are in
@@ -142,9 +162,13 @@ class SpanParserStudent(LazyStudent):
 
     def __init__(self, *, model: str, labels: Sequence[str] = (), max_length: int = 128, batch_size: int = 16,
                  lr: float = 1e-4, weight_decay: float = 0.01, warmup_steps: int = 10, seed: int = 0,
-                 hidden: int = 256, dropout: float = 0.1, head_lr_scale: float = 10.0, device: str = "auto", threads: int | None = None) -> None:
+                 hidden: int = 256, dropout: float = 0.1, head_lr_scale: float = 10.0, device: str = "auto",
+                 threads: int | None = None, tree_loss: str = "partial") -> None:
         if max_length < 8:
             raise ValueError(f"max_length must be >= 8 subwords (got {max_length})")
+        if tree_loss not in ("full", "partial"):
+            raise ValueError(f"tree_loss must be 'full' or 'partial' (got {tree_loss!r})")
+        self.tree_loss = tree_loss
         self.model_name = model
         self.labels = tuple(labels)
         self.max_length = max_length
@@ -266,6 +290,9 @@ class SpanParserStudent(LazyStudent):
         loss = logits.new_zeros(())
         if len(i):
             y = torch.tensor([float((a, b) in gold) for a, b in zip(i.tolist(), j.tolist())], device=logits.device)
+            if self.tree_loss == "partial":  # train only the target's spans and the spans that cross one of them
+                keep = (y > 0) | crossing(i, j, [s for s in gold if s[1] - s[0] >= 2])
+                i, j, y = i[keep], j[keep], y[keep]
             loss = loss + F.binary_cross_entropy_with_logits(logits[i, j, 0], y, reduction="sum") / n
         if self.labels:
             index = {lab: k + 1 for k, lab in enumerate(self.labels)}
@@ -345,6 +372,7 @@ class SpanParserStudent(LazyStudent):
             "max_length": self.max_length, "batch_size": self.batch_size, "lr": self.lr,
             "weight_decay": self.weight_decay, "warmup_steps": self.warmup_steps, "seed": self.seed,
             "hidden": self.hidden, "dropout": self.dropout, "head_lr_scale": self.head_lr_scale,
+            "tree_loss": self.tree_loss,
         })
 
     @classmethod
@@ -353,6 +381,7 @@ class SpanParserStudent(LazyStudent):
         st = cls(model=meta["base_model"], labels=meta["labels"], max_length=meta["max_length"],
                  batch_size=meta["batch_size"], lr=meta["lr"], weight_decay=meta["weight_decay"],
                  warmup_steps=meta["warmup_steps"], seed=meta["seed"], hidden=meta["hidden"],
-                 dropout=meta["dropout"], head_lr_scale=meta["head_lr_scale"], device=device, threads=threads)
+                 dropout=meta["dropout"], head_lr_scale=meta["head_lr_scale"], device=device, threads=threads,
+                 tree_loss=meta.get("tree_loss", "full"))  # checkpoints from before the option: full
         load_into(st, path, meta)
         return st

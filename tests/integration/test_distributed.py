@@ -91,7 +91,9 @@ def test_two_processes_train_what_one_trains_and_write_one_run_folder(tmp_path: 
         assert not [q for q in server.requests[n_before:] if q["path"].endswith("/completions")]  # all cached
     # one report on stdout, one run folder, nothing left of the other process's scratch copy
     assert r.stdout.count("# llmkd run `") == 1
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["one", "two"]
+    names = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert [n for n in names if not n.startswith(".")] == ["one", "two"]
+    assert [n for n in names if n.startswith(".")] == [".one.lock", ".two.lock"]  # llmkd.io.run_lock's files
     assert not list(scratch.iterdir())
     run_dir = tmp_path / "runs" / "two"
     assert (run_dir / "vanilla" / "result.json").exists() and (run_dir / "report.md").exists()

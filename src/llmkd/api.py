@@ -153,14 +153,13 @@ def run(cfg: RunConfig, *, executor: str = "local", address: str | None = None) 
     one per ``student.threads`` CPUs (a GPU each with ``student.device: cuda``); this process alone
     asks the teacher and writes the run directory (:mod:`llmkd.ray_students`). The results are
     those of ``executor="local"``."""
-    check_executor(executor)
-    with _main_holds(run_dir_for(cfg)):
-        students = _student_executor(cfg, executor, address)
-        try:
+    students = _student_executor(cfg, executor, address)  # a missing extra is named before anything is written
+    try:
+        with _main_holds(run_dir_for(cfg)):
             return _run(cfg, students)
-        finally:
-            if students is not None:
-                students.close()
+    finally:
+        if students is not None:
+            students.close()
 
 
 def _main_holds(run_dir: Path) -> Any:

@@ -25,28 +25,16 @@ import _common as C
 def dev_scores(st: Any, task: Any, dev: list) -> dict[str, tuple[float, float, float]]:
     """(sentence F1, corpus precision, corpus recall) of the dev set under each decoding."""
     from llmkd.formats.trees import linearize
-    from llmkd.students.span_parser import cky, tree_from_spans
+    from llmkd.students.span_parser import cky, kept_spans, tree_from_spans
 
-    logits: dict[str, Any] = {}
-    decode = st._decode
-
-    def grab(words: list[str], lg: Any) -> tuple[str, float]:
-        logits[" ".join(words)] = lg
-        return decode(words, lg)
-
-    st._decode = grab
-    try:
-        st.parse([e.text for e in dev])
-    finally:
-        st._decode = decode
+    logits = [lg[..., 0] for lg in st.span_logits([e.text for e in dev])]
     out = {}
     for mode in ("thr", "bin"):
         preds = []
-        for e in dev:
-            words = e.text.split()
-            lg = logits[" ".join(words)][..., 0]
-            spans = [(0, len(words))] + [s for s in cky(lg)[1:] if mode == "bin" or lg[s] >= 0.0]
-            preds.append(linearize(tree_from_spans(words, {s: "" for s in spans})))
+        for e, lg in zip(dev, logits):
+            binary = cky(lg)
+            spans = kept_spans(binary, lg) if mode == "thr" else binary
+            preds.append(linearize(tree_from_spans(e.text.split(), {s: "" for s in spans})))
         sc = task.score([e.label for e in dev], preds)
         out[mode] = (sc["sentence_f1"], sc["corpus_precision"], sc["corpus_recall"])
     return out

@@ -81,15 +81,14 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     run_dir = Path(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     path = run_dir.parent / f".{run_dir.name}.lock"
+    holder = path.with_suffix(".pid")
     lock = FileLock(path, timeout=0)
     try:
         lock.acquire()
     except Timeout:
-        holder = path.with_suffix(".pid")
         who = holder.read_text(encoding="utf-8").strip() if holder.exists() else "another process"
         raise StateError(f"{run_dir} is in use by {who}: two runs writing one directory would mix their "
                          f"results. Wait for it to finish, or give this run another name (--set name=...)") from None
-    holder = path.with_suffix(".pid")
     try:
         holder.write_text(f"process {os.getpid()} on {socket.gethostname()}", encoding="utf-8")
         yield

@@ -122,6 +122,12 @@ def crossing(i: Any, j: Any, spans: Sequence[tuple[int, int]]) -> Any:
     return (((a < c) & (c < b) & (b < d)) | ((c < a) & (a < d) & (d < b))).any(dim=1)
 
 
+def kept_spans(binary: Sequence[tuple[int, int]], scores: Any) -> list[tuple[int, int]]:
+    """The spans of the CKY tree ``binary`` (:func:`cky`, root first) that the student outputs:
+    the root, and every other span with p >= 0.5 (constituent logit ``scores[i, j] >= 0``)."""
+    return list(binary[:1]) + [s for s in binary[1:] if scores[s] >= 0.0]
+
+
 def cky(scores: Any) -> list[tuple[int, int]]:
     """The binary tree over ``n`` words maximising the sum of ``scores[i, j]`` over its spans of
     two or more words (``scores``: an ``(n + 1, n + 1)`` array over fenceposts; single words are in
@@ -328,7 +334,7 @@ class SpanParserStudent(LazyStudent):
         binary = cky(scores)
         p = 1.0 / (1.0 + np.exp(-np.array([scores[a, b] for a, b in binary[1:]], dtype=np.float64)))
         confidence = float(np.maximum(p, 1 - p).mean()) if len(p) else 1.0
-        kept = [(0, n)] + [s for s in binary[1:] if scores[s] >= 0.0]  # p >= 0.5
+        kept = kept_spans(binary, scores)
         if not self.labels:
             return linearize(tree_from_spans(words, {s: "" for s in kept})), confidence
         names = ("",) + self.labels
@@ -339,8 +345,9 @@ class SpanParserStudent(LazyStudent):
                 spans[(a, a + 1)] = lab
         return linearize(tree_from_spans(words, spans), labeled=True), confidence
 
-    def parse(self, texts: Sequence[str], *, batch_size: int = 32) -> list[tuple[str, float]]:
-        """(linearized tree, confidence) for each text."""
+    def span_logits(self, texts: Sequence[str], *, batch_size: int = 32) -> list[Any]:
+        """For each text, the scorer's ``(n + 1, n + 1, n_out)`` array over its ``n`` words'
+        fenceposts (``[..., 0]``: the constituent logit), what :meth:`parse` decodes."""
         import torch
 
         self._ensure()
@@ -349,16 +356,20 @@ class SpanParserStudent(LazyStudent):
         empty = [k for k, w in enumerate(batch_words) if not w]
         if empty:
             raise ValueError(f"predict: text {empty[0]} is empty; a tree needs at least one word")
-        out: list[tuple[str, float]] = [("", 0.0)] * len(texts)
+        out: list[Any] = [None] * len(texts)
         order = sorted(range(len(texts)), key=lambda k: len(batch_words[k]))
         with torch.no_grad():
             for s in range(0, len(order), batch_size):
                 idx = order[s : s + batch_size]
                 vectors = self._word_vectors([batch_words[k] for k in idx])
                 for k, v in zip(idx, vectors):
-                    logits = self.model_.scorer(v).float().cpu().numpy()
-                    out[k] = self._decode(batch_words[k], logits)
+                    out[k] = self.model_.scorer(v).float().cpu().numpy()
         return out
+
+    def parse(self, texts: Sequence[str], *, batch_size: int = 32) -> list[tuple[str, float]]:
+        """(linearized tree, confidence) for each text."""
+        return [self._decode(t.split(), logits)
+                for t, logits in zip(texts, self.span_logits(texts, batch_size=batch_size))]
 
     def predict(self, examples: Sequence[HasText], *, batch_size: int = 32) -> list[Prediction]:
         return [Prediction(label=tree, probs={tree: conf})

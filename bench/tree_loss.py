@@ -41,26 +41,21 @@ def dev_scores(st: Any, task: Any, dev: list) -> dict[str, tuple[float, float, f
 
 
 def cell(run_dir: Path, source: str, loss: str, epochs: int) -> list[dict[str, Any]]:
-    from llmkd import zoo
-    from llmkd.build import build_task
+    from llmkd.build import build_task, make_student_factory
     from llmkd.config import run_config
     from llmkd.data import make_splits
-    from llmkd.students.span_parser import SpanParserStudent
-    from llmkd.types import Example
+    from llmkd.methods.training import teacher_examples
+    from llmkd.report import read_pool_labels
 
     cfg = run_config(run_dir)
     splits, _ = make_splits(cfg.data, cfg.seed)
     task = build_task(cfg.task, splits.labels)
     if source == "gold":
         train = list(splits.labeled)
-    else:
-        texts = {e.id: e.text for e in splits.pool}
-        rows = [json.loads(line) for line in (run_dir / "vanilla" / "labels.jsonl").open(encoding="utf-8")]
-        train = [Example(r["id"], texts[r["id"]], r["label"]) for r in rows if not r.get("abstained")]
-    s = cfg.student
-    st = SpanParserStudent(model=zoo.resolve(s.model)[0], max_length=s.max_length, batch_size=s.batch_size, lr=s.lr,
-                           weight_decay=s.weight_decay, warmup_steps=s.warmup_steps, seed=cfg.seed,
-                           threads=s.threads or 1, tree_loss=loss)
+    else:  # the teacher's answered pool labels, as vanilla KD trains on them
+        train = teacher_examples(read_pool_labels(run_dir), {e.id: e.text for e in splits.pool})
+    student_cfg = cfg.student.model_copy(update={"tree_loss": loss, "threads": cfg.student.threads or 1})
+    st = make_student_factory(student_cfg, splits.labels, task)[0](cfg.seed)
     history = []
     for ep in range(1, epochs + 1):
         t = time.time()

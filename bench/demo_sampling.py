@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--n-ctx", type=int, default=8192, help="teacher.n_ctx of every setting (the doc also says what the default 4096 would keep)")
     ap.add_argument("--settings", nargs="+", default=["fixed:10", "per_query:10", "per_query:30"],
                     help="MODE:SHOTS, MODE one of fixed, per_query")
-    ap.add_argument("--set", nargs="*", default=[], help="more config overrides, e.g. data.train=PATH data.test=PATH")
+    ap.add_argument("--set", nargs="+", action="extend", default=[], help="more config overrides, e.g. data.train=PATH data.test=PATH (several after one --set, or --set repeated as llmkd takes them)")
     args = ap.parse_args()
     command, started = start("demo_sampling")
     cache_dir = Path(tempfile.mkdtemp(prefix="llmkd-demo-sampling-", dir="/tmp"))  # fresh caches: cache misses only

@@ -201,7 +201,7 @@ def main() -> None:
     ap.add_argument("--ablation-datasets", nargs="+", default=None,
                     help="the datasets the ablations run on (default: every --datasets)")
     ap.add_argument("--no-supervised10", action="store_true", help="skip the 10x-gold supervised row")
-    ap.add_argument("--set", nargs="*", default=[], help="extra config overrides for every run (a.b=c)")
+    ap.add_argument("--set", nargs="+", action="extend", default=[], help="extra config overrides for every run (a.b=c; several after one --set, or --set repeated as llmkd takes them)")
     add_executor_args(ap)
     args = ap.parse_args()
     command, started = start("mckd")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -35,7 +36,7 @@ app.add_typer(cache_app, name="cache")
 console = Console(stderr=True, markup=False, emoji=False, highlight=False)
 out = Console(markup=False, emoji=False, highlight=False)
 
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field: --set student.epochs=3 (repeatable)")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field: --set student.epochs=3 (repeatable; --set a=1 b=2 takes both)")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars")]
 
 
@@ -484,13 +485,35 @@ def review_import(file: Annotated[Path, typer.Argument(help="the labeling tool's
               f"data.human_labels={rep.human_file.resolve()} --set name={name}", highlight=False, soft_wrap=True)
 
 
+_OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+
+
+def expand_overrides(argv: list[str]) -> list[str]:
+    """``--set a=1 b=2`` as ``--set a=1 --set b=2``: each ``key=value`` word right after a
+    ``--set`` value is one more override (the form ``bench/*.py`` takes). A word that names an
+    existing file, or is not ``dotted.key=...``, is left as it is (a config path, say)."""
+    out: list[str] = []
+    state = 0  # 0: elsewhere; 1: the value of a --set comes next; 2: right after a --set value
+    for tok in argv:
+        if state == 2 and _OVERRIDE.match(tok) and not Path(tok).exists():
+            out += ["--set", tok]
+            continue
+        out.append(tok)
+        state = 2 if state == 1 else 0
+        if tok == "--set":
+            state = 1
+        elif tok.startswith("--set="):
+            state = 2
+    return out
+
+
 def main() -> None:
     import faulthandler
 
     # A crash inside a native library (llama.cpp, torch) then prints where it happened instead of
     # a bare "Segmentation fault"; `llmkd doctor` names the cause where llmkd can probe for it.
     faulthandler.enable()
-    app()
+    app(args=expand_overrides(sys.argv[1:]), prog_name="llmkd")
 
 
 if __name__ == "__main__":

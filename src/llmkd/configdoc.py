@@ -58,7 +58,8 @@ def config_reference() -> str:
     out = ["# Run config reference", "",
            "Generated from the code by `llmkd config-reference` (do not edit by hand). A config is YAML;",
            "relative data paths are resolved against the config file's folder; any field can be overridden",
-           "with `--set a.b=c` (the value is parsed as YAML). Examples: [`examples/`](../examples/).", ""]
+           "with `--set a.b=c` (the value is parsed as YAML; `--set a=1 --set b=2` and `--set a=1 b=2` both",
+           "give two). Examples: [`examples/`](../examples/).", ""]
     _section(RunConfig, "", out)
     out += ["### `methods` and `method_options`", "",
             "| method | teacher | options | what it does |", "|---|---|---|---|"]

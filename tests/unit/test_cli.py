@@ -19,3 +19,26 @@ def test_errors_are_plain_text_not_markup(tmp_path: Path) -> None:
     text = res.output if res.stderr_bytes is None else res.stderr
     assert "error: " in text and "Traceback" not in text
     assert "[red]" in text and "[/INST]" in text and ":100:" in text and "\N{HUNDRED POINTS SYMBOL}" not in text
+
+
+def test_several_overrides_after_one_set(tmp_path: Path) -> None:
+    from llmkd.cli import expand_overrides
+
+    config = tmp_path / "a=b.yaml"  # an existing file whose name looks like an override stays a path
+    config.write_text("")
+    argv = ["run", "c.yaml", "--set", "seed=3", "student.epochs=1", "--quiet", "x=y",
+            "--set=name=a", "data.split.pool_size=5", str(config)]
+    assert expand_overrides(argv) == ["run", "c.yaml", "--set", "seed=3", "--set", "student.epochs=1", "--quiet",
+                                      "x=y", "--set=name=a", "--set", "data.split.pool_size=5", str(config)]
+    assert expand_overrides(["run", "--set", "--set", "a=1"]) == ["run", "--set", "--set", "a=1"]
+
+
+def test_unknown_field_in_the_second_override_is_named(tmp_path: Path) -> None:
+    from llmkd.cli import expand_overrides
+
+    config = tmp_path / "c.yaml"
+    config.write_text("seed: 1\n")
+    res = CliRunner().invoke(app, expand_overrides(["run", str(config), "--set", "seed=2", "sed=3"]))
+    text = res.output if res.stderr_bytes is None else res.stderr
+    assert res.exit_code == 2
+    assert "sed: unknown field" in text and "unexpected extra argument" not in text

@@ -109,6 +109,10 @@ def stage_quality(cfg: Any, run_dir: Path) -> list[dict[str, Any]]:
         scores = task.score(gold, pred)
         m = primary(scores)
         row = {"stage": k, "metric": m, "pool": scores[m], "abstained": sum(p is None for p in pred)}
+        for what in ("precision", "recall"):  # trees: corpus brackets; slots: chunks
+            v = scores.get(f"corpus_{what}", scores.get(f"slot_{what}"))
+            if v is not None:
+                row[what] = v
         if k in stages:
             s = stages[k]
             row.update(churn=s["churn"], agree=s["agreement_with_teacher"], filled=s["abstentions_filled"],
@@ -309,13 +313,16 @@ def write(args: argparse.Namespace, results: dict[str, Any], command: str, start
                          f"{_delta(rows, key, 'teacher', m)} | {_delta(rows, key, 'mckd1', m)} | {_paper(key)} | "
                          f"{len(vals)} |")
         lines += ["", "Per stage (seed by seed): quality of the pool's labels against the pool's gold (scored after "
-                  "the run, report only), churn from the previous stage, agreement with the teacher, teacher "
+                  "the run, report only; the primary metric, then corpus bracket or slot-chunk precision / recall), "
+                  "churn from the previous stage, agreement with the teacher, teacher "
                   "abstentions filled in, and the test score of each part's student.", "",
-                  "| seed | stage | pool labels | abstained | churn | agree w/ teacher | filled | part students (test) |",
+                  "| seed | stage | pool labels (precision / recall) | abstained | churn | agree w/ teacher | filled | "
+                  "part students (test) |",
                   "|---:|---:|---:|---:|---:|---:|---:|---|"]
         for seed, st in d["stages"].items():
             for r in st:
-                lines.append(f"| {seed} | {r['stage']} {'(teacher)' if r['stage'] == 0 else ''} | {100 * r['pool']:.1f} | "
+                pr = f" ({r['precision']:.2f} / {r['recall']:.2f})" if "precision" in r else ""
+                lines.append(f"| {seed} | {r['stage']} {'(teacher)' if r['stage'] == 0 else ''} | {100 * r['pool']:.1f}{pr} | "
                              f"{r['abstained']} | {_pct(r.get('churn'))} | {_pct(r.get('agree'))} | {r.get('filled', '–')} | "
                              f"{', '.join(f'{100 * x:.1f}' for x in r.get('students', [])) or '–'} |")
         if any(r.get("replies") for r in d.get("repairs", {}).values()) and cfg.task.kind == "seq2seq":

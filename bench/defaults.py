@@ -97,6 +97,7 @@ def main() -> None:
     ap.add_argument("--configs", nargs="+", default=None, help="example configs (examples/NAME.yaml); "
                     "overrides --datasets")
     ap.add_argument("--teacher", default="qwen2.5-coder-0.5b-instruct")
+    ap.add_argument("--student", default=None, help="student.model (zoo name, HF id or path; default: the config's)")
     ap.add_argument("--pool", type=int, default=1000)
     ap.add_argument("--lrs", nargs="+", type=float, default=[3e-5, 1e-4, 3e-4])
     ap.add_argument("--warmups", nargs="+", type=int, default=[0, 10, 100])
@@ -120,9 +121,11 @@ def main() -> None:
     for name in names:
         for seed in args.seeds:
             overrides = [f"seed={seed}", f"output_dir={args.runs}", f"teacher.model={args.teacher}",
-                         f"name={name}-{C.SHORT.get(args.teacher, args.teacher)}-p{args.pool}-s{seed}",
+                         f"name={name}-{C.SHORT.get(args.teacher, args.teacher)}-p{args.pool}-s{seed}"
+                         + (f"-{args.student}" if args.student else ""),
                          f"data.split.pool_size={args.pool}", f"teacher.n_threads={args.threads}",
                          f"student.threads={args.threads}", "teacher.gate=off"]
+            overrides += [f"student.model={args.student}"] if args.student else []
             cfg = load_config(C.ROOT / "examples" / f"{name}.yaml", overrides)
             t = time.time()
             _, labels = api.label(cfg)
@@ -140,7 +143,7 @@ def main() -> None:
                     continue
                 h = cell(cfg, task, train, devs, lr, w, args.epochs, ml)
                 store["cells"].append({"config": cfg.name, "dataset": name, "seed": seed, "lr": lr, "warmup": w,
-                                       "max_length": h[0]["max_length"], "n_train": len(train),
+                                       "max_length": h[0]["max_length"], "n_train": len(train), "student": cfg.student.model,
                                        "pool_label_acc": acc, "history": h})
                 store_path.write_text(json.dumps(store, indent=1), encoding="utf-8")
             mine = [c for c in store["cells"] if c["config"] == cfg.name and c["max_length"] == cfg.student.max_length]
@@ -152,7 +155,7 @@ def main() -> None:
                     continue
                 h = cell(cfg, task, train, devs, lr, w, args.epochs, ml)
                 store["cells"].append({"config": cfg.name, "dataset": name, "seed": seed, "lr": lr, "warmup": w,
-                                       "max_length": ml, "n_train": len(train), "pool_label_acc": acc,
+                                       "max_length": ml, "n_train": len(train), "student": cfg.student.model, "pool_label_acc": acc,
                                        "history": h})
                 store_path.write_text(json.dumps(store, indent=1), encoding="utf-8")
     store_path.write_text(json.dumps(store, indent=1), encoding="utf-8")
@@ -164,7 +167,7 @@ def write_doc(out: Path, store: dict[str, Any], started: float) -> None:
     lines = ["# Classification student defaults, chosen on held-out training data", "",
              "Commands (in order; each adds its cells):  "] + [f"`{c}`  " for c in store["commands"]] + [
         C.machine_line(started, "of the last command") + " CPU: " + C.cpu_model() + ".  ", "",
-        "Each cell trains the config's student (MiniLM-L6 unless the config says otherwise; batch 16, AdamW, "
+        "Each cell trains the config's student (MiniLM-L6 unless `--student` or the config says otherwise; batch 16, AdamW, "
         "weight decay 0.01, linear warmup to `lr` over `warmup` steps, then constant) on the teacher's labels "
         "of the pool, and scores macro-F1 after every epoch on **sweep-dev** (gold training examples outside "
         "the run's labeled set, dev set and pool) and on the run's own **dev** set (8 per class). No test data "
@@ -173,7 +176,7 @@ def write_doc(out: Path, store: dict[str, Any], started: float) -> None:
         mine = [c for c in cells if c["config"] == cfg_name]
         c0 = mine[0]
         lines += [f"## {cfg_name}", "",
-                  f"Trained on {c0['n_train']} teacher-labeled pool examples (label accuracy against the pool's gold "
+                  f"Student {c0.get('student', 'all-minilm-l6-v2')}, trained on {c0['n_train']} teacher-labeled pool examples (label accuracy against the pool's gold "
                   f"{c0['pool_label_acc']:.3f}); seed {c0['seed']}.", ""]
         rows = []
         for c in sorted(mine, key=lambda c: (c["max_length"], c["lr"], c["warmup"])):

@@ -137,27 +137,25 @@ def main() -> None:
             devs = {"sweep_dev": sweep_dev(cfg, splits, args.sweep_dev, seed), "run_dev": list(splits.dev)}
             store["lengths"][cfg.name] = truncation(cfg.student.model, [u.text for u in splits.pool], [32, 64, 128])
             done = {(c["config"], c["lr"], c["warmup"], c["max_length"]) for c in store["cells"]}
-            grid = [(lr, w, None) for lr in args.lrs for w in args.warmups]
-            for lr, w, ml in grid:
-                if (cfg.name, lr, w, cfg.student.max_length) in done:
-                    continue
+
+            def train_cell(lr: float, w: int, ml: int | None) -> None:
+                """Train and store one cell (skipped when the store has it); the store is saved after each."""
+                if (cfg.name, lr, w, ml or cfg.student.max_length) in done:
+                    return
                 h = cell(cfg, task, train, devs, lr, w, args.epochs, ml)
                 store["cells"].append({"config": cfg.name, "dataset": name, "seed": seed, "lr": lr, "warmup": w,
-                                       "max_length": h[0]["max_length"], "n_train": len(train), "student": cfg.student.model,
-                                       "pool_label_acc": acc, "history": h})
+                                       "max_length": h[0]["max_length"], "n_train": len(train),
+                                       "student": cfg.student.model, "pool_label_acc": acc, "history": h})
                 store_path.write_text(json.dumps(store, indent=1), encoding="utf-8")
+
+            for lr in args.lrs:
+                for w in args.warmups:
+                    train_cell(lr, w, None)
             mine = [c for c in store["cells"] if c["config"] == cfg.name and c["max_length"] == cfg.student.max_length]
-            lr, w = max(((c["lr"], c["warmup"]) for c in mine),
-                        key=lambda k: best_epoch(next(c["history"] for c in mine
-                                                      if (c["lr"], c["warmup"]) == k), "sweep_dev")["sweep_dev"])
+            best = max(mine, key=lambda c: best_epoch(c["history"], "sweep_dev")["sweep_dev"])
             for ml in args.max_lengths:
-                if (cfg.name, lr, w, ml) in done or ml == cfg.student.max_length:
-                    continue
-                h = cell(cfg, task, train, devs, lr, w, args.epochs, ml)
-                store["cells"].append({"config": cfg.name, "dataset": name, "seed": seed, "lr": lr, "warmup": w,
-                                       "max_length": ml, "n_train": len(train), "student": cfg.student.model, "pool_label_acc": acc,
-                                       "history": h})
-                store_path.write_text(json.dumps(store, indent=1), encoding="utf-8")
+                if ml != cfg.student.max_length:
+                    train_cell(best["lr"], best["warmup"], ml)
     store_path.write_text(json.dumps(store, indent=1), encoding="utf-8")
     write_doc(out, store, started)
 

@@ -123,6 +123,14 @@ def md_table(headers: list[str], rows: list[list]) -> list[str]:
             + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows] + [""])
 
 
+def add_set_arg(ap: argparse.ArgumentParser, example: str) -> None:
+    """--set: config overrides for every run, several after one --set or --set repeated (as
+    ``llmkd`` takes them); ``example`` shows one in the help."""
+    ap.add_argument("--set", nargs="+", action="extend", default=[],
+                    help=f"config overrides for every run, e.g. {example} (several after one --set, or --set "
+                         "repeated as llmkd takes them)")
+
+
 def add_executor_args(ap: argparse.ArgumentParser) -> None:
     """--executor / --address / --cpus-per-cell for a benchmark whose cells run through :func:`run_cells`."""
     ap.add_argument("--executor", choices=["local", "ray"], default="local",

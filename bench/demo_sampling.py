@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, SHORT, cpu_model, machine_line, md_table, parser, start, write_keeping_notes  # noqa: E402
+from _common import ROOT, SHORT, add_set_arg, cpu_model, machine_line, md_table, parser, start, write_keeping_notes  # noqa: E402
 
 import llmkd  # noqa: E402
 from llmkd.build import Session  # noqa: E402
@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--n-ctx", type=int, default=8192, help="teacher.n_ctx of every setting (the doc also says what the default 4096 would keep)")
     ap.add_argument("--settings", nargs="+", default=["fixed:10", "per_query:10", "per_query:30"],
                     help="MODE:SHOTS, MODE one of fixed, per_query")
-    ap.add_argument("--set", nargs="+", action="extend", default=[], help="more config overrides, e.g. data.train=PATH data.test=PATH (several after one --set, or --set repeated as llmkd takes them)")
+    add_set_arg(ap, "data.train=PATH data.test=PATH")
     args = ap.parse_args()
     command, started = start("demo_sampling")
     cache_dir = Path(tempfile.mkdtemp(prefix="llmkd-demo-sampling-", dir="/tmp"))  # fresh caches: cache misses only

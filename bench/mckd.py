@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import (ROOT, add_executor_args, machine_line, mean_std, parser, run_cells, start,  # noqa: E402  (puts src/ on sys.path)
+from _common import (ROOT, add_executor_args, add_set_arg, machine_line, mean_std, parser, run_cells, start,  # noqa: E402  (puts src/ on sys.path)
                      write_keeping_notes)
 
 from llmkd import api  # noqa: E402
@@ -205,7 +205,7 @@ def main() -> None:
     ap.add_argument("--ablation-datasets", nargs="+", default=None,
                     help="the datasets the ablations run on (default: every --datasets)")
     ap.add_argument("--no-supervised10", action="store_true", help="skip the 10x-gold supervised row")
-    ap.add_argument("--set", nargs="+", action="extend", default=[], help="extra config overrides for every run (a.b=c; several after one --set, or --set repeated as llmkd takes them)")
+    add_set_arg(ap, "a.b=c")
     add_executor_args(ap)
     args = ap.parse_args()
     command, started = start("mckd")

@@ -21,15 +21,16 @@ def test_errors_are_plain_text_not_markup(tmp_path: Path) -> None:
     assert "[red]" in text and "[/INST]" in text and ":100:" in text and "\N{HUNDRED POINTS SYMBOL}" not in text
 
 
-def test_several_overrides_after_one_set(tmp_path: Path) -> None:
+def test_several_overrides_after_one_set(tmp_path: Path, monkeypatch) -> None:
     from llmkd.cli import expand_overrides
 
-    config = tmp_path / "a=b.yaml"  # an existing file whose name looks like an override stays a path
-    config.write_text("")
+    monkeypatch.chdir(tmp_path)
+    Path("a=b.yaml").write_text("")  # an existing file whose name looks like an override stays a path
     argv = ["run", "c.yaml", "--set", "seed=3", "student.epochs=1", "--quiet", "x=y",
-            "--set=name=a", "data.split.pool_size=5", str(config)]
+            "--set=name=a", "data.split.pool_size=5", "a=b.yaml"]
     assert expand_overrides(argv) == ["run", "c.yaml", "--set", "seed=3", "--set", "student.epochs=1", "--quiet",
-                                      "x=y", "--set=name=a", "--set", "data.split.pool_size=5", str(config)]
+                                      "x=y", "--set=name=a", "--set", "data.split.pool_size=5", "a=b.yaml"]
+    assert expand_overrides(["run", "--set", "seed=3", "c=d.yaml"]) == ["run", "--set", "seed=3", "--set", "c=d.yaml"]
     assert expand_overrides(["run", "--set", "--set", "a=1"]) == ["run", "--set", "--set", "a=1"]
 
 

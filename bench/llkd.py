@@ -36,7 +36,7 @@ import math
 import time
 from typing import Any
 
-from _common import ROOT, SHORT, machine_line, parser, result_store, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
+from _common import ROOT, SHORT, add_set_arg, machine_line, parser, result_store, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
 from _common import mean_std as _ms
 
 from llmkd import api  # noqa: E402
@@ -102,6 +102,7 @@ def main() -> None:
     ap.add_argument("--fixed-split", action="store_true", help="split seed 0 for every seed (the split is not redrawn)")
     ap.add_argument("--report-only", action="store_true", help="only tabulate rows that finished (no training)")
     ap.add_argument("--label-only", action="store_true", help="only label the pools (fills the teacher cache)")
+    add_set_arg(ap, "teacher.n_threads=1")
     args = ap.parse_args()
     command, started = start("llkd")
     settings = {"k": args.k, "dev": args.dev, "pool": args.pool, "pool_large": args.pool_large,
@@ -152,7 +153,7 @@ def session(args: argparse.Namespace, ds: str, teacher: str, name: str, pool: in
         f"data.split.labeled_per_class={args.k}", f"data.split.dev_per_class={args.dev}",
         f"data.split.pool_size={pool}", f"data.split.test_size={args.test_size}",
         f"student.epochs={args.epochs}", f"student.min_steps={args.min_steps}", "progress=false"]
-        + ([f"student.threads={args.threads}"] if args.threads else []))
+        + ([f"student.threads={args.threads}"] if args.threads else []) + args.set)
     run_dir = api.run_dir_for(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(api.dump_config(cfg))

@@ -49,19 +49,19 @@ from llmkd.students.checkpoint import drop_optimizer_state  # noqa: E402
 
 ROWS = ["vanilla", "llkd", "topk", "random"]  # llkd first: topk and random use its fraction
 ABLATIONS = ["llkd_epoch", "llkd_raw", "llkd_global", "llkd_batchnorm", "llkd_keptnorm", "llkd_datainit",
-             "llkd_fixedinit", "llkd_m080", "llkd_m099"]
+             "llkd_fixedinit", "llkd_m080", "llkd_m099", "llkd_noweight"]
 TITLES = {"vanilla": "vanilla KD (all pseudo-labels)", "topk": "top teacher confidence, LLKD's fraction",
           "random": "random subset, LLKD's fraction", "llkd": "LLKD (per step, normalised entropy)",
           "llkd_epoch": "LLKD, thresholds per epoch", "llkd_raw": "LLKD, raw entropy (τ^S_0 = 0.5 nats)",
           "llkd_global": "LLKD, no per-class adjustment", "llkd_batchnorm": "LLKD, loss_norm: batch",
           "llkd_keptnorm": "LLKD, loss_norm: kept", "llkd_datainit": "LLKD, warm_start: data",
           "llkd_fixedinit": "LLKD, warm_start: fixed (1/C, 0.5)", "llkd_m080": "LLKD, momentum 0.8",
-          "llkd_m099": "LLKD, momentum 0.99"}
+          "llkd_m099": "LLKD, momentum 0.99", "llkd_noweight": "LLKD, loss weight 1 (selection only)"}
 ROW_OPTIONS = {"llkd_epoch": {"granularity": "epoch"}, "llkd_raw": {"entropy": "raw"},
                "llkd_global": {"class_norm": "none"}, "llkd_batchnorm": {"loss_norm": "batch"},
                "llkd_keptnorm": {"loss_norm": "kept"}, "llkd_datainit": {"warm_start": "data"},
                "llkd_fixedinit": {"warm_start": "fixed"}, "llkd_m080": {"momentum": 0.8},
-               "llkd_m099": {"momentum": 0.99}}
+               "llkd_m099": {"momentum": 0.99}, "llkd_noweight": {"weighting": "none"}}
 
 
 def method_for(row: str, fraction: float | None) -> Any:

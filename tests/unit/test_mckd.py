@@ -6,6 +6,7 @@ statistics, resumption after a crash, the KD + self-distillation baseline and op
 from __future__ import annotations
 
 import json
+import random
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
@@ -112,6 +113,20 @@ def test_partition_is_disjoint_balanced_and_seeded() -> None:
         partition(ids, 1, seed=0)
     with pytest.raises(ValueError, match=r"the pool has 1 examples for parts=2"):
         partition(["a"], 2, seed=0)
+
+
+def test_partition_spreads_the_answered_items_evenly() -> None:
+    """A teacher that answers 2 of 8 items: each half gets one of them to train on, whatever the
+    seed (a plain shuffle leaves both in one half in 3 of 7 draws, and the other half cannot train)."""
+    ids = [f"x{i}" for i in range(8)]
+    abstained = set(ids[2:])
+    for seed in range(20):
+        parts = partition(ids, 2, seed=seed, abstained=abstained)
+        assert sorted(parts[0] + parts[1]) == sorted(ids) and [len(p) for p in parts] == [4, 4]
+        assert sorted(len(set(p) - abstained) for p in parts) == [1, 1]
+    order = list(ids)
+    random.Random(3).shuffle(order)
+    assert partition(ids, 2, seed=3) == [order[0::2], order[1::2]]  # no abstentions: the plain shuffle, as before
 
 
 @pytest.mark.parametrize("parts", [2, 3])

@@ -29,7 +29,8 @@ Choices the paper leaves open (documented in docs/methods/mckd.md):
   ``fidelity_window`` = 3 evaluations, and keep that checkpoint. ``selection="dev"`` uses the small
   labeled dev set (early stopping on the best dev score). The gold labels of the pool are never
   read (the reference code peeks at them).
-- Teacher abstentions: the partition covers the whole pool, abstained items included; they are
+- Teacher abstentions: the partition covers the whole pool, abstained items included (dealt after
+  the answered items, so each part gets an equal share of the labels it first trains on); they are
   left out of the first training sets and get their first label from the other part's student
   ("filled in"). If a student abstains on an item (e.g. unparseable seq2seq output), the item
   keeps its previous label. With K = 1 abstained items are simply dropped, as in vanilla KD.
@@ -58,7 +59,7 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Collection, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -118,16 +119,23 @@ def label_key(label: Any) -> str:
     return json.dumps(label, sort_keys=True, ensure_ascii=False, default=str)
 
 
-def partition(ids: Sequence[str], parts: int, seed: int) -> list[list[str]]:
+def partition(ids: Sequence[str], parts: int, seed: int, abstained: Collection[str] = ()) -> list[list[str]]:
     """Shuffle ``ids`` with ``seed`` and deal them into ``parts`` disjoint parts whose sizes differ
-    by at most one (the paper's two equal halves, Sec. 3.2)."""
+    by at most one (the paper's two equal halves, Sec. 3.2). Items the teacher ``abstained`` on are
+    dealt after the answered ones, so the answered items (a part's first training set) are also
+    spread evenly: with a teacher that abstains often, a purely random split can leave one part
+    with no labels to train on. Without abstentions the split is the plain shuffle."""
     if parts < 2:
         raise ValueError(f"The 'parts' parameter of MCKD must be an int >= 2. Got {parts}.")
     if len(ids) < parts:
         raise ValueError(f"MCKD needs at least one pool example per part: the pool has {len(ids)} examples "
                          f"for parts={parts}. Use a larger data.split.pool_size or fewer parts.")
-    order = list(ids)
-    random.Random(seed).shuffle(order)
+    rng = random.Random(seed)
+    skipped = set(abstained)
+    answered, rest = [x for x in ids if x not in skipped], [x for x in ids if x in skipped]
+    rng.shuffle(answered)
+    rng.shuffle(rest)
+    order = answered + rest
     return [order[i::parts] for i in range(parts)]
 
 
@@ -294,7 +302,7 @@ class MCKD:
         t0 = time.perf_counter()
         teacher = _teacher_labels(ctx)                                                        # 1 teacher labels D_U
         label_s = time.perf_counter() - t0
-        parts = self._partition(ctx, opts)                                                    # 2 random disjoint parts
+        parts = self._partition(ctx, opts, teacher)                                           # 2 random disjoint parts
         items = {u.id: u for u in ctx.pool}
         latest = {lab.example_id: lab for lab in teacher}
         history: list[dict[str, TeacherLabel]] = [latest]
@@ -324,7 +332,7 @@ class MCKD:
         )
 
     # -- step 2 --------------------------------------------------------------------------------
-    def _partition(self, ctx: RunContext, opts: MCKDOptions) -> list[list[str]]:
+    def _partition(self, ctx: RunContext, opts: MCKDOptions, teacher: Sequence[TeacherLabel]) -> list[list[str]]:
         """The random parts, saved to ``partition.json`` so a rerun uses the very same split."""
         path = ctx.workdir / "partition.json"
         ids = [u.id for u in ctx.pool]
@@ -333,7 +341,7 @@ class MCKD:
             if sorted(i for p in saved["parts"] for i in p) == sorted(ids) and len(saved["parts"]) == opts.parts:
                 return saved["parts"]
             log.warning("%s does not match this pool / parts=%d; drawing a new partition", path, opts.parts)
-        parts = partition(ids, opts.parts, seed=ctx.seed + 7)
+        parts = partition(ids, opts.parts, seed=ctx.seed + 7, abstained={t.example_id for t in teacher if t.abstained})
         write_json(path, {"seed": ctx.seed + 7, "parts": parts})
         return parts
 

@@ -68,8 +68,8 @@ def test_llmkd_run_mckd_parsing_with_the_span_parser(smollm2_path: str, minilm_p
         "student": {"model": minilm_path, "epochs": 1, "min_steps": 0, "batch_size": 4, "max_length": 32,
                     "threads": 2},
         # mix_gold: every student also trains on the 4 gold trees. SmolLM2's trees cover the words of
-        # only a few of the 8 pool sentences (1 on a 2026-12-07 CI machine: llama.cpp kernels differ by CPU), and a half with
-        # no usable label has nothing to train on.
+        # only a few of the 8 pool sentences (1 on a 2026-12-07 CI machine: llama.cpp kernels differ
+        # by CPU), and a half with no usable label has nothing to train on.
         "methods": ["trivial", "mckd"], "method_options": {"mckd": {"stages": 2, "mix_gold": True}},
         "output_dir": str(tmp_path / "runs"), "cache": str(tmp_path / "cache.sqlite"), "progress": False,
     }

@@ -100,6 +100,24 @@ def test_llamacpp_reuse_evaluates_exactly_the_example(llama_pair) -> None:
         assert opt.evaluated_tokens - before == len(toks) - shared
 
 
+@pytest.mark.slow  # loads SmolLM2 (real packaged model)
+def test_llamacpp_scoring_right_after_generating_reuses_the_prompt(llama_pair) -> None:
+    """Labeling with a confidence generates a reply and then scores the label set on the same
+    prompt: the scoring starts from the prompt's state and last logits, kept from the generation
+    (no example token is evaluated again), and gives the naive path's numbers."""
+    naive, opt = llama_pair
+    options = list(TASK.options())
+    for p in PROMPTS[:3]:
+        opt.generate([p], max_tokens=6)
+        before = opt.evaluated_tokens
+        got = opt.score_options([p], options)[0]
+        assert got == pytest.approx(naive.score_options([p], options)[0], abs=TOL)
+        # only the option tokens after each option's first one are evaluated
+        ctx_text = opt.format(p)
+        extra = sum(len(opt._tokenize(ctx_text + " " + o)) - len(opt._tokenize(ctx_text)) - 1 for o in options)
+        assert opt.evaluated_tokens - before <= max(extra, 0) + len(options)
+
+
 
 @pytest.mark.slow  # loads SmolLM2 (real packaged model)
 def test_llamacpp_choice_constraint_gives_a_label_with_unconstrained_logprobs(llama_pair) -> None:

@@ -193,14 +193,16 @@ class LlamaCppTeacher:
         for start, end in zip(layout, layout[1:]):
             if start >= keep:
                 llm.eval(tokens[start:end])
-        self._bounds = layout
+        self._bounds = list(layout)  # a copy: steps append to the bounds, the memo keeps the layout
         self.evaluated_tokens += len(tokens) - keep
         logits = self._last_logits()
         self._memo = (list(tokens), layout, logits)
         return logits
 
     def _step(self, token: int) -> Any:
-        self._memo = None
+        # the memo stays: steps only append to the context, so the prompt's state and last
+        # logits are still there (the memo check compares the tokens), and scoring right after
+        # generating a reply rewinds to the prompt instead of evaluating the example again
         self.evaluated_tokens += 1
         self._llm.eval([token])
         self._bounds.append(self._llm.n_tokens)  # a one-token chunk

@@ -80,9 +80,24 @@ def skip_reason(cfg: Any, sess: Any) -> str | None:
     return None
 
 
+# the zoo's instruct teachers, smallest first: the gate names the next larger one (gemma-3-270m
+# is a base model, not one to suggest)
+ZOO_TEACHERS_BY_SIZE = ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"]
+
+
+def _larger_teacher(model: str) -> str:
+    """Where to find a larger teacher than ``model``: the next zoo teacher, or, past the zoo's
+    largest, a model from outside the zoo."""
+    order = ZOO_TEACHERS_BY_SIZE
+    at = order.index(model) if model in order else -1
+    if at == len(order) - 1:
+        return (f"a larger teacher than {model}, the zoo's largest (teacher.model: a Hugging Face id, a local "
+                "GGUF path, or an OpenAI-compatible endpoint with teacher.backend: openai)")
+    return f"a larger teacher (teacher.model, e.g. {order[at + 1] if at >= 0 else order[-1]})"
+
+
 def _suggestions(cfg: Any, task: Any, n_shots: int) -> str:
-    tips = ["a larger teacher (teacher.model, e.g. qwen2.5-coder-1.5b-instruct)",
-            f"fewer or shorter demonstrations (task.shots, now {n_shots})"]
+    tips = [_larger_teacher(str(cfg.teacher.model)), f"fewer or shorter demonstrations (task.shots, now {n_shots})"]
     if getattr(task, "kind", None) == "classification" and cfg.teacher.labeling != "score":
         tips.append("teacher.labeling: score (argmax over the label set: no unparsed replies)")
     return "; ".join(tips)

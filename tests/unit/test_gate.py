@@ -248,3 +248,16 @@ def test_ner_teacher_that_finds_nothing_is_near_chance(tmp_path: Path, monkeypat
                           "below the supervised-k student (0.000 < 1.000 - margin 0.100) on the 10 dev examples")
     assert "teacher.labeling: score" not in msg  # NER has no label set to score
     assert sum(len(c) for c in teacher.generate_calls) == 10
+
+
+def test_the_suggested_larger_teacher_is_larger_than_the_one_in_use() -> None:
+    from llmkd import zoo
+    from llmkd.gate import ZOO_TEACHERS_BY_SIZE, _larger_teacher
+
+    assert all(zoo.get(name).kind == "teacher" for name in ZOO_TEACHERS_BY_SIZE)
+    assert _larger_teacher("qwen2.5-coder-0.5b-instruct").endswith("e.g. qwen2.5-coder-1.5b-instruct)")
+    assert _larger_teacher("smollm2-135m-instruct").endswith("e.g. qwen2.5-coder-0.5b-instruct)")
+    assert _larger_teacher("my/own-model").endswith("e.g. qwen2.5-coder-1.5b-instruct)")
+    # past the zoo's largest, it does not suggest the model in use again
+    top = _larger_teacher("qwen2.5-coder-1.5b-instruct")
+    assert "the zoo's largest" in top and "e.g. qwen2.5-coder-1.5b-instruct" not in top

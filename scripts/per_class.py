@@ -12,11 +12,12 @@ docs/results/student_vs_teacher.md were made.
 from __future__ import annotations
 
 import collections
-import json
 import sys
 from pathlib import Path
 
 from sklearn.metrics import f1_score
+
+from llmkd.io import read_jsonl
 
 
 def method_dirs(arg: str) -> list[Path]:
@@ -32,7 +33,7 @@ def main() -> None:
     rows, gold_counts, classes = [], None, None
     for arg in sys.argv[1:]:
         for d in method_dirs(arg):
-            recs = [json.loads(line) for line in (d / "predictions.jsonl").read_text().splitlines() if line.strip()]
+            recs = read_jsonl(d / "predictions.jsonl")
             gold = [r["gold"] for r in recs]
             pred = [r["pred"] if r["pred"] is not None else "(abstained)" for r in recs]
             classes = classes or sorted(set(gold))

@@ -17,7 +17,7 @@ import re
 import pytest
 
 from llmkd.tasks.classification import ClassificationTask
-from llmkd.teachers.base import Constraint
+from llmkd.teachers.base import Constraint, common_prefix, continuation
 from llmkd.types import Example
 
 pytestmark = pytest.mark.slow  # loads SmolLM2 (real packaged model)
@@ -112,10 +112,13 @@ def test_llamacpp_scoring_right_after_generating_reuses_the_prompt(llama_pair) -
         before = opt.evaluated_tokens
         got = opt.score_options([p], options)[0]
         assert got == pytest.approx(naive.score_options([p], options)[0], abs=TOL)
-        # only the option tokens after each option's first one are evaluated
+        # only the option tokens after each option's first one are evaluated (each option is
+        # tokenized as score_options does, and none merges with the prompt's last token here)
         ctx_text = opt.format(p)
-        extra = sum(len(opt._tokenize(ctx_text + " " + o)) - len(opt._tokenize(ctx_text)) - 1 for o in options)
-        assert opt.evaluated_tokens - before <= max(extra, 0) + len(options)
+        ctx = opt._tokenize(ctx_text)
+        fulls = [opt._tokenize(ctx_text + continuation(ctx_text, o, bool(opt._template))) for o in options]
+        assert all(common_prefix(ctx, full) == len(ctx) for full in fulls)
+        assert opt.evaluated_tokens - before == sum(len(full) - len(ctx) - 1 for full in fulls)
 
 
 

@@ -1,6 +1,6 @@
 """What every benchmark script shares: the repository root on sys.path, teacher short names, the
 common arguments (datasets, teachers, seeds, run and output folders), the header line about the
-machine, mean ± std formatting, and :func:`run_cells` (independent cells one after another, or
+machine, mean ± std formatting, interleaved timing of speed rows, and :func:`run_cells` (independent cells one after another, or
 as parallel Ray tasks with ``--executor ray``). Scripts run as ``python bench/NAME.py``, so this module is
 importable as ``_common``."""
 
@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+SHARED = ROOT.parent / "shared"  # the datasets and method notes beside the clone (never copied into it)
 
 SHORT = {"qwen2.5-coder-0.5b-instruct": "Qwen-0.5B", "qwen2.5-coder-1.5b-instruct": "Qwen-1.5B",
          "smollm2-135m-instruct": "SmolLM2-135M"}
@@ -114,6 +115,24 @@ def result_store(out: str | Path, settings: dict, command: str) -> tuple[dict, P
         store = {"settings": settings, "commands": [], "runs": {}}
     store["commands"].append(command)
     return store, path
+
+
+def interleaved(items: Sequence[Any], block: int, jobs: dict[str, Callable[[list], Any]], *,
+                desc: str | None = None) -> dict[str, float]:
+    """Run every job over ``items`` in blocks of ``block``, the jobs' order rotating by one from
+    block to block, so the load of a shared machine hits every job alike (the speed benchmarks'
+    rows). Returns each job's seconds; ``desc`` shows a progress bar over the blocks."""
+    from tqdm import tqdm
+
+    names, seconds = list(jobs), dict.fromkeys(jobs, 0.0)
+    blocks = [list(items[i : i + block]) for i in range(0, len(items), block)]
+    for b, chunk in enumerate(tqdm(blocks, desc=desc, unit="block", disable=desc is None)):
+        r = b % len(names)
+        for name in names[r:] + names[:r]:
+            t0 = time.perf_counter()
+            jobs[name](chunk)
+            seconds[name] += time.perf_counter() - t0
+    return seconds
 
 
 def md_table(headers: list[str], rows: list[list]) -> list[str]:

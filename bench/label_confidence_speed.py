@@ -26,9 +26,8 @@ warms each instance up (the shared demonstrations are evaluated once per instanc
 from __future__ import annotations
 
 import argparse
-import time
 
-from _common import ROOT, SHORT, cpu_model, machine_line, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
+from _common import ROOT, SHORT, cpu_model, interleaved, machine_line, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
 
 from llmkd.build import Session, build_teacher  # noqa: E402
 from llmkd.config import load_config  # noqa: E402
@@ -70,20 +69,17 @@ def main() -> None:
             "reply + confidence, state dropped (before the fix)": (DropState(build_teacher(s)), True)}
     for t, conf in rows.values():  # load the model and evaluate the shared demonstrations outside the clock
         label_examples(task, t, [warm], demos, mode="generate", confidence=conf, max_tokens=s.max_tokens, progress=False)
-    seconds = dict.fromkeys(rows, 0.0)
     labels: dict[str, list] = {k: [] for k in rows}
-    evaluated = dict.fromkeys(rows, 0)
+    evaluated = {k: t.evaluated_tokens for k, (t, _) in rows.items()}  # the warm-up's, subtracted below
+
+    def job(name: str):
+        t, conf = rows[name]
+        return lambda block: labels[name].extend(label_examples(task, t, block, demos, mode="generate", confidence=conf,
+                                                                max_tokens=s.max_tokens, progress=False))
+
+    seconds = interleaved(items, args.block, {name: job(name) for name in rows})
+    evaluated = {k: t.evaluated_tokens - evaluated[k] for k, (t, _) in rows.items()}
     order = list(rows)
-    for b, i in enumerate(range(0, len(items), args.block)):
-        block = items[i : i + args.block]
-        for name in order[b % 3:] + order[: b % 3]:
-            t, conf = rows[name]
-            before = t.evaluated_tokens
-            t0 = time.perf_counter()
-            labels[name] += label_examples(task, t, block, demos, mode="generate", confidence=conf,
-                                           max_tokens=s.max_tokens, progress=False)
-            seconds[name] += time.perf_counter() - t0
-            evaluated[name] += t.evaluated_tokens - before
     now, old = order[1], order[2]
     same = sum(a.label == b.label and a.probs == b.probs for a, b in zip(labels[now], labels[old]))
     base = seconds[order[0]]

@@ -45,10 +45,10 @@ import sys
 import time
 from pathlib import Path
 
-from _common import ROOT, cpu_model, machine_line, md_table, parser, start, write_keeping_notes
+from _common import ROOT, SHARED, cpu_model, machine_line, md_table, parser, start, write_keeping_notes
 
 NAME = "scale_out"
-SST2 = "/work/shared/data/sst2"
+SST2 = str(SHARED / "data" / "sst2")
 
 
 def config(runs: Path, items: int, seed: int, cache: Path, name: str) -> dict:

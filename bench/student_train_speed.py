@@ -21,10 +21,10 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import ROOT, cpu_model, machine_line, start
+from _common import ROOT, SHARED, cpu_model, machine_line, start
 
 NAME = "student_train_speed"
-SST2 = Path("/work/shared/data/sst2/stsa.binary.train")
+SST2 = SHARED / "data" / "sst2" / "stsa.binary.train"
 
 
 def sst2(n: int) -> list[tuple[str, str]]:

@@ -43,8 +43,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
+from _common import ROOT, SHARED, interleaved  # noqa: E402  (puts src/ on sys.path)
 
 from llmkd import zoo  # noqa: E402
 from llmkd.config import DataConfig  # noqa: E402
@@ -55,7 +54,7 @@ from llmkd.teachers import native  # noqa: E402
 from llmkd.teachers.llamacpp import LlamaCppTeacher  # noqa: E402
 from llmkd.types import Example  # noqa: E402
 
-SST2 = Path("/work/shared/data/sst2/stsa.binary.train")
+SST2 = SHARED / "data" / "sst2" / "stsa.binary.train"
 
 
 def load_prompts(n: int, k: int) -> tuple[ClassificationTask, list[str]]:
@@ -203,7 +202,6 @@ def main() -> None:
     command = "python bench/teacher_speed.py " + " ".join(sys.argv[1:])
     load_before = os.getloadavg()
     started = dt.datetime.now()
-    from tqdm import tqdm
     import llama_cpp
 
     path, pinned = zoo.resolve(args.model)  # a zoo name is pulled if needed
@@ -225,12 +223,9 @@ def main() -> None:
     jobs = {"anchor": lambda ps: anchor_loop(raw, ps, args.max_tokens, rows["anchor"]),
             "naive": lambda ps: llmkd_loop(naive, ps, args.max_tokens, rows["naive"]),
             "optimized": lambda ps: llmkd_loop(cached_opt, ps, args.max_tokens, rows["optimized"])}
-    order = list(jobs)
-    blocks = [prompts[i : i + args.block] for i in range(0, len(prompts), args.block)]
-    for b, block in enumerate(tqdm(blocks, desc="interleaved blocks", unit="block")):
-        for name in order[b % 3:] + order[: b % 3]:
-            timed(rows[name], jobs[name], block)
-            rows[name].prompts += len(block)
+    for name, sec in interleaved(prompts, args.block, jobs, desc="interleaved blocks").items():
+        rows[name].seconds += sec
+        rows[name].prompts += len(prompts)
     opt_eval = opt.evaluated_tokens
     naive_eval = naive.evaluated_tokens
     # cached rerun: a fresh wrapper on the same cache file, like a second `llmkd label`
@@ -277,15 +272,12 @@ def main() -> None:
             rp_rows[name] = Row(name)
             if isinstance(m, LlamaCppTeacher):
                 m.count_tokens("x")
-        rp_blocks = [rp[i : i + args.block] for i in range(0, len(rp), args.block)]
-        names = list(models)
-        for b, block in enumerate(tqdm(rp_blocks, desc="repack on/off", unit="block")):
-            for name in names[b % 4:] + names[: b % 4]:
-                m = models[name]
-                fn = (lambda ps, m=m, r=rp_rows[name]: llmkd_loop(m, ps, args.max_tokens, r)) \
-                    if isinstance(m, LlamaCppTeacher) else (lambda ps, m=m, r=rp_rows[name]: anchor_loop(m, ps, args.max_tokens, r))
-                timed(rp_rows[name], fn, block)
-                rp_rows[name].prompts += len(block)
+        rp_jobs = {name: (lambda ps, m=m, r=rp_rows[name]: llmkd_loop(m, ps, args.max_tokens, r))
+                   if isinstance(m, LlamaCppTeacher) else (lambda ps, m=m, r=rp_rows[name]: anchor_loop(m, ps, args.max_tokens, r))
+                   for name, m in models.items()}
+        for name, sec in interleaved(rp, args.block, rp_jobs, desc="repack on/off").items():
+            rp_rows[name].seconds += sec
+            rp_rows[name].prompts += len(rp)
         del models
 
     so = scale_out([f"prompt {i}" for i in range(args.stub_prompts)], args.servers, args.stub_delay, per_server=2)

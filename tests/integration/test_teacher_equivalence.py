@@ -114,11 +114,35 @@ def test_llamacpp_scoring_right_after_generating_reuses_the_prompt(llama_pair) -
         assert got == pytest.approx(naive.score_options([p], options)[0], abs=TOL)
         # only the option tokens after each option's first one are evaluated (each option is
         # tokenized as score_options does, and none merges with the prompt's last token here)
-        ctx_text = opt.format(p)
-        ctx = opt._tokenize(ctx_text)
-        fulls = [opt._tokenize(ctx_text + continuation(ctx_text, o, bool(opt._template))) for o in options]
-        assert all(common_prefix(ctx, full) == len(ctx) for full in fulls)
-        assert opt.evaluated_tokens - before == sum(len(full) - len(ctx) - 1 for full in fulls)
+        assert opt.evaluated_tokens - before == option_steps(opt, p, options)
+
+
+def option_steps(opt, prompt, options) -> int:
+    """The tokens scoring ``options`` must evaluate once the prompt is in the context: each
+    distinct proper prefix of the options' tokens after the prompt, once."""
+    ctx_text = opt.format(prompt)
+    ctx = opt._tokenize(ctx_text)
+    fulls = [opt._tokenize(ctx_text + continuation(ctx_text, o, bool(opt._template))) for o in options]
+    assert all(common_prefix(ctx, full) == len(ctx) for full in fulls)
+    return len({tuple(full[len(ctx) : len(ctx) + j]) for full in fulls for j in range(1, len(full) - len(ctx))})
+
+
+@pytest.mark.slow  # loads SmolLM2 (real packaged model)
+def test_llamacpp_options_sharing_their_first_tokens_share_the_steps(llama_pair) -> None:
+    """Many-class label sets (BANKING77's "card_arrival", "card_linking", ...) share first tokens:
+    each shared step is evaluated once, in any option order, with the naive path's numbers."""
+    naive, opt = llama_pair
+    options = ["card arrival", "cash withdrawal", "card linking", "card not working", "card", "cash"]
+    ctx_tokens = len(opt._tokenize(opt.format(PROMPTS[0])))
+    total = sum(len(opt._tokenize(opt.format(PROMPTS[0]) + o)) - ctx_tokens - 1 for o in options)
+    steps = option_steps(opt, PROMPTS[0], options)
+    assert steps < total  # the label set does share first tokens in this tokenizer
+    opt.generate([PROMPTS[0]], max_tokens=2)
+    for order in (options, options[::-1]):
+        before = opt.evaluated_tokens
+        got = opt.score_options([PROMPTS[0]], order)[0]
+        assert got == pytest.approx(naive.score_options([PROMPTS[0]], order)[0], abs=TOL)
+        assert opt.evaluated_tokens - before == steps
 
 
 

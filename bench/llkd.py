@@ -132,6 +132,7 @@ def main() -> None:
                 old = store["pools"].get(key, {})
                 quality = {**old.get("quality_by_split", {}), str(split_seed): api.pool_quality(labels, sess.vault)}
                 store["pools"][key] = {"pool": pool, "teacher": name, "dataset": ds,
+                                       "max_length": sess.cfg.student.max_length,
                                        "label_seconds": max(label_s, old.get("label_seconds", 0.0)),  # 0 when cached
                                        "pool_quality": quality[str(split_seed)], "quality_by_split": quality}
                 store_path.write_text(json.dumps(store, indent=1))
@@ -198,6 +199,15 @@ def run_rows(args: argparse.Namespace, store: dict[str, Any], store_path: Any, s
         store_path.write_text(json.dumps(store, indent=1))
 
 
+def max_lengths(store: dict[str, Any]) -> str:
+    """The student's max_length, one value or per dataset (each examples/llkd_*.yaml sets its own)."""
+    by_ds = {p["dataset"]: p.get("max_length", 64) for p in store["pools"].values()}  # 64: stores of before
+    values = set(by_ds.values())
+    if len(values) == 1:
+        return str(values.pop())
+    return ", ".join(f"{d} {v}" for d, v in sorted(by_ds.items())) or "–"
+
+
 def data_used(row: str, res: dict[str, Any], batch_size: int) -> float:
     """Share of the answered pool trained on: LLKD's rows count it; vanilla saw min(1, steps·B/n)."""
     if row != "vanilla":
@@ -225,7 +235,7 @@ def write(args: argparse.Namespace, store: dict[str, Any], started: float) -> No
         machine_line(started, "of the last command"),
         f"Seeds {seeds}; data split {split}; k = {args.k} gold examples per class (prompt demonstrations), dev = "
         f"{args.dev} per class (early stopping; the dev column), test subsample = {args.test_size}; student "
-        f"all-MiniLM-L6-v2 (max_length 64), up to {args.epochs} epochs or the step budget of the block; teacher "
+        f"all-MiniLM-L6-v2 (max_length {max_lengths(store)}), up to {args.epochs} epochs or the step budget of the block; teacher "
         f"llama.cpp, teacher.labeling={args.labeling} (generate: the parsed reply; score: the argmax of the label-set "
         "scores), confidence = the label's probability normalised over the label set.",
         "",

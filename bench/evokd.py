@@ -106,7 +106,7 @@ def main() -> None:
                 "test_size": args.test_size, "epochs": args.epochs, "min_steps": args.min_steps,
                 "ner_min_steps": args.ner_min_steps,
                 "round_min_steps": "student.min_steps"}  # EvoKD's per-round floor (the tables before it: doc notes)
-    store, store_path = result_store(args.out, settings, command)
+    store, store_path = result_store(args.out, settings, command, fresh=args.fresh)
 
     def keep(teacher: str, ds: str, k: int | None, seed: int, results: dict[str, dict]) -> None:
         for m, res in results.items():

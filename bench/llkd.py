@@ -110,7 +110,7 @@ def main() -> None:
                 "min_steps": args.min_steps, "labeling": args.labeling}
     if args.budgets or not args.fixed_split:  # the tables of before issue 28: fixed split, no budgets
         settings.update(budgets=args.budgets, split="fixed (seed 0)" if args.fixed_split else "redrawn per seed")
-    store, store_path = result_store(args.out, settings, command)
+    store, store_path = result_store(args.out, settings, command, fresh=args.fresh)
     store.setdefault("pools", {})
     if args.report_only:
         store_path.write_text(json.dumps(store, indent=1))

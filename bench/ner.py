@@ -51,7 +51,7 @@ def main() -> None:
     settings = {"dev_n": args.dev_n, "pool": args.pool, "test_size": args.test_size, "shots": args.shots,
                 "max_tokens": args.max_tokens, "epochs": args.epochs, "min_steps": args.min_steps,
                 "max_length": args.max_length}
-    store, store_path = result_store(args.out, settings, command)
+    store, store_path = result_store(args.out, settings, command, fresh=args.fresh)
     if args.report_only:
         store_path.write_text(json.dumps(store, indent=1))
         write(args, store, started)

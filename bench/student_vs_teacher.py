@@ -77,7 +77,7 @@ def main() -> None:
     args = ap.parse_args()
     command, started = start("student_vs_teacher")
     settings = {"k": args.k, "test_size": args.test_size, "epochs": args.epochs}
-    store, store_path = result_store(args.out, settings, command)
+    store, store_path = result_store(args.out, settings, command, fresh=args.fresh)
     if args.report_only:
         store["commands"].pop()  # a rewrite of the doc measured nothing
         write(args, store, started)

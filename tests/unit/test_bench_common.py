@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from _common import SHARED, interleaved  # noqa: E402
+from _common import SHARED, interleaved, result_store  # noqa: E402
 
 
 def test_interleaved_rotates_the_rows_and_gives_each_all_items_once() -> None:
@@ -23,3 +26,29 @@ def test_interleaved_rotates_the_rows_and_gives_each_all_items_once() -> None:
 
 def test_the_benchmarks_read_the_shared_data_beside_the_clone() -> None:
     assert SHARED == Path(__file__).resolve().parents[3] / "shared"
+
+
+def test_a_store_with_results_made_with_other_settings_is_never_overwritten_silently(tmp_path: Path) -> None:
+    out = tmp_path / "llkd.md"
+    store, path = result_store(out, {"pool": 1000, "budgets": [0.25, 1.0]}, "first")
+    store["runs"]["ag_news/vanilla/0"] = {"macro_f1": 0.8}
+    path.write_text(json.dumps(store))
+    # the same settings add to the table
+    again, _ = result_store(out, {"pool": 1000, "budgets": [0.25, 1.0]}, "second")
+    assert again["runs"] == store["runs"] and again["commands"] == ["first", "second"]
+    # other settings stop, naming what differs; the store is untouched
+    with pytest.raises(SystemExit, match=r"budgets: \[0.25, 1.0\] there, \[1.0\] here.*--fresh"):
+        result_store(out, {"pool": 1000, "budgets": [1.0]}, "third")
+    assert json.loads(path.read_text()) == store
+    # --fresh starts a new table and keeps the old one beside it
+    new, _ = result_store(out, {"pool": 1000, "budgets": [1.0]}, "fourth", fresh=True)
+    assert new == {"settings": {"pool": 1000, "budgets": [1.0]}, "commands": ["fourth"], "runs": {}}
+    assert json.loads((tmp_path / "llkd.old.json").read_text()) == store
+
+
+def test_a_store_without_results_is_replaced_without_asking(tmp_path: Path) -> None:
+    path = tmp_path / "ner.json"
+    path.write_text(json.dumps({"settings": {"k": 1}, "commands": ["x"], "runs": {}}))
+    store, _ = result_store(tmp_path / "ner.md", {"k": 5}, "y")
+    assert store == {"settings": {"k": 5}, "commands": ["y"], "runs": {}}
+    assert not (tmp_path / "ner.old.json").exists()

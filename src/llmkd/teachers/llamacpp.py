@@ -8,10 +8,11 @@ KV reuse (``prefix_reuse=True``, the default): each prompt's tokens are compared
 already in the context, and only the differing suffix is evaluated. Consecutive few-shot prompts
 share the instruction and demonstrations, so only the example itself is processed.
 ``score_options`` evaluates a prompt once (not at all right after generating from it) and scores
-every option from that state, one token eval per distinct option prefix: the options are walked
-in token order, so labels that share first tokens (BANKING77's "card_arrival", "card_linking")
-share those steps. ``prefix_reuse=False`` is the naive reference path: every
-prompt, and every option of ``score_options``, is evaluated from an empty context. Both paths
+every option from that state, each distinct option prefix once: by default as parallel sequences
+in one batch (``batch_options``), else walked one token at a time in token order, so labels that
+share first tokens (BANKING77's "card_arrival", "card_linking") share those steps.
+``prefix_reuse=False`` is the naive reference path: every prompt (and, with ``batch_options``
+off, every option of ``score_options``) is evaluated from an empty context. Both paths
 evaluate every position in the same chunk layout, a function of the prompt alone (see
 :meth:`LlamaCppTeacher._layout`), so they give the same greedy replies and option
 log-likelihoods (tests/integration/test_teacher_equivalence.py); the switch is therefore not part of
@@ -29,7 +30,8 @@ Weight repacking (``repack``: auto / on / off) is chosen per machine by a probe 
 process, so that a llama.cpp crash (AMX repacking on Intel Xeons) is named instead of killing the
 run; see :mod:`llmkd.teachers.native`.
 
-Not handled: multi-sequence batching. A prompt longer than ``n_ctx - max_tokens`` raises
+Multi-sequence batching is used for option scoring only (one sequence per option, see
+:meth:`LlamaCppTeacher._score_batched`); prompts are evaluated one after another. A prompt longer than ``n_ctx - max_tokens`` raises
 :class:`~llmkd.errors.PromptTooLong` before anything is evaluated; labeling makes that example an
 abstention.
 """
@@ -49,6 +51,7 @@ from .base import ChoiceTrie, Constraint, common_prefix, continuation, wants_cha
 log = logging.getLogger(__name__)
 
 ALIGN = 32  # evaluation chunk; see LlamaCppTeacher._layout
+MAX_SEQS = 256  # parallel sequences of the context (batched option scoring: one per option, seq 0 the prompt)
 
 
 class LlamaCppTeacher:
@@ -57,7 +60,7 @@ class LlamaCppTeacher:
 
     def __init__(self, *, model_path: str, weights_sha256: str, chat: bool = True, n_ctx: int = 4096,
                  n_threads: int | None = None, n_batch: int = 512, seed: int = 0, prefix_reuse: bool = True,
-                 repack: Repack = "auto") -> None:
+                 repack: Repack = "auto", batch_options: bool = True) -> None:
         if repack not in ("auto", "on", "off"):
             raise TeacherError(f"teacher.repack: allowed values are auto, on, off (got {repack!r})")
         self.model_path = model_path
@@ -70,6 +73,8 @@ class LlamaCppTeacher:
         self.n_batch = n_batch
         self.seed = seed
         self.prefix_reuse = prefix_reuse  # not in the fingerprint: it cannot change replies
+        self.batch_options = batch_options  # score_options: the label tokens as parallel sequences in one batch
+        self._n_seqs = 1  # the context's sequences (llama_n_seq_max), once loaded
         self.evaluated_tokens = 0  # prompt/option tokens actually run through the model (for the benchmark)
         self._llm: Any = None
         self._memo: tuple[list[int], list[int], Any] | None = None  # tokens, layout, last logits
@@ -97,10 +102,12 @@ class LlamaCppTeacher:
         if self._llm is None:
             llama_cpp = require("llama_cpp", "llamacpp", "the llamacpp teacher backend")
             threads = native.default_threads(self.n_threads)
-            self._llm = native.load_llama(self.model_path, repack=self.repacking, n_ctx=self.n_ctx, n_threads=threads,
-                                          n_threads_batch=threads, n_batch=self.n_batch, logits_all=False,
-                                          verbose=False, seed=self.seed)
+            seqs = min(MAX_SEQS, llama_cpp.llama_max_parallel_sequences()) if self.batch_options else 1
+            self._llm = native.load_llama(self.model_path, repack=self.repacking, n_seq_max=seqs, n_ctx=self.n_ctx,
+                                          n_threads=threads, n_threads_batch=threads, n_batch=self.n_batch,
+                                          logits_all=False, verbose=False, seed=self.seed)
             self._lib = llama_cpp
+            self._n_seqs = int(llama_cpp.llama_n_seq_max(self._llm._ctx.ctx))
             meta = self._llm.metadata
             self._chat_template = meta.get("tokenizer.chat_template")
             self._template = self._chat_template if self.chat else None
@@ -325,10 +332,12 @@ class LlamaCppTeacher:
         return masked
 
     def score_options(self, prompts: Sequence[str], options: Sequence[str]) -> list[list[float]]:
-        """Each option's log-likelihood after each prompt. With prefix reuse the prompt is
-        evaluated once and the options are walked in token order: a step the previous option
-        already took (a shared first token, as in "card_arrival" / "card_linking") is not
-        evaluated again, since the context and the logits after it are the same."""
+        """Each option's log-likelihood after each prompt. The prompt is evaluated once (with
+        prefix reuse, not at all right after generating from it); the options' tokens after it
+        are then evaluated as parallel sequences in one batch (``batch_options``, the default,
+        see :meth:`_score_batched`), or walked one token at a time in token order, where a step
+        the previous option already took (a shared first token, as in "card_arrival" /
+        "card_linking") is not evaluated again."""
         self._load()
         result = []
         for prompt in prompts:
@@ -341,15 +350,19 @@ class LlamaCppTeacher:
             after_ctx = []
             for i, full in enumerate(fulls):
                 k = common_prefix(ctx, full)
-                if self.prefix_reuse and k == len(ctx):
+                if k == len(ctx) and (self.prefix_reuse or self._batching):
                     after_ctx.append((full[k:], i))
                 else:  # naive: every option from scratch; or the option merged with the prompt's last token(s)
                     row[i] = self._walk(full[k:], [log_softmax(self._prefill(full[:k], min(shared, k)))])
-            if after_ctx:
+            after_ctx.sort()  # token order: options sharing a start are neighbours (the walk), and the
+            # batches are a function of the option set, not of its order
+            if after_ctx and self._batching:
+                self._score_batched(ctx, shared, after_ctx, row)
+            elif after_ctx:
                 path: list[int] = []  # the option tokens after ctx now in the context
                 logp = [log_softmax(self._prefill(ctx, shared))]  # logp[d]: after path[:d] (the memo's logits
                 # when the prompt was just generated from)
-                for rest, i in sorted(after_ctx):  # token order: options sharing a start are neighbours
+                for rest, i in after_ctx:
                     keep = common_prefix(path, rest[:-1])
                     if keep < len(path):
                         self._rewind(len(ctx) + keep)
@@ -357,6 +370,92 @@ class LlamaCppTeacher:
                     row[i] = self._walk(rest, logp, path)
             result.append(row)
         return result
+
+    @property
+    def _batching(self) -> bool:
+        return self.batch_options and self._n_seqs > 1
+
+    def _score_batched(self, ctx: list[int], shared: int, items: list[tuple[list[int], int]], row: list[float]) -> None:
+        """``row[i]`` for each ``(rest, i)`` of ``items``: the log-likelihood of the option tokens
+        ``rest`` after the prompt ``ctx``, with every option a sequence of its own.
+
+        The prompt is in sequence 0; each option's sequence starts as a copy of it (shared KV
+        cells, no copy of the data). Each distinct proper prefix of the options' tokens (a node of
+        their token trie) is one batch entry, at its position, in the sequences of every option
+        that passes through it; parents come before children. So BANKING77's 77 labels (about
+        170 prefixes after Qwen's tokenizer) are one forward pass instead of 170 one-token
+        steps. Options beyond the context's sequences go in further groups; a group whose
+        prefixes do not fit the free context is walked one token at a time instead.
+
+        llama.cpp's kernels round differently for different batch shapes, so these numbers
+        differ from the one-token walk's within that rounding (docs/results/
+        label_confidence_speed_banking77.md measures it); they are a function of the prompt and
+        the option set, not of what the context held before, nor of the options' order."""
+        n = len(ctx)
+        logp0 = log_softmax(self._prefill(ctx, shared))
+        width = self._n_seqs - 1
+        for g in range(0, len(items), width):
+            group = items[g : g + width]
+            need: dict[tuple[int, ...], set[int]] = {}  # trie node -> the tokens looked up after it
+            for rest, _ in group:
+                for j in range(1, len(rest)):
+                    need.setdefault(tuple(rest[:j]), set()).add(rest[j])
+            if n + len(need) > self.n_ctx:  # no room for the prefixes: one token at a time
+                for rest, i in group:
+                    self._rewind(n)
+                    row[i] = self._walk(rest, [logp0])
+                continue
+            after = self._decode_prefixes(n, group, need) if need else {}
+            for rest, i in group:
+                row[i] = float(logp0[rest[0]]) + sum(after[tuple(rest[:j])][rest[j]] for j in range(1, len(rest)))
+
+    def _decode_prefixes(self, n: int, group: list[tuple[list[int], int]],
+                         need: dict[tuple[int, ...], set[int]]) -> dict[tuple[int, ...], dict[int, float]]:
+        """Evaluate the trie nodes ``need`` of ``group``'s options (sequence ``s`` = the group's
+        ``s``-th option, from 1) after the ``n`` prompt tokens of sequence 0; returns each node's
+        log-probabilities of the tokens ``need`` names. The options' sequences are removed again,
+        so sequence 0 is left as it was (up to ``n``)."""
+        import numpy as np
+
+        lib, llm = self._lib, self._llm
+        cctx = llm._ctx.ctx
+        mem = lib.llama_get_memory(cctx)
+        through: dict[tuple[int, ...], list[int]] = {node: [] for node in need}
+        for s, (rest, _) in enumerate(group, start=1):
+            for j in range(1, len(rest)):
+                through[tuple(rest[:j])].append(s)
+        order = sorted(need, key=lambda node: (len(node), node))  # parents first
+        lib.llama_memory_seq_rm(mem, -1, n, -1)  # whatever followed the prompt (a generated reply)
+        for s in range(1, len(group) + 1):
+            lib.llama_memory_seq_cp(mem, 0, s, 0, n)
+        n_vocab = llm.n_vocab()
+        out: dict[tuple[int, ...], dict[int, float]] = {}
+        batch = lib.llama_batch_init(self.n_batch, 0, len(group))
+        try:
+            for start in range(0, len(order), self.n_batch):
+                chunk = order[start : start + self.n_batch]
+                batch.n_tokens = len(chunk)
+                for k, node in enumerate(chunk):
+                    batch.token[k] = node[-1]
+                    batch.pos[k] = n + len(node) - 1
+                    batch.n_seq_id[k] = len(through[node])
+                    for q, s in enumerate(through[node]):
+                        batch.seq_id[k][q] = s
+                    batch.logits[k] = True
+                code = lib.llama_decode(cctx, batch)
+                if code != 0:
+                    raise TeacherError(f"llamacpp teacher: llama_decode returned {code} on {len(chunk)} option "
+                                       "prefixes; construct the teacher with batch_options=False to score them one "
+                                       "token at a time")
+                for k, node in enumerate(chunk):
+                    lp = log_softmax(np.ctypeslib.as_array(lib.llama_get_logits_ith(cctx, k), shape=(n_vocab,)))
+                    out[node] = {tok: float(lp[tok]) for tok in need[node]}
+        finally:
+            lib.llama_batch_free(batch)
+            for s in range(1, len(group) + 1):
+                lib.llama_memory_seq_rm(mem, s, -1, -1)
+        self.evaluated_tokens += len(order)
+        return out
 
     def _walk(self, rest: list[int], logp: list[Any], path: list[int] | None = None) -> float:
         """Σ log p(rest[j] | context, rest[:j]). ``logp[d]`` are the log-probabilities after the

@@ -51,7 +51,7 @@ PROBE_TOKENS = 8
 PROBE_TIMEOUT_S = 600
 _FLAGS_OF_INTEREST = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
                       "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "amx_fp16")
-_lock = threading.Lock()
+_lock = threading.RLock()  # model_params and context_params nest (load_llama)
 
 
 # -- facts about the machine --------------------------------------------------------------------
@@ -114,11 +114,38 @@ def model_params(repack: bool) -> Iterator[None]:
             lib.llama_model_default_params = original
 
 
-def load_llama(model_path: str, *, repack: bool, **kwargs: Any) -> Any:
-    """``llama_cpp.Llama(model_path, **kwargs)`` with weight repacking on or off."""
+@contextlib.contextmanager
+def context_params(n_seq_max: int) -> Iterator[None]:
+    """While active, ``llama_cpp.Llama`` builds its context for ``n_seq_max`` sequences in one
+    unified KV cache (``kv_unified``: every sequence sees the whole ``n_ctx``, and a sequence
+    copied from another shares its cells). llama-cpp-python 0.3.36 has no keyword for either
+    (it sets them only for embeddings), so the wrapper sets them on what
+    ``llama_context_default_params()`` returns. One sequence's numbers are the same bit for bit
+    (checked on Qwen-1.5B: prompt and next-token logits with 1 and 256 sequences)."""
+    import llama_cpp.llama_cpp as lib
+
+    original = lib.llama_context_default_params
+
+    def patched():  # type: ignore[no-untyped-def]
+        params = original()
+        params.n_seq_max = n_seq_max
+        params.kv_unified = True
+        return params
+
+    with _lock:
+        lib.llama_context_default_params = patched
+        try:
+            yield
+        finally:
+            lib.llama_context_default_params = original
+
+
+def load_llama(model_path: str, *, repack: bool, n_seq_max: int = 1, **kwargs: Any) -> Any:
+    """``llama_cpp.Llama(model_path, **kwargs)`` with weight repacking on or off, and a context
+    for ``n_seq_max`` parallel sequences (see :func:`context_params`) when above 1."""
     import llama_cpp
 
-    with model_params(repack):
+    with model_params(repack), (context_params(n_seq_max) if n_seq_max > 1 else contextlib.nullcontext()):
         return llama_cpp.Llama(model_path=model_path, **kwargs)
 
 

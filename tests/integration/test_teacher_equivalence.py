@@ -14,6 +14,7 @@ import json
 import math
 import re
 
+import numpy as np
 import pytest
 
 from llmkd.tasks.classification import ClassificationTask
@@ -53,6 +54,18 @@ def llama_pair(smollm2_path: str):
 
     opt = LlamaCppTeacher(model_path=smollm2_path, weights_sha256="test", n_ctx=1024, n_threads=1)
     naive = LlamaCppTeacher(model_path=smollm2_path, weights_sha256="test", n_ctx=1024, n_threads=1, prefix_reuse=False)
+    return naive, opt
+
+
+@pytest.fixture(scope="module")
+def walk_pair(smollm2_path: str):
+    """As ``llama_pair``, with the options walked one token at a time (``batch_options=False``)."""
+    pytest.importorskip("llama_cpp")
+    from llmkd.teachers.llamacpp import LlamaCppTeacher
+
+    opt = LlamaCppTeacher(model_path=smollm2_path, weights_sha256="test", n_ctx=1024, n_threads=1, batch_options=False)
+    naive = LlamaCppTeacher(model_path=smollm2_path, weights_sha256="test", n_ctx=1024, n_threads=1, prefix_reuse=False,
+                            batch_options=False)
     return naive, opt
 
 
@@ -127,12 +140,17 @@ def option_steps(opt, prompt, options) -> int:
     return len({tuple(full[len(ctx) : len(ctx) + j]) for full in fulls for j in range(1, len(full) - len(ctx))})
 
 
+LABELS = ["card arrival", "cash withdrawal", "card linking", "card not working", "card", "cash"]
+
+
 @pytest.mark.slow  # loads SmolLM2 (real packaged model)
-def test_llamacpp_options_sharing_their_first_tokens_share_the_steps(llama_pair) -> None:
+@pytest.mark.parametrize("pair", ["llama_pair", "walk_pair"])
+def test_llamacpp_options_sharing_their_first_tokens_share_the_steps(pair, request) -> None:
     """Many-class label sets (BANKING77's "card_arrival", "card_linking", ...) share first tokens:
-    each shared step is evaluated once, in any option order, with the naive path's numbers."""
-    naive, opt = llama_pair
-    options = ["card arrival", "cash withdrawal", "card linking", "card not working", "card", "cash"]
+    each shared step is evaluated once (batched: one batch entry; walked: one step), in any
+    option order, with the naive path's numbers."""
+    naive, opt = request.getfixturevalue(pair)
+    options = LABELS
     ctx_tokens = len(opt._tokenize(opt.format(PROMPTS[0])))
     total = sum(len(opt._tokenize(opt.format(PROMPTS[0]) + o)) - ctx_tokens - 1 for o in options)
     steps = option_steps(opt, PROMPTS[0], options)
@@ -144,6 +162,47 @@ def test_llamacpp_options_sharing_their_first_tokens_share_the_steps(llama_pair)
         assert got == pytest.approx(naive.score_options([PROMPTS[0]], order)[0], abs=TOL)
         assert opt.evaluated_tokens - before == steps
 
+
+
+@pytest.mark.slow  # loads SmolLM2 (real packaged model)
+def test_llamacpp_batched_option_scores_are_the_walks_within_kernel_rounding(llama_pair, walk_pair) -> None:
+    """The options as parallel sequences in one batch against one token at a time: llama.cpp
+    rounds differently for another batch shape (measured up to 0.23 nats here), so the
+    log-likelihoods agree within 0.5 and the label distribution within 0.02, with the same
+    best option. A position or a sequence mixed up would be off by far more."""
+    _, batched = llama_pair
+    _, walked = walk_pair
+    options = LABELS + ["a wonderful film", "dull and lifeless"]
+    for p in ORDERED:
+        a, b = (np.array(t.score_options([p], options)[0]) for t in (batched, walked))
+        assert np.abs(a - b).max() < 0.5 and a.argmax() == b.argmax()
+        assert np.abs(np.exp(a) / np.exp(a).sum() - np.exp(b) / np.exp(b).sum()).max() < 0.02
+
+
+@pytest.mark.slow  # loads SmolLM2 (real packaged model)
+def test_llamacpp_batched_option_scores_do_not_see_the_other_options(llama_pair) -> None:
+    """Each option's sequence attends to the prompt and its own tokens only: with companions of
+    the same token shape, placed after it in the batch, an option's score is the same bit for
+    bit whatever the companions' tokens; and the options' order never matters."""
+    _, opt = llama_pair
+    prompt = PROMPTS[1]
+    ctx_text = opt.format(prompt)
+    ctx = opt._tokenize(ctx_text)
+
+    def rest(o: str) -> list[int]:
+        return opt._tokenize(ctx_text + continuation(ctx_text, o, True))[len(ctx):]
+
+    x = "a wonderful film"
+    candidates = ["card not working", "top up failed", "lost or stolen", "pin is blocked", "exchange rate fee",
+                  "the best movie", "an odd one", "dull and boring"]
+    same_shape = [c for c in candidates if len(rest(c)) == len(rest(x)) and rest(c)[0] > rest(x)[0]]
+    assert len(same_shape) >= 2, [(c, rest(c)) for c in candidates]
+    y, z = same_shape[:2]
+    (with_y,) = opt.score_options([prompt], [x, y])
+    (with_z,) = opt.score_options([prompt], [x, z])
+    (swapped,) = opt.score_options([prompt], [y, x])
+    assert with_y[0] == with_z[0] and swapped == with_y[::-1]
+    assert with_y[1] != with_z[1]
 
 
 @pytest.mark.slow  # loads SmolLM2 (real packaged model)

@@ -180,6 +180,13 @@ def test_llamacpp_batched_option_scores_are_the_walks_within_kernel_rounding(lla
 
 
 @pytest.mark.slow  # loads SmolLM2 (real packaged model)
+def test_llamacpp_an_empty_option_scores_zero_on_both_paths(llama_pair, walk_pair) -> None:
+    for _, teacher in (llama_pair, walk_pair):
+        (row,) = teacher.score_options([PROMPTS[0]], ["", "card arrival", "positive"])
+        assert row[0] == 0.0 and all(math.isfinite(v) and v < 0 for v in row[1:])
+
+
+@pytest.mark.slow  # loads SmolLM2 (real packaged model)
 def test_llamacpp_batched_option_scores_do_not_see_the_other_options(llama_pair) -> None:
     """Each option's sequence attends to the prompt and its own tokens only: with companions of
     the same token shape, placed after it in the batch, an option's score is the same bit for

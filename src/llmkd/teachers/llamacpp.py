@@ -406,8 +406,9 @@ class LlamaCppTeacher:
                     row[i] = self._walk(rest, [logp0])
                 continue
             after = self._decode_prefixes(n, group, need) if need else {}
-            for rest, i in group:
-                row[i] = float(logp0[rest[0]]) + sum(after[tuple(rest[:j])][rest[j]] for j in range(1, len(rest)))
+            for rest, i in group:  # an empty continuation scores 0, as in the walk
+                row[i] = (float(logp0[rest[0]]) + sum(after[tuple(rest[:j])][rest[j]] for j in range(1, len(rest)))
+                          if rest else 0.0)
 
     def _decode_prefixes(self, n: int, group: list[tuple[list[int], int]],
                          need: dict[tuple[int, ...], set[int]]) -> dict[tuple[int, ...], dict[int, float]]:

@@ -31,9 +31,9 @@ process, so that a llama.cpp crash (AMX repacking on Intel Xeons) is named inste
 run; see :mod:`llmkd.teachers.native`.
 
 Multi-sequence batching is used for option scoring only (one sequence per option, see
-:meth:`LlamaCppTeacher._score_batched`); prompts are evaluated one after another. A prompt longer than ``n_ctx - max_tokens`` raises
-:class:`~llmkd.errors.PromptTooLong` before anything is evaluated; labeling makes that example an
-abstention.
+:meth:`LlamaCppTeacher._score_batched`); prompts are evaluated one after another. A prompt
+longer than ``n_ctx - max_tokens`` raises :class:`~llmkd.errors.PromptTooLong` before anything is
+evaluated; labeling makes that example an abstention.
 """
 
 from __future__ import annotations

@@ -259,7 +259,8 @@ class StudentConfig(_Strict):
     min_steps: int = Field(60, ge=0, description="train at least this many optimizer steps (tiny sets); early stopping waits for them")
     max_steps: int | None = Field(
         None, ge=1, description="a training budget in steps (mini-batches of batch_size) per student, replacing epochs: "
-                                "the last epoch is cut where it ends and evaluated; patience may stop earlier; "
+                                "the last epoch is cut where it ends and evaluated; epochs then counts dev "
+                                "evaluations, spread evenly over the budget (1: at the end only); patience may stop earlier; "
                                 "min_steps is ignored. null = train by epochs. Students trained through the shared "
                                 "loop (not EvoKD's rounds); LLKD counts each drawn mini-batch. docs/methods/llkd.md")
     class_balance: bool = Field(

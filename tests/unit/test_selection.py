@@ -366,6 +366,22 @@ def test_static_baseline_counts_batches_of_its_subset(tmp_path: Path) -> None:
     assert res.extra["batch_kept_fraction"] == pytest.approx(20 / 39) and res.extra["data_fraction"] == pytest.approx(20 / 39)
 
 
+def test_under_a_budget_epochs_counts_evaluations_at_the_same_points_for_every_row(tmp_path: Path) -> None:
+    """A subset's pass is shorter (3 steps) than the pool's (5): with epochs = 1 each row is
+    evaluated once, at the end of the 7 steps; with epochs = 2, after the epoch that reaches
+    step 3.5, and at the end."""
+    from llmkd.methods.training import fit_student
+
+    examples = [Example(f"p{i}", f"text {i}", AB[i % 2]) for i in range(39)]
+    for epochs, subset_at, pool_at in ((1, [7], [7]), (2, [6, 7], [5, 7])):
+        res = LLKD(selection="topk", fraction=0.5, plot=False).run(
+            budget_ctx(tmp_path / f"topk{epochs}", lambda seed: FakeStudent(), 7, epochs=epochs))
+        assert [h["steps"] for h in res.extra["training"]["history"]] == subset_at
+        _, record = fit_student(budget_ctx(tmp_path / f"plain{epochs}", lambda seed: FakeStudent(), 7, epochs=epochs),
+                                examples, tag="student")
+        assert [h["steps"] for h in record["history"]] == pool_at
+
+
 def test_a_killed_budgeted_run_resumes_to_the_same_result(tmp_path: Path) -> None:
     ref = LLKD(momentum=0.5, plot=False, max_steps=12).run(make_ctx(tmp_path / "ref", lambda seed: FakeStudent(seed)))
     first = FakeStudent(fail_at_call=7)

@@ -9,9 +9,10 @@
 A trainer keeps its own state (LLKD: the thresholds' moving averages) in ``state_dict`` and the
 loop checkpoints it with the student, so a killed run resumes both from the same epoch.
 
-A step budget (``student.max_steps``, ``TrainSettings.max_steps``) replaces ``student.epochs``:
-the loop hands each epoch the steps left, the trainer stops there (a partial last epoch) and
-says how many it took (``steps_taken``). A step is one mini-batch of ``batch_size`` examples
+A step budget (``student.max_steps``, ``TrainSettings.max_steps``) replaces ``student.epochs`` as
+the length of training: the loop hands each epoch the steps left, the trainer stops there (a
+partial last epoch) and says how many it took (``steps_taken``). ``student.epochs`` is then the
+number of dev evaluations, at evenly spaced points of the budget (see :func:`train_loop`). A step is one mini-batch of ``batch_size`` examples
 drawn from the trainer's training set: an optimizer step for :class:`PlainEpochs`; for LLKD's
 per-step selection a drawn batch, whose kept examples make at most one optimizer step.
 """
@@ -193,8 +194,12 @@ def train_loop(ctx: RunContext, trainer: EpochTrainer, *, n_train: int, tag: str
     ``fixed_epochs``: exactly that many epochs, no evaluation, no early stopping and no
     checkpoints (the caller checkpoints: EvoKD's rounds); the trained ``start`` is returned.
     ``ctx.train.max_steps`` (a step budget) applies to the other case only: it replaces
-    ``epochs`` (the last epoch is cut where the budget ends, and is evaluated); patience may
-    still stop earlier; ``min_steps`` is then ignored.
+    ``epochs`` as the length of training (the last epoch is cut where the budget ends, and is
+    evaluated), and ``epochs`` becomes the number of dev evaluations, spread over the budget's
+    steps: the epoch that reaches the next 1/``epochs`` of the budget is evaluated (at most one
+    evaluation per epoch). Rows whose epochs differ in length (a pass over a subset is shorter
+    than one over the pool) are then evaluated at the same points of the budget as nearly as
+    their epochs allow; with ``epochs: 1`` every row once, at the end. Patience may still stop earlier; ``min_steps`` is then ignored.
     Otherwise the student and the trainer's state are checkpointed into ``workdir/tag`` after
     every evaluation (``epoch-N``, then the state pointing at it, then the older slot removed, so
     a kill at any moment leaves a consistent epoch to resume from); a finished run just loads
@@ -264,7 +269,13 @@ def train_loop(ctx: RunContext, trainer: EpochTrainer, *, n_train: int, tag: str
                               "unset max_steps")
         if rec:
             records.append(rec)
-        if epoch % eval_every and not spent():
+        if budget is None:
+            due = not epoch % eval_every
+        else:  # student.epochs evaluations over the budget: after the epoch that reaches the next
+            # 1/epochs of it, so rows whose epochs differ in length are scored at the same points
+            last = state["history"][-1].get("steps", 0) if state["history"] else 0
+            due = state["steps"] * s.epochs // budget > last * s.epochs // budget
+        if not due and not spent():
             continue
         scored = ctx.dev if select_on is None else select_on
         scores = ctx.evaluate(student.predict(scored), scored) if scored else {"loss": -loss}
@@ -272,7 +283,8 @@ def train_loop(ctx: RunContext, trainer: EpochTrainer, *, n_train: int, tag: str
         score = float(scores[metric])
         if rec:
             rec["dev"] = score
-        state["history"].append({"epoch": epoch, "loss": loss, "score": score, "seconds": time.perf_counter() - t0})
+        state["history"].append({"epoch": epoch, "steps": state["steps"], "loss": loss, "score": score,
+                                 "seconds": time.perf_counter() - t0})
         bar.set_postfix(loss=f"{loss:.3f}", dev=f"{score:.3f}")
         if plateau is not None:  # keep the latest; stop when the score has flattened out
             state["best_score"], state["best_epoch"] = score, epoch

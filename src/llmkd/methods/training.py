@@ -12,9 +12,10 @@ loop checkpoints it with the student, so a killed run resumes both from the same
 A step budget (``student.max_steps``, ``TrainSettings.max_steps``) replaces ``student.epochs`` as
 the length of training: the loop hands each epoch the steps left, the trainer stops there (a
 partial last epoch) and says how many it took (``steps_taken``). ``student.epochs`` is then the
-number of dev evaluations, at evenly spaced points of the budget (see :func:`train_loop`). A step is one mini-batch of ``batch_size`` examples
-drawn from the trainer's training set: an optimizer step for :class:`PlainEpochs`; for LLKD's
-per-step selection a drawn batch, whose kept examples make at most one optimizer step.
+number of dev evaluations, at evenly spaced points of the budget (see :func:`train_loop`). A
+step is one mini-batch of ``batch_size`` examples drawn from the trainer's training set: an
+optimizer step for :class:`PlainEpochs`; for LLKD's per-step selection a drawn batch, whose kept
+examples make at most one optimizer step.
 """
 
 from __future__ import annotations
@@ -199,7 +200,8 @@ def train_loop(ctx: RunContext, trainer: EpochTrainer, *, n_train: int, tag: str
     steps: the epoch that reaches the next 1/``epochs`` of the budget is evaluated (at most one
     evaluation per epoch). Rows whose epochs differ in length (a pass over a subset is shorter
     than one over the pool) are then evaluated at the same points of the budget as nearly as
-    their epochs allow; with ``epochs: 1`` every row once, at the end. Patience may still stop earlier; ``min_steps`` is then ignored.
+    their epochs allow; with ``epochs: 1`` every row once, at the end. Patience may still stop
+    earlier; ``min_steps`` is then ignored.
     Otherwise the student and the trainer's state are checkpointed into ``workdir/tag`` after
     every evaluation (``epoch-N``, then the state pointing at it, then the older slot removed, so
     a kill at any moment leaves a consistent epoch to resume from); a finished run just loads

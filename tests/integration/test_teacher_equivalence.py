@@ -180,6 +180,23 @@ def test_llamacpp_batched_option_scores_are_the_walks_within_kernel_rounding(lla
 
 
 @pytest.mark.slow  # loads SmolLM2 (real packaged model)
+def test_llamacpp_a_small_context_batches_what_fits_and_walks_the_rest(smollm2_path: str, walk_pair) -> None:
+    """A context of the prompt + 16 tokens: llama.cpp would abort (GGML_ASSERT) on more sequences
+    than a batch has outputs, so the teacher asks for fewer; the labels' 20+ prefixes do not fit
+    beside the prompt, so they are walked, with the walk's numbers bit for bit."""
+    from llmkd.teachers.llamacpp import LlamaCppTeacher
+
+    _, walked = walk_pair
+    n = len(walked._tokenize(walked.format(PROMPTS[0])))
+    small = LlamaCppTeacher(model_path=smollm2_path, weights_sha256="test", n_ctx=n + 16, n_threads=1)
+    options = ["card not working", "top up failed", "lost or stolen card", "pin is blocked", "exchange rate fee",
+               "the best movie", "an odd one", "dull and boring film"]
+    assert option_steps(walked, PROMPTS[0], options) > 16
+    assert small.score_options([PROMPTS[0]], options) == walked.score_options([PROMPTS[0]], options)
+    assert 1 < small._n_seqs <= n + 16
+
+
+@pytest.mark.slow  # loads SmolLM2 (real packaged model)
 def test_llamacpp_an_empty_option_scores_zero_on_both_paths(llama_pair, walk_pair) -> None:
     for _, teacher in (llama_pair, walk_pair):
         (row,) = teacher.score_options([PROMPTS[0]], ["", "card arrival", "positive"])

@@ -102,7 +102,10 @@ class LlamaCppTeacher:
         if self._llm is None:
             llama_cpp = require("llama_cpp", "llamacpp", "the llamacpp teacher backend")
             threads = native.default_threads(self.n_threads)
-            seqs = min(MAX_SEQS, llama_cpp.llama_max_parallel_sequences()) if self.batch_options else 1
+            # llama.cpp aborts (GGML_ASSERT n_outputs_max) when a context has more sequences than
+            # one batch has outputs, and a batch is at most min(n_batch, n_ctx) tokens
+            seqs = (min(MAX_SEQS, llama_cpp.llama_max_parallel_sequences(), self.n_batch, self.n_ctx)
+                    if self.batch_options else 1)
             self._llm = native.load_llama(self.model_path, repack=self.repacking, n_seq_max=seqs, n_ctx=self.n_ctx,
                                           n_threads=threads, n_threads_batch=threads, n_batch=self.n_batch,
                                           logits_all=False, verbose=False, seed=self.seed)

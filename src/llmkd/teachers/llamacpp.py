@@ -362,17 +362,23 @@ class LlamaCppTeacher:
             if after_ctx and self._batching:
                 self._score_batched(ctx, shared, after_ctx, row)
             elif after_ctx:
-                path: list[int] = []  # the option tokens after ctx now in the context
-                logp = [log_softmax(self._prefill(ctx, shared))]  # logp[d]: after path[:d] (the memo's logits
-                # when the prompt was just generated from)
-                for rest, i in after_ctx:
-                    keep = common_prefix(path, rest[:-1])
-                    if keep < len(path):
-                        self._rewind(len(ctx) + keep)
-                        del path[keep:], logp[keep + 1:]
-                    row[i] = self._walk(rest, logp, path)
+                self._score_walked(ctx, shared, after_ctx, row)
             result.append(row)
         return result
+
+    def _score_walked(self, ctx: list[int], shared: int, items: list[tuple[list[int], int]], row: list[float]) -> None:
+        """``row[i]`` for each ``(rest, i)`` of ``items`` (in token order): the options' tokens
+        ``rest`` after the prompt ``ctx`` walked one token at a time, each step the previous
+        option already took reused."""
+        path: list[int] = []  # the option tokens after ctx now in the context
+        logp = [log_softmax(self._prefill(ctx, shared))]  # logp[d]: after path[:d] (the memo's logits
+        # when the prompt was just generated from)
+        for rest, i in items:
+            keep = common_prefix(path, rest[:-1])
+            if keep < len(path):
+                self._rewind(len(ctx) + keep)
+                del path[keep:], logp[keep + 1:]
+            row[i] = self._walk(rest, logp, path)
 
     @property
     def _batching(self) -> bool:
@@ -399,51 +405,50 @@ class LlamaCppTeacher:
         width = self._n_seqs - 1
         for g in range(0, len(items), width):
             group = items[g : g + width]
-            need: dict[tuple[int, ...], set[int]] = {}  # trie node -> the tokens looked up after it
-            for rest, _ in group:
+            # trie node (a proper prefix) -> the tokens looked up after it, the sequences through it
+            trie: dict[tuple[int, ...], tuple[set[int], list[int]]] = {}
+            for s, (rest, _) in enumerate(group, start=1):
                 for j in range(1, len(rest)):
-                    need.setdefault(tuple(rest[:j]), set()).add(rest[j])
-            if n + len(need) > self.n_ctx:  # no room for the prefixes: one token at a time
-                for rest, i in group:
-                    self._rewind(n)
-                    row[i] = self._walk(rest, [logp0])
+                    nxt, seqs = trie.setdefault(tuple(rest[:j]), (set(), []))
+                    nxt.add(rest[j])
+                    seqs.append(s)
+            if n + len(trie) > self.n_ctx:  # no room for the prefixes: one token at a time
+                self._score_walked(ctx, shared, group, row)
                 continue
-            after = self._decode_prefixes(n, group, need) if need else {}
+            after = self._decode_prefixes(n, len(group), trie) if trie else {}
             for rest, i in group:  # an empty continuation scores 0, as in the walk
                 row[i] = (float(logp0[rest[0]]) + sum(after[tuple(rest[:j])][rest[j]] for j in range(1, len(rest)))
                           if rest else 0.0)
 
-    def _decode_prefixes(self, n: int, group: list[tuple[list[int], int]],
-                         need: dict[tuple[int, ...], set[int]]) -> dict[tuple[int, ...], dict[int, float]]:
-        """Evaluate the trie nodes ``need`` of ``group``'s options (sequence ``s`` = the group's
-        ``s``-th option, from 1) after the ``n`` prompt tokens of sequence 0; returns each node's
-        log-probabilities of the tokens ``need`` names. The options' sequences are removed again,
-        so sequence 0 is left as it was (up to ``n``)."""
+    def _decode_prefixes(self, n: int, n_seqs: int, trie: dict[tuple[int, ...], tuple[set[int], list[int]]],
+                         ) -> dict[tuple[int, ...], dict[int, float]]:
+        """Evaluate the ``trie`` nodes (node -> the tokens looked up after it, the sequences 1 ..
+        ``n_seqs`` of the options through it) after the ``n`` prompt tokens of sequence 0;
+        returns each node's log-probabilities of the tokens it names. The options' sequences are
+        removed again, so sequence 0 is left as it was (up to ``n``)."""
         import numpy as np
 
         lib, llm = self._lib, self._llm
         cctx = llm._ctx.ctx
         mem = lib.llama_get_memory(cctx)
-        through: dict[tuple[int, ...], list[int]] = {node: [] for node in need}
-        for s, (rest, _) in enumerate(group, start=1):
-            for j in range(1, len(rest)):
-                through[tuple(rest[:j])].append(s)
-        order = sorted(need, key=lambda node: (len(node), node))  # parents first
+        order = sorted(trie, key=lambda node: (len(node), node))  # parents first
+        self._rewind(n)  # the context is the prompt (a walked group before may have stepped past it)
         lib.llama_memory_seq_rm(mem, -1, n, -1)  # whatever followed the prompt (a generated reply)
-        for s in range(1, len(group) + 1):
+        for s in range(1, n_seqs + 1):
             lib.llama_memory_seq_cp(mem, 0, s, 0, n)
         n_vocab = llm.n_vocab()
         out: dict[tuple[int, ...], dict[int, float]] = {}
-        batch = lib.llama_batch_init(self.n_batch, 0, len(group))
+        batch = lib.llama_batch_init(self.n_batch, 0, n_seqs)
         try:
             for start in range(0, len(order), self.n_batch):
                 chunk = order[start : start + self.n_batch]
                 batch.n_tokens = len(chunk)
                 for k, node in enumerate(chunk):
+                    seqs = trie[node][1]
                     batch.token[k] = node[-1]
                     batch.pos[k] = n + len(node) - 1
-                    batch.n_seq_id[k] = len(through[node])
-                    for q, s in enumerate(through[node]):
+                    batch.n_seq_id[k] = len(seqs)
+                    for q, s in enumerate(seqs):
                         batch.seq_id[k][q] = s
                     batch.logits[k] = True
                 code = lib.llama_decode(cctx, batch)
@@ -453,10 +458,10 @@ class LlamaCppTeacher:
                                        "token at a time")
                 for k, node in enumerate(chunk):
                     lp = log_softmax(np.ctypeslib.as_array(lib.llama_get_logits_ith(cctx, k), shape=(n_vocab,)))
-                    out[node] = {tok: float(lp[tok]) for tok in need[node]}
+                    out[node] = {tok: float(lp[tok]) for tok in trie[node][0]}
         finally:
             lib.llama_batch_free(batch)
-            for s in range(1, len(group) + 1):
+            for s in range(1, n_seqs + 1):
                 lib.llama_memory_seq_rm(mem, s, -1, -1)
         self.evaluated_tokens += len(order)
         return out

@@ -181,7 +181,7 @@ def budget_subset(examples: Sequence[Any], weights: Sequence[float] | None, batc
     return [examples[i] for i in keep], None if weights is None else [weights[i] for i in keep]
 
 
-def _fresh_state(n_train: int, total_epochs: int, eval_every: int) -> dict[str, Any]:
+def _fresh_state(n_train: int, total_epochs: int, eval_every: int | None) -> dict[str, Any]:
     return {"epoch": 0, "steps": 0, "best_epoch": 0, "best_score": -1.0, "history": [], "done": False,
             "n_train": n_train, "total_epochs": total_epochs, "eval_every": eval_every, "last": None}
 
@@ -232,7 +232,7 @@ def train_loop(ctx: RunContext, trainer: EpochTrainer, *, n_train: int, tag: str
     else:  # the epochs the budget makes over n_train (a selecting trainer may make more, over fewer)
         least = 0
         total_epochs = max(1, math.ceil(budget / max(1, math.ceil(n_train / s.batch_size))))
-        eval_every = max(1, round(total_epochs / s.epochs))
+        eval_every = None  # evaluations follow the budget's steps (below), not an epoch count
     state = {**_fresh_state(n_train, total_epochs, eval_every), "max_steps": budget}
     if state_path.exists():
         saved = read_json(state_path)  # resumed only when made with the same data size and budget

@@ -51,7 +51,7 @@ PROBE_TOKENS = 8
 PROBE_TIMEOUT_S = 600
 _FLAGS_OF_INTEREST = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
                       "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "amx_fp16")
-_lock = threading.RLock()  # model_params and context_params nest (load_llama)
+_lock = threading.RLock()  # _defaults nests: model_params and context_params in load_llama
 
 
 # -- facts about the machine --------------------------------------------------------------------
@@ -93,51 +93,41 @@ def llama_info() -> dict[str, str] | None:
 
 # -- loading with or without repacking ----------------------------------------------------------
 @contextlib.contextmanager
-def model_params(repack: bool) -> Iterator[None]:
-    """While active, ``llama_cpp.Llama`` builds its model parameters with ``use_extra_bufts =
-    repack``. llama-cpp-python 0.3.36 has no keyword for it: ``Llama.__init__`` starts from
-    ``llama_model_default_params()``, so the wrapper sets the field on what that returns."""
+def _defaults(name: str, **fields: Any) -> Iterator[None]:
+    """While active, ``llama_cpp.llama_cpp.<name>()`` (a ``llama_*_default_params``) returns its
+    parameters with ``fields`` set. ``Llama.__init__`` starts from those defaults, so this sets
+    what llama-cpp-python 0.3.36 has no keyword for."""
     import llama_cpp.llama_cpp as lib
 
-    original = lib.llama_model_default_params
+    original = getattr(lib, name)
 
     def patched():  # type: ignore[no-untyped-def]
         params = original()
-        params.use_extra_bufts = repack
+        for key, value in fields.items():
+            setattr(params, key, value)
         return params
 
     with _lock:
-        lib.llama_model_default_params = patched
+        setattr(lib, name, patched)
         try:
             yield
         finally:
-            lib.llama_model_default_params = original
+            setattr(lib, name, original)
 
 
-@contextlib.contextmanager
-def context_params(n_seq_max: int) -> Iterator[None]:
+def model_params(repack: bool) -> contextlib.AbstractContextManager[None]:
+    """While active, ``llama_cpp.Llama`` builds its model parameters with ``use_extra_bufts =
+    repack`` (no keyword for it in llama-cpp-python 0.3.36)."""
+    return _defaults("llama_model_default_params", use_extra_bufts=repack)
+
+
+def context_params(n_seq_max: int) -> contextlib.AbstractContextManager[None]:
     """While active, ``llama_cpp.Llama`` builds its context for ``n_seq_max`` sequences in one
     unified KV cache (``kv_unified``: every sequence sees the whole ``n_ctx``, and a sequence
-    copied from another shares its cells). llama-cpp-python 0.3.36 has no keyword for either
-    (it sets them only for embeddings), so the wrapper sets them on what
-    ``llama_context_default_params()`` returns. One sequence's numbers are the same bit for bit
-    (checked on Qwen-1.5B: prompt and next-token logits with 1 and 256 sequences)."""
-    import llama_cpp.llama_cpp as lib
-
-    original = lib.llama_context_default_params
-
-    def patched():  # type: ignore[no-untyped-def]
-        params = original()
-        params.n_seq_max = n_seq_max
-        params.kv_unified = True
-        return params
-
-    with _lock:
-        lib.llama_context_default_params = patched
-        try:
-            yield
-        finally:
-            lib.llama_context_default_params = original
+    copied from another shares its cells). llama-cpp-python 0.3.36 has no keyword for either (it
+    sets them only for embeddings). One sequence's numbers are the same bit for bit (checked on
+    Qwen-1.5B: prompt and next-token logits with 1 and 256 sequences)."""
+    return _defaults("llama_context_default_params", n_seq_max=n_seq_max, kv_unified=True)
 
 
 def load_llama(model_path: str, *, repack: bool, n_seq_max: int = 1, **kwargs: Any) -> Any:

@@ -69,6 +69,7 @@ def _check_same_config(run_dir: Path, cfg: RunConfig) -> None:
             d["student"].pop("threads", None)  # how many cores torch uses here, as teacher.n_threads below
         if isinstance(d.get("teacher"), dict):
             d["teacher"].pop("gate", None)  # whether to stop on a weak teacher: a stopped run goes on with warn
+            d["teacher"].pop("gate_max_dev", None)  # how much of dev the gate labels: the methods compute the same
             d["teacher"].pop("price_per_mtok", None)  # what the tokens cost: shown, not computed with
             for key in ("n_threads", "repack"):  # how fast llama.cpp runs here; its answers are cached
                 d["teacher"].pop(key, None)
@@ -301,7 +302,7 @@ def dry_run(cfg: RunConfig, *, calibrate: bool = True) -> dict[str, Any]:
     sample of up to 50 prompts by the teacher's tokenizer (an OpenAI-compatible server's
     ``/tokenize``, else its reported usage: see :meth:`OpenAITeacher.count_tokens`); with
     ``teacher.price_per_mtok``, also the dollars (:func:`_dry_run_cost`)."""
-    from .gate import skip_reason
+    from .gate import gate_dev, skip_reason
 
     sess = Session(cfg)
     items = list(sess.splits.pool)
@@ -320,7 +321,7 @@ def dry_run(cfg: RunConfig, *, calibrate: bool = True) -> dict[str, Any]:
         "max_new_tokens_per_prompt": cfg.teacher.max_tokens, "shots": demos.per_prompt,
         "demonstrations": demos.mode,
         "labeling": cfg.teacher.labeling, "confidence_scoring": cfg.teacher.confidence,
-        "gate_dev_prompts": 0 if skip_reason(cfg, sess) else len(sess.splits.dev),  # llmkd run's teacher gate
+        "gate_dev_prompts": 0 if skip_reason(cfg, sess) else len(gate_dev(cfg, sess)),  # llmkd run's teacher gate
     }
     out.update(_dry_run_cost(cfg, teacher, sess, len(prompts), mean_tok))
     if calibrate and cfg.teacher.backend != "openai":

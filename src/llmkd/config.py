@@ -233,6 +233,11 @@ class TeacherConfig(_Strict):
                             "labeling and one small student). When the teacher is near chance or below that "
                             "student (margin max(0.05, 1/n_dev)): warn = a warning, the run goes on; stop = "
                             "an error before labeling (exit code 2); off = no gate. docs/teachers.md")
+    gate_max_dev: int | None = Field(
+        200, ge=1, description="the gate labels at most this many dev examples: the same number of each class "
+                               "(at least one), the first in the dev set's order; the supervised-k student is "
+                               "scored on the same ones. null = the whole dev set. It bounds the gate's cost on "
+                               "many-class tasks (BANKING77: 154 of 616 dev prompts)")
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
     vllm: VllmConfig = Field(default_factory=VllmConfig)
     price_per_mtok: PriceConfig | None = Field(

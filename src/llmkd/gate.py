@@ -1,7 +1,8 @@
 """The teacher gate: before the teacher labels the pool, is it worth distilling from?
 
 :func:`teacher_gate` (called by :func:`llmkd.api.run` before the first method runs) labels the
-labeled **dev set** with the run's teacher and demonstrations (through the cache, like every
+labeled **dev set** (at most ``teacher.gate_max_dev`` examples of it, the same number per class:
+:func:`gate_dev`) with the run's teacher and demonstrations (through the cache, like every
 labeling), scores it with the task, trains the **supervised-k student** (the student on the k
 gold examples; it is the ``supervised`` method's student, trained in that method's folder so the
 method reuses it, or ``RUN_DIR/gate/gate-supervised`` when the run has no ``supervised``) and
@@ -67,6 +68,26 @@ def chance_level(task: Any, dev: Any, metric: str) -> tuple[float, dict[str, flo
     return max(parts.values()), parts
 
 
+def gate_dev(cfg: Any, sess: Any) -> list[Any]:
+    """The dev examples the gate labels: the whole dev set, or with ``teacher.gate_max_dev`` at
+    most that many. Classification takes the same number of each class (``gate_max_dev // K``, at
+    least one), the first of each in the dev set's order (which the seed drew), so a 77-class dev
+    set of 616 gives 154; other tasks the first ``gate_max_dev``."""
+    dev, cap = list(sess.splits.dev), cfg.teacher.gate_max_dev
+    if cap is None or len(dev) <= cap:
+        return dev
+    if sess.task.kind != "classification":
+        return dev[:cap]
+    per = max(1, cap // len({e.label for e in dev}))
+    seen: Counter[Any] = Counter()
+    out = []
+    for e in dev:
+        seen[e.label] += 1
+        if seen[e.label] <= per:
+            out.append(e)
+    return out
+
+
 def skip_reason(cfg: Any, sess: Any) -> str | None:
     """Why the gate does not run for this run (None: it runs)."""
     if cfg.teacher.gate == "off":
@@ -120,7 +141,7 @@ def teacher_gate(cfg: Any, sess: Any, run_dir: Path) -> dict[str, Any]:
     if reason is not None:
         log.info("teacher gate skipped: %s", reason)
         return {"status": "skipped", "reason": reason}
-    task, dev = sess.task, sess.splits.dev
+    task, dev = sess.task, gate_dev(cfg, sess)
     first = next(m for m in cfg.methods if METHODS[m].uses_teacher)
     ctx = sess.context(first, run_dir / "gate")
 
@@ -166,7 +187,7 @@ def teacher_gate(cfg: Any, sess: Any, run_dir: Path) -> dict[str, Any]:
     rec: dict[str, Any] = {
         "status": "failed" if problems else "passed", "mode": cfg.teacher.gate, "metric": metric,
         "demonstrations": demos.mode, "shots_per_prompt": demos.per_prompt,
-        "n_dev": len(dev), "n_labeled": len(sctx.labeled), "teacher": t, "student": s,
+        "n_dev": len(dev), "n_dev_total": len(sess.splits.dev), "n_labeled": len(sctx.labeled), "teacher": t, "student": s,
         "teacher_abstention_rate": sum(p is None for p in preds) / len(preds),
         "chance": chance, "chance_parts": chance_parts, "margin": margin, "problems": problems,
         "student_checkpoint": where, "seconds_per_prompt": round(per_prompt, 4),

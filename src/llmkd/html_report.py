@@ -28,7 +28,7 @@ from . import figures
 from .errors import ConfigError, LlmkdError
 from .io import read_json, read_jsonl
 from .method_reports import HTML_SECTIONS, Gold, figure, label_key, read_rows, table, text
-from .report import flat_row, gate_teacher, read_pool_labels, table_cells
+from .report import flat_row, gate_of_total, gate_teacher, read_pool_labels, table_cells
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def _gate_block(gate: Mapping[str, Any]) -> dict[str, Any]:
             [f"student trained on the {gate.get('n_labeled', '?')} gold examples", _score(gate.get("student"))],
             ["chance", _score(gate.get("chance"))], ["margin", _score(gate.get("margin"))]]
     verdict = gate.get("status", "?") + (f": {'; '.join(gate['problems'])}" if gate.get("problems") else "")
-    return table([f"on the {gate.get('n_dev', '?')} dev examples", m], rows, title="teacher gate (before labeling the pool)",
+    return table([f"on the {gate.get('n_dev', '?')}{gate_of_total(gate)} dev examples", m], rows, title="teacher gate (before labeling the pool)",
                  note=f"Verdict: {verdict}.")
 
 

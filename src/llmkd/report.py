@@ -248,6 +248,12 @@ def gate_teacher(gate: Mapping[str, Any]) -> str:
     return "few-shot"
 
 
+def gate_of_total(gate: Mapping[str, Any]) -> str:
+    """`` of N`` when the gate labeled part of the dev set (``teacher.gate_max_dev``), else empty."""
+    total = gate.get("n_dev_total")
+    return f" of {total}" if total and total != gate.get("n_dev") else ""
+
+
 def gate_section(gate: dict[str, Any] | None) -> list[str]:
     """The report's lines on the teacher gate (:mod:`llmkd.gate`); none without a record."""
     if not gate:
@@ -258,7 +264,7 @@ def gate_section(gate: dict[str, Any] | None) -> list[str]:
     m = gate["metric"]
     chance = ", ".join(f"{k} {v:.4f}" for k, v in gate["chance_parts"].items())
     lines += [
-        f"| on the {gate['n_dev']} dev examples | {m} |", "|---|---:|",
+        f"| on the {gate['n_dev']}{gate_of_total(gate)} dev examples | {m} |", "|---|---:|",
         f"| teacher ({gate_teacher(gate)}; abstention rate {gate['teacher_abstention_rate']:.3f}) | {gate['teacher']:.4f} |",
         f"| student trained on the {gate['n_labeled']} gold examples (`{gate['student_checkpoint']}`) | "
         f"{gate['student']:.4f} |",

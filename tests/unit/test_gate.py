@@ -216,6 +216,29 @@ def test_dry_run_counts_the_gate_prompts(tmp_path: Path, fakes: dict[str, Any]) 
     assert api.dry_run(load(path, "teacher.gate=off"), calibrate=False)["gate_dev_prompts"] == 0
 
 
+def test_gate_max_dev_labels_the_same_number_of_each_class(tmp_path: Path, fakes: dict[str, Any]) -> None:
+    from llmkd.gate import gate_dev
+
+    path = write_config(tmp_path, methods=["vanilla"])
+    cfg = load(path, "teacher.gate_max_dev=5")  # 2 classes: 5 // 2 = 2 of each
+    sess = build.Session(cfg)
+    picked = gate_dev(cfg, sess)
+    per_class = {lab: [e for e in sess.splits.dev if e.label == lab][:2] for lab in ("negative", "positive")}
+    assert [e.id for e in picked] == [e.id for e in sess.splits.dev if e in per_class[e.label]]  # dev order kept
+    assert len(gate_dev(load(path, "teacher.gate_max_dev=1"), sess)) == 2  # at least one of each class
+    assert gate_dev(load(path, "teacher.gate_max_dev=null"), sess) == list(sess.splits.dev)
+    assert api.dry_run(cfg, calibrate=False)["gate_dev_prompts"] == 4
+
+    summary = api.run(cfg)
+    gate = json.loads((summary.run_dir / "metrics.json").read_text())["gate"]
+    assert gate["n_dev"] == 4 and gate["n_dev_total"] == 8 and gate["margin"] == 0.25  # one of 4 dev examples
+    assert "| on the 4 of 8 dev examples |" in summary.report
+    pool = {u.text for u in sess.splits.pool}
+    assert asked_texts(fakes) - pool == {e.text for e in picked}  # the gate asked only those
+    # the cap is not part of what the methods compute: the same run folder takes another one
+    api.run(load(path, "teacher.gate_max_dev=null"))
+
+
 class NameTagger(KeywordStudent):
     """An NER student that tags every word starting 'Name' as a person (right on this data)."""
 

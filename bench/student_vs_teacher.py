@@ -41,25 +41,36 @@ DEFAULT_LR = 1e-4  # StudentConfig.lr
 def variants(args: argparse.Namespace) -> list[dict]:
     """The student configurations of one cell, the first one run with the teacher rows."""
     out = []
-    for st in args.students:
-        for tg in args.targets:
-            out.append({"student": st, "targets": tg, "balance": False, "lr": DEFAULT_LR})
-        if args.balance:
-            out.append({"student": st, "targets": "hard", "balance": True, "lr": DEFAULT_LR})
-        for lr in args.lrs:
-            if lr != DEFAULT_LR:
-                out.append({"student": st, "targets": "hard", "balance": False, "lr": lr})
+    for epochs in [args.epochs] + [e for e in args.more_epochs if e != args.epochs]:
+        base = {"balance": False, "lr": DEFAULT_LR, "mix_gold": False, "epochs": epochs}
+        for st in args.students:
+            for tg in args.targets:
+                out.append({**base, "student": st, "targets": tg})
+            if args.balance:
+                out.append({**base, "student": st, "targets": "hard", "balance": True})
+            if args.mix_gold:
+                out.append({**base, "student": st, "targets": "hard", "mix_gold": True})
+            for lr in args.lrs:
+                if lr != DEFAULT_LR:
+                    out.append({**base, "student": st, "targets": "hard", "lr": lr})
     return out
 
 
-def tag(v: dict) -> str:
+def _epochs(v: dict, args: argparse.Namespace) -> str:
+    """The label's suffix for a row trained with more than the table's epochs."""
+    return "" if v.get("epochs", args.epochs) == args.epochs else f", {v['epochs']} epochs"
+
+
+def tag(v: dict, args: argparse.Namespace) -> str:
     return f"{v['student']}-{v['targets']}" + ("-bal" if v["balance"] else "") + (
-        "" if v["lr"] == DEFAULT_LR else f"-lr{v['lr']:g}")
+        "" if v["lr"] == DEFAULT_LR else f"-lr{v['lr']:g}") + ("-gold" if v.get("mix_gold") else "") + (
+        "" if v.get("epochs", args.epochs) == args.epochs else f"-ep{v['epochs']}")
 
 
-def label(v: dict) -> str:
+def label(v: dict, args: argparse.Namespace) -> str:
     return (f"vanilla KD, {STUDENT_NAME[v['student']]}, {v['targets']}" + (", balanced" if v["balance"] else "")
-            + ("" if v["lr"] == DEFAULT_LR else f", lr {v['lr']:g}"))
+            + ("" if v["lr"] == DEFAULT_LR else f", lr {v['lr']:g}")
+            + (", + the k gold" if v.get("mix_gold") else "") + _epochs(v, args))
 
 
 def main() -> None:
@@ -69,6 +80,12 @@ def main() -> None:
     ap.add_argument("--targets", nargs="+", choices=["hard", "soft", "mix"], default=["hard", "soft", "mix"])
     ap.add_argument("--balance", action="store_true", help="add each student with class-balanced hard targets")
     ap.add_argument("--lrs", nargs="*", type=float, default=[], help="learning rates to sweep (hard targets)")
+    ap.add_argument("--mix-gold", action="store_true",
+                    help="add each student with hard targets and the k gold examples mixed in (method_options."
+                         "vanilla.mix_gold)")
+    ap.add_argument("--more-epochs", nargs="*", type=int, default=[],
+                    help="also run every row (supervised-k, the students, the pool's gold) with up to this many "
+                         "epochs; early stopping as usual. For tasks whose dev score still rises at --epochs")
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--test-size", type=int, default=500)
     ap.add_argument("--epochs", type=int, default=6)
@@ -91,18 +108,21 @@ def main() -> None:
         for teacher in args.teachers:
             for pool in args.pools:
                 for seed in args.seeds:
-                    for i, v in enumerate(variants(args)):
-                        run_cell(args, store, store_path, started, ds, teacher, pool, seed, v, first=i == 0)
-                    for i, v in enumerate(variants(args)):  # the gold rows last: they do not tell targets apart
+                    seen: set[int] = set()
+                    for v in variants(args):  # the teacher and supervised-k rows with the first of each epochs
+                        run_cell(args, store, store_path, started, ds, teacher, pool, seed, v,
+                                 first=v["epochs"] not in seen)
+                        seen.add(v["epochs"])
+                    for v in variants(args):  # the gold rows last: they do not tell targets apart
                         if is_plain(v):
-                            run_cell(args, store, store_path, started, ds, teacher, pool, seed, v, first=i == 0,
+                            run_cell(args, store, store_path, started, ds, teacher, pool, seed, v, first=False,
                                      gold=True)
 
 
 def is_plain(v: dict) -> bool:
     """The student's default configuration (hard targets, no balancing, default lr): its run
     folder also trains the same student on the pool's gold labels."""
-    return v["targets"] == "hard" and not v["balance"] and v["lr"] == DEFAULT_LR
+    return v["targets"] == "hard" and not v["balance"] and v["lr"] == DEFAULT_LR and not v.get("mix_gold")
 
 
 def run_cell(args: argparse.Namespace, store: dict, store_path, started: float, ds: str, teacher: str, pool: int,
@@ -111,37 +131,38 @@ def run_cell(args: argparse.Namespace, store: dict, store_path, started: float, 
     ``gold`` the supervised-on-the-pool's-gold row in the same run folder."""
     name = SHORT.get(teacher, teacher)
     prefix = f"{ds}/{name}/{pool}"
-    gold_label = f"supervised on the pool's gold, {STUDENT_NAME[v['student']]}"
-    key = f"{prefix}/{gold_label if gold else label(v)}/{seed}"
+    gold_label = f"supervised on the pool's gold, {STUDENT_NAME[v['student']]}" + _epochs(v, args)
+    key = f"{prefix}/{gold_label if gold else label(v, args)}/{seed}"
     if key in store["runs"]:
         return
     methods = ["supervised_full"] if gold else (["teacher", "supervised"] if first else []) + ["vanilla"]
     overrides = [
-        f"name={ds}-{name}-p{pool}-k{args.k}-t{args.test_size}-e{args.epochs}-s{seed}-{tag(v)}" + ("-noconf" if args.no_confidence else ""),
+        f"name={ds}-{name}-p{pool}-k{args.k}-t{args.test_size}-e{args.epochs}-s{seed}-{tag(v, args)}" + ("-noconf" if args.no_confidence else ""),
         f"seed={seed}", f"output_dir={args.runs}", f"teacher.model={teacher}",
         f"data.split.labeled_per_class={args.k}", f"data.split.dev_per_class={args.k}",
         f"data.split.pool_size={pool}", f"data.split.test_size={args.test_size}",
         f"student.model={STUDENTS[v['student']]}", f"student.targets={v['targets']}",
         f"student.class_balance={str(v['balance']).lower()}", f"student.lr={v['lr']}",
-        f"student.epochs={args.epochs}", f"methods={json.dumps(methods)}", "progress=false",
+        f"student.epochs={v['epochs']}", f"methods={json.dumps(methods)}", "progress=false",
         f"teacher.gate={'warn' if first and not gold else 'off'}",
     ] + ([f"teacher.n_threads={args.n_threads}"] if args.n_threads else []) + (
-        ["teacher.confidence=false"] if args.no_confidence else [])
+        ["teacher.confidence=false"] if args.no_confidence else []) + (
+        ["method_options.vanilla.mix_gold=true"] if v["mix_gold"] else [])  # only then: older run folders have none
     cfg = load_config(ROOT / "examples" / f"{ds}.yaml", overrides)
     t0 = time.time()
     summary = api.run(cfg)
     wall = time.time() - t0
-    print(f"{ds} {name} pool {pool} seed {seed} {tag(v)}: {wall:.0f}s", flush=True)
+    print(f"{ds} {name} pool {pool} seed {seed} {tag(v, args)}: {wall:.0f}s", flush=True)
     pool_metrics = json.loads((summary.run_dir / "metrics.json").read_text()).get("pool", {})
     for m, res in summary.results.items():
-        row = {"teacher": f"teacher few-shot ({name})", "supervised": "supervised-k (k gold per class), MiniLM-L6"
-               if v["student"] == "minilm" else f"supervised-k, {STUDENT_NAME[v['student']]}",
-               "vanilla": label(v), "supervised_full": gold_label}[m]
+        row = {"teacher": f"teacher few-shot ({name})", "supervised": ("supervised-k (k gold per class), MiniLM-L6"
+               if v["student"] == "minilm" else f"supervised-k, {STUDENT_NAME[v['student']]}") + _epochs(v, args),
+               "vanilla": label(v, args), "supervised_full": gold_label}[m]
         training = (res.get("extra") or {}).get("training") or {}
         entry = {"dataset": ds, "teacher": name, "pool": pool, "label": row, "seed": seed,
                  "metrics": res["metrics"], "dev": training.get("best_score"), "timings": res.get("timings", {}),
                  "lr": v["lr"], "student": v["student"], "targets": v["targets"], "balance": v["balance"],
-                 "confidence": not args.no_confidence}
+                 "confidence": not args.no_confidence, "mix_gold": v["mix_gold"], "epochs": v["epochs"]}
         if m == "vanilla":
             entry["pool_label_accuracy"] = pool_metrics.get("pseudo-label accuracy (all, abstention = wrong)")
             entry["wall_seconds"] = wall if not first else None
@@ -171,8 +192,9 @@ def write(args: argparse.Namespace, store: dict, started: float) -> None:
         f"Seeds: {sorted({r['seed'] for r in store['runs'].values()})} (each seed draws the k-shot labeled set, the "
         f"demonstrations, the dev set, the pool and the test subsample, and initialises the student). k = {s['k']} "
         f"gold per class (labeled set, demonstrations) and {s['k']} per class for dev; test subsample "
-        f"{s['test_size']}; students up to {s['epochs']} epochs (more for tiny sets, min 60 steps), early stopping "
-        "on the dev set; teacher prompt classify.v2, greedy, confidence from scoring the label set (the soft "
+        f"{s['test_size']}; students up to {s['epochs']} epochs (a row marked \"N epochs\": up to N; more for tiny "
+        "sets, min 60 steps), early stopping on the dev set (patience 3); \"+ the k gold\": the k gold examples "
+        "mixed into the pool (method_options.vanilla.mix_gold); teacher prompt classify.v2, greedy, confidence from scoring the label set (the soft "
         "targets' distribution, from the cache).",
         "",
         "Numbers: test macro-F1 and accuracy, mean ± std over seeds; \"Δ teacher\" is the row's macro-F1 minus "

@@ -117,10 +117,11 @@ def _warnings(run_dir: Path, cfg: RunConfig, pool_labels: list[TeacherLabel], la
               gate: dict[str, Any] | None = None) -> list[str]:
     """Suspicious results (:mod:`llmkd.diagnostics`), logged and returned for the report; the
     teacher gate's warning (logged when the gate ran) first."""
-    from .diagnostics import run_warnings
+    from .diagnostics import run_warnings, training_warnings
 
     found = [] if cfg.task.kind != "classification" else run_warnings(  # a target string or tag tuple is no class
         run_dir, cfg.methods, [lab.label for lab in pool_labels if not lab.abstained], [e.label for e in labeled])
+    found += training_warnings(run_dir, cfg.methods, cfg.student.epochs)
     for w in found:
         log.warning("%s", w)
     return ([gate["warning"]] if gate and gate.get("warning") else []) + found

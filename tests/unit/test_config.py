@@ -85,7 +85,7 @@ def test_empty_file_reports_the_missing_data_section(tmp_path: Path) -> None:
 
 RUN_FIELDS = "['name', 'seed', 'data', 'task', 'teacher', 'student', 'methods', 'method_options', 'output_dir', 'cache', 'progress']"
 TEACHER_FIELDS = ("['backend', 'model', 'gguf_file', 'labeling', 'confidence', 'constrained', 'chat', 'max_tokens', "
-                  "'temperature', 'n_ctx', 'n_threads', 'repack', 'seed', 'gate', 'openai', 'vllm', 'price_per_mtok']")
+                  "'temperature', 'n_ctx', 'n_threads', 'repack', 'seed', 'gate', 'gate_max_dev', 'openai', 'vllm', 'price_per_mtok']")
 
 
 @pytest.mark.parametrize(

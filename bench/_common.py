@@ -84,7 +84,7 @@ def mean_std(vals: list[float], fmt: str = "{:.3f}", scale: float = 1.0) -> str:
         return "–"
     if len(vals) == 1:
         return fmt.format(vals[0])
-    return f"{fmt.format(statistics.mean(vals))} ± {fmt.format(statistics.stdev(vals))}"
+    return f"{fmt.format(statistics.mean(vals))} ± {fmt.replace('+', '').format(statistics.stdev(vals))}"  # no +std
 
 
 NOTES = "<!-- notes: text below this line is kept when the benchmark rewrites the file -->"

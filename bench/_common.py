@@ -113,7 +113,8 @@ def result_store(out: str | Path, settings: dict, command: str, *, fresh: bool =
 
     A store made with other ``settings`` is never overwritten silently: with results in it the
     run stops (``SystemExit``) naming the settings that differ, unless ``fresh`` (``--fresh``),
-    which moves it to ``NAME.old.json`` and starts a new table."""
+    which moves it to ``NAME.old.json`` and starts a new table. Write it back with
+    :func:`save_store` (two processes may add to one store)."""
     path = Path(out).with_suffix(".json")
     store = json.loads(path.read_text()) if path.exists() else {}
     if store.get("settings") != settings:
@@ -131,6 +132,29 @@ def result_store(out: str | Path, settings: dict, command: str, *, fresh: bool =
         store = {"settings": settings, "commands": [], "runs": {}}
     store["commands"].append(command)
     return store, path
+
+
+def save_store(store: dict, path: Path) -> None:
+    """Write ``store`` (from :func:`result_store`) back to ``path``, safe beside another process of
+    the same benchmark writing the same store: under a lock, results on disk that this process
+    does not hold are kept (a union of ``runs``, this process's entries winning; its commands after
+    those on disk) and ``store`` takes them too, so the doc it draws next shows both. A store on
+    disk with other settings (a ``--fresh`` since) is replaced, as before."""
+    import hashlib
+    import tempfile
+
+    from filelock import FileLock
+
+    lock = Path(tempfile.gettempdir()) / f"llmkd-bench-{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]}.lock"
+    with FileLock(str(lock)):
+        disk = json.loads(path.read_text()) if path.exists() else {}
+        if disk.get("settings") == store["settings"]:
+            store["runs"] = {**disk.get("runs", {}), **store["runs"]}
+            done = disk.get("commands", [])
+            store["commands"] = done + [c for c in store["commands"] if c not in done]
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(store, indent=1))
+        os.replace(tmp, path)
 
 
 def interleaved(items: Sequence[Any], block: int, jobs: dict[str, Callable[[list], Any]], *,

@@ -23,7 +23,7 @@ import json
 import statistics
 import time
 
-from _common import ROOT, SHORT, machine_line, parser, result_store, rows_in_order, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
+from _common import ROOT, SHORT, machine_line, parser, result_store, save_store, rows_in_order, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
 from _common import mean_std as _ms
 
 from llmkd import api  # noqa: E402
@@ -43,7 +43,7 @@ def main() -> None:
     settings = {"k": args.k, "pool": args.pool, "test_size": args.test_size, "epochs": args.epochs}
     store, store_path = result_store(args.out, settings, command, fresh=args.fresh)
     if args.report_only:
-        store_path.write_text(json.dumps(store, indent=1))
+        save_store(store, store_path)
         write(args, store, started)
         return
     for ds in args.datasets:
@@ -70,7 +70,7 @@ def main() -> None:
                         res = {**res, "pool_label_accuracy": pool.get("pseudo-label accuracy (all, abstention = wrong)")}
                     key = f"{ds}/{label}/{seed}"
                     store["runs"][key] = {"dataset": ds, "label": label, "seed": seed, "result": res}
-                store_path.write_text(json.dumps(store, indent=1))
+                save_store(store, store_path)
                 write(args, store, started)
 
 

@@ -29,7 +29,7 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import ROOT, SHORT, machine_line, mean_std, parser, result_store, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
+from _common import ROOT, SHORT, machine_line, mean_std, parser, result_store, save_store, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
 
 from llmkd import api  # noqa: E402
 from llmkd.config import load_config  # noqa: E402
@@ -112,7 +112,7 @@ def main() -> None:
         for m, res in results.items():
             store["runs"][f"{teacher}|{ds}|{k}|{seed}|{m}"] = {
                 "teacher": teacher, "dataset": ds, "k": k, "seed": seed, "method": m, "result": _slim(res)}
-        store_path.write_text(json.dumps(store, indent=1) + "\n")
+        save_store(store, store_path)
         write(args, store, started)
 
     for model, ds, seed in ((t, d, s) for t in args.teachers for d in args.datasets for s in args.seeds):

@@ -36,7 +36,7 @@ import math
 import time
 from typing import Any
 
-from _common import ROOT, SHORT, add_set_arg, machine_line, parser, result_store, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
+from _common import ROOT, SHORT, add_set_arg, machine_line, parser, result_store, save_store, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
 from _common import mean_std as _ms
 
 from llmkd import api  # noqa: E402
@@ -113,7 +113,7 @@ def main() -> None:
     store, store_path = result_store(args.out, settings, command, fresh=args.fresh)
     store.setdefault("pools", {})
     if args.report_only:
-        store_path.write_text(json.dumps(store, indent=1))
+        save_store(store, store_path)
         write(args, store, started)
         return
     for teacher in args.teachers:  # first teacher on every dataset first: partial results stay useful
@@ -135,7 +135,7 @@ def main() -> None:
                                        "max_length": sess.cfg.student.max_length,
                                        "label_seconds": max(label_s, old.get("label_seconds", 0.0)),  # 0 when cached
                                        "pool_quality": quality[str(split_seed)], "quality_by_split": quality}
-                store_path.write_text(json.dumps(store, indent=1))
+                save_store(store, store_path)
                 if args.label_only:
                     continue
                 for seed in [s for s in args.seeds if args.fixed_split or s == split_seed]:
@@ -196,7 +196,7 @@ def run_rows(args: argparse.Namespace, store: dict[str, Any], store_path: Any, s
         if row == "llkd":
             fraction = max(res["extra"]["data_fraction"], 1 / max(1, res["extra"]["pool_answered"]))
         store["runs"][f"{key}|{seed}|{name}"] = {"key": key, "seed": seed, "row": row, "budget": budget, "result": res}
-        store_path.write_text(json.dumps(store, indent=1))
+        save_store(store, store_path)
 
 
 def max_lengths(store: dict[str, Any]) -> str:

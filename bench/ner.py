@@ -21,7 +21,7 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import ROOT, SHORT, machine_line, parser, result_store, rows_in_order, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
+from _common import ROOT, SHORT, machine_line, parser, result_store, save_store, rows_in_order, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
 from _common import mean_std as _ms
 
 from llmkd import api  # noqa: E402
@@ -53,7 +53,7 @@ def main() -> None:
                 "max_length": args.max_length}
     store, store_path = result_store(args.out, settings, command, fresh=args.fresh)
     if args.report_only:
-        store_path.write_text(json.dumps(store, indent=1))
+        save_store(store, store_path)
         write(args, store, started)
         return
     for ds in args.datasets:
@@ -88,7 +88,7 @@ def main() -> None:
                                  "supervised_full": f"supervised-full (gold labeled + pool, {k + args.pool})"}[m]
                         store["runs"][f"{ds}/{k}/{label}/{seed}"] = {"dataset": ds, "k": k, "label": label,
                                                                      "seed": seed, "result": res}
-                    store_path.write_text(json.dumps(store, indent=1))
+                    save_store(store, store_path)
                     write(args, store, started)
 
 

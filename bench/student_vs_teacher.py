@@ -27,7 +27,7 @@ import json
 import statistics
 import time
 
-from _common import ROOT, SHORT, cpu_model, machine_line, parser, result_store, start, write_keeping_notes  # noqa: E402
+from _common import ROOT, SHORT, cpu_model, machine_line, parser, result_store, save_store, start, write_keeping_notes  # noqa: E402
 from _common import mean_std as _ms
 
 from llmkd import api  # noqa: E402
@@ -169,7 +169,7 @@ def run_cell(args: argparse.Namespace, store: dict, store_path, started: float, 
         if m == "supervised_full":
             entry["wall_seconds"] = wall
         store["runs"][f"{prefix}/{row}/{seed}"] = entry
-    store_path.write_text(json.dumps(store, indent=1))
+    save_store(store, store_path)
     write(args, store, started)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from _common import SHARED, interleaved, result_store  # noqa: E402
+from _common import SHARED, interleaved, result_store, save_store  # noqa: E402
 
 
 def test_interleaved_rotates_the_rows_and_gives_each_all_items_once() -> None:
@@ -52,3 +52,25 @@ def test_a_store_without_results_is_replaced_without_asking(tmp_path: Path) -> N
     store, _ = result_store(tmp_path / "ner.md", {"k": 5}, "y")
     assert store == {"settings": {"k": 5}, "commands": ["y"], "runs": {}}
     assert not (tmp_path / "ner.old.json").exists()
+
+
+def test_two_processes_adding_to_one_store_keep_each_others_results(tmp_path: Path) -> None:
+    out = tmp_path / "student_vs_teacher.md"
+    a, path = result_store(out, {"k": 8}, "seed 0")  # two commands started before either wrote
+    b, _ = result_store(out, {"k": 8}, "seed 1")
+    a["runs"]["trec/0"] = {"f1": 0.7}
+    save_store(a, path)
+    b["runs"]["trec/1"] = {"f1": 0.8}
+    save_store(b, path)  # b did not hold a's result: it is kept, and b's doc can show it
+    assert set(b["runs"]) == {"trec/0", "trec/1"} and b["commands"] == ["seed 0", "seed 1"]
+    on_disk = json.loads(path.read_text())
+    assert on_disk == b and not list(tmp_path.glob("*.tmp"))
+    a["runs"]["trec/0"] = {"f1": 0.75}  # a process's own entries win
+    save_store(a, path)
+    assert json.loads(path.read_text())["runs"] == {"trec/0": {"f1": 0.75}, "trec/1": {"f1": 0.8}}
+    # a store with other settings on disk (a --fresh since) is replaced, not merged
+    c, _ = result_store(out, {"k": 4}, "fresh", fresh=True)
+    save_store(c, path)
+    a["runs"]["trec/2"] = {"f1": 0.9}
+    save_store(a, path)
+    assert json.loads(path.read_text())["settings"] == {"k": 8} and "fresh" not in a["commands"]

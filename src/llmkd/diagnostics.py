@@ -71,14 +71,13 @@ def still_rising(method: str, records: Sequence[dict[str, Any]], epochs: int) ->
             continue
         a, b, c = (h["score"] for h in hist[-3:])
         if a < b < c:
-            rising.append((hist, rec.get("dev_metric") or "dev score"))
+            rising.append(((a, b, c), hist[-1]["epoch"], rec.get("dev_metric") or "dev score"))
     if not rising:
         return None
-    hist, metric = rising[0]
-    a, b, c = (h["score"] for h in hist[-3:])
+    (a, b, c), last, metric = rising[0]
     who = "its student" if len(records) == 1 else f"{len(rising)} of its {len(records)} students"
     return (f"{method}: {who} ran out of epochs with the dev {metric} still rising ({a:.3f}, {b:.3f}, {c:.3f} "
-            f"at the last three evaluations, the last one the best, after {hist[-1]['epoch']} epochs): it is likely "
+            f"at the last three evaluations, the last one the best, after {last} epochs): it is likely "
             f"undertrained. Raise student.epochs (now {epochs}; early stopping still ends training once dev stops "
             f"improving) or student.lr.")
 

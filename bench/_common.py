@@ -145,6 +145,8 @@ def save_store(store: dict, path: Path) -> None:
 
     from filelock import FileLock
 
+    from llmkd.io import write_json
+
     lock = Path(tempfile.gettempdir()) / f"llmkd-bench-{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]}.lock"
     with FileLock(str(lock)):
         disk = json.loads(path.read_text()) if path.exists() else {}
@@ -152,9 +154,7 @@ def save_store(store: dict, path: Path) -> None:
             store["runs"] = {**disk.get("runs", {}), **store["runs"]}
             done = disk.get("commands", [])
             store["commands"] = done + [c for c in store["commands"] if c not in done]
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(store, indent=1))
-        os.replace(tmp, path)
+        write_json(path, store)  # atomic: a killed process leaves the old store, not half of one
 
 
 def interleaved(items: Sequence[Any], block: int, jobs: dict[str, Callable[[list], Any]], *,

@@ -58,19 +58,19 @@ def variants(args: argparse.Namespace) -> list[dict]:
 
 def _epochs(v: dict, args: argparse.Namespace) -> str:
     """The label's suffix for a row trained with more than the table's epochs."""
-    return "" if v.get("epochs", args.epochs) == args.epochs else f", {v['epochs']} epochs"
+    return "" if v["epochs"] == args.epochs else f", {v['epochs']} epochs"
 
 
 def tag(v: dict, args: argparse.Namespace) -> str:
     return f"{v['student']}-{v['targets']}" + ("-bal" if v["balance"] else "") + (
-        "" if v["lr"] == DEFAULT_LR else f"-lr{v['lr']:g}") + ("-gold" if v.get("mix_gold") else "") + (
-        "" if v.get("epochs", args.epochs) == args.epochs else f"-ep{v['epochs']}")
+        "" if v["lr"] == DEFAULT_LR else f"-lr{v['lr']:g}") + ("-gold" if v["mix_gold"] else "") + (
+        "" if v["epochs"] == args.epochs else f"-ep{v['epochs']}")
 
 
 def label(v: dict, args: argparse.Namespace) -> str:
     return (f"vanilla KD, {STUDENT_NAME[v['student']]}, {v['targets']}" + (", balanced" if v["balance"] else "")
             + ("" if v["lr"] == DEFAULT_LR else f", lr {v['lr']:g}")
-            + (", + the k gold" if v.get("mix_gold") else "") + _epochs(v, args))
+            + (", + the k gold" if v["mix_gold"] else "") + _epochs(v, args))
 
 
 def main() -> None:
@@ -122,7 +122,7 @@ def main() -> None:
 def is_plain(v: dict) -> bool:
     """The student's default configuration (hard targets, no balancing, default lr): its run
     folder also trains the same student on the pool's gold labels."""
-    return v["targets"] == "hard" and not v["balance"] and v["lr"] == DEFAULT_LR and not v.get("mix_gold")
+    return v["targets"] == "hard" and not v["balance"] and v["lr"] == DEFAULT_LR and not v["mix_gold"]
 
 
 def run_cell(args: argparse.Namespace, store: dict, store_path, started: float, ds: str, teacher: str, pool: int,

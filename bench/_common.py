@@ -67,13 +67,14 @@ def cpu_model() -> str:
 
 
 def machine_line(started: float, wall_of: str = "") -> str:
-    """Date, machine, load average (other jobs on the machine slow every timing) and wall time.
+    """Date, machine (with its CPU model), load average (other jobs on the machine slow every timing)
+    and wall time.
 
     ``wall_of`` says what the wall time covers where a doc gathers the cells of several commands.
     """
     load = "/".join(f"{x:.1f}" for x in os.getloadavg())
     return (f"Date: {dt.datetime.now().isoformat(timespec='minutes')}; machine: {platform.machine()}, "
-            f"{os.cpu_count()} CPU cores, {platform.platform()}; load average (1/5/15 min) at writing {load}; "
+            f"{cpu_model()}, {os.cpu_count()} CPU cores, {platform.platform()}; load average (1/5/15 min) at writing {load}; "
             f"wall time {time.time() - started:.0f} s" + (f" ({wall_of})" if wall_of else "") + ".  ")
 
 

@@ -164,7 +164,7 @@ def write_doc(out: Path, store: dict[str, Any], started: float) -> None:
     cells = store["cells"]
     lines = ["# Classification student defaults, chosen on held-out training data", "",
              "Commands (in order; each adds its cells):  "] + [f"`{c}`  " for c in store["commands"]] + [
-        C.machine_line(started, "of the last command") + " CPU: " + C.cpu_model() + ".  ", "",
+        C.machine_line(started, "of the last command"), "",
         "Each cell trains the config's student (MiniLM-L6 unless `--student` or the config says otherwise; batch 16, AdamW, "
         "weight decay 0.01, linear warmup to `lr` over `warmup` steps, then constant) on the teacher's labels "
         "of the pool, and scores macro-F1 after every epoch on **sweep-dev** (gold training examples outside "

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, SHORT, add_set_arg, cpu_model, machine_line, md_table, parser, start, write_keeping_notes  # noqa: E402
+from _common import ROOT, SHORT, add_set_arg,machine_line, md_table, parser, start, write_keeping_notes  # noqa: E402
 
 import llmkd  # noqa: E402
 from llmkd.build import Session  # noqa: E402
@@ -96,7 +96,7 @@ def main() -> None:
               f"{r['misses']} / {r['hits']}"]
              for r in rows]
     lines = ["# Demonstrations drawn per query vs one fixed set: the cost", "",
-             f"Command: `{command}`  ", machine_line(started) + f"CPU: {cpu_model()}; teacher on 1 thread.", "",
+             f"Command: `{command}`  ", machine_line(started) + "Teacher on 1 thread.", "",
              f"PTB (`examples/mckd_ptb.yaml`, seed {args.seeds[0]}: 50 gold trees, the demonstrations drawn from "
              f"them), teacher {SHORT.get(args.teacher, args.teacher)} (llama.cpp, Q4_K_M, plain prompt, greedy, "
              f"max_tokens 200, teacher.n_ctx {args.n_ctx}), the first {args.n} sentences of the test split, each "

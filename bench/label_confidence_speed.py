@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import argparse
 
-from _common import ROOT, SHORT, cpu_model, interleaved, machine_line, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
+from _common import ROOT, SHORT,interleaved, machine_line, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
 
 from llmkd.build import Session, build_teacher  # noqa: E402
 from llmkd.config import load_config  # noqa: E402
@@ -124,7 +124,7 @@ def main() -> None:
         "# Labeling with a confidence: the cost of scoring the label set after the reply",
         "",
         f"Command: `{command}`  ",
-        machine_line(started) + f" CPU: {cpu_model()}.  ",
+        machine_line(started),
         f"Workload: {len(items)} pool items of examples/{args.dataset}.yaml (seed 0), each in its few-shot "
         f"prompt ({demos.per_prompt} demonstrations, {task.kind}, {len(task.labels)} labels), teacher "
         f"{SHORT.get(args.teacher, args.teacher)} (llama.cpp, {args.threads} threads, greedy, max "

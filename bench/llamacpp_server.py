@@ -29,7 +29,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, SHARED, cpu_model, machine_line
+from _common import ROOT, SHARED,machine_line
 
 SST2 = SHARED / "data" / "sst2" / "stsa.binary"
 GGUF = Path.home() / ".cache" / "llmkd" / "models" / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
@@ -194,7 +194,7 @@ def main() -> None:
 
     lines = [
         "# The llama-cpp-python server as an OpenAI-compatible teacher", "",
-        f"Command: `{command}`  ", machine_line(started), f"CPU: {cpu_model()}.  ",
+        f"Command: `{command}`  ", machine_line(started),
         f"Server: `python -m llama_cpp.server --model {Path(args.model).name} --n_threads 1 --n_threads_batch 1 "
         f"--n_ctx 2048 --logits_all true` (llama-cpp-python {llama_cpp.__version__}); llmkd at "
         f"{Path(llmkd.__file__).parent}.  ",

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, cpu_model, machine_line, start, write_keeping_notes  # noqa: E402
+from _common import ROOT,machine_line, start, write_keeping_notes  # noqa: E402
 
 TEACHER = "qwen2.5-coder-0.5b-instruct"
 COMMON = ["progress=false", "seed=0", "student.threads=1"]  # plus name= and output_dir= per cell and revision
@@ -278,7 +278,7 @@ def write(args: argparse.Namespace, revs: dict[str, dict[str, str]], trees: dict
         "",
         f"Command: `{command}`  ",
         machine,
-        f"CPU: {cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, one virtual environment "
+        f"Python {platform.python_version()}, one virtual environment "
         f"for both revisions ({sys.prefix}).  ",
         f"Base: `{revs['base']['sha']}` ({revs['base']['rev']}) {revs['base']['subject']}  ",
         f"Head: `{revs['head']['sha']}` ({revs['head']['rev']}) {revs['head']['subject']}  ",

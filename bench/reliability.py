@@ -50,7 +50,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, SHORT, cpu_model, machine_line, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
+from _common import ROOT, SHORT,machine_line, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
 
 from llmkd.build import build_teacher, choose_shots  # noqa: E402
 from llmkd.config import load_config  # noqa: E402
@@ -517,7 +517,7 @@ def main() -> None:
     for name in args.only:
         store[name] = {"result": SECTIONS[name][0](args), "command": command, "date": time.strftime("%Y-%m-%d %H:%M")}
         store_path.write_text(json.dumps(store, indent=1))
-    lines = ["# Reliability", "", f"CPU: {cpu_model()}. " + machine_line(started), ""]
+    lines = ["# Reliability", "", machine_line(started), ""]
     for name, (_, render) in SECTIONS.items():
         if name in store:
             lines += [f"Section `{name}`: `{store[name]['command']}` ({store[name]['date']}).", ""]

@@ -33,7 +33,7 @@ import shutil
 import time
 from pathlib import Path
 
-from _common import ROOT, cpu_model, machine_line, mean_std, start, write_keeping_notes  # noqa: E402
+from _common import ROOT,machine_line, mean_std, start, write_keeping_notes  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -202,7 +202,7 @@ def across_seeds(title: str, groups: dict[str, list[dict[str, float]]]) -> list[
 
 def write(args, command: str, started: float, cells: list[dict], finetunes: list[dict], partial: bool) -> None:
     lines = ["# Human review: corrected labels chosen by `llmkd review` against random ones", "",
-             f"Command: `nice -n 10 {command}`  ", machine_line(started), f"CPU: {cpu_model()}; torch threads 1.  ",
+             f"Command: `nice -n 10 {command}`  ", machine_line(started), "Torch threads 1.  ",
              "Teacher: Qwen2.5-coder-0.5B-instruct (few-shot, classify.v2, greedy; confidence from scoring the label "
              "set), answers from the shared cache only. Student: all-MiniLM-L6-v2 sentence embeddings (frozen, "
              "mean-pooled) + logistic regression (scikit-learn, C=1), retrained per row; test macro-F1 / accuracy. "

@@ -59,7 +59,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, SHORT, cpu_model, machine_line, start, write_keeping_notes
+from _common import ROOT, SHORT,machine_line, start, write_keeping_notes
 
 NAME = "student_speed"
 DATASETS = ["sst2", "trec", "conll2003"]
@@ -311,10 +311,10 @@ def main() -> None:
         old = results.get(ds, {})
         same = old.get("run") == str(run_dir) and old.get("export_onnx") == info.get("onnx", {})
         rows: dict[str, dict] = old.get("rows", {}) if same else {}
-        res = results[ds] = {"run": str(run_dir), "how": how, "folder": str(folder), "test_split": len(data.test),
-                             "rows": rows, "export_onnx": info.get("onnx", {}),
-                             "export_checks": info.get("checks", {}), "kind": info["kind"],
-                             "export_onnx_int8_block": (w_info.get("onnx") or {}).get("int8")}
+        results[ds] = {"run": str(run_dir), "how": how, "folder": str(folder), "test_split": len(data.test),
+                       "rows": rows, "export_onnx": info.get("onnx", {}),
+                       "export_checks": info.get("checks", {}), "kind": info["kind"],
+                       "export_onnx_int8_block": (w_info.get("onnx") or {}).get("int8")}
         for model in args.teachers:
             with tempfile.TemporaryDirectory(prefix="student_speed-") as tmp:
                 print(f"{ds}: teacher {model} on {t_n} test prompts (fresh cache)", flush=True)
@@ -365,7 +365,7 @@ def write_doc(args, command: str, started: float, store: dict) -> None:
     results = store["results"]
     lines = ["# Student vs teacher at inference: speed, memory, size, quality", "",
              machine_line(started, "of the last command"),
-             f"CPU: {cpu_model()}; {args.threads} threads for every engine (torch, ONNX "
+             f"{args.threads} threads for every engine (torch, ONNX "
              f"Runtime intra-op, llama.cpp); seeds: the runs' (0).  ",
              "Commands (each adds or replaces its rows; every row says which one measured it, when, and the load "
              "average before/after it, below each table):  ",

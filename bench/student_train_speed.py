@@ -21,7 +21,7 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import ROOT, SHARED, cpu_model, machine_line, start
+from _common import ROOT, SHARED,machine_line, start
 
 NAME = "student_train_speed"
 SST2 = SHARED / "data" / "sst2" / "stsa.binary.train"
@@ -114,7 +114,7 @@ def main() -> None:
     pair_ratios = [a / b for a, b in zip(rate["llmkd"], rate["Trainer"])]
     lines = [
         "# Student training throughput: llmkd's loop vs transformers.Trainer", "",
-        machine_line(started), f"CPU: {cpu_model()}; torch threads {args.threads}; seed 0.  ",
+        machine_line(started), f"Torch threads {args.threads}; seed 0.  ",
         f"Command: `nice -n 10 {command}`", "",
         f"One epoch over the first {args.n} sentences of SST-2 (`stsa.binary.train`), all-MiniLM-L6-v2 classifier "
         f"(fresh, seed 0), batch {args.batch_size}, max_length {args.max_length}, AdamW lr 1e-4, 10 warmup steps, "

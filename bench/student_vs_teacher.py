@@ -27,7 +27,7 @@ import json
 import statistics
 import time
 
-from _common import ROOT, SHORT, cpu_model, machine_line, parser, result_store, save_store, start, write_keeping_notes  # noqa: E402
+from _common import ROOT, SHORT,machine_line, parser, result_store, save_store, start, write_keeping_notes  # noqa: E402
 from _common import mean_std as _ms
 
 from llmkd import api  # noqa: E402
@@ -188,7 +188,7 @@ def write(args: argparse.Namespace, store: dict, started: float) -> None:
         "",
         "Commands (in order; each adds its runs to the tables):  ",
         *[f"`{c}`  " for c in store["commands"]],
-        machine_line(started, "of the last command") + f" CPU: {cpu_model()}.  ",
+        machine_line(started, "of the last command"),
         f"Seeds: {sorted({r['seed'] for r in store['runs'].values()})} (each seed draws the k-shot labeled set, the "
         f"demonstrations, the dev set, the pool and the test subsample, and initialises the student). k = {s['k']} "
         f"gold per class (labeled set, demonstrations) and {s['k']} per class for dev; test subsample "

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from _common import SHARED, interleaved, result_store, save_store  # noqa: E402
+from _common import SHARED, cpu_model, interleaved, machine_line, result_store, save_store  # noqa: E402
 
 
 def test_interleaved_rotates_the_rows_and_gives_each_all_items_once() -> None:
@@ -74,3 +74,14 @@ def test_two_processes_adding_to_one_store_keep_each_others_results(tmp_path: Pa
     a["runs"]["trec/2"] = {"f1": 0.9}
     save_store(a, path)
     assert json.loads(path.read_text())["settings"] == {"k": 8} and "fresh" not in a["commands"]
+
+
+def test_the_machine_line_of_every_results_doc_names_the_cpu_model():
+    """The brief asks each results doc for its machine and CPU model: the shared line carries both."""
+    import os
+    import time
+
+    line = machine_line(time.time() - 5, "of the last command")
+    assert line.startswith("Date: ")
+    assert f"{cpu_model()}, {os.cpu_count()} CPU cores" in line
+    assert "wall time 5 s (of the last command)" in line

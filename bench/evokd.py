@@ -93,7 +93,9 @@ def main() -> None:
     ap.add_argument("--full-only", action="store_true", help="run only the full-shot rows (e.g. in a second process)")
     ap.add_argument("--no-full", action="store_true", help="skip the full-shot rows")
     ap.add_argument("--report-only", action="store_true", help="no runs: write the doc from the finished methods found")
-    ap.add_argument("--methods", nargs="+", default=None, help="run only these methods of each cell (parallel processes)")
+    ap.add_argument("--methods", nargs="+", default=None,
+                    help="run only these methods of each cell; a second process running other methods of the same "
+                         "cells at the same time needs its own --runs (a run folder takes one process at a time)")
     ap.add_argument("--threads", type=int, default=None,
                     help="teacher.n_threads and student.threads (1 avoids spin-waiting threads on a busy CPU)")
     args = ap.parse_args()

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, SHORT, add_set_arg,machine_line, md_table, parser, start, write_keeping_notes  # noqa: E402
+from _common import ROOT, SHORT, add_set_arg, machine_line, md_table, parser, start, write_keeping_notes  # noqa: E402
 
 import llmkd  # noqa: E402
 from llmkd.build import Session  # noqa: E402

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import argparse
 
-from _common import ROOT, SHORT,interleaved, machine_line, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
+from _common import ROOT, SHORT, interleaved, machine_line, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
 
 from llmkd.build import Session, build_teacher  # noqa: E402
 from llmkd.config import load_config  # noqa: E402

@@ -29,7 +29,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, SHARED,machine_line
+from _common import ROOT, SHARED, machine_line
 
 SST2 = SHARED / "data" / "sst2" / "stsa.binary"
 GGUF = Path.home() / ".cache" / "llmkd" / "models" / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT,machine_line, start, write_keeping_notes  # noqa: E402
+from _common import ROOT, machine_line, start, write_keeping_notes  # noqa: E402
 
 TEACHER = "qwen2.5-coder-0.5b-instruct"
 COMMON = ["progress=false", "seed=0", "student.threads=1"]  # plus name= and output_dir= per cell and revision

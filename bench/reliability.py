@@ -50,7 +50,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, SHORT,machine_line, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
+from _common import ROOT, SHORT, machine_line, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
 
 from llmkd.build import build_teacher, choose_shots  # noqa: E402
 from llmkd.config import load_config  # noqa: E402

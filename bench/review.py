@@ -33,7 +33,7 @@ import shutil
 import time
 from pathlib import Path
 
-from _common import ROOT,machine_line, mean_std, start, write_keeping_notes  # noqa: E402
+from _common import ROOT, machine_line, mean_std, start, write_keeping_notes  # noqa: E402
 
 import numpy as np  # noqa: E402
 

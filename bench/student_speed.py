@@ -59,7 +59,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, SHORT,machine_line, start, write_keeping_notes
+from _common import ROOT, SHORT, machine_line, start, write_keeping_notes
 
 NAME = "student_speed"
 DATASETS = ["sst2", "trec", "conll2003"]

@@ -21,7 +21,7 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import ROOT, SHARED,machine_line, start
+from _common import ROOT, SHARED, machine_line, start
 
 NAME = "student_train_speed"
 SST2 = SHARED / "data" / "sst2" / "stsa.binary.train"

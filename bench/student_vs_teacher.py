@@ -27,7 +27,7 @@ import json
 import statistics
 import time
 
-from _common import ROOT, SHORT,machine_line, parser, result_store, save_store, start, write_keeping_notes  # noqa: E402
+from _common import ROOT, SHORT, machine_line, parser, result_store, save_store, start, write_keeping_notes  # noqa: E402
 from _common import mean_std as _ms
 
 from llmkd import api  # noqa: E402

@@ -265,12 +265,13 @@ def main() -> None:
         store.write_text(json.dumps({"command": command, "kept_from": kept, "seeds": args.seeds, "items": args.items, "labeling": lab,
                                      "training": acc, "mckd": mckd, "stub": stub, "machine": machine_line(started),
                                      "cpu": cpu_model()}, indent=1))
+    machine, cpu = (saved["machine"], saved["cpu"]) if args.report_only else (machine_line(started), cpu_model())
     lines = ["# Scale-out on this machine (bench/scale_out.py)", "",
              f"Command: `{command}`  ",
              *[f"The {part} rows are kept from an earlier run: `{cmd}`  "
                for part, cmd in (saved if args.report_only else {"kept_from": kept}).get("kept_from", {}).items()],
-             saved["machine"] if args.report_only else machine_line(started),
-             f"CPU: {saved['cpu'] if args.report_only else cpu_model()}.  ",
+             machine,
+             *([] if cpu in machine else [f"CPU: {cpu}.  "]),  # stores written before the machine line named the CPU
              f"Seeds: {args.seeds} (the MCKD cells: their seed column). Data: SST-2 (`{SST2}`), pool {args.items} sentences, 16 labeled, 16 dev, 300 test.", ""]
     if lab:
         base = next(r for r in lab if r["cell"] == "local")["seconds"]

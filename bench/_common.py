@@ -107,10 +107,12 @@ def rows_in_order(by_label: dict[str, list], prefixes: list[str]) -> list[tuple[
     return [(label, results) for prefix in prefixes for label, results in by_label.items() if label.startswith(prefix)]
 
 
-def result_store(out: str | Path, settings: dict, command: str, *, fresh: bool = False) -> tuple[dict, Path]:
+def result_store(out: str | Path, settings: dict, command: str, *, fresh: bool = False,
+                 report_only: bool = False) -> tuple[dict, Path]:
     """The JSON store beside ``out`` (``NAME.json``) in which a benchmark accumulates its cells
-    over invocations: ``{"settings", "commands", "runs"}``. ``command`` is appended; the caller
-    writes the store back.
+    over invocations: ``{"settings", "commands", "runs"}``. ``command`` is appended, unless
+    ``report_only`` (a ``--report-only`` invocation measures nothing); the caller writes the store
+    back.
 
     A store made with other ``settings`` is never overwritten silently: with results in it the
     run stops (``SystemExit``) naming the settings that differ, unless ``fresh`` (``--fresh``),
@@ -131,8 +133,20 @@ def result_store(out: str | Path, settings: dict, command: str, *, fresh: bool =
             if store.get("runs"):
                 path.replace(path.with_suffix(".old.json"))
         store = {"settings": settings, "commands": [], "runs": {}}
-    store["commands"].append(command)
+    if not report_only:
+        store["commands"].append(command)
     return store, path
+
+
+def doc_machine_line(args: argparse.Namespace, started: float) -> str:
+    """The machine line of a doc that gathers the cells of several invocations: this one's, or,
+    with ``--report-only`` (which measures nothing), the line of the last invocation that did,
+    read back from the doc ``args.out``."""
+    if getattr(args, "report_only", False) and Path(args.out).exists():
+        for line in Path(args.out).read_text().splitlines():
+            if line.startswith("Date: "):
+                return line.rstrip() + "  "
+    return machine_line(started, "of the last command")
 
 
 def save_store(store: dict, path: Path) -> None:

@@ -23,7 +23,7 @@ import json
 import statistics
 import time
 
-from _common import ROOT, SHORT, machine_line, parser, result_store, save_store, rows_in_order, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
+from _common import ROOT, SHORT, doc_machine_line, parser, result_store, save_store, rows_in_order, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
 from _common import mean_std as _ms
 
 from llmkd import api  # noqa: E402
@@ -41,7 +41,7 @@ def main() -> None:
     args = ap.parse_args()
     command, started = start("classification")
     settings = {"k": args.k, "pool": args.pool, "test_size": args.test_size, "epochs": args.epochs}
-    store, store_path = result_store(args.out, settings, command, fresh=args.fresh)
+    store, store_path = result_store(args.out, settings, command, fresh=args.fresh, report_only=args.report_only)
     if args.report_only:
         save_store(store, store_path)
         write(args, store, started)
@@ -85,7 +85,7 @@ def write(args: argparse.Namespace, store: dict, started: float) -> None:
         "",
         "Commands (in order; each adds its runs to the table):  ",
         *[f"`{c}`  " for c in store["commands"]],
-        machine_line(started, "of the last command"),
+        doc_machine_line(args, started),
         f"Seeds: {seeds} (each seed draws the k-shot labeled set, the demonstrations, the dev set, "
         f"the pool and the test subsample, and initialises the student). k = {args.k} gold examples per class "
         f"(also the prompt demonstrations); dev = {args.k} per class; pool = {args.pool}; test subsample = "

@@ -29,7 +29,7 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import ROOT, SHORT, machine_line, mean_std, parser, result_store, save_store, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
+from _common import ROOT, SHORT, doc_machine_line, mean_std, parser, result_store, save_store, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
 
 from llmkd import api  # noqa: E402
 from llmkd.config import load_config  # noqa: E402
@@ -108,7 +108,7 @@ def main() -> None:
                 "test_size": args.test_size, "epochs": args.epochs, "min_steps": args.min_steps,
                 "ner_min_steps": args.ner_min_steps,
                 "round_min_steps": "student.min_steps"}  # EvoKD's per-round floor (the tables before it: doc notes)
-    store, store_path = result_store(args.out, settings, command, fresh=args.fresh)
+    store, store_path = result_store(args.out, settings, command, fresh=args.fresh, report_only=args.report_only)
 
     def keep(teacher: str, ds: str, k: int | None, seed: int, results: dict[str, dict]) -> None:
         for m, res in results.items():
@@ -263,7 +263,7 @@ def write(args: argparse.Namespace, store: dict, started: float) -> None:
         "",
         "Commands (in order; each adds its cells to the tables):  ",
         *[f"`{c}`  " for c in store["commands"]],
-        machine_line(started, "of the last command"),
+        doc_machine_line(args, started),
         f"Teachers: {', '.join(teachers)} (llama.cpp; each section names its "
         f"own; generation sampled at temperature 0.7, labeling greedy with the few-shot classify/ner prompt). "
         f"Student: all-MiniLM-L6-v2. Seeds: {seeds}. Test subsample: {args.test_size}. Synthesis: {args.rounds} "

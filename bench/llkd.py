@@ -36,7 +36,7 @@ import math
 import time
 from typing import Any
 
-from _common import ROOT, SHORT, add_set_arg, machine_line, parser, result_store, save_store, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
+from _common import ROOT, SHORT, add_set_arg, doc_machine_line, parser, result_store, save_store, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
 from _common import mean_std as _ms
 
 from llmkd import api  # noqa: E402
@@ -110,7 +110,7 @@ def main() -> None:
                 "min_steps": args.min_steps, "labeling": args.labeling}
     if args.budgets or not args.fixed_split:  # the tables of before issue 28: fixed split, no budgets
         settings.update(budgets=args.budgets, split="fixed (seed 0)" if args.fixed_split else "redrawn per seed")
-    store, store_path = result_store(args.out, settings, command, fresh=args.fresh)
+    store, store_path = result_store(args.out, settings, command, fresh=args.fresh, report_only=args.report_only)
     store.setdefault("pools", {})
     if args.report_only:
         save_store(store, store_path)
@@ -232,7 +232,7 @@ def write(args: argparse.Namespace, store: dict[str, Any], started: float) -> No
         "",
         "Commands (in order; each adds its rows to the tables):  ",
         *[f"`{c}`  " for c in store["commands"]],
-        machine_line(started, "of the last command"),
+        doc_machine_line(args, started),
         f"Seeds {seeds}; data split {split}; k = {args.k} gold examples per class (prompt demonstrations), dev = "
         f"{args.dev} per class (early stopping; the dev column), test subsample = {args.test_size}; student "
         f"all-MiniLM-L6-v2 (max_length {max_lengths(store)}), up to {args.epochs} epochs or the step budget of the block; teacher "

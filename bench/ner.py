@@ -21,7 +21,7 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import ROOT, SHORT, machine_line, parser, result_store, save_store, rows_in_order, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
+from _common import ROOT, SHORT, doc_machine_line, parser, result_store, save_store, rows_in_order, start, write_keeping_notes  # noqa: E402  (puts src/ on sys.path)
 from _common import mean_std as _ms
 
 from llmkd import api  # noqa: E402
@@ -51,7 +51,7 @@ def main() -> None:
     settings = {"dev_n": args.dev_n, "pool": args.pool, "test_size": args.test_size, "shots": args.shots,
                 "max_tokens": args.max_tokens, "epochs": args.epochs, "min_steps": args.min_steps,
                 "max_length": args.max_length}
-    store, store_path = result_store(args.out, settings, command, fresh=args.fresh)
+    store, store_path = result_store(args.out, settings, command, fresh=args.fresh, report_only=args.report_only)
     if args.report_only:
         save_store(store, store_path)
         write(args, store, started)
@@ -110,7 +110,7 @@ def write(args: argparse.Namespace, store: dict, started: float) -> None:
         "",
         "Commands (in order; each adds its runs to the tables):  ",
         *[f"`{c}`  " for c in store["commands"]],
-        machine_line(started, "of the last command"),
+        doc_machine_line(args, started),
         f"Seeds: {seeds} (each seed draws the labeled sentences, the demonstrations, the dev set, the pool "
         f"and the test subsample, and initialises the student). k = {ks} gold labeled sentences; "
         f"demonstrations = min(k, {args.shots}); dev = {args.dev_n} gold sentences from the dev file; "

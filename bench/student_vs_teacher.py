@@ -27,7 +27,7 @@ import json
 import statistics
 import time
 
-from _common import ROOT, SHORT, machine_line, parser, result_store, save_store, start, write_keeping_notes  # noqa: E402
+from _common import ROOT, SHORT, doc_machine_line, parser, result_store, save_store, start, write_keeping_notes  # noqa: E402
 from _common import mean_std as _ms
 
 from llmkd import api  # noqa: E402
@@ -99,9 +99,8 @@ def main() -> None:
         ap.error("--no-confidence gives no label distribution, so --targets can only be hard")
     command, started = start("student_vs_teacher")
     settings = {"k": args.k, "test_size": args.test_size, "epochs": args.epochs}
-    store, store_path = result_store(args.out, settings, command, fresh=args.fresh)
+    store, store_path = result_store(args.out, settings, command, fresh=args.fresh, report_only=args.report_only)
     if args.report_only:
-        store["commands"].pop()  # a rewrite of the doc measured nothing
         write(args, store, started)
         return
     for ds in args.datasets:
@@ -188,7 +187,7 @@ def write(args: argparse.Namespace, store: dict, started: float) -> None:
         "",
         "Commands (in order; each adds its runs to the tables):  ",
         *[f"`{c}`  " for c in store["commands"]],
-        machine_line(started, "of the last command"),
+        doc_machine_line(args, started),
         f"Seeds: {sorted({r['seed'] for r in store['runs'].values()})} (each seed draws the k-shot labeled set, the "
         f"demonstrations, the dev set, the pool and the test subsample, and initialises the student). k = {s['k']} "
         f"gold per class (labeled set, demonstrations) and {s['k']} per class for dev; test subsample "

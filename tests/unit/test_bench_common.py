@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from _common import SHARED, cpu_model, interleaved, machine_line, result_store, save_store  # noqa: E402
+from _common import SHARED, cpu_model, doc_machine_line, interleaved, machine_line, result_store, save_store  # noqa: E402
 
 
 def test_interleaved_rotates_the_rows_and_gives_each_all_items_once() -> None:
@@ -85,3 +85,23 @@ def test_the_machine_line_of_every_results_doc_names_the_cpu_model():
     assert line.startswith("Date: ")
     assert f"{cpu_model()}, {os.cpu_count()} CPU cores" in line
     assert "wall time 5 s (of the last command)" in line
+
+
+def test_a_report_only_rewrite_keeps_the_measuring_invocations_line_and_commands(tmp_path: Path) -> None:
+    """``--report-only`` measures nothing: the doc keeps the date, load and wall time of the
+    invocation that did, and the store does not list the rewrite among its commands."""
+    import argparse
+    import time
+
+    out = tmp_path / "llkd.md"
+    store, path = result_store(out, {"k": 8}, "python bench/llkd.py --seeds 0")
+    save_store(store, path)
+    measured = doc_machine_line(argparse.Namespace(out=str(out), report_only=False), time.time() - 100)
+    out.write_text("# LLKD\n\nCommands:  \n`python bench/llkd.py --seeds 0`  \n" + measured + "\n\n| table |\n")
+    again, _ = result_store(out, {"k": 8}, "python bench/llkd.py --report-only", report_only=True)
+    assert again["commands"] == ["python bench/llkd.py --seeds 0"]
+    assert doc_machine_line(argparse.Namespace(out=str(out), report_only=True), time.time()) == measured
+    assert "wall time 100 s" in measured
+    # no doc yet: a report-only invocation writes its own line
+    fresh = doc_machine_line(argparse.Namespace(out=str(tmp_path / "none.md"), report_only=True), time.time())
+    assert fresh.startswith("Date: ") and "wall time 0 s" in fresh

@@ -112,8 +112,7 @@ def main() -> None:
         settings.update(budgets=args.budgets, split="fixed (seed 0)" if args.fixed_split else "redrawn per seed")
     store, store_path = result_store(args.out, settings, command, fresh=args.fresh, report_only=args.report_only)
     store.setdefault("pools", {})
-    if args.report_only:
-        save_store(store, store_path)
+    if args.report_only:  # nothing measured, nothing to store: the doc is redrawn from the store as read
         write(args, store, started)
         return
     for teacher in args.teachers:  # first teacher on every dataset first: partial results stay useful

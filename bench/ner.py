@@ -52,8 +52,7 @@ def main() -> None:
                 "max_tokens": args.max_tokens, "epochs": args.epochs, "min_steps": args.min_steps,
                 "max_length": args.max_length}
     store, store_path = result_store(args.out, settings, command, fresh=args.fresh, report_only=args.report_only)
-    if args.report_only:
-        save_store(store, store_path)
+    if args.report_only:  # nothing measured, nothing to store: the doc is redrawn from the store as read
         write(args, store, started)
         return
     for ds in args.datasets:

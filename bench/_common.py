@@ -56,14 +56,13 @@ def start(name: str) -> tuple[str, float]:
 
 
 def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo), for the machine line of a results doc."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    """The CPU's model name with its family / model numbers, for the machine line of a results doc
+    ("AMD EPYC (family/model 26/2)": a virtual machine's name hides the generation, which decides
+    the llama.cpp kernels and so can change a teacher's answers)."""
+    from llmkd.teachers.native import cpu_info
+
+    info = cpu_info()
+    return (info["model"] or "unknown CPU") + (f" (family/model {info['family']})" if info.get("family") else "")
 
 
 def machine_line(started: float, wall_of: str = "") -> str:

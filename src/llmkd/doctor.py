@@ -35,7 +35,8 @@ def check_cpu() -> Check:
 
     info = cpu_info()
     flags = set(info["flags"])
-    parts = [f"{info['model']} ({info['machine']})",
+    family = f", family/model {info['family']}" if info.get("family") else ""
+    parts = [f"{info['model']} ({info['machine']}{family})",
              f"AVX2 {'yes' if 'avx2' in flags else 'no'}",
              f"AVX-512 {'yes' if 'avx512f' in flags else 'no'}"
              + (f" ({', '.join(sorted(f for f in flags if f.startswith('avx512') and f != 'avx512f'))})"

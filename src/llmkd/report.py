@@ -47,6 +47,8 @@ def _git_sha() -> str | None:
 def manifest(cfg: Any, model_hashes: dict[str, str]) -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
+    from .teachers.native import cpu_info
+
     pkgs = {}
     for name in ("llmkd", "torch", "transformers", "tokenizers", "llama-cpp-python", "scikit-learn", "numpy", "seqeval", "httpx"):
         try:
@@ -59,6 +61,7 @@ def manifest(cfg: Any, model_hashes: dict[str, str]) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+        "cpu": cpu_info(),  # llama.cpp's kernels, hence a teacher's answers, depend on it
         "git_sha": _git_sha(),
         "models": model_hashes,
     }

@@ -105,3 +105,15 @@ def test_the_setting_in_force_is_in_the_fingerprint(probes: list[bool]) -> None:
 def test_cpu_info_reads_the_flags_that_matter() -> None:
     info = native.cpu_info()
     assert info["model"] and set(info["flags"]) <= set(native._FLAGS_OF_INTEREST)
+    if Path("/proc/cpuinfo").exists() and "cpu family" in Path("/proc/cpuinfo").read_text():
+        family, model = info["family"].split("/")  # "26/2": the generation, which "AMD EPYC" hides
+        assert family.isdigit() and model.isdigit()
+
+
+def test_the_run_manifest_records_the_cpu() -> None:
+    from types import SimpleNamespace
+
+    from llmkd.report import manifest
+
+    m = manifest(SimpleNamespace(seed=3), {"teacher": "abc"})
+    assert m["cpu"] == native.cpu_info() and m["seed"] == 3

@@ -56,20 +56,27 @@ _lock = threading.RLock()  # _defaults nests: model_params and context_params in
 
 # -- facts about the machine --------------------------------------------------------------------
 def cpu_info() -> dict[str, Any]:
-    """The CPU's model name and the instruction-set flags that matter to llama.cpp and torch
-    (Linux: /proc/cpuinfo; elsewhere the model from :mod:`platform` and no flags)."""
+    """The CPU's model name, its family / model numbers ("26/2"; virtual machines often name only
+    "AMD EPYC", and the generation decides which llama.cpp kernels run, so a teacher's answers can
+    differ between two machines of one name) and the instruction-set flags that matter to llama.cpp
+    and torch (Linux: /proc/cpuinfo; elsewhere the model from :mod:`platform`, no family, no flags)."""
     model, flags = platform.processor() or platform.machine(), set()
+    numbers: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
             key = key.strip()
             if key == "model name" and model in ("", platform.machine(), platform.processor()):
                 model = value.strip()
+            elif key in ("cpu family", "model") and key not in numbers:
+                numbers[key] = value.strip()
             elif key == "flags" and not flags:
                 flags = set(value.split())
     except OSError:
         pass
-    return {"model": model, "machine": platform.machine(), "flags": sorted(f for f in _FLAGS_OF_INTEREST if f in flags)}
+    family = f"{numbers['cpu family']}/{numbers.get('model', '?')}" if "cpu family" in numbers else None
+    return {"model": model, "family": family, "machine": platform.machine(),
+            "flags": sorted(f for f in _FLAGS_OF_INTEREST if f in flags)}
 
 
 def default_threads(n_threads: int | None) -> int:

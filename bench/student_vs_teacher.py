@@ -41,7 +41,7 @@ DEFAULT_LR = 1e-4  # StudentConfig.lr
 def variants(args: argparse.Namespace) -> list[dict]:
     """The student configurations of one cell, the first one run with the teacher rows."""
     out = []
-    for epochs in [args.epochs] + [e for e in args.more_epochs if e != args.epochs]:
+    for epochs in ([] if args.no_base_epochs else [args.epochs]) + [e for e in args.more_epochs if e != args.epochs]:
         base = {"balance": False, "lr": DEFAULT_LR, "mix_gold": False, "epochs": epochs}
         for st in args.students:
             for tg in args.targets:
@@ -77,7 +77,9 @@ def main() -> None:
     ap = parser(__doc__, "student_vs_teacher", ["sst2", "trec", "ag_news", "banking77"])
     ap.add_argument("--pools", nargs="+", type=int, default=[1000, 5000])
     ap.add_argument("--students", nargs="+", choices=sorted(STUDENTS), default=["minilm", "mpnet"])
-    ap.add_argument("--targets", nargs="+", choices=["hard", "soft", "mix"], default=["hard", "soft", "mix"])
+    ap.add_argument("--targets", nargs="*", choices=["hard", "soft", "mix"], default=["hard", "soft", "mix"],
+                    help="the plain rows' targets; none (`--targets` alone): only the --balance / --mix-gold / --lrs "
+                         "rows, and no pool's-gold row (it comes with the plain hard row)")
     ap.add_argument("--balance", action="store_true", help="add each student with class-balanced hard targets")
     ap.add_argument("--lrs", nargs="*", type=float, default=[], help="learning rates to sweep (hard targets)")
     ap.add_argument("--mix-gold", action="store_true",
@@ -86,6 +88,8 @@ def main() -> None:
     ap.add_argument("--more-epochs", nargs="*", type=int, default=[],
                     help="also run every row (supervised-k, the students, the pool's gold) with up to this many "
                          "epochs; early stopping as usual. For tasks whose dev score still rises at --epochs")
+    ap.add_argument("--no-base-epochs", action="store_true",
+                    help="run only the --more-epochs rows (the teacher rows come with the first of them)")
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--test-size", type=int, default=500)
     ap.add_argument("--epochs", type=int, default=6)
@@ -97,6 +101,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.no_confidence and set(args.targets) - {"hard"}:
         ap.error("--no-confidence gives no label distribution, so --targets can only be hard")
+    if not variants(args):
+        ap.error("no student rows to run: give --targets, or --balance, --mix-gold or --lrs")
     command, started = start("student_vs_teacher")
     settings = {"k": args.k, "test_size": args.test_size, "epochs": args.epochs}
     store, store_path = result_store(args.out, settings, command, fresh=args.fresh, report_only=args.report_only)

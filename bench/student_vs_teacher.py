@@ -101,6 +101,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.no_confidence and set(args.targets) - {"hard"}:
         ap.error("--no-confidence gives no label distribution, so --targets can only be hard")
+    if args.no_base_epochs and not [e for e in args.more_epochs if e != args.epochs]:
+        ap.error(f"--no-base-epochs drops the {args.epochs}-epoch rows, so give --more-epochs with another count "
+                 "(e.g. --more-epochs 20), or leave --no-base-epochs out")
     if not variants(args):
         ap.error("no student rows to run: give --targets, or --balance, --mix-gold or --lrs")
     command, started = start("student_vs_teacher")

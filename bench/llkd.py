@@ -221,7 +221,7 @@ def write(args: argparse.Namespace, store: dict[str, Any], started: float) -> No
         block = results[run["key"]]["blocks"].setdefault(run.get("budget"), {})
         block.setdefault(run["row"], []).append((run["seed"], run["result"]))
     for r in results.values():
-        r["blocks"] = {b: {row: [res for _, res in sorted(rows[row], key=lambda x: x[0])]
+        r["blocks"] = {b: {row: sorted(rows[row], key=lambda x: x[0])  # (seed, result) pairs
                            for row in ROWS + ABLATIONS if row in rows}
                        for b, rows in sorted(r["blocks"].items(), key=lambda x: -1 if x[0] is None else x[0])}
     seeds = sorted({run["seed"] for run in store["runs"].values()})
@@ -256,13 +256,16 @@ def write(args: argparse.Namespace, store: dict[str, Any], started: float) -> No
             head = "| row | macro-F1 | accuracy |" + (" dev macro-F1 | kept per batch | steps |" if budgeted else "")
             lines += [head + " data used | label acc. of used | epochs | n seeds |",
                       "|---|---:|---:|" + ("---:|---:|---:|" if budgeted else "") + "---:|---:|---:|---:|"]
-            for row, res in rows.items():
+            for row, pairs in rows.items():
+                res = [x for _, x in pairs]
                 f1 = [x["metrics"]["macro_f1"] for x in res]
                 acc = [x["metrics"]["accuracy"] for x in res]
                 frac = [data_used(row, x, x.get("batch_size", 16)) for x in res]
                 sel = [x.get("selected_label_accuracy") for x in res]
-                if row == "vanilla":
-                    sel = [q.get("pseudo-label accuracy (answered)")] * len(res) if q else []
+                if row == "vanilla":  # every pseudo-label of the seed's own split (one split when it is fixed)
+                    sel = [(by_split.get(str(s)) or (q if len(by_split) == 1 else {})).get(
+                        "pseudo-label accuracy (answered)") for s, _ in pairs]
+                    sel = [a for a in sel if a is not None]
                 ep = [x["extra"]["training"]["epoch"] for x in res]
                 extra = ""
                 if budgeted:

@@ -215,6 +215,12 @@ def data_used(row: str, res: dict[str, Any], batch_size: int) -> float:
     return 1.0 if not steps or res.get("max_steps") is None else min(1.0, steps * batch_size / n)
 
 
+def split_label_accuracy(by_split: dict[str, Any], seed: int) -> float | None:
+    """Pseudo-label accuracy of the pool a seed trained on: its own split's, or the one split when it is fixed."""
+    q = by_split.get(str(seed)) or (next(iter(by_split.values())) if len(by_split) == 1 else None)
+    return (q or {}).get("pseudo-label accuracy (answered)")
+
+
 def write(args: argparse.Namespace, store: dict[str, Any], started: float) -> None:
     results = {key: {**pool, "blocks": {}} for key, pool in store["pools"].items()}
     for run in store["runs"].values():  # one block per budget; rows in the order of ROWS + ABLATIONS, seeds in order
@@ -244,7 +250,6 @@ def write(args: argparse.Namespace, store: dict[str, Any], started: float) -> No
         lines += [f"## {r['dataset']}, teacher {r['teacher']} (pool {r['pool']})", ""]
         by_split = r.get("quality_by_split") or {"0": r["pool_quality"]}
         accs = [q["pseudo-label accuracy (answered)"] for q in by_split.values() if q]
-        q = r["pool_quality"]
         if accs:
             lines.append(f"Pseudo-label accuracy on the pool: {_ms(accs)} over {len(accs)} split(s) (scored afterwards "
                          f"against the pool's gold; labeling took {r['label_seconds']:.0f} s when first computed, 0 if "
@@ -262,10 +267,8 @@ def write(args: argparse.Namespace, store: dict[str, Any], started: float) -> No
                 acc = [x["metrics"]["accuracy"] for x in res]
                 frac = [data_used(row, x, x.get("batch_size", 16)) for x in res]
                 sel = [x.get("selected_label_accuracy") for x in res]
-                if row == "vanilla":  # every pseudo-label of the seed's own split (one split when it is fixed)
-                    sel = [(by_split.get(str(s)) or (q if len(by_split) == 1 else {})).get(
-                        "pseudo-label accuracy (answered)") for s, _ in pairs]
-                    sel = [a for a in sel if a is not None]
+                if row == "vanilla":  # every pseudo-label of the seed's split
+                    sel = [a for a in (split_label_accuracy(by_split, s) for s, _ in pairs) if a is not None]
                 ep = [x["extra"]["training"]["epoch"] for x in res]
                 extra = ""
                 if budgeted:

@@ -38,10 +38,15 @@ STUDENT_NAME = {"minilm": "MiniLM-L6", "mpnet": "mpnet-base"}
 DEFAULT_LR = 1e-4  # StudentConfig.lr
 
 
+def epoch_counts(args: argparse.Namespace) -> list[int]:
+    """The epoch counts the rows are trained with: the table's (unless --no-base-epochs), then --more-epochs."""
+    return ([] if args.no_base_epochs else [args.epochs]) + [e for e in args.more_epochs if e != args.epochs]
+
+
 def variants(args: argparse.Namespace) -> list[dict]:
     """The student configurations of one cell, the first one run with the teacher rows."""
     out = []
-    for epochs in ([] if args.no_base_epochs else [args.epochs]) + [e for e in args.more_epochs if e != args.epochs]:
+    for epochs in epoch_counts(args):
         base = {"balance": False, "lr": DEFAULT_LR, "mix_gold": False, "epochs": epochs}
         for st in args.students:
             for tg in args.targets:
@@ -101,7 +106,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.no_confidence and set(args.targets) - {"hard"}:
         ap.error("--no-confidence gives no label distribution, so --targets can only be hard")
-    if args.no_base_epochs and not [e for e in args.more_epochs if e != args.epochs]:
+    if not epoch_counts(args):  # only --no-base-epochs empties it
         ap.error(f"--no-base-epochs drops the {args.epochs}-epoch rows, so give --more-epochs with another count "
                  "(e.g. --more-epochs 20), or leave --no-base-epochs out")
     if not variants(args):
